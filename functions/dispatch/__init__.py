@@ -1,0 +1,1 @@
+"""Skyloom deployable."""

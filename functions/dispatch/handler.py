@@ -1,0 +1,31 @@
+"""Lambda entry point: the scheduled dispatch sweeper (EventBridge rule, every minute on AWS)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.dispatch.sweeper import sweep
+from skyloom.core.config import Settings
+from skyloom.core.models import bind
+
+logger = Logger(service="skyloom-dispatch")
+tracer = Tracer(service="skyloom-dispatch")
+metrics = Metrics(namespace="Skyloom", service="skyloom-dispatch")
+settings = Settings.from_env()
+bind(settings)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    done = sweep(settings)
+    for action, count in done.items():
+        metrics.add_metric(name=f"Sweeper_{action.split(':')[0]}", unit=MetricUnit.Count, value=count)
+    if done:
+        logger.info("sweep", extra={"repairs": dict(done)})
+    return {"repairs": dict(done)}

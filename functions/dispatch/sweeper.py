@@ -1,0 +1,89 @@
+"""The dispatch sweeper: repairs what crashes leave behind, driven by the tasks' timer index.
+
+Every task that something must happen to by a deadline carries ``due_shard``/``due_at`` (see
+``skyloom.core.resources.TASKS``): queued tasks (their message may be lost), claimed tasks (their
+worker may be dead), and completed parents whose children are not live yet. The sweeper reads only
+overdue entries, so its cost follows the number of repairs, not the size of the system.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from pynamodb.exceptions import UpdateError
+
+from skyloom.core import clock, readiness
+from skyloom.core.config import Settings
+from skyloom.core.ddb import condition_failed
+from skyloom.core.execution import expire_lease, finalize, staged_children
+from skyloom.core.models import TaskModel
+from skyloom.core.states import TASK_FINAL, TaskStatus
+
+log = logging.getLogger(__name__)
+
+
+def overdue(settings: Settings, now: float, limit: int) -> list[TaskModel]:
+    found: list[TaskModel] = []
+    for shard in range(settings.due_shards):
+        found.extend(TaskModel.by_due.query(str(shard), TaskModel.due_at <= now, limit=limit))
+    return found
+
+
+def _push_back(settings: Settings, task: TaskModel, now: float) -> bool:
+    """Re-arm a queued task's timer; only the sweeper that wins this write re-sends the message."""
+    try:
+        TaskModel(task.task_id).update(
+            actions=[TaskModel.due_at.set(now + settings.redispatch_after_seconds)],
+            condition=(TaskModel.status == TaskStatus.SUBMITTED.value) & (TaskModel.due_at == task.due_at),
+        )
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    return True
+
+
+def _clear_timer(task: TaskModel) -> None:
+    try:
+        TaskModel(task.task_id).update(
+            actions=[TaskModel.due_shard.remove(), TaskModel.due_at.remove()],
+            condition=TaskModel.due_at == task.due_at,
+        )
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
+
+
+def repair(settings: Settings, task: TaskModel, now: float) -> str:
+    """Do what an overdue task needs; returns what was done (for logs and metrics)."""
+    status = task.status
+    if status == TaskStatus.SUBMITTED.value:
+        if _push_back(settings, task, now):
+            readiness.enqueue_tasks(settings, [task])
+            return "redispatched"
+        return "raced"
+    if status == TaskStatus.PROCESSING.value:
+        if task.lease_expires is not None and task.lease_expires < now:
+            return f"lease_expired:{expire_lease(settings, task)}"
+        return "lease_alive"
+    if status == TaskStatus.COMPLETED.value and task.finalize_pending is not None:
+        finalize(settings, task, staged_children(task))
+        return "finalized"
+    if status in {s.value for s in TASK_FINAL} or status in (TaskStatus.PENDING.value, TaskStatus.CREATING.value):
+        _clear_timer(task)
+        return "cleared"
+    return "skipped"
+
+
+def sweep(settings: Settings, *, limit: int = 200) -> Counter[str]:
+    """One pass over overdue tasks. A failure on one task is logged and the pass goes on."""
+    now = clock.now()
+    done: Counter[str] = Counter()
+    for task in overdue(settings, now, limit):
+        try:
+            done[repair(settings, task, now)] += 1
+        except Exception:
+            log.exception("sweeper could not repair task %s", task.task_id)
+            done["error"] += 1
+    return done

@@ -1,0 +1,45 @@
+"""Lambda entry point: the results table's DynamoDB stream -> dependency resolution.
+
+Partial batch responses: a record that fails is reported alone and redelivered (with every record
+after it in the shard, as Lambda does), so one poisoned record cannot block a whole batch forever.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.resolve.resolution import resolve_record
+from skyloom.core.config import Settings
+from skyloom.core.models import bind
+
+logger = Logger(service="skyloom-resolve")
+tracer = Tracer(service="skyloom-resolve")
+metrics = Metrics(namespace="Skyloom", service="skyloom-resolve")
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+settings = Settings.from_env()
+bind(settings)
+
+
+@tracer.capture_method
+def record_handler(record: DynamoDBRecord) -> None:
+    data = record.dynamodb
+    new = dict(data.new_image) if data and data.new_image else None
+    old = dict(data.old_image) if data and data.old_image else None
+    done = resolve_record(settings, old, new)
+    if done.queued:
+        metrics.add_metric(name="TasksQueuedByResolve", unit=MetricUnit.Count, value=done.queued)
+    if done.cancelled:
+        metrics.add_metric(name="TasksCancelledByAbort", unit=MetricUnit.Count, value=done.cancelled)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

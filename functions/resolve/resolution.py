@@ -1,0 +1,69 @@
+"""Dependency resolution: what a result's completion or abortion means for the tasks waiting on it.
+
+Stream records arrive at least once and possibly out of batch order, so each step is idempotent:
+releasing a dependency is a set DELETE, readying is a conditional Pending -> Submitted that only one
+caller wins, and cancelling is conditional on the task still waiting.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from skyloom.core import readiness
+from skyloom.core.cancellation import cancel_waiting_task
+from skyloom.core.config import Settings
+from skyloom.core.models import EdgeModel
+from skyloom.core.states import ResultStatus
+
+
+@dataclass
+class Resolved:
+    queued: int = 0
+    cancelled: int = 0
+    tasks: list[str] = field(default_factory=list)
+
+
+def dependents(result_id: str) -> list[str]:
+    return [e.task_id for e in EdgeModel.query(result_id, consistent_read=True)]
+
+
+def transition(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | None:
+    """The result status this record newly reached, or None if nothing to resolve (pure)."""
+    if not new:
+        return None
+    status = new.get("status")
+    if old is not None and old.get("status") == status:
+        return None
+    if status in (ResultStatus.COMPLETED.value, ResultStatus.ABORTED.value):
+        return str(status)
+    return None
+
+
+def on_completed(settings: Settings, result_id: str) -> Resolved:
+    winners = readiness.release_and_ready(settings, [(t, result_id) for t in dependents(result_id)])
+    readiness.enqueue_tasks(settings, winners)
+    return Resolved(queued=len(winners), tasks=[t.task_id for t in winners])
+
+
+def on_aborted(settings: Settings, result_id: str, error: dict[str, Any] | None) -> Resolved:
+    root = error or {"task_id": "unknown", "status": "Aborted", "message": f"result {result_id} was aborted"}
+    out = Resolved()
+    for task_id in dependents(result_id):
+        if cancel_waiting_task(task_id, root, f"dependency {result_id} was aborted"):
+            out.cancelled += 1
+            out.tasks.append(task_id)
+    return out
+
+
+def resolve_record(settings: Settings, old: dict[str, Any] | None, new: dict[str, Any] | None) -> Resolved:
+    reached = transition(old, new)
+    if reached is None or new is None:
+        return Resolved()
+    if reached == ResultStatus.COMPLETED.value:
+        return on_completed(settings, str(new["result_id"]))
+    error = new.get("error")
+    if isinstance(error, str):  # JSONAttribute is stored as a JSON string
+        error = json.loads(error)
+    return on_aborted(settings, str(new["result_id"]), error if isinstance(error, dict) else None)

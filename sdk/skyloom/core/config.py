@@ -1,0 +1,133 @@
+"""Runtime settings of the control plane and the workers, read from the environment.
+
+The CDK stack and local mode set the same variables, so code never guesses a resource name: it asks
+:class:`Settings`. Every variable has a default that matches local mode.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from skyloom.core.resources import DUE_SHARDS, PartitionSpec, TableSpec
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{key} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{key} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the resources are and the tunables that both sides of a queue must agree on."""
+
+    stack: str = "skyloom"
+    region: str = "us-east-1"
+    #: AWS endpoint override (the embedded emulator, LocalStack); None means real AWS.
+    aws_endpoint: str | None = None
+    bucket: str = "skyloom-data"
+    partitions: tuple[PartitionSpec, ...] = field(default_factory=lambda: (PartitionSpec("default"),))
+    #: Values at most this large are stored inline in DynamoDB; larger ones go to S3.
+    inline_max_bytes: int = 32 * 1024
+    #: How long a claim stays valid without a heartbeat; the crash-detection delay.
+    lease_seconds: float = 60.0
+    #: SQS visibility timeout of the task queues; kept above the heartbeat period.
+    visibility_timeout: int = 120
+    #: A queued task not claimed after this long may have lost its message: the sweeper re-sends.
+    redispatch_after_seconds: float = 300.0
+    #: A completed parent whose children are not live yet after this long is finalized by the sweeper.
+    finalize_after_seconds: float = 30.0
+    #: Default retries of a failed task (attempts = retries + 1).
+    default_max_retries: int = 2
+    presign_seconds: int = 900
+    due_shards: int = DUE_SHARDS
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.stack):
+            raise ValueError(f"SKYLOOM_STACK must match {_NAME.pattern}, got {self.stack!r}")
+
+    # -- names -------------------------------------------------------------------------------
+    def table_name(self, spec: TableSpec | str) -> str:
+        logical = spec if isinstance(spec, str) else spec.logical
+        return f"{self.stack}-{logical}"
+
+    def queue_name(self, partition: str, level: int) -> str:
+        return f"{self.stack}-{partition}-p{level}"
+
+    def dlq_name(self, partition: str, level: int) -> str:
+        return f"{self.queue_name(partition, level)}-dlq"
+
+    def partition(self, name: str) -> PartitionSpec | None:
+        for p in self.partitions:
+            if p.name == name:
+                return p
+        return None
+
+    @property
+    def default_partition(self) -> str:
+        return self.partitions[0].name
+
+    # -- environment -------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        stack = e.get("SKYLOOM_STACK", "skyloom")
+        levels = _int(e, "SKYLOOM_PRIORITY_LEVELS", 3)
+        names = [n.strip() for n in e.get("SKYLOOM_PARTITIONS", "default").split(",") if n.strip()]
+        for n in names:
+            if not _NAME.match(n):
+                raise ValueError(f"SKYLOOM_PARTITIONS: partition name {n!r} must match {_NAME.pattern}")
+        return cls(
+            stack=stack,
+            region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
+            aws_endpoint=e.get("SKYLOOM_AWS_ENDPOINT") or None,
+            bucket=e.get("SKYLOOM_BUCKET", f"{stack}-data"),
+            partitions=tuple(PartitionSpec(n, priority_levels=levels) for n in names or ["default"]),
+            inline_max_bytes=_int(e, "SKYLOOM_INLINE_MAX_BYTES", 32 * 1024),
+            lease_seconds=_float(e, "SKYLOOM_LEASE_SECONDS", 60.0),
+            visibility_timeout=_int(e, "SKYLOOM_VISIBILITY_TIMEOUT", 120),
+            redispatch_after_seconds=_float(e, "SKYLOOM_REDISPATCH_AFTER_SECONDS", 300.0),
+            finalize_after_seconds=_float(e, "SKYLOOM_FINALIZE_AFTER_SECONDS", 30.0),
+            default_max_retries=_int(e, "SKYLOOM_DEFAULT_MAX_RETRIES", 2),
+            presign_seconds=_int(e, "SKYLOOM_PRESIGN_SECONDS", 900),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that make :meth:`from_env` rebuild these settings in another process."""
+        env = {
+            "SKYLOOM_STACK": self.stack,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "SKYLOOM_BUCKET": self.bucket,
+            "SKYLOOM_PARTITIONS": ",".join(p.name for p in self.partitions),
+            "SKYLOOM_PRIORITY_LEVELS": str(self.partitions[0].priority_levels),
+            "SKYLOOM_INLINE_MAX_BYTES": str(self.inline_max_bytes),
+            "SKYLOOM_LEASE_SECONDS": str(self.lease_seconds),
+            "SKYLOOM_VISIBILITY_TIMEOUT": str(self.visibility_timeout),
+            "SKYLOOM_REDISPATCH_AFTER_SECONDS": str(self.redispatch_after_seconds),
+            "SKYLOOM_FINALIZE_AFTER_SECONDS": str(self.finalize_after_seconds),
+            "SKYLOOM_DEFAULT_MAX_RETRIES": str(self.default_max_retries),
+            "SKYLOOM_PRESIGN_SECONDS": str(self.presign_seconds),
+        }
+        if self.aws_endpoint:
+            env["SKYLOOM_AWS_ENDPOINT"] = self.aws_endpoint
+        return env

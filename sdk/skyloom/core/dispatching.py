@@ -1,0 +1,117 @@
+"""The one writer of task messages.
+
+A message only says "task X of session S may be ready"; DynamoDB holds the truth and the worker's
+conditional claim decides. So duplicates are harmless, and a lost message is repaired by the
+dispatch sweeper, which re-sends for queued tasks that stayed unclaimed (the ``by_due`` index).
+Sends are batched by 10 (the SQS maximum) per (partition, priority) queue; MessageGroupId is the
+session id so SQS fair queues share a partition's workers between sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from skyloom.core.aws import client
+from skyloom.core.config import Settings
+from skyloom.core.graph import queue_level
+
+MESSAGE_VERSION = 1
+_urls: dict[tuple[Settings, str, int], str] = {}
+_lock = threading.Lock()
+
+
+class UndecodableMessage(ValueError):
+    """A queue message that is not a Skyloom task message."""
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    task_id: str
+    session_id: str
+    partition: str
+    priority: int
+
+    def body(self) -> str:
+        return json.dumps(
+            {"v": MESSAGE_VERSION, "task_id": self.task_id, "session_id": self.session_id,
+             "partition": self.partition, "priority": self.priority},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def parse(cls, body: str) -> TaskMessage:
+        try:
+            raw: dict[str, object] = json.loads(body)
+            if raw.get("v") != MESSAGE_VERSION:
+                raise UndecodableMessage(f"unknown message version {raw.get('v')!r}")
+            return cls(str(raw["task_id"]), str(raw["session_id"]), str(raw["partition"]),
+                       int(str(raw["priority"])))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if isinstance(exc, UndecodableMessage):
+                raise
+            raise UndecodableMessage(f"not a task message: {body[:200]!r}") from exc
+
+
+def queue_url(settings: Settings, partition: str, level: int) -> str:
+    key = (settings, partition, level)
+    url = _urls.get(key)
+    if url is None:
+        with _lock:
+            url = _urls.get(key)
+            if url is None:
+                name = settings.queue_name(partition, level)
+                url = client("sqs", settings).get_queue_url(QueueName=name)["QueueUrl"]
+                _urls[key] = url
+    return url
+
+
+def queue_urls_by_priority(settings: Settings, partition: str) -> list[str]:
+    """The partition's queues, highest priority first: the order workers drain them in."""
+    spec = settings.partition(partition)
+    if spec is None:
+        raise ValueError(f"unknown partition {partition!r}")
+    return [queue_url(settings, partition, lvl) for lvl in reversed(range(spec.priority_levels))]
+
+
+class DispatchFailed(RuntimeError):
+    """Some messages could not be sent; their tasks stay queued and the sweeper re-sends them."""
+
+
+def enqueue(settings: Settings, messages: Iterable[TaskMessage], *, delay_seconds: int = 0) -> int:
+    """Send one message per task, batched; returns how many were sent.
+
+    Raises DispatchFailed if SQS refused some entries after a retry. Callers may let that propagate:
+    the task is already recorded as queued, so nothing is lost, only delayed until the next sweep.
+    """
+    by_queue: dict[tuple[str, int], list[TaskMessage]] = defaultdict(list)
+    for m in messages:
+        spec = settings.partition(m.partition)
+        levels = spec.priority_levels if spec else 1
+        by_queue[(m.partition, queue_level(m.priority, levels))].append(m)
+    sqs = client("sqs", settings)
+    sent = 0
+    failed: list[str] = []
+    for (partition, level), msgs in by_queue.items():
+        url = queue_url(settings, partition, level)
+        for start in range(0, len(msgs), 10):
+            chunk = msgs[start : start + 10]
+            entries = [
+                {"Id": str(i), "MessageBody": m.body(), "MessageGroupId": m.session_id,
+                 "DelaySeconds": delay_seconds}
+                for i, m in enumerate(chunk)
+            ]
+            for _ in range(2):
+                resp = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+                bad = {f["Id"] for f in resp.get("Failed", [])}
+                sent += len(entries) - len(bad)
+                entries = [e for e in entries if e["Id"] in bad]
+                if not entries:
+                    break
+            failed.extend(chunk[int(str(e["Id"]))].task_id for e in entries)
+    if failed:
+        raise DispatchFailed(f"{len(failed)} task message(s) not sent, e.g. {failed[:3]}")
+    return sent

@@ -1,0 +1,504 @@
+"""The life of one attempt: claim, heartbeat, inputs, then success or failure.
+
+A worker owns a task only while its lease holds: every write below is conditioned on
+``status = Processing AND lease_owner = me AND attempt = n``, so a worker that was presumed dead
+(SIGKILL, network partition) and comes back can no longer change anything. Success is committed
+in one transaction (task Completed + each output Completed or re-owned by the subtask it was
+delegated to); children staged by the attempt become live after that commit, and the sweeper
+finishes the job if the worker dies in between (``finalize_pending`` + the timer index).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pynamodb.exceptions import TransactWriteError, UpdateError
+from pynamodb.expressions.condition import Condition
+from pynamodb.transactions import TransactWrite
+
+from skyloom.core import blobs, clock, readiness
+from skyloom.core.config import Settings
+from skyloom.core.ddb import Op, condition_failed, failed_indexes, transact, transact_idempotent
+from skyloom.core.dispatching import TaskMessage
+from skyloom.core.graph import delegations, uncovered_outputs, unknown_outputs
+from skyloom.core.models import ResultModel, TaskModel
+from skyloom.core.results import fetch_values
+from skyloom.core.states import ResultStatus, TaskStatus, retry_decision
+from skyloom.errors import InvalidRequest
+from skyloom.options import TaskOptions
+from skyloom.runtime.outcome import RemoteError, StagedResult, TaskInput, TaskOutcome
+
+log = logging.getLogger(__name__)
+
+#: Tracebacks are kept on the task item; DynamoDB items are capped at 400 KB.
+MAX_TRACEBACK_CHARS = 16_000
+
+
+# ------------------------------------------------------------------------------------------ claim
+def claim(settings: Settings, message: TaskMessage, worker_id: str) -> TaskModel | None:
+    """Submitted -> Processing with a lease. None: not claimable (duplicate message, done, cancelled)."""
+    now = clock.now()
+    t = TaskModel(message.task_id)
+    try:
+        t.update(
+            actions=[
+                TaskModel.status.set(TaskStatus.PROCESSING.value),
+                TaskModel.attempt.add(1),
+                TaskModel.lease_owner.set(worker_id),
+                TaskModel.lease_expires.set(now + settings.lease_seconds),
+                TaskModel.due_shard.set(clock.due_shard(message.task_id, settings.due_shards)),
+                TaskModel.due_at.set(now + settings.lease_seconds),
+                TaskModel.started_at.set(now),
+                TaskModel.updated_at.set(now),
+            ],
+            condition=TaskModel.status == TaskStatus.SUBMITTED.value,
+        )
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return None
+        raise
+    return t
+
+
+def _held_by(task: TaskModel, worker_id: str) -> Condition:
+    held: Condition = (
+        (TaskModel.status == TaskStatus.PROCESSING.value)
+        & (TaskModel.lease_owner == worker_id)
+        & (TaskModel.attempt == task.attempt)
+    )
+    return held
+
+
+def heartbeat(settings: Settings, task: TaskModel, worker_id: str) -> bool:
+    """Extend the lease. False means it was lost: another worker may be running the task now."""
+    now = clock.now()
+    try:
+        TaskModel(task.task_id).update(
+            actions=[
+                TaskModel.lease_expires.set(now + settings.lease_seconds),
+                TaskModel.due_at.set(now + settings.lease_seconds),
+            ],
+            condition=_held_by(task, worker_id),
+        )
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    return True
+
+
+def load_inputs(settings: Settings, task: TaskModel) -> TaskInput:
+    deps = list(task.data_dependencies or [])
+    wanted = deps + ([task.payload_result] if task.payload_result else [])
+    values = fetch_values(settings, wanted)
+    payload = task.payload if task.payload is not None else values.get(task.payload_result or "", b"")
+    return TaskInput(
+        task_id=task.task_id,
+        session_id=task.session_id,
+        handler=task.handler,
+        payload=payload,
+        dependencies={d: values[d] for d in deps},
+        expected_outputs=list(task.expected_outputs or []),
+        options=dict(task.options or {}),
+        attempt=int(task.attempt or 1),
+    )
+
+
+# ---------------------------------------------------------------------------------------- success
+class _Violation(Exception):
+    """The attempt broke the output contract; it is recorded as a failed attempt."""
+
+
+def _check_contract(task: TaskModel, outcome: TaskOutcome) -> dict[str, str]:
+    expected = list(task.expected_outputs or [])
+    try:
+        moved = delegations(expected, {st.task_id: st.expected_outputs for st in outcome.staged_tasks})
+    except InvalidRequest as exc:
+        raise _Violation(exc.message) from None
+    unknown = unknown_outputs(expected, outcome.outputs)
+    missing, doubled = uncovered_outputs(expected, outcome.outputs, moved)
+    problems = []
+    if unknown:
+        problems.append(f"sent results it is not expected to produce: {', '.join(unknown)}")
+    if missing:
+        problems.append(f"neither produced nor delegated expected output(s): {', '.join(missing)}")
+    if doubled:
+        problems.append(f"both produced and delegated: {', '.join(doubled)}")
+    if problems:
+        raise _Violation(f"task {task.task_id} " + "; ".join(problems))
+    return moved
+
+
+def _store_values(settings: Settings, session_id: str, values: dict[str, bytes], token: str) -> dict[str, str]:
+    """Upload the values too large to sit inline; returns their S3 keys by result id."""
+    keys = {
+        rid: blobs.result_key(session_id, rid, token)
+        for rid, data in values.items()
+        if len(data) > settings.inline_max_bytes
+    }
+    blobs.put_many(settings, {keys[rid]: values[rid] for rid in keys})
+    return keys
+
+
+def _staged_items(
+    settings: Settings, parent: TaskModel, outcome: TaskOutcome, moved: dict[str, str], token: str
+) -> tuple[list[ResultModel], list[TaskModel]]:
+    now = clock.now()
+    producer = {out: st.task_id for st in outcome.staged_tasks for out in st.expected_outputs}
+    data = {r.result_id: r.data for r in outcome.staged_results if r.data is not None}
+    big_payloads = {
+        f"{st.task_id}-payload": st.payload
+        for st in outcome.staged_tasks
+        if len(st.payload) > settings.inline_max_bytes
+    }
+    keys = _store_values(settings, parent.session_id, {**data, **big_payloads}, token)
+
+    results: list[ResultModel] = []
+    extra = [StagedResult(rid, name="payload", data=big_payloads[rid]) for rid in big_payloads]
+    for sr in [*outcome.staged_results, *extra]:
+        r = ResultModel(
+            result_id=sr.result_id,
+            session_id=parent.session_id,
+            owner=parent.owner,
+            status=ResultStatus.CREATED.value,
+            owner_task_id=producer.get(sr.result_id),
+            name=sr.name,
+            created_at=now,
+            parent_task_id=parent.task_id,
+        )
+        if sr.data is not None:
+            r.status = ResultStatus.COMPLETED.value
+            r.size = len(sr.data)
+            r.completed_at = now
+            if sr.result_id in keys:
+                r.s3_key = keys[sr.result_id]
+            else:
+                r.inline = sr.data
+        results.append(r)
+
+    known_done = set(parent.data_dependencies or [])
+    known_done |= {r.result_id for r in results if r.status == ResultStatus.COMPLETED.value}
+    base = TaskOptions(**(parent.options or {}))
+    tasks: list[TaskModel] = []
+    for st in outcome.staged_tasks:
+        opts = TaskOptions(**st.options).merged_over(base) if st.options else base
+        partition = opts.partition or parent.partition
+        if settings.partition(partition) is None:
+            raise _Violation(f"subtask {st.task_id} names unknown partition {partition!r}")
+        payload_result = f"{st.task_id}-payload" if f"{st.task_id}-payload" in big_payloads else None
+        deps = [*st.data_dependencies, *([payload_result] if payload_result else [])]
+        remaining = {d for d in deps if d not in known_done}
+        tasks.append(
+            TaskModel(
+                task_id=st.task_id,
+                session_id=parent.session_id,
+                owner=parent.owner,
+                status=TaskStatus.CREATING.value,
+                handler=st.handler,
+                payload=None if payload_result else st.payload,
+                payload_result=payload_result,
+                payload_size=len(st.payload),
+                data_dependencies=list(st.data_dependencies),
+                remaining=remaining or None,
+                expected_outputs=list(st.expected_outputs),
+                options=opts.compact(),
+                partition=partition,
+                priority=opts.priority or 0,
+                parent_task_id=parent.task_id,
+                parent_attempt=parent.attempt,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    _check_references(parent, results, tasks, moved)
+    return results, tasks
+
+
+def _check_references(
+    parent: TaskModel, results: Sequence[ResultModel], tasks: Sequence[TaskModel], moved: dict[str, str]
+) -> None:
+    """Every id a staged subtask names must exist in the session, or the subtask would wait forever."""
+    local = {r.result_id for r in results} | set(parent.data_dependencies or []) | set(parent.expected_outputs or [])
+    outside = {d for t in tasks for d in (*t.data_dependencies, *t.expected_outputs) if d not in local}
+    if outside:
+        found = {r.result_id: r for r in ResultModel.batch_get(list(outside), consistent_read=True)}
+        bad = [d for d in outside if d not in found or found[d].session_id != parent.session_id]
+        if bad:
+            raise _Violation(f"subtasks refer to unknown result id(s): {', '.join(sorted(bad)[:10])}")
+    for t in tasks:
+        for out in t.expected_outputs:
+            if out in outside or (out in set(parent.expected_outputs or []) and moved.get(out) != t.task_id):
+                raise _Violation(f"subtask {t.task_id} cannot produce {out}: it is not a new result of this task")
+
+
+def _write_staged(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) -> None:
+    def put(item: ResultModel | TaskModel) -> Op:
+        key = ResultModel.result_id if isinstance(item, ResultModel) else TaskModel.task_id
+
+        def op(tx: TransactWrite) -> None:
+            tx.save(item, condition=key.does_not_exist())
+
+        return op
+
+    def already(i: int) -> bool:  # staged ids are fresh uuids: a clash is a bug, never a replay
+        return False
+
+    transact_idempotent([put(r) for r in results] + [put(t) for t in tasks], already)
+
+
+def _attempt_record(task: TaskModel, worker_id: str, outcome: str, error: RemoteError | None = None) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "number": int(task.attempt or 0),
+        "worker": worker_id,
+        "started_at": task.started_at,
+        "ended_at": clock.now(),
+        "outcome": outcome,
+    }
+    if error is not None:
+        rec.update(
+            error_type=error.type, message=error.message[:4000], traceback=error.traceback[-MAX_TRACEBACK_CHARS:]
+        )
+    return rec
+
+
+def complete(
+    settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome, metrics: dict[str, float]
+) -> bool:
+    """Record a successful attempt. False if the lease was lost (another worker owns the task).
+
+    Order: upload large values -> write staged children (not live) -> one commit transaction ->
+    make children live. A crash before the commit leaves only unreachable staged items; after it,
+    the sweeper sees ``finalize_pending`` and activates the children.
+    """
+    if outcome.error is not None:
+        return fail(settings, task, worker_id, outcome.error) != "lost"
+    token = f"a{task.attempt}-{clock.new_id()[:12]}"
+    try:
+        moved = _check_contract(task, outcome)
+        staged_results, staged_tasks = _staged_items(settings, task, outcome, moved, token)
+    except _Violation as exc:
+        err = RemoteError(type="OutputContractViolation", message=str(exc), traceback="", retryable=False)
+        return fail(settings, task, worker_id, err) != "lost"
+    keys = _store_values(settings, task.session_id, outcome.outputs, token)
+    _write_staged(staged_results, staged_tasks)
+
+    now = clock.now()
+    actions: list[Any] = [
+        TaskModel.status.set(TaskStatus.COMPLETED.value),
+        TaskModel.ended_at.set(now),
+        TaskModel.updated_at.set(now),
+        TaskModel.metrics.set(metrics),
+        TaskModel.attempts.set([*(task.attempts or []), _attempt_record(task, worker_id, "completed")]),
+        TaskModel.lease_owner.remove(),
+        TaskModel.lease_expires.remove(),
+    ]
+    if staged_tasks:
+        actions += [
+            TaskModel.finalize_pending.set(now),
+            TaskModel.due_at.set(now + settings.finalize_after_seconds),
+        ]
+    else:
+        actions += [TaskModel.due_shard.remove(), TaskModel.due_at.remove()]
+
+    def commit_task(tx: TransactWrite) -> None:
+        tx.update(TaskModel(task.task_id), actions=actions, condition=_held_by(task, worker_id))
+
+    ops: list[Op] = [commit_task]
+    for rid, data in outcome.outputs.items():
+        ops.append(_complete_output(rid, task.task_id, data, keys.get(rid), now))
+    for rid, sub in moved.items():
+        ops.append(_delegate_output(rid, task.task_id, sub))
+    try:
+        transact(ops)
+    except TransactWriteError as exc:
+        refused = failed_indexes(exc)
+        if refused:
+            log.warning("commit of task %s refused (items %s): lease lost or outputs changed", task.task_id, refused)
+            return False
+        raise
+    if staged_tasks:
+        finalize(settings, task, staged_tasks)
+    return True
+
+
+def _complete_output(rid: str, task_id: str, data: bytes, key: str | None, now: float) -> Op:
+    actions: list[Any] = [
+        ResultModel.status.set(ResultStatus.COMPLETED.value),
+        ResultModel.size.set(len(data)),
+        ResultModel.completed_at.set(now),
+        ResultModel.s3_key.set(key) if key else ResultModel.inline.set(data),
+    ]
+
+    def op(tx: TransactWrite) -> None:
+        tx.update(
+            ResultModel(rid),
+            actions=actions,
+            condition=(ResultModel.status == ResultStatus.CREATED.value) & (ResultModel.owner_task_id == task_id),
+        )
+
+    return op
+
+
+def _delegate_output(rid: str, task_id: str, subtask_id: str) -> Op:
+    def op(tx: TransactWrite) -> None:
+        tx.update(
+            ResultModel(rid),
+            actions=[ResultModel.owner_task_id.set(subtask_id)],
+            condition=(ResultModel.status == ResultStatus.CREATED.value) & (ResultModel.owner_task_id == task_id),
+        )
+
+    return op
+
+
+def finalize(settings: Settings, parent: TaskModel, children: Sequence[TaskModel]) -> None:
+    """Make the committed attempt's children live, then clear the parent's pending flag.
+
+    Idempotent: activation skips children already live, and clearing is conditional.
+    """
+    queued = readiness.activate(settings, children)
+    readiness.enqueue_tasks(settings, queued)
+    try:
+        TaskModel(parent.task_id).update(
+            actions=[TaskModel.finalize_pending.remove(), TaskModel.due_shard.remove(), TaskModel.due_at.remove()],
+            condition=(TaskModel.status == TaskStatus.COMPLETED.value) & TaskModel.finalize_pending.exists(),
+        )
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
+
+
+def staged_children(parent: TaskModel) -> list[TaskModel]:
+    """The children staged by the parent's winning attempt (the sweeper's way to find them)."""
+    return [
+        t
+        for t in TaskModel.by_parent.query(parent.task_id)
+        if t.parent_attempt == parent.attempt
+    ]
+
+
+# ---------------------------------------------------------------------------------------- failure
+def root_error(task: TaskModel, status: str, error: RemoteError) -> dict[str, Any]:
+    """What dependents and the client are told about a final failure (a protocol.ResultError)."""
+    return {
+        "task_id": task.task_id,
+        "handler": task.handler,
+        "status": status,
+        "attempts": int(task.attempt or 0),
+        "type": error.type,
+        "message": error.message[:4000],
+        "traceback": error.traceback[-MAX_TRACEBACK_CHARS:],
+    }
+
+
+def _record_failure(
+    settings: Settings, task: TaskModel, error: RemoteError, *, timed_out: bool, worker: str, held: Condition
+) -> str:
+    attempts = [*(task.attempts or []), _attempt_record(task, worker, "timeout" if timed_out else "error", error)]
+    max_retries = int((task.options or {}).get("max_retries", settings.default_max_retries))
+    now = clock.now()
+    if error.retryable and retry_decision(int(task.attempt or 0), max_retries):
+        try:
+            TaskModel(task.task_id).update(
+                actions=[
+                    TaskModel.attempts.set(attempts),
+                    TaskModel.lease_owner.remove(),
+                    TaskModel.lease_expires.remove(),
+                    *readiness.queued_actions(settings, task.task_id, now),  # type: ignore[list-item]
+                ],
+                condition=held,
+            )
+        except UpdateError as exc:
+            if condition_failed(exc):
+                return "lost"
+            raise
+        readiness.enqueue_tasks(settings, [task])
+        return TaskStatus.SUBMITTED.value
+
+    status = (TaskStatus.TIMEOUT if timed_out else TaskStatus.ERROR).value
+    err = root_error(task, status, error)
+
+    def end_task(tx: TransactWrite) -> None:
+        tx.update(
+            TaskModel(task.task_id),
+            actions=[
+                TaskModel.status.set(status),
+                TaskModel.error.set(err),
+                TaskModel.attempts.set(attempts),
+                TaskModel.ended_at.set(now),
+                TaskModel.updated_at.set(now),
+                TaskModel.lease_owner.remove(),
+                TaskModel.lease_expires.remove(),
+                TaskModel.due_shard.remove(),
+                TaskModel.due_at.remove(),
+            ],
+            condition=held,
+        )
+
+    ops: list[Op] = [end_task, *(abort_output(rid, task.task_id, err) for rid in task.expected_outputs or [])]
+    try:
+        transact(ops)
+    except TransactWriteError as exc:
+        if 0 in failed_indexes(exc):
+            return "lost"
+        # An output was no longer ours (already aborted by a cancellation): end the task alone.
+        transact([end_task])
+    return status
+
+
+def abort_output(rid: str, task_id: str, err: dict[str, Any]) -> Op:
+    def op(tx: TransactWrite) -> None:
+        tx.update(
+            ResultModel(rid),
+            actions=[ResultModel.status.set(ResultStatus.ABORTED.value), ResultModel.error.set(err),
+                     ResultModel.completed_at.set(clock.now())],
+            condition=(ResultModel.status == ResultStatus.CREATED.value) & (ResultModel.owner_task_id == task_id),
+        )
+
+    return op
+
+
+def fail(settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *, timed_out: bool = False) -> str:
+    """Record a failed attempt: re-queue it if retries remain, else end it and abort its outputs.
+
+    Returns the new status, or "lost" if the lease was no longer ours.
+    """
+    return _record_failure(settings, task, error, timed_out=timed_out, worker=worker_id,
+                           held=_held_by(task, worker_id))
+
+
+def expire_lease(settings: Settings, task: TaskModel) -> str:
+    """The sweeper's verdict on a lease that ran out: the worker is presumed dead; a failed attempt."""
+    now = clock.now()
+    held = (
+        (TaskModel.status == TaskStatus.PROCESSING.value)
+        & (TaskModel.attempt == task.attempt)
+        & (TaskModel.lease_expires < now)
+    )
+    error = RemoteError(
+        type="WorkerLost",
+        message=f"worker {task.lease_owner} stopped heartbeating on attempt {task.attempt} (lease expired)",
+        traceback="",
+    )
+    return _record_failure(settings, task, error, timed_out=False, worker=str(task.lease_owner), held=held)
+
+
+def release(settings: Settings, task: TaskModel, worker_id: str) -> bool:
+    """Give a claimed task back without counting the attempt (a draining worker)."""
+    now = clock.now()
+    try:
+        TaskModel(task.task_id).update(
+            actions=[
+                TaskModel.attempt.add(-1),
+                TaskModel.lease_owner.remove(),
+                TaskModel.lease_expires.remove(),
+                *readiness.queued_actions(settings, task.task_id, now),  # type: ignore[list-item]
+            ],
+            condition=_held_by(task, worker_id),
+        )
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    return True

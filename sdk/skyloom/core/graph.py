@@ -1,0 +1,138 @@
+"""Pure rules of the task graph: who produces what, what waits on what, and what may not be submitted.
+
+No I/O here: submission and completion gather facts from DynamoDB, then ask these functions, so the
+rules can be unit-tested exhaustively (and with hypothesis) without an emulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from skyloom.errors import GraphCycle, InvalidRequest
+
+
+@dataclass(frozen=True)
+class TaskNode:
+    """What the rules need to know of a task being submitted."""
+
+    task_id: str
+    dependencies: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def check_unique(ids: Iterable[str], what: str) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise InvalidRequest(f"{what} id {i!r} appears more than once in the request", field=what)
+        seen.add(i)
+
+
+def producers(nodes: Sequence[TaskNode]) -> dict[str, str]:
+    """Map each expected output to the one task of the batch producing it (invariant 5)."""
+    owner: dict[str, str] = {}
+    for n in nodes:
+        if len(set(n.outputs)) != len(n.outputs):
+            raise InvalidRequest(
+                f"task {n.task_id} lists an expected output twice", field="tasks.expected_outputs"
+            )
+        for out in n.outputs:
+            if out in owner:
+                raise InvalidRequest(
+                    f"result {out} is an expected output of both task {owner[out]} and task {n.task_id}; "
+                    "a result has exactly one producer",
+                    field="tasks.expected_outputs",
+                )
+            owner[out] = n.task_id
+    return owner
+
+
+def find_cycle(nodes: Sequence[TaskNode]) -> list[str] | None:
+    """A list of task ids forming a dependency cycle through expected outputs, or None.
+
+    Task B waits on task A when B depends on a result A is expected to produce. Iterative DFS with
+    colours, so a 100,000-task batch cannot blow the recursion limit.
+    """
+    owner = producers(nodes)
+    waits_on: dict[str, list[str]] = {
+        n.task_id: [owner[d] for d in n.dependencies if d in owner] for n in nodes
+    }
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(waits_on, white)
+    for start in waits_on:
+        if colour[start] != white:
+            continue
+        stack: list[tuple[str, int]] = [(start, 0)]
+        path: list[str] = [start]
+        colour[start] = grey
+        while stack:
+            node, idx = stack[-1]
+            succ = waits_on[node]
+            if idx < len(succ):
+                stack[-1] = (node, idx + 1)
+                nxt = succ[idx]
+                if colour[nxt] == grey:
+                    return [*path[path.index(nxt) :], nxt]
+                if colour[nxt] == white:
+                    colour[nxt] = grey
+                    stack.append((nxt, 0))
+                    path.append(nxt)
+            else:
+                colour[node] = black
+                stack.pop()
+                path.pop()
+    return None
+
+
+def check_acyclic(nodes: Sequence[TaskNode]) -> None:
+    cycle = find_cycle(nodes)
+    if cycle is not None:
+        raise GraphCycle(
+            "tasks wait on each other's expected outputs: " + " -> ".join(cycle),
+            field="tasks.data_dependencies",
+            details={"cycle": cycle},
+        )
+
+
+def delegations(parent_outputs: Sequence[str], staged_outputs: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Which subtask each delegated parent output moves to: ``{result_id: subtask_id}``.
+
+    ``staged_outputs`` maps each staged subtask to its expected outputs; naming a parent output there
+    is how a task delegates it. Delegating one output to two subtasks breaks invariant 5.
+    """
+    parent = set(parent_outputs)
+    moved: dict[str, str] = {}
+    for sub, outs in staged_outputs.items():
+        for out in outs:
+            if out in parent:
+                if out in moved:
+                    raise InvalidRequest(
+                        f"expected output {out} is delegated to both {moved[out]} and {sub}",
+                        field="expected_outputs",
+                    )
+                moved[out] = sub
+    return moved
+
+
+def uncovered_outputs(
+    expected: Sequence[str], produced: Iterable[str], delegated: Iterable[str]
+) -> tuple[list[str], list[str]]:
+    """(missing, doubled): outputs neither produced nor delegated, and those both produced and delegated.
+
+    A task succeeds only when each expected output is covered exactly once (invariant 5).
+    """
+    prod, dele = set(produced), set(delegated)
+    missing = [o for o in expected if o not in prod and o not in dele]
+    doubled = [o for o in expected if o in prod and o in dele]
+    return missing, doubled
+
+
+def unknown_outputs(expected: Sequence[str], produced: Iterable[str]) -> list[str]:
+    exp = set(expected)
+    return sorted(o for o in produced if o not in exp)
+
+
+def queue_level(priority: int, levels: int) -> int:
+    """The queue level for a priority: levels beyond the partition's top share the top queue."""
+    return max(0, min(priority, levels - 1))

@@ -1,0 +1,229 @@
+# mypy: disable-error-code="no-untyped-call"
+"""The DynamoDB data model (pynamodb) of sessions, tasks, results and dependency edges.
+
+Table names and the endpoint come from :class:`~skyloom.core.config.Settings` at run time, so the
+models are bound once per process with :func:`bind` (a Lambda container, a worker agent, the local
+stack). Item shapes must match :mod:`skyloom.core.resources`, which a unit test checks.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    JSONAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+)
+from pynamodb.connection import Connection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from skyloom.core.config import Settings
+from skyloom.core.resources import EDGES, RESULTS, SESSIONS, TASKS
+
+
+class _Meta:
+    table_name = "unbound"
+    region = "us-east-1"
+    host: str | None = None
+
+
+# ---------------------------------------------------------------------------------------- sessions
+class SessionsByOwner(GlobalSecondaryIndex["SessionModel"]):
+    class Meta:
+        index_name = "by_owner"
+        projection = AllProjection()
+
+    owner = UnicodeAttribute(hash_key=True)
+    created_at = NumberAttribute(range_key=True)
+
+
+class SessionModel(Model):
+    class Meta(_Meta):
+        pass
+
+    session_id = UnicodeAttribute(hash_key=True)
+    owner = UnicodeAttribute()
+    status = UnicodeAttribute()
+    created_at = NumberAttribute()
+    updated_at = NumberAttribute()
+    #: Default task options (a TaskOptions dict) applied to every task of the session.
+    options = JSONAttribute(default=dict)
+    partitions = ListAttribute[str](default=list)
+    name = UnicodeAttribute(null=True)
+    expires_at = NumberAttribute(null=True)
+
+    by_owner = SessionsByOwner()
+
+
+# ------------------------------------------------------------------------------------------- tasks
+class TasksBySession(GlobalSecondaryIndex["TaskModel"]):
+    class Meta:
+        index_name = "by_session"
+        projection = AllProjection()
+
+    session_id = UnicodeAttribute(hash_key=True)
+    task_id = UnicodeAttribute(range_key=True)
+
+
+class TasksByParent(GlobalSecondaryIndex["TaskModel"]):
+    class Meta:
+        index_name = "by_parent"
+        projection = AllProjection()
+
+    parent_task_id = UnicodeAttribute(hash_key=True)
+    task_id = UnicodeAttribute(range_key=True)
+
+
+class TasksByDue(GlobalSecondaryIndex["TaskModel"]):
+    class Meta:
+        index_name = "by_due"
+        projection = AllProjection()
+
+    due_shard = UnicodeAttribute(hash_key=True)
+    due_at = NumberAttribute(range_key=True)
+
+
+class TaskModel(Model):
+    class Meta(_Meta):
+        pass
+
+    task_id = UnicodeAttribute(hash_key=True)
+    session_id = UnicodeAttribute()
+    owner = UnicodeAttribute()
+    status = UnicodeAttribute()
+    handler = UnicodeAttribute()
+    #: Inline payload; None when the payload is the result ``payload_result``.
+    payload = BinaryAttribute(null=True, legacy_encoding=False)
+    #: A completed result holding the payload, for payloads too large to ride inline.
+    payload_result = UnicodeAttribute(null=True)
+    payload_size = NumberAttribute(default=0)
+    data_dependencies = ListAttribute[str](default=list)
+    #: Dependencies not yet completed. DynamoDB drops an empty set, so "absent" means "none left".
+    remaining = UnicodeSetAttribute(null=True)
+    expected_outputs = ListAttribute[str](default=list)
+    #: Effective TaskOptions (session defaults merged with the task's own).
+    options = JSONAttribute(default=dict)
+    partition = UnicodeAttribute()
+    priority = NumberAttribute(default=0)
+    parent_task_id = UnicodeAttribute(null=True)
+    parent_attempt = NumberAttribute(null=True)
+    created_at = NumberAttribute()
+    updated_at = NumberAttribute()
+    submitted_at = NumberAttribute(null=True)
+    started_at = NumberAttribute(null=True)
+    ended_at = NumberAttribute(null=True)
+    #: Number of the current (or last) attempt, 1-based; 0 before the first claim.
+    attempt = NumberAttribute(default=0)
+    lease_owner = UnicodeAttribute(null=True)
+    lease_expires = NumberAttribute(null=True)
+    #: Timer index: set while something must happen to this task by ``due_at``.
+    due_shard = UnicodeAttribute(null=True)
+    due_at = NumberAttribute(null=True)
+    #: One JSON object per finished attempt: number, worker, start, end, outcome, error, traceback.
+    attempts = JSONAttribute(default=list)
+    #: The final error, when the task ended in Error/Timeout/Cancelled.
+    error = JSONAttribute(null=True)
+    #: Set at commit while the children staged by the winning attempt are not live yet.
+    finalize_pending = NumberAttribute(null=True)
+    #: Timing breakdown and bytes moved of the winning attempt.
+    metrics = JSONAttribute(null=True)
+    request_id = UnicodeAttribute(null=True)
+    expires_at = NumberAttribute(null=True)
+
+    by_session = TasksBySession()
+    by_parent = TasksByParent()
+    by_due = TasksByDue()
+
+
+# ----------------------------------------------------------------------------------------- results
+class ResultsBySession(GlobalSecondaryIndex["ResultModel"]):
+    class Meta:
+        index_name = "by_session"
+        projection = AllProjection()
+
+    session_id = UnicodeAttribute(hash_key=True)
+    result_id = UnicodeAttribute(range_key=True)
+
+
+class ResultModel(Model):
+    class Meta(_Meta):
+        pass
+
+    result_id = UnicodeAttribute(hash_key=True)
+    session_id = UnicodeAttribute()
+    owner = UnicodeAttribute()
+    status = UnicodeAttribute()
+    #: The task that must produce this result; None for a result the client uploads.
+    owner_task_id = UnicodeAttribute(null=True)
+    name = UnicodeAttribute(null=True)
+    created_at = NumberAttribute()
+    completed_at = NumberAttribute(null=True)
+    size = NumberAttribute(null=True)
+    #: Inline value (small results) or the S3 key of the value; exactly one is set once Completed.
+    inline = BinaryAttribute(null=True, legacy_encoding=False)
+    s3_key = UnicodeAttribute(null=True)
+    #: Why the result was aborted: the root failed task and its error.
+    error = JSONAttribute(null=True)
+    #: The staging parent and attempt when a running task created this result.
+    parent_task_id = UnicodeAttribute(null=True)
+    request_id = UnicodeAttribute(null=True)
+    expires_at = NumberAttribute(null=True)
+
+    by_session = ResultsBySession()
+
+
+# ------------------------------------------------------------------------------------------- edges
+class EdgeModel(Model):
+    class Meta(_Meta):
+        pass
+
+    result_id = UnicodeAttribute(hash_key=True)
+    task_id = UnicodeAttribute(range_key=True)
+    session_id = UnicodeAttribute()
+    expires_at = NumberAttribute(null=True)
+
+
+_BINDINGS = ((SessionModel, SESSIONS), (TaskModel, TASKS), (ResultModel, RESULTS), (EdgeModel, EDGES))
+_bind_lock = threading.Lock()
+_bound: Settings | None = None
+
+
+def bind(settings: Settings) -> None:
+    """Point every model at the tables of ``settings``; idempotent, once per process.
+
+    pynamodb keeps table names on the model classes, so one process serves one stack. Rebinding to
+    other settings (tests that start a second stack) resets the cached connections.
+    """
+    global _bound
+    with _bind_lock:
+        if _bound == settings:
+            return
+        for model, spec in _BINDINGS:
+            model.Meta.table_name = settings.table_name(spec)
+            model.Meta.region = settings.region
+            model.Meta.host = settings.aws_endpoint
+            model._connection = None
+        _bound = settings
+
+
+def bound_settings() -> Settings:
+    if _bound is None:
+        raise RuntimeError("skyloom.core.models.bind(settings) was not called in this process")
+    return _bound
+
+
+def connection() -> Connection:
+    """A connection for transactions (pynamodb needs one explicitly)."""
+    s = bound_settings()
+    return Connection(region=s.region, host=s.aws_endpoint)
+
+
+def item_from_stream_image(model: type[Model], image: dict[str, Any]) -> Any:
+    """Rebuild a model instance from a DynamoDB stream image (``{"attr": {"S": ...}}``)."""
+    return model.from_raw_data(image)

@@ -1,0 +1,157 @@
+"""Where a task becomes ready.
+
+A live task waits in Pending with a ``remaining`` set of data dependencies not yet completed. Two
+actors shrink that set: ``resolve`` (a dependency's completion arrives on the results stream and
+the edges table names its dependents) and whoever activates the task (after registering its edges
+it re-checks each dependency, invariant 4). Both end in :func:`try_ready`, a conditional
+Pending -> Submitted write: exactly one caller wins and enqueues, however they race or replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from pynamodb.exceptions import UpdateError
+
+from skyloom.core import clock, dispatching
+from skyloom.core.config import Settings
+from skyloom.core.ddb import condition_failed
+from skyloom.core.dispatching import TaskMessage
+from skyloom.core.models import EdgeModel, ResultModel, TaskModel
+from skyloom.core.states import ResultStatus, TaskStatus
+
+
+def message_for(task: TaskModel) -> TaskMessage:
+    return TaskMessage(task.task_id, task.session_id, task.partition, int(task.priority or 0))
+
+
+def queued_actions(settings: Settings, task_id: str, now: float) -> list[object]:
+    """The attribute updates that mark a task queued, with its redispatch timer armed."""
+    return [
+        TaskModel.status.set(TaskStatus.SUBMITTED.value),
+        TaskModel.submitted_at.set(now),
+        TaskModel.updated_at.set(now),
+        TaskModel.due_shard.set(clock.due_shard(task_id, settings.due_shards)),
+        TaskModel.due_at.set(now + settings.redispatch_after_seconds),
+    ]
+
+
+def release(task_id: str, result_id: str) -> TaskModel | None:
+    """Remove a completed dependency from a task's remaining set (idempotent: set DELETE).
+
+    Returns the task as it is after the write, or None if the task does not exist.
+    """
+    t = TaskModel(task_id)
+    try:
+        t.update(
+            actions=[TaskModel.remaining.delete({result_id}), TaskModel.updated_at.set(clock.now())],
+            condition=TaskModel.task_id.exists(),
+        )
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return None
+        raise
+    return t
+
+
+def try_ready(settings: Settings, task: TaskModel) -> bool:
+    """Pending with nothing remaining -> Submitted. True only for the one caller that wins."""
+    if task.status != TaskStatus.PENDING.value or task.remaining:
+        return False
+    try:
+        task.update(
+            actions=queued_actions(settings, task.task_id, clock.now()),  # type: ignore[arg-type]
+            condition=(TaskModel.status == TaskStatus.PENDING.value) & TaskModel.remaining.does_not_exist(),
+        )
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    return True
+
+
+def release_and_ready(settings: Settings, pairs: Iterable[tuple[str, str]]) -> list[TaskModel]:
+    """For each (task, completed result): release it and try to ready the task. Returns the winners."""
+    winners: list[TaskModel] = []
+    for task_id, result_id in pairs:
+        t = release(task_id, result_id)
+        if t is not None and try_ready(settings, t):
+            winners.append(t)
+    return winners
+
+
+def register_edges(tasks: Sequence[TaskModel]) -> None:
+    """Record result -> dependent edges for every remaining dependency.
+
+    An edge is an immutable fact keyed by (result, task); writing it again writes the same item, so a
+    plain batch write is idempotent and needs no condition.
+    """
+    with EdgeModel.batch_write() as batch:
+        for t in tasks:
+            for rid in t.remaining or ():
+                batch.save(EdgeModel(result_id=rid, task_id=t.task_id, session_id=t.session_id))
+
+
+def recheck(settings: Settings, tasks: Sequence[TaskModel]) -> list[TaskModel]:
+    """After edges exist, release every remaining dependency that is already completed.
+
+    This closes the race with a dependency completing while the task was being written: either
+    resolve sees our edge, or we see its completion here (both may; releasing is idempotent).
+    """
+    wanted = {rid for t in tasks for rid in (t.remaining or ())}
+    if not wanted:
+        return []
+    completed = {
+        r.result_id
+        for r in ResultModel.batch_get(list(wanted), consistent_read=True)
+        if r.status == ResultStatus.COMPLETED.value
+    }
+    return release_and_ready(
+        settings, [(t.task_id, rid) for t in tasks for rid in (t.remaining or ()) if rid in completed]
+    )
+
+
+def activate(settings: Settings, tasks: Sequence[TaskModel]) -> list[TaskModel]:
+    """Make staged (Creating) tasks live: edges, Creating -> Pending/Submitted, re-check.
+
+    Returns the tasks this call queued (the caller enqueues them). Safe to repeat after a crash.
+    """
+    queued: list[TaskModel] = []
+    waiting: list[TaskModel] = []
+    register_edges(tasks)
+    now = clock.now()
+    for t in tasks:
+        try:
+            if not t.remaining:
+                t.update(
+                    actions=queued_actions(settings, t.task_id, now),  # type: ignore[arg-type]
+                    condition=(TaskModel.status == TaskStatus.CREATING.value)
+                    & TaskModel.remaining.does_not_exist(),
+                )
+                queued.append(t)
+                continue
+            t.update(
+                actions=[TaskModel.status.set(TaskStatus.PENDING.value), TaskModel.updated_at.set(now)],
+                condition=TaskModel.status == TaskStatus.CREATING.value,
+            )
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise
+            t.refresh(consistent_read=True)
+            if t.status == TaskStatus.CREATING.value:  # resolve emptied the set meanwhile
+                t.update(
+                    actions=[TaskModel.status.set(TaskStatus.PENDING.value), TaskModel.updated_at.set(now)],
+                    condition=TaskModel.status == TaskStatus.CREATING.value,
+                )
+            elif t.status != TaskStatus.PENDING.value:
+                continue  # already activated further by an earlier run
+        if try_ready(settings, t):
+            queued.append(t)
+        else:
+            waiting.append(t)
+    queued.extend(recheck(settings, waiting))
+    return queued
+
+
+def enqueue_tasks(settings: Settings, tasks: Iterable[TaskModel]) -> int:
+    return dispatching.enqueue(settings, [message_for(t) for t in tasks])

@@ -1,0 +1,143 @@
+"""The single definition of Skyloom's AWS resources.
+
+Local mode provisions exactly these tables, queues and bucket on the embedded emulator, and the CDK
+stack deploys them: both read this module, so names, keys, indexes and streams cannot drift apart.
+Only shapes live here; names are derived from a stack prefix by :mod:`skyloom.core.config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+KeyType = Literal["S", "N", "B"]
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: KeyType = "S"
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A global secondary index; ``projection`` ALL keeps readers to one query."""
+
+    name: str
+    hash_key: Key
+    range_key: Key | None = None
+    projection: Literal["ALL", "KEYS_ONLY"] = "ALL"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A DynamoDB table. ``logical`` is the role ("tasks"); the physical name comes from config."""
+
+    logical: str
+    hash_key: Key
+    range_key: Key | None = None
+    indexes: tuple[IndexSpec, ...] = ()
+    #: Stream view type, or None for no stream. Resolution consumes the results table's stream.
+    stream: Literal["NEW_AND_OLD_IMAGES", "NEW_IMAGE"] | None = None
+    ttl_attribute: str | None = None
+    purpose: str = ""
+
+    def attribute_definitions(self) -> list[Key]:
+        keys: dict[str, Key] = {}
+        for k in (self.hash_key, self.range_key):
+            if k is not None:
+                keys[k.name] = k
+        for ix in self.indexes:
+            for k in (ix.hash_key, ix.range_key):
+                if k is not None:
+                    keys[k.name] = k
+        return list(keys.values())
+
+
+#: Number of shards of the timer index. Spreads sweeper-visible writes over several index
+#: partitions so that one hot key never throttles the tasks table.
+DUE_SHARDS = 16
+
+SESSIONS = TableSpec(
+    logical="sessions",
+    hash_key=Key("session_id"),
+    indexes=(IndexSpec("by_owner", Key("owner"), Key("created_at", "N")),),
+    ttl_attribute="expires_at",
+    purpose="One item per session: owner, status, default task options, allowed partitions.",
+)
+
+TASKS = TableSpec(
+    logical="tasks",
+    hash_key=Key("task_id"),
+    indexes=(
+        IndexSpec("by_session", Key("session_id"), Key("task_id")),
+        IndexSpec("by_parent", Key("parent_task_id"), Key("task_id")),
+        # Sparse: only tasks that something must happen to by a deadline carry due_shard/due_at
+        # (a queued task whose message might be lost, a lease that may expire, a parent whose
+        # children are not live yet). The dispatch sweeper reads nothing else.
+        IndexSpec("by_due", Key("due_shard"), Key("due_at", "N")),
+    ),
+    ttl_attribute="expires_at",
+    purpose="One item per task: definition, status, remaining dependencies, lease, attempts.",
+)
+
+RESULTS = TableSpec(
+    logical="results",
+    hash_key=Key("result_id"),
+    indexes=(IndexSpec("by_session", Key("session_id"), Key("result_id")),),
+    stream="NEW_AND_OLD_IMAGES",
+    ttl_attribute="expires_at",
+    purpose="One item per result: owner task, status, inline value or S3 key. Its stream drives resolve.",
+)
+
+EDGES = TableSpec(
+    logical="edges",
+    hash_key=Key("result_id"),
+    range_key=Key("task_id"),
+    ttl_attribute="expires_at",
+    purpose="result -> dependent task, written before the dependent re-checks the result.",
+)
+
+TABLES: tuple[TableSpec, ...] = (SESSIONS, TASKS, RESULTS, EDGES)
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One standard SQS queue per (partition, priority level); MessageGroupId = session id."""
+
+    partition: str
+    level: int
+    visibility_timeout: int
+    max_receive_count: int = 5
+    retention_seconds: int = 14 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """A named pool of workers with its own queues."""
+
+    name: str
+    priority_levels: int = 3
+    cpu: int = 1024
+    memory: int = 2048
+    min_workers: int = 0
+    max_workers: int = 10
+    spot: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    logical: str = "data"
+    purpose: str = "Result blobs larger than the inline threshold, keyed by session and result."
+
+
+BUCKET = BucketSpec()
+
+
+def queue_specs(partitions: tuple[PartitionSpec, ...], visibility_timeout: int) -> list[QueueSpec]:
+    return [
+        QueueSpec(partition=p.name, level=level, visibility_timeout=visibility_timeout)
+        for p in partitions
+        for level in range(p.priority_levels)
+    ]

@@ -1,0 +1,242 @@
+"""Results (data nodes): creation, upload, reads and waits.
+
+A result is written at most once: the Created -> Completed write is conditional, and its value is
+either inline (small) or an S3 key recorded by the same write, so readers only ever see one value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+
+from pydantic import BaseModel
+from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from skyloom.core import blobs, clock
+from skyloom.core.config import Settings
+from skyloom.core.ddb import Op, condition_failed, transact_idempotent
+from skyloom.core.models import ResultModel, SessionModel
+from skyloom.core.protocol import (
+    ResultData,
+    ResultError,
+    ResultInfo,
+    ResultSpec,
+    WaitRequest,
+    WaitResponse,
+    b64decode,
+    b64encode,
+)
+from skyloom.core.sessions import load_session
+from skyloom.core.states import RESULT_FINAL, ResultStatus, SessionStatus, session_accepts_submissions
+from skyloom.errors import Conflict, PayloadTooLarge, ResultNotFound, SessionClosed
+
+UPLOAD_WRITER = "upload"
+
+
+def fingerprint(body: BaseModel) -> str:
+    """Identifies a request by content, so a retried request is recognised as already applied."""
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()[:32]
+
+
+def result_info(r: ResultModel, upload_url: str | None = None) -> ResultInfo:
+    return ResultInfo(
+        result_id=r.result_id,
+        session_id=r.session_id,
+        status=r.status,
+        name=r.name,
+        owner_task_id=r.owner_task_id,
+        size=int(r.size) if r.size is not None else None,
+        created_at=r.created_at,
+        completed_at=r.completed_at,
+        error=ResultError(**r.error) if r.error else None,
+        upload_url=upload_url,
+    )
+
+
+def require_open(session: SessionModel) -> None:
+    if not session_accepts_submissions(SessionStatus(session.status)):
+        raise SessionClosed(
+            f"session {session.session_id} is {session.status} and accepts no new work",
+            field="session_id",
+            details={"status": session.status},
+        )
+
+
+def new_result_items(
+    settings: Settings, session: SessionModel, specs: Sequence[ResultSpec], request_id: str, field: str
+) -> tuple[list[ResultModel], dict[str, str]]:
+    """Result items to create for ``specs`` (not yet written), and presigned upload URLs by id."""
+    now = clock.now()
+    items: list[ResultModel] = []
+    urls: dict[str, str] = {}
+    for i, spec in enumerate(specs):
+        rid = spec.id or clock.new_id()
+        r = ResultModel(
+            result_id=rid,
+            session_id=session.session_id,
+            owner=session.owner,
+            status=ResultStatus.CREATED.value,
+            name=spec.name,
+            created_at=now,
+            request_id=request_id,
+        )
+        if spec.data is not None:
+            if spec.upload:
+                raise Conflict("a result is either uploaded inline (data) or by URL (upload)",
+                               field=f"{field}.{i}.upload")
+            data = b64decode(spec.data, f"{field}.{i}.data")
+            if len(data) > settings.inline_max_bytes:
+                raise PayloadTooLarge(
+                    f"inline data of {len(data)} bytes exceeds the {settings.inline_max_bytes}-byte "
+                    "inline limit; create the result with upload=true and PUT it to the returned URL",
+                    field=f"{field}.{i}.data",
+                    details={"limit": settings.inline_max_bytes, "size": len(data)},
+                )
+            r.status = ResultStatus.COMPLETED.value
+            r.inline = data
+            r.size = len(data)
+            r.completed_at = now
+        elif spec.upload:
+            r.s3_key = blobs.result_key(session.session_id, rid, UPLOAD_WRITER)
+            urls[rid] = blobs.presign_put(settings, r.s3_key)
+        items.append(r)
+    return items, urls
+
+
+def put_new(item: ResultModel) -> Op:
+    def op(tx: TransactWrite) -> None:
+        tx.save(item, condition=ResultModel.result_id.does_not_exist())
+
+    return op
+
+
+def replayed(model: type[ResultModel], key: str, request_id: str) -> bool:
+    """True if the item exists because this very request was applied before."""
+    try:
+        existing = model.get(key, consistent_read=True)
+    except DoesNotExist:
+        return False
+    return existing.request_id == request_id
+
+
+def create_results(settings: Settings, owner: str, session_id: str, specs: list[ResultSpec]) -> list[ResultInfo]:
+    session = load_session(owner, session_id)
+    require_open(session)
+    request_id = hashlib.sha256("".join(s.model_dump_json() for s in specs).encode()).hexdigest()[:32]
+    items, urls = new_result_items(settings, session, specs, request_id, "results")
+
+    def done(i: int) -> bool:
+        if replayed(ResultModel, items[i].result_id, request_id):
+            return True
+        raise Conflict(f"result id {items[i].result_id} already exists", field=f"results.{i}.id")
+
+    transact_idempotent([put_new(r) for r in items], done)
+    return [result_info(r, urls.get(r.result_id)) for r in items]
+
+
+def load_results(session: SessionModel, ids: Iterable[str], field: str = "ids") -> dict[str, ResultModel]:
+    """The results of the session by id, strongly consistent; ResultNotFound names any missing."""
+    wanted = list(dict.fromkeys(ids))
+    found = {r.result_id: r for r in ResultModel.batch_get(wanted, consistent_read=True)}
+    missing = [i for i in wanted if i not in found or found[i].session_id != session.session_id]
+    if missing:
+        raise ResultNotFound(
+            f"unknown result id(s) in session {session.session_id}: {', '.join(missing[:10])}",
+            field=field,
+            details={"missing": missing[:100]},
+        )
+    return found
+
+
+def get_results(settings: Settings, owner: str, session_id: str, ids: list[str]) -> list[ResultInfo]:
+    session = load_session(owner, session_id)
+    found = load_results(session, ids)
+    return [result_info(found[i]) for i in dict.fromkeys(ids)]
+
+
+def complete_uploads(settings: Settings, owner: str, session_id: str, ids: list[str]) -> list[ResultInfo]:
+    """Complete results the client PUT to their presigned URL, after checking each object exists."""
+    session = load_session(owner, session_id)
+    found = load_results(session, ids)
+    out: list[ResultInfo] = []
+    for i, rid in enumerate(dict.fromkeys(ids)):
+        r = found[rid]
+        if r.status == ResultStatus.COMPLETED.value and r.s3_key:
+            out.append(result_info(r))
+            continue
+        if r.s3_key is None or r.status != ResultStatus.CREATED.value:
+            raise Conflict(f"result {rid} was not created for upload (status {r.status})", field=f"ids.{i}")
+        size = blobs.size(settings, r.s3_key)
+        if size is None:
+            raise Conflict(f"result {rid}: nothing was uploaded to its URL yet", field=f"ids.{i}")
+        try:
+            r.update(
+                actions=[
+                    ResultModel.status.set(ResultStatus.COMPLETED.value),
+                    ResultModel.size.set(size),
+                    ResultModel.completed_at.set(clock.now()),
+                ],
+                condition=(ResultModel.status == ResultStatus.CREATED.value)
+                & ResultModel.owner_task_id.does_not_exist(),
+            )
+        except UpdateError as exc:
+            if not condition_failed(exc):
+                raise
+            raise Conflict(f"result {rid} is produced by a task or already written", field=f"ids.{i}") from None
+        out.append(result_info(r))
+    return out
+
+
+def wait_results(settings: Settings, owner: str, session_id: str, req: WaitRequest) -> WaitResponse:
+    """A bounded server-side long-poll, so clients do not hammer the API in a busy loop."""
+    session = load_session(owner, session_id)
+    deadline = time.monotonic() + req.timeout
+    pause = 0.05
+    while True:
+        found = load_results(session, req.ids)
+        final = [r for r in found.values() if r.status in RESULT_FINAL]
+        done = len(final) == len(found) if req.mode == "all" else bool(final)
+        if done or time.monotonic() >= deadline:
+            return WaitResponse(results=[result_info(found[i]) for i in dict.fromkeys(req.ids)], done=done)
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 1.5, 0.5)
+
+
+def read_result(settings: Settings, owner: str, session_id: str, result_id: str) -> ResultData:
+    session = load_session(owner, session_id)
+    r = load_results(session, [result_id], field="result_id")[result_id]
+    if r.status != ResultStatus.COMPLETED.value:
+        raise Conflict(
+            f"result {result_id} is {r.status}, not Completed",
+            field="result_id",
+            details={"status": r.status, **({"error": r.error} if r.error else {})},
+        )
+    if r.inline is not None:
+        return ResultData(result_id=result_id, size=len(r.inline), data=b64encode(r.inline))
+    if r.s3_key is None:  # Completed with an empty inline value stored as absent
+        return ResultData(result_id=result_id, size=0, data="")
+    return ResultData(result_id=result_id, size=int(r.size or 0), download_url=blobs.presign_get(settings, r.s3_key))
+
+
+def fetch_values(settings: Settings, ids: Sequence[str]) -> dict[str, bytes]:
+    """Values of completed results by id, for a worker about to run a task (inline or from S3)."""
+    if not ids:
+        return {}
+    found = {r.result_id: r for r in ResultModel.batch_get(list(dict.fromkeys(ids)), consistent_read=True)}
+    values: dict[str, bytes] = {}
+    keys: dict[str, str] = {}
+    for rid in ids:
+        r = found.get(rid)
+        if r is None or r.status != ResultStatus.COMPLETED.value:
+            status = r.status if r is not None else "missing"
+            raise Conflict(f"input {rid} is {status}, not Completed")
+        if r.inline is not None:
+            values[rid] = r.inline
+        elif r.s3_key is not None:
+            keys[rid] = r.s3_key
+        else:
+            values[rid] = b""
+    values.update(blobs.get_many(settings, keys))
+    return values

@@ -1,0 +1,106 @@
+"""Sessions: ownership and lifecycle. Every route loads the session through :func:`load_session`,
+which is where isolation between identities is enforced (invariant 6)."""
+
+from __future__ import annotations
+
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+
+from skyloom.core import clock
+from skyloom.core.config import Settings
+from skyloom.core.ddb import condition_failed
+from skyloom.core.models import SessionModel
+from skyloom.core.protocol import CreateSessionRequest, SessionInfo
+from skyloom.core.states import SessionStatus, session_sources
+from skyloom.errors import Conflict, InvalidRequest, SessionNotFound
+from skyloom.options import TaskOptions
+
+
+def session_info(s: SessionModel) -> SessionInfo:
+    return SessionInfo(
+        session_id=s.session_id,
+        status=s.status,
+        owner=s.owner,
+        name=s.name,
+        options=TaskOptions(**(s.options or {})),
+        partitions=list(s.partitions or []),
+        created_at=s.created_at,
+        updated_at=s.updated_at,
+    )
+
+
+def create_session(settings: Settings, owner: str, req: CreateSessionRequest) -> SessionInfo:
+    partitions = req.partitions or [settings.default_partition]
+    for i, p in enumerate(partitions):
+        if settings.partition(p) is None:
+            known = ", ".join(x.name for x in settings.partitions)
+            raise InvalidRequest(f"unknown partition {p!r} (known: {known})", field=f"partitions.{i}")
+    if len(set(partitions)) != len(partitions):
+        raise InvalidRequest("a partition is listed twice", field="partitions")
+    if req.options.partition is not None and req.options.partition not in partitions:
+        raise InvalidRequest(
+            f"default partition {req.options.partition!r} is not one of the session's partitions",
+            field="options.partition",
+        )
+    now = clock.now()
+    s = SessionModel(
+        session_id=clock.new_id(),
+        owner=owner,
+        status=SessionStatus.RUNNING.value,
+        created_at=now,
+        updated_at=now,
+        options=req.options.compact(),
+        partitions=partitions,
+        name=req.name,
+    )
+    try:
+        s.save(condition=SessionModel.session_id.does_not_exist())
+    except PutError as exc:  # a uuid4 collision: astronomically unlikely, but never overwrite
+        raise Conflict("session id collision, retry") from exc
+    return session_info(s)
+
+
+def load_session(owner: str, session_id: str) -> SessionModel:
+    """The session if it exists and belongs to ``owner``; otherwise SessionNotFound.
+
+    Another identity's session is reported exactly like a missing one, so ids cannot be probed.
+    """
+    try:
+        s = SessionModel.get(session_id, consistent_read=True)
+    except DoesNotExist:
+        raise SessionNotFound(f"session {session_id} not found", field="session_id") from None
+    if s.owner != owner or s.status == SessionStatus.DELETED.value:
+        raise SessionNotFound(f"session {session_id} not found", field="session_id")
+    return s
+
+
+def get_session(settings: Settings, owner: str, session_id: str) -> SessionInfo:
+    return session_info(load_session(owner, session_id))
+
+
+def transition_session(owner: str, session_id: str, target: SessionStatus) -> SessionModel:
+    """Move a session to ``target`` with a conditional write; repeating a done transition is a no-op."""
+    s = load_session(owner, session_id)
+    if s.status == target.value:
+        return s
+    sources = [x.value for x in session_sources(target)]
+    try:
+        s.update(
+            actions=[SessionModel.status.set(target.value), SessionModel.updated_at.set(clock.now())],
+            condition=SessionModel.status.is_in(*sources) & (SessionModel.owner == owner),
+        )
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
+        current = load_session(owner, session_id)
+        if current.status == target.value:
+            return current
+        raise Conflict(
+            f"session {session_id} is {current.status}; it cannot become {target.value}",
+            field="session_id",
+            details={"status": current.status},
+        ) from None
+    return s
+
+
+def close_session(settings: Settings, owner: str, session_id: str) -> SessionInfo:
+    return session_info(transition_session(owner, session_id, SessionStatus.CLOSED))

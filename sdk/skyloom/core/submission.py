@@ -1,0 +1,234 @@
+"""Submitting a batch of tasks (and the results they need) from a client.
+
+Validation reads everything the batch refers to first and raises before any write, so bad input
+changes nothing. Writes are conditional and chunked into transactions; a retried request with the
+same ids is recognised by its fingerprint and completes instead of duplicating work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pynamodb.exceptions import DoesNotExist
+from pynamodb.transactions import TransactWrite
+
+from skyloom.core import clock, readiness
+from skyloom.core.config import Settings
+from skyloom.core.ddb import Op, transact_idempotent
+from skyloom.core.graph import TaskNode, check_acyclic, check_unique
+from skyloom.core.models import ResultModel, SessionModel, TaskModel
+from skyloom.core.protocol import SubmitTasksRequest, SubmitTasksResponse, TaskSpec, b64decode
+from skyloom.core.results import fingerprint, new_result_items, put_new, replayed, require_open, result_info
+from skyloom.core.sessions import load_session
+from skyloom.core.states import ResultStatus, SessionStatus, TaskStatus
+from skyloom.core.tasks import task_info
+from skyloom.errors import Conflict, InvalidRequest, PayloadTooLarge, ResultNotFound
+from skyloom.options import TaskOptions
+
+
+def effective_options(settings: Settings, session: SessionModel, own: TaskOptions, field: str) -> TaskOptions:
+    """Task over session over global defaults, checked against the session's partitions."""
+    merged = own.merged_over(TaskOptions(**(session.options or {})))
+    partitions = list(session.partitions or [settings.default_partition])
+    partition = merged.partition or partitions[0]
+    if partition not in partitions:
+        raise InvalidRequest(
+            f"partition {partition!r} is not one of the session's partitions ({', '.join(partitions)})",
+            field=f"{field}.options.partition",
+        )
+    return merged.merged_over(
+        TaskOptions(partition=partition, priority=0, max_retries=settings.default_max_retries)
+    )
+
+
+def _payload(settings: Settings, spec: TaskSpec, field: str) -> bytes | None:
+    if spec.payload is None:
+        return None if spec.payload_result else b""
+    if spec.payload_result is not None:
+        raise InvalidRequest("give payload or payload_result, not both", field=f"{field}.payload_result")
+    data = b64decode(spec.payload, f"{field}.payload")
+    if len(data) > settings.inline_max_bytes:
+        raise PayloadTooLarge(
+            f"payload of {len(data)} bytes exceeds the {settings.inline_max_bytes}-byte inline limit; "
+            "upload it as a result and pass its id as payload_result",
+            field=f"{field}.payload",
+            details={"limit": settings.inline_max_bytes, "size": len(data)},
+        )
+    return data
+
+
+def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTasksRequest) -> SubmitTasksResponse:
+    session = load_session(owner, session_id)
+    require_open(session)
+    request_id = fingerprint(req)
+    new_results, upload_urls = new_result_items(settings, session, req.results, request_id, "results")
+    created = {r.result_id: r for r in new_results}
+    check_unique(created, "results")
+
+    ids = [spec.id or clock.new_id() for spec in req.tasks]
+    check_unique(ids, "tasks")
+    nodes = [
+        TaskNode(tid, (*spec.data_dependencies, *([spec.payload_result] if spec.payload_result else [])),
+                 tuple(spec.expected_outputs))
+        for tid, spec in zip(ids, req.tasks, strict=True)
+    ]
+    check_acyclic(nodes)  # also checks each output has a single producer
+
+    referenced = {rid for n in nodes for rid in (*n.dependencies, *n.outputs) if rid not in created}
+    existing = _load_existing(session, referenced)
+    results = {**existing, **created}
+    for i, (tid, spec) in enumerate(zip(ids, req.tasks, strict=True)):
+        _check_refs(results, created, tid, spec, f"tasks.{i}")
+
+    starts = session.status == SessionStatus.RUNNING.value
+    now = clock.now()
+    tasks: list[TaskModel] = []
+    for i, (tid, spec, node) in enumerate(zip(ids, req.tasks, nodes, strict=True)):
+        field = f"tasks.{i}"
+        opts = effective_options(settings, session, spec.options, field)
+        payload = _payload(settings, spec, field)
+        remaining = {d for d in node.dependencies if results[d].status != ResultStatus.COMPLETED.value}
+        t = TaskModel(
+            task_id=tid,
+            session_id=session.session_id,
+            owner=session.owner,
+            status=TaskStatus.PENDING.value,
+            handler=spec.handler,
+            payload=payload,
+            payload_result=spec.payload_result,
+            payload_size=len(payload or b""),
+            data_dependencies=list(spec.data_dependencies),
+            remaining=remaining or None,
+            expected_outputs=list(spec.expected_outputs),
+            options=opts.compact(),
+            partition=opts.partition,
+            priority=opts.priority or 0,
+            created_at=now,
+            updated_at=now,
+            request_id=request_id,
+        )
+        if not remaining and starts:
+            t.status = TaskStatus.SUBMITTED.value
+            t.submitted_at = now
+            t.due_shard = clock.due_shard(tid, settings.due_shards)
+            t.due_at = now + settings.redispatch_after_seconds
+        tasks.append(t)
+        for out in spec.expected_outputs:
+            if out in created:
+                created[out].owner_task_id = tid
+
+    _write(new_results, existing, tasks, request_id)
+
+    waiting = [t for t in tasks if t.status == TaskStatus.PENDING.value and t.remaining]
+    readiness.register_edges(waiting)
+    ready = [t for t in tasks if t.status == TaskStatus.SUBMITTED.value]
+    ready += readiness.recheck(settings, waiting) if starts else []
+    readiness.enqueue_tasks(settings, ready)
+    return SubmitTasksResponse(
+        tasks=[task_info(t) for t in tasks],
+        results=[result_info(r, upload_urls.get(r.result_id)) for r in new_results],
+    )
+
+
+def _load_existing(session: SessionModel, ids: set[str]) -> dict[str, ResultModel]:
+    if not ids:
+        return {}
+    return {
+        r.result_id: r
+        for r in ResultModel.batch_get(list(ids), consistent_read=True)
+        if r.session_id == session.session_id
+    }
+
+
+def _check_refs(
+    results: dict[str, ResultModel], created: dict[str, ResultModel], tid: str, spec: TaskSpec, field: str
+) -> None:
+    for name, ids in (("data_dependencies", spec.data_dependencies), ("expected_outputs", spec.expected_outputs),
+                      ("payload_result", [spec.payload_result] if spec.payload_result else [])):
+        missing = [rid for rid in ids if rid not in results]
+        if missing:
+            raise ResultNotFound(
+                f"task {tid}: unknown result id(s) {', '.join(missing[:10])} in {name}",
+                field=f"{field}.{name}",
+                details={"missing": missing[:100]},
+            )
+    for rid in (*spec.data_dependencies, *([spec.payload_result] if spec.payload_result else [])):
+        status = results[rid].status
+        if status in (ResultStatus.ABORTED.value, ResultStatus.DELETED.value):
+            raise InvalidRequest(f"task {tid} depends on result {rid}, which is {status}",
+                                 field=f"{field}.data_dependencies", details={"result_id": rid, "status": status})
+    for rid in spec.expected_outputs:
+        r = results[rid]
+        if rid in created:
+            if r.status != ResultStatus.CREATED.value or r.s3_key:
+                raise InvalidRequest(f"expected output {rid} is created with data; a task cannot produce it",
+                                     field=f"{field}.expected_outputs")
+            continue
+        if r.status != ResultStatus.CREATED.value or r.s3_key or (r.owner_task_id not in (None, tid)):
+            raise Conflict(
+                f"result {rid} cannot be an expected output of task {tid}: it is {r.status}"
+                + (f" and produced by task {r.owner_task_id}" if r.owner_task_id else "")
+                + (" and reserved for upload" if r.s3_key else ""),
+                field=f"{field}.expected_outputs",
+            )
+
+
+def _write(new_results: Sequence[ResultModel], existing: dict[str, ResultModel], tasks: Sequence[TaskModel],
+           request_id: str) -> None:
+    ops: list[Op] = []
+    checks: list[tuple[str, str, str]] = []  # what each op writes, to recognise a replay
+    for r in new_results:
+        ops.append(put_new(r))
+        checks.append(("result", r.result_id, ""))
+    for t in tasks:
+        for out in t.expected_outputs:
+            if out in existing:
+                ops.append(_claim_output(out, t.task_id))
+                checks.append(("owner", out, t.task_id))
+    for t in tasks:
+        ops.append(_put_task(t))
+        checks.append(("task", t.task_id, ""))
+
+    def already_done(i: int) -> bool:
+        kind, key, owner_task = checks[i]
+        if kind == "result":
+            ok = replayed(ResultModel, key, request_id)
+        elif kind == "task":
+            ok = _task_replayed(key, request_id)
+        else:
+            try:
+                ok = ResultModel.get(key, consistent_read=True).owner_task_id == owner_task
+            except DoesNotExist:
+                ok = False
+        if not ok:
+            raise Conflict(f"{kind} {key} already exists or changed concurrently", field="tasks")
+        return True
+
+    transact_idempotent(ops, already_done)
+
+
+def _task_replayed(task_id: str, request_id: str) -> bool:
+    try:
+        return TaskModel.get(task_id, consistent_read=True).request_id == request_id
+    except DoesNotExist:
+        return False
+
+
+def _claim_output(result_id: str, task_id: str) -> Op:
+    def op(tx: TransactWrite) -> None:
+        tx.update(
+            ResultModel(result_id),
+            actions=[ResultModel.owner_task_id.set(task_id)],
+            condition=(ResultModel.status == ResultStatus.CREATED.value)
+            & ResultModel.s3_key.does_not_exist()
+            & (ResultModel.owner_task_id.does_not_exist() | (ResultModel.owner_task_id == task_id)),
+        )
+
+    return op
+
+
+def _put_task(t: TaskModel) -> Op:
+    def op(tx: TransactWrite) -> None:
+        tx.save(t, condition=TaskModel.task_id.does_not_exist())
+
+    return op

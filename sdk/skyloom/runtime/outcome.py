@@ -1,0 +1,72 @@
+"""What the worker agent hands to a task's child process, and what comes back.
+
+The child never talks to AWS: it receives every input as bytes and returns outputs plus whatever the
+task *staged* (results it created, subtasks it submitted). The agent makes staged work live only if
+the attempt succeeds, which is how a failed attempt discards its subtasks for free. Both dataclasses
+are pickled across a pipe, so they hold plain data only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    task_id: str
+    session_id: str
+    handler: str
+    payload: bytes
+    #: Every data dependency's value by result id, already downloaded by the agent.
+    dependencies: dict[str, bytes]
+    expected_outputs: list[str]
+    #: Effective task options (a TaskOptions dict).
+    options: dict[str, Any]
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class StagedResult:
+    """A result created by the running task; with ``data`` it is born Completed."""
+
+    result_id: str
+    name: str | None = None
+    data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class StagedTask:
+    """A subtask submitted by the running task. Naming one of the parent's expected outputs in
+    ``expected_outputs`` delegates that output to this subtask (ownership moves on success)."""
+
+    task_id: str
+    handler: str
+    payload: bytes
+    data_dependencies: list[str]
+    expected_outputs: list[str]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RemoteError:
+    """An exception raised by user code, flattened so it survives pickling whatever its type."""
+
+    type: str
+    message: str
+    traceback: str
+    #: False when retrying cannot help (e.g. the handler name is unknown).
+    retryable: bool = True
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    #: Values of the expected outputs this task produced itself (not delegated).
+    outputs: dict[str, bytes] = field(default_factory=dict)
+    staged_results: list[StagedResult] = field(default_factory=list)
+    staged_tasks: list[StagedTask] = field(default_factory=list)
+    error: RemoteError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
