@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -15,15 +16,21 @@ from skyloom.core.models import bind
 logger = Logger(service="skyloom-dispatch")
 tracer = Tracer(service="skyloom-dispatch")
 metrics = Metrics(namespace="Skyloom", service="skyloom-dispatch")
-settings = Settings.from_env()
-bind(settings)
+
+
+@cache
+def settings() -> Settings:
+    """Read once per container (cold start); tests clear the cache to rebuild from their env."""
+    s = Settings.from_env()
+    bind(s)
+    return s
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    done = sweep(settings)
+    done = sweep(settings())
     for action, count in done.items():
         metrics.add_metric(name=f"Sweeper_{action.split(':')[0]}", unit=MetricUnit.Count, value=count)
     if done:

@@ -6,6 +6,7 @@ after it in the shard, as Lambda does), so one poisoned record cannot block a wh
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -22,8 +23,14 @@ logger = Logger(service="skyloom-resolve")
 tracer = Tracer(service="skyloom-resolve")
 metrics = Metrics(namespace="Skyloom", service="skyloom-resolve")
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
-settings = Settings.from_env()
-bind(settings)
+
+
+@cache
+def settings() -> Settings:
+    """Read once per container (cold start); tests clear the cache to rebuild from their env."""
+    s = Settings.from_env()
+    bind(s)
+    return s
 
 
 @tracer.capture_method
@@ -31,7 +38,7 @@ def record_handler(record: DynamoDBRecord) -> None:
     data = record.dynamodb
     new = dict(data.new_image) if data and data.new_image else None
     old = dict(data.old_image) if data and data.old_image else None
-    done = resolve_record(settings, old, new)
+    done = resolve_record(settings(), old, new)
     if done.queued:
         metrics.add_metric(name="TasksQueuedByResolve", unit=MetricUnit.Count, value=done.queued)
     if done.cancelled:

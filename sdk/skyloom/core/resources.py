@@ -7,7 +7,7 @@ Only shapes live here; names are derived from a stack prefix by :mod:`skyloom.co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 KeyType = Literal["S", "N", "B"]
@@ -123,7 +123,6 @@ class PartitionSpec:
     min_workers: int = 0
     max_workers: int = 10
     spot: bool = True
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
