@@ -19,7 +19,6 @@ from skyloom.core.dispatching import TaskMessage
 from skyloom.core.models import TaskModel
 from skyloom.core.resources import RESULTS
 from skyloom.runtime.outcome import TaskOutcome
-
 from tests.functional.conftest import ApiClient, Db, FakeLambdaContext
 
 
@@ -157,7 +156,7 @@ def test_racing_writers_never_lose_or_duplicate_a_ready_task(api: ApiClient, db:
         go = threading.Barrier(2)
         errors: list[BaseException] = []
 
-        def writer_submit(i: int = i) -> None:
+        def writer_submit(i: int = i, go: threading.Barrier = go, errors: list[BaseException] = errors) -> None:
             try:
                 go.wait()
                 submit(api, sid, [{"id": f"t{i}", "handler": "h", "data_dependencies": [f"r{i}"],
@@ -165,7 +164,7 @@ def test_racing_writers_never_lose_or_duplicate_a_ready_task(api: ApiClient, db:
             except BaseException as exc:
                 errors.append(exc)
 
-        def writer_complete(i: int = i) -> None:
+        def writer_complete(i: int = i, go: threading.Barrier = go, errors: list[BaseException] = errors) -> None:
             try:
                 go.wait()
                 run_task(aws_stack, f"p{i}", {f"r{i}": b"v"})

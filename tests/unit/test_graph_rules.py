@@ -33,7 +33,7 @@ def test_cycle_through_expected_outputs_is_named() -> None:
     with pytest.raises(GraphCycle) as err:
         check_acyclic(nodes)
     assert "t1" in err.value.message and "t2" in err.value.message
-    assert err.value.field == "tasks.data_dependencies"
+    assert err.value.field == "tasks.0.data_dependencies"
 
 
 def test_self_dependency_is_a_cycle() -> None:

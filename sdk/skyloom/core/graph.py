@@ -32,17 +32,17 @@ def check_unique(ids: Iterable[str], what: str) -> None:
 def producers(nodes: Sequence[TaskNode]) -> dict[str, str]:
     """Map each expected output to the one task of the batch producing it (invariant 5)."""
     owner: dict[str, str] = {}
-    for n in nodes:
+    for i, n in enumerate(nodes):
         if len(set(n.outputs)) != len(n.outputs):
             raise InvalidRequest(
-                f"task {n.task_id} lists an expected output twice", field="tasks.expected_outputs"
+                f"task {n.task_id} lists an expected output twice", field=f"tasks.{i}.expected_outputs"
             )
         for out in n.outputs:
             if out in owner:
                 raise InvalidRequest(
                     f"result {out} is an expected output of both task {owner[out]} and task {n.task_id}; "
                     "a result has exactly one producer",
-                    field="tasks.expected_outputs",
+                    field=f"tasks.{i}.expected_outputs",
                 )
             owner[out] = n.task_id
     return owner
@@ -88,9 +88,10 @@ def find_cycle(nodes: Sequence[TaskNode]) -> list[str] | None:
 def check_acyclic(nodes: Sequence[TaskNode]) -> None:
     cycle = find_cycle(nodes)
     if cycle is not None:
+        first = next(i for i, n in enumerate(nodes) if n.task_id == cycle[0])
         raise GraphCycle(
             "tasks wait on each other's expected outputs: " + " -> ".join(cycle),
-            field="tasks.data_dependencies",
+            field=f"tasks.{first}.data_dependencies",
             details={"cycle": cycle},
         )
 

@@ -17,6 +17,7 @@ from pynamodb.transactions import TransactWrite
 from skyloom.core import blobs, clock
 from skyloom.core.config import Settings
 from skyloom.core.ddb import Op, condition_failed, transact_idempotent
+from skyloom.core.graph import check_unique
 from skyloom.core.models import ResultModel, SessionModel
 from skyloom.core.protocol import (
     ResultData,
@@ -30,14 +31,21 @@ from skyloom.core.protocol import (
 )
 from skyloom.core.sessions import load_session
 from skyloom.core.states import RESULT_FINAL, ResultStatus, SessionStatus, session_accepts_submissions
-from skyloom.errors import Conflict, PayloadTooLarge, ResultNotFound, SessionClosed
+from skyloom.errors import Conflict, InvalidRequest, PayloadTooLarge, ResultNotFound, SessionClosed
 
 UPLOAD_WRITER = "upload"
 
 
-def fingerprint(body: BaseModel) -> str:
-    """Identifies a request by content, so a retried request is recognised as already applied."""
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()[:32]
+def fingerprint(body: BaseModel | Sequence[BaseModel], session: SessionModel) -> str:
+    """Identifies a request by content and target, so a retried request is recognised as applied.
+
+    The session and owner are part of it: the same body replayed by another identity into another
+    session is a conflict, never a "replay" that would report writes that did not happen.
+    """
+    h = hashlib.sha256(f"{session.owner}\n{session.session_id}\n".encode())
+    for part in [body] if isinstance(body, BaseModel) else body:
+        h.update(part.model_dump_json().encode())
+    return h.hexdigest()[:32]
 
 
 def result_info(r: ResultModel, upload_url: str | None = None) -> ResultInfo:
@@ -84,8 +92,8 @@ def new_result_items(
         )
         if spec.data is not None:
             if spec.upload:
-                raise Conflict("a result is either uploaded inline (data) or by URL (upload)",
-                               field=f"{field}.{i}.upload")
+                raise InvalidRequest("a result is either uploaded inline (data) or by URL (upload), not both",
+                                     field=f"{field}.{i}.upload")
             data = b64decode(spec.data, f"{field}.{i}.data")
             if len(data) > settings.inline_max_bytes:
                 raise PayloadTooLarge(
@@ -112,25 +120,26 @@ def put_new(item: ResultModel) -> Op:
     return op
 
 
-def replayed(model: type[ResultModel], key: str, request_id: str) -> bool:
+def replayed(model: type[ResultModel], key: str, request_id: str, session_id: str) -> bool:
     """True if the item exists because this very request was applied before."""
     try:
         existing = model.get(key, consistent_read=True)
     except DoesNotExist:
         return False
-    return existing.request_id == request_id
+    return existing.request_id == request_id and existing.session_id == session_id
 
 
 def create_results(settings: Settings, owner: str, session_id: str, specs: list[ResultSpec]) -> list[ResultInfo]:
     session = load_session(owner, session_id)
     require_open(session)
-    request_id = hashlib.sha256("".join(s.model_dump_json() for s in specs).encode()).hexdigest()[:32]
+    request_id = fingerprint(specs, session)
     items, urls = new_result_items(settings, session, specs, request_id, "results")
+    check_unique([r.result_id for r in items], "results")
 
     def done(i: int) -> bool:
-        if replayed(ResultModel, items[i].result_id, request_id):
+        if replayed(ResultModel, items[i].result_id, request_id, session.session_id):
             return True
-        raise Conflict(f"result id {items[i].result_id} already exists", field=f"results.{i}.id")
+        raise Conflict(f"result id {items[i].result_id} is already taken", field=f"results.{i}.id")
 
     transact_idempotent([put_new(r) for r in items], done)
     return [result_info(r, urls.get(r.result_id)) for r in items]

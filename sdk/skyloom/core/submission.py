@@ -60,10 +60,10 @@ def _payload(settings: Settings, spec: TaskSpec, field: str) -> bytes | None:
 def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTasksRequest) -> SubmitTasksResponse:
     session = load_session(owner, session_id)
     require_open(session)
-    request_id = fingerprint(req)
+    request_id = fingerprint(req, session)
     new_results, upload_urls = new_result_items(settings, session, req.results, request_id, "results")
+    check_unique([r.result_id for r in new_results], "results")
     created = {r.result_id: r for r in new_results}
-    check_unique(created, "results")
 
     ids = [spec.id or clock.new_id() for spec in req.tasks]
     check_unique(ids, "tasks")
@@ -117,7 +117,7 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
             if out in created:
                 created[out].owner_task_id = tid
 
-    _write(new_results, existing, tasks, request_id)
+    _write(new_results, existing, tasks, request_id, session.session_id)
 
     waiting = [t for t in tasks if t.status == TaskStatus.PENDING.value and t.remaining]
     readiness.register_edges(waiting)
@@ -174,7 +174,7 @@ def _check_refs(
 
 
 def _write(new_results: Sequence[ResultModel], existing: dict[str, ResultModel], tasks: Sequence[TaskModel],
-           request_id: str) -> None:
+           request_id: str, session_id: str) -> None:
     ops: list[Op] = []
     checks: list[tuple[str, str, str]] = []  # what each op writes, to recognise a replay
     for r in new_results:
@@ -192,24 +192,26 @@ def _write(new_results: Sequence[ResultModel], existing: dict[str, ResultModel],
     def already_done(i: int) -> bool:
         kind, key, owner_task = checks[i]
         if kind == "result":
-            ok = replayed(ResultModel, key, request_id)
+            ok = replayed(ResultModel, key, request_id, session_id)
         elif kind == "task":
-            ok = _task_replayed(key, request_id)
+            ok = _task_replayed(key, request_id, session_id)
         else:
             try:
                 ok = ResultModel.get(key, consistent_read=True).owner_task_id == owner_task
             except DoesNotExist:
                 ok = False
         if not ok:
-            raise Conflict(f"{kind} {key} already exists or changed concurrently", field="tasks")
+            field = "results" if kind == "result" else "tasks"
+            raise Conflict(f"{kind} id {key} is already taken or changed concurrently", field=field)
         return True
 
     transact_idempotent(ops, already_done)
 
 
-def _task_replayed(task_id: str, request_id: str) -> bool:
+def _task_replayed(task_id: str, request_id: str, session_id: str) -> bool:
     try:
-        return TaskModel.get(task_id, consistent_read=True).request_id == request_id
+        t = TaskModel.get(task_id, consistent_read=True)
+        return t.request_id == request_id and t.session_id == session_id
     except DoesNotExist:
         return False
 

@@ -1,0 +1,356 @@
+"""The REST API of Skyloom: one thin route per operation over :mod:`skyloom.core`.
+
+Each route is typed with the protocol models of :mod:`skyloom.core.protocol`, so Powertools
+validates the path and the body *before* the route runs and generates the OpenAPI document from
+the same annotations the client SDK serializes with. A route then does exactly three things: take
+the caller's identity (``Owner``) and the settings (``CurrentSettings``) as dependencies, call one
+core function, and return its model. Every failure is an exception mapped to HTTP in ``errors.py``.
+
+Powertools' objects (logger, tracer, metrics) live here rather than in ``handler.py`` because the
+routes and the error handlers use them too; ``handler.py`` only wires the decorators.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Depends, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.metrics import MetricUnit
+
+from functions.submit import errors, openapi
+from functions.submit.identity import current_owner, principal_of
+from skyloom.core import models, results, sessions, submission, tasks
+from skyloom.core.config import Settings
+from skyloom.core.protocol import (
+    ID_PATTERN,
+    CreateResultsRequest,
+    CreateSessionRequest,
+    ErrorBody,
+    IdsRequest,
+    ResultData,
+    ResultInfo,
+    ResultsResponse,
+    SessionInfo,
+    SubmitTasksRequest,
+    SubmitTasksResponse,
+    TaskInfo,
+    TasksResponse,
+    WaitRequest,
+    WaitResponse,
+)
+from skyloom.errors import InvalidRequest, PayloadTooLarge
+
+SERVICE = "skyloom-submit"
+METRICS_NAMESPACE = "Skyloom"
+
+#: Lambda refuses synchronous invocation payloads over 6 MB; the local stack has no such gate, so the
+#: API enforces it itself, before parsing, to behave the same on a laptop as on AWS.
+MAX_BODY_BYTES = 6 * 1024 * 1024
+
+#: A long-poll must answer before Lambda times out (and API Gateway's 29 s integration timeout).
+WAIT_SAFETY_SECONDS = 2.0
+
+logger = Logger(service=SERVICE)
+tracer = Tracer(service=SERVICE)
+metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
+
+
+# ------------------------------------------------------------------------------- request plumbing
+def parse_json_body(text: str) -> Any:
+    """Powertools' body deserializer: the size limit first, then strict JSON.
+
+    Both failures are domain errors so that ``errors.py`` answers them like any other: 413 and 400,
+    each naming ``body``.
+    """
+    size = len(text) if len(text) > MAX_BODY_BYTES else len(text.encode("utf-8"))
+    if size > MAX_BODY_BYTES:
+        raise PayloadTooLarge(
+            f"request body of {size} bytes exceeds the {MAX_BODY_BYTES}-byte limit; "
+            "upload large data through presigned URLs (results with upload=true)",
+            field="body",
+            details={"limit": MAX_BODY_BYTES, "size": size},
+        )
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            field="body",
+        ) from exc
+
+
+@functools.cache
+def _settings_from_env() -> Settings:
+    return Settings.from_env()
+
+
+def current_settings() -> Settings:
+    """Route dependency: the settings of this process, with the pynamodb models bound to them.
+
+    Read from the environment once per process (cold start). ``bind`` is repeated per request only
+    because it is a no-op when already bound and makes a process that hosts several stacks (tests)
+    safe; tests that change the environment call :func:`reset_settings`.
+    """
+    settings = _settings_from_env()
+    models.bind(settings)
+    return settings
+
+
+def reset_settings() -> None:
+    """Forget the settings read from the environment, for tests that point it at another stack."""
+    _settings_from_env.cache_clear()
+
+
+# The parameter types of the routes: dependencies first, then path ids validated like body ids.
+Owner = Annotated[str, Depends(current_owner)]
+CurrentSettings = Annotated[Settings, Depends(current_settings)]
+SessionId = Annotated[str, Path(pattern=ID_PATTERN, description="A session id.")]
+ResultId = Annotated[str, Path(pattern=ID_PATTERN, description="A result id.")]
+TaskId = Annotated[str, Path(pattern=ID_PATTERN, description="A task id.")]
+
+
+def log_request_keys(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """Tag every log line of the request with its route, session (if any) and caller.
+
+    Runs after validation, so ``session_id`` is a well-formed id. The keys are cleared at the next
+    invocation by ``inject_lambda_context(clear_state=True)``.
+    """
+    request = app.request
+    keys: dict[str, str] = {"route": f"{request.method} {request.route}"}
+    session_id = request.path_parameters.get("session_id")
+    if isinstance(session_id, str):
+        keys["session_id"] = session_id
+    caller = principal_of(app.current_event.raw_event)
+    if caller is not None:
+        keys["caller"] = caller
+    logger.append_keys(**keys)
+    metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+    return next_middleware(app)
+
+
+app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json_body)
+app.use(middlewares=[log_request_keys])
+errors.install(app, logger=logger, metrics=metrics)
+
+# --------------------------------------------------------------------------------- documentation
+_ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Invalid request; `field` names the first bad field (nothing was written).",
+    401: "No authenticated IAM principal (sign requests with SigV4).",
+    404: "No such session, result or task visible to the caller.",
+    409: "The object's state does not allow the operation (e.g. closed session).",
+    413: "Inline data or the request body exceeds a named limit (nothing was written).",
+    415: "The request body is not JSON.",
+    500: "Internal error; `details.request_id` identifies it in the logs.",
+}
+
+
+def _responses(success: int, *, body: bool, session: bool = True) -> dict[int, OpenAPIResponse]:
+    """The documented answers of a route: its model on success, :class:`ErrorBody` otherwise."""
+    codes = [400, 401]
+    if session:
+        codes += [404, 409]
+    if body:
+        codes += [413, 415]
+    codes.append(500)
+    documented: dict[int, OpenAPIResponse] = {success: {"description": "Created" if success == 201 else "OK"}}
+    for code in codes:
+        documented[code] = {
+            "description": _ERROR_DESCRIPTIONS[code],
+            "content": {"application/json": {"model": ErrorBody}},
+        }
+    return documented
+
+
+# --------------------------------------------------------------------------------------- sessions
+@app.post(
+    "/sessions",
+    status_code=201,
+    operation_id="createSession",
+    summary="Create a session owned by the caller",
+    tags=["sessions"],
+    responses=_responses(201, body=True, session=False),
+)
+def create_session(req: CreateSessionRequest, owner: Owner, settings: CurrentSettings) -> SessionInfo:
+    """Create a session; its default task options and partitions apply to every task in it."""
+    info = sessions.create_session(settings, owner, req)
+    metrics.add_metric(name="SessionsCreated", unit=MetricUnit.Count, value=1)
+    return info
+
+
+@app.get(
+    "/sessions/<session_id>",
+    operation_id="getSession",
+    summary="Get a session",
+    tags=["sessions"],
+    responses=_responses(200, body=False),
+)
+def get_session(session_id: SessionId, owner: Owner, settings: CurrentSettings) -> SessionInfo:
+    """The session's status and defaults."""
+    return sessions.get_session(settings, owner, session_id)
+
+
+@app.post(
+    "/sessions/<session_id>/close",
+    operation_id="closeSession",
+    summary="Close a session to new submissions",
+    tags=["sessions"],
+    responses=_responses(200, body=False),
+)
+def close_session(session_id: SessionId, owner: Owner, settings: CurrentSettings) -> SessionInfo:
+    """Close the session: running work finishes, new submissions are refused. Idempotent."""
+    return sessions.close_session(settings, owner, session_id)
+
+
+# ---------------------------------------------------------------------------------------- results
+@app.post(
+    "/sessions/<session_id>/results",
+    status_code=201,
+    operation_id="createResults",
+    summary="Create results (inline data, upload URL, or awaiting a task)",
+    tags=["results"],
+    responses=_responses(201, body=True),
+)
+def create_results(
+    session_id: SessionId, req: CreateResultsRequest, owner: Owner, settings: CurrentSettings
+) -> ResultsResponse:
+    """Create results in one atomic request; see :class:`ResultSpec` for the three kinds."""
+    created = results.create_results(settings, owner, session_id, req.results)
+    metrics.add_metric(name="ResultsCreated", unit=MetricUnit.Count, value=len(created))
+    return ResultsResponse(results=created)
+
+
+@app.post(
+    "/sessions/<session_id>/results/complete",
+    operation_id="completeUploads",
+    summary="Complete results uploaded to their presigned URLs",
+    tags=["results"],
+    responses=_responses(200, body=True),
+)
+def complete_uploads(
+    session_id: SessionId, req: IdsRequest, owner: Owner, settings: CurrentSettings
+) -> ResultsResponse:
+    """Mark uploaded results Completed once their objects exist, which releases dependent tasks."""
+    return ResultsResponse(results=results.complete_uploads(settings, owner, session_id, req.ids))
+
+
+@app.post(
+    "/sessions/<session_id>/results/get",
+    operation_id="getResults",
+    summary="Get several results",
+    tags=["results"],
+    responses=_responses(200, body=True),
+)
+def get_results(session_id: SessionId, req: IdsRequest, owner: Owner, settings: CurrentSettings) -> ResultsResponse:
+    """Several results by id, in the order asked (a POST because the id list can be long)."""
+    return ResultsResponse(results=results.get_results(settings, owner, session_id, req.ids))
+
+
+@app.post(
+    "/sessions/<session_id>/results/wait",
+    operation_id="waitResults",
+    summary="Wait (long-poll) until results are final",
+    tags=["results"],
+    responses=_responses(200, body=True),
+)
+def wait_results(session_id: SessionId, req: WaitRequest, owner: Owner, settings: CurrentSettings) -> WaitResponse:
+    """Wait until all (or any) of the results are final, at most ``timeout`` seconds.
+
+    The timeout is cut to what this invocation has left, so a long-poll returns ``done: false``
+    instead of being killed by a Lambda timeout the caller would see as a 5xx.
+    """
+    remaining = _remaining_seconds()
+    if remaining is not None and req.timeout > remaining - WAIT_SAFETY_SECONDS:
+        req = req.model_copy(update={"timeout": max(0.0, remaining - WAIT_SAFETY_SECONDS)})
+    return results.wait_results(settings, owner, session_id, req)
+
+
+@app.get(
+    "/sessions/<session_id>/results/<result_id>",
+    operation_id="getResult",
+    summary="Get a result",
+    tags=["results"],
+    responses=_responses(200, body=False),
+)
+def get_result(session_id: SessionId, result_id: ResultId, owner: Owner, settings: CurrentSettings) -> ResultInfo:
+    """One result's status (and the failure that aborted it, if any)."""
+    (info,) = results.get_results(settings, owner, session_id, [result_id])
+    return info
+
+
+@app.get(
+    "/sessions/<session_id>/results/<result_id>/data",
+    operation_id="readResult",
+    summary="Read a completed result's value",
+    tags=["results"],
+    responses=_responses(200, body=False),
+)
+def read_result(session_id: SessionId, result_id: ResultId, owner: Owner, settings: CurrentSettings) -> ResultData:
+    """The value inline (base64) when small, else a presigned download URL."""
+    return results.read_result(settings, owner, session_id, result_id)
+
+
+# ------------------------------------------------------------------------------------------ tasks
+@app.post(
+    "/sessions/<session_id>/tasks",
+    status_code=201,
+    operation_id="submitTasks",
+    summary="Submit tasks (and create the results they need)",
+    tags=["tasks"],
+    responses=_responses(201, body=True),
+)
+def submit_tasks(
+    session_id: SessionId, req: SubmitTasksRequest, owner: Owner, settings: CurrentSettings
+) -> SubmitTasksResponse:
+    """Submit a batch of tasks atomically: either every task is created or none is."""
+    response = submission.submit_tasks(settings, owner, session_id, req)
+    metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=len(response.tasks))
+    return response
+
+
+@app.post(
+    "/sessions/<session_id>/tasks/get",
+    operation_id="getTasks",
+    summary="Get several tasks",
+    tags=["tasks"],
+    responses=_responses(200, body=True),
+)
+def get_tasks(session_id: SessionId, req: IdsRequest, owner: Owner, settings: CurrentSettings) -> TasksResponse:
+    """Several tasks by id, in the order asked."""
+    return TasksResponse(tasks=tasks.get_tasks(settings, owner, session_id, req.ids))
+
+
+@app.get(
+    "/sessions/<session_id>/tasks/<task_id>",
+    operation_id="getTask",
+    summary="Get a task",
+    tags=["tasks"],
+    responses=_responses(200, body=False),
+)
+def get_task(session_id: SessionId, task_id: TaskId, owner: Owner, settings: CurrentSettings) -> TaskInfo:
+    """One task's status, attempts and error."""
+    (info,) = tasks.get_tasks(settings, owner, session_id, [task_id])
+    return info
+
+
+# ---------------------------------------------------------------------------------------- openapi
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_document(owner: Owner) -> dict[str, Any]:
+    """The contract, for tools that discover it from the endpoint; authenticated like the rest."""
+    return openapi.document(app)
+
+
+def _remaining_seconds() -> float | None:
+    """Seconds left in this invocation, or None when the context cannot tell (tests, local)."""
+    remaining_ms = getattr(app.lambda_context, "get_remaining_time_in_millis", None)
+    if remaining_ms is None:
+        return None
+    try:
+        return float(remaining_ms()) / 1000.0
+    except (TypeError, ValueError):
+        return None
