@@ -11,6 +11,7 @@ finishes the job if the worker dies in between (``finalize_pending`` + the timer
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -275,6 +276,7 @@ def complete(
     if outcome.error is not None:
         return fail(settings, task, worker_id, outcome.error) != "lost"
     token = f"a{task.attempt}-{clock.new_id()[:12]}"
+    started = time.monotonic()
     try:
         moved = _check_contract(task, outcome)
         staged_results, staged_tasks = _staged_items(settings, task, outcome, moved, token)
@@ -283,6 +285,7 @@ def complete(
         return fail(settings, task, worker_id, err) != "lost"
     keys = _store_values(settings, task.session_id, outcome.outputs, token)
     _write_staged(staged_results, staged_tasks)
+    metrics = {**metrics, "upload": round(time.monotonic() - started, 6)}
 
     now = clock.now()
     actions: list[Any] = [

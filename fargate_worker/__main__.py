@@ -1,0 +1,43 @@
+"""``python -m fargate_worker``: run one worker agent until it is told to stop.
+
+Flags override the environment (``SKYLOOM_WORKER_*``, see :mod:`fargate_worker.settings`). Exit
+codes: 0 after an orderly or signalled stop, 1 if the agent is broken, 2 if misconfigured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from fargate_worker.agent import Agent, logger
+from fargate_worker.settings import WorkerConfigError, load
+from skyloom.core import models
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m fargate_worker", description="Run a Skyloom worker agent.")
+    p.add_argument("--partition", help="partition whose queues to drain (SKYLOOM_WORKER_PARTITION)")
+    p.add_argument("--slots", type=int, help="tasks run at once (SKYLOOM_WORKER_SLOTS)")
+    p.add_argument("--burst", action="store_true", default=None,
+                   help="exit once the queues are empty (SKYLOOM_WORKER_BURST)")
+    p.add_argument("--max-tasks", type=int, help="exit after this many tasks (SKYLOOM_WORKER_MAX_TASKS)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings, config = load()
+        config = config.with_overrides(
+            partition=args.partition, slots=args.slots, burst=args.burst, max_tasks=args.max_tasks
+        )
+    except WorkerConfigError as exc:
+        logger.error(f"invalid configuration: {exc}")
+        return 2
+    models.bind(settings)
+    return Agent(settings, config).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

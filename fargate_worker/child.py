@@ -1,0 +1,404 @@
+"""A reusable child process that runs user code, so that user code cannot take the agent down.
+
+User code may raise, hang, call ``os._exit``, segfault or be OOM-killed. The agent must survive all
+of that: it holds the lease, the heartbeat and the queue message, and it is the one that reports
+the failure. So every task runs in a child process, reached over a pipe:
+
+- the parent sends a pickled :class:`TaskInput`; the child runs the target and sends back a pickled
+  :class:`TaskOutcome` (a failure to pickle the outcome becomes a ``RemoteError`` in the child, so
+  a bad return value is a failed task, never a dead pipe);
+- one child serves many tasks (starting an interpreter and importing user modules costs 0.1-1 s);
+  after it dies, times out or is killed it is discarded, and the next task spawns a fresh one.
+
+Why ``spawn``: the agent is multi-threaded (poller, slots, heartbeat, boto3's pools); ``fork`` from
+a threaded parent copies locks other threads hold and can deadlock the child.
+
+This module is imported inside the child too, so it imports nothing heavy (no boto3, no
+Powertools): it logs through the stdlib logger ``skyloom-worker.child``, which propagates to the
+agent's Powertools handler in the parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+
+from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome
+
+log = logging.getLogger("skyloom-worker.child")
+
+#: What a child runs for each task: never raises by contract, but a target that does is handled.
+TaskTarget = Callable[[TaskInput], TaskOutcome]
+
+#: ``RemoteError.type`` values this module produces (user code never chooses them).
+TIMEOUT_ERROR = "TaskTimeout"
+DIED_ERROR = "WorkerChildDied"
+KILLED_ERROR = "TaskKilled"
+UNPICKLABLE_ERROR = "OutcomeNotPicklable"
+UNDECODABLE_ERROR = "OutcomeNotDecodable"
+INVALID_OUTCOME_ERROR = "InvalidOutcome"
+SETUP_ERROR = "WorkerSetupError"
+
+#: How long a new child may take to import its target and say it is ready.
+START_TIMEOUT_SECONDS = 120.0
+#: How long a child gets to exit by itself once its pipe is closed, before it is killed.
+_CLOSE_GRACE_SECONDS = 2.0
+_PR_SET_PDEATHSIG = 1
+#: The child's first message. Outcomes are pickles (they start with 0x80), so it cannot clash.
+_READY = b"ready"
+
+
+class ChildStartError(RuntimeError):
+    """A child died or hung while starting: the agent's environment is broken, not the task."""
+
+
+class Ending(StrEnum):
+    """How a run ended; the agent's report depends on it, not on ``RemoteError.type`` strings."""
+
+    RETURNED = "returned"  # the target returned; its outcome may still carry the task's error
+    TIMEOUT = "timeout"  # max_duration elapsed: the child was killed
+    DIED = "died"  # the child exited or was killed by someone else (OOM killer, segfault, os._exit)
+    KILLED = "killed"  # kill() was called: the agent lost the lease or is shutting down
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    outcome: TaskOutcome
+    ending: Ending
+    #: Wall time from sending the input to receiving the outcome: the task's compute time, not
+    #: counting the start of a fresh child.
+    seconds: float
+
+
+class ChildProcess:
+    """Parent-side handle of one child; one per slot, used by one thread, ``kill()`` from any.
+
+    As with any ``spawn`` child, a script that creates one must guard its entry point with
+    ``if __name__ == "__main__":`` (the child imports the parent's main module);
+    ``python -m fargate_worker`` and pytest need nothing.
+
+    Example:
+        >>> child = ChildProcess(target=my_module.run)   # default: skyloom.runtime.executor.run_task
+        >>> outcome = child.run(task_input, timeout=30.0)
+        >>> child.close()
+    """
+
+    def __init__(self, target: TaskTarget | None = None, *, name: str = "skyloom-child") -> None:
+        self._target = target
+        self._name = name
+        self._ctx = multiprocessing.get_context("spawn")
+        #: Guards _proc/_conn/_kill_requested against kill() from another thread.
+        self._lock = threading.Lock()
+        self._proc: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._kill_requested = False
+        #: How many processes this handle started (observability; tests check respawns with it).
+        self.spawned = 0
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None else None
+
+    def start(self) -> None:
+        """Start the child now, rather than on the first run, and wait until it is ready.
+
+        Raises:
+            ChildStartError: the child died or hung while starting, or was killed meanwhile.
+        """
+        with self._lock:
+            self._kill_requested = False
+        if self._ready_child() is None:
+            raise ChildStartError("the child process was killed while starting")
+
+    def run(self, inp: TaskInput, timeout: float | None = None) -> TaskOutcome:
+        """Run one task in the child; never raises for anything the task or the child does."""
+        return self.execute(inp, timeout).outcome
+
+    def execute(self, inp: TaskInput, timeout: float | None = None) -> ChildResult:
+        """Like :meth:`run`, and says how the run ended and how long it took.
+
+        Args:
+            inp: the task's inputs, already downloaded.
+            timeout: seconds the task may run (its ``max_duration``); None waits forever.
+
+        Raises:
+            ChildStartError: no child could be started (never because of the task itself).
+        """
+        data = pickle.dumps(inp, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            self._kill_requested = False
+        child = self._ready_child()  # the start of a fresh child is neither compute nor timeout
+        if child is None:
+            return self._killed(0.0)
+        proc, conn = child
+        start = time.monotonic()
+        try:
+            conn.send_bytes(data)
+        except OSError:  # the child died between tasks or while reading a large input
+            return self._ended(proc, start)
+        remaining = None if timeout is None else max(0.0, start + timeout - time.monotonic())
+        ready = wait([conn, proc.sentinel], remaining)
+        if conn in ready:
+            try:
+                reply = conn.recv_bytes()
+            except (EOFError, OSError):  # the pipe closed: the child is gone
+                return self._ended(proc, start)
+            return ChildResult(_decode(reply), Ending.RETURNED, time.monotonic() - start)
+        if proc.sentinel in ready:
+            return self._ended(proc, start)
+        self._discard(kill=True)
+        err = RemoteError(
+            type=TIMEOUT_ERROR,
+            message=f"the task ran longer than its max_duration of {timeout:g} s and was killed",
+            traceback="",
+        )
+        return ChildResult(TaskOutcome(error=err), Ending.TIMEOUT, time.monotonic() - start)
+
+    def kill(self) -> None:
+        """Kill the running task now (lease lost, shutdown). Safe from any thread; the thread in
+        :meth:`execute` returns a ``KILLED`` result and the next run starts a fresh child."""
+        with self._lock:
+            self._kill_requested = True
+            if self._proc is not None:
+                _kill(self._proc)
+
+    def close(self) -> None:
+        """Stop the child: it exits by itself when its pipe closes; killed if it does not."""
+        self._discard(kill=False)
+
+    # ---------------------------------------------------------------------------- internals
+    def _ready_child(self) -> tuple[BaseProcess, Connection] | None:
+        """The live child, starting one if there is none or the last one died idle.
+
+        Returns None if kill() stopped it while starting. Spawning holds the lock (so kill() sees
+        the new process) but waiting for the ready message does not.
+        """
+        with self._lock:
+            if self._proc is not None and self._conn is not None and self._proc.exitcode is None:
+                return self._proc, self._conn
+            if self._proc is not None:
+                self._reap_locked()
+            proc, conn = self._spawn_locked()
+        ready = wait([conn, proc.sentinel], START_TIMEOUT_SECONDS)
+        reply = b""
+        if conn in ready:
+            with contextlib.suppress(EOFError, OSError):
+                reply = conn.recv_bytes()
+        if reply == _READY:
+            return proc, conn
+        with self._lock:
+            killed = self._kill_requested
+        hung = not ready
+        code = self._discard(kill=True)
+        if killed:
+            return None
+        why = f"no answer within {START_TIMEOUT_SECONDS:g} s" if hung else death_message(code)
+        raise ChildStartError(f"could not start a child process: {why}")
+
+    def _spawn_locked(self) -> tuple[BaseProcess, Connection]:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(
+            target=_child_main, args=(child_conn, self._target, os.getpid()), name=self._name,
+            # Not daemonic: a daemonic process may not start processes, and user code may use
+            # multiprocessing. close() makes sure it exits with the agent.
+            daemon=False,
+        )
+        proc.start()
+        child_conn.close()
+        self._proc, self._conn = proc, parent_conn
+        self.spawned += 1
+        log.debug("started child process %s (pid %s)", self._name, proc.pid)
+        return proc, parent_conn
+
+    def _killed(self, seconds: float) -> ChildResult:
+        err = RemoteError(type=KILLED_ERROR, message="the task was stopped by the agent", traceback="")
+        return ChildResult(TaskOutcome(error=err), Ending.KILLED, seconds)
+
+    def _ended(self, proc: BaseProcess, start: float) -> ChildResult:
+        """The child exited during a run: killed by us, or died on its own."""
+        with self._lock:
+            killed = self._kill_requested
+        pid = proc.pid
+        code = self._discard(kill=True)
+        seconds = time.monotonic() - start
+        if killed:
+            return self._killed(seconds)
+        err = RemoteError(type=DIED_ERROR, message=death_message(code), traceback="")
+        log.warning("child process %s died: %s", pid, err.message)
+        return ChildResult(TaskOutcome(error=err), Ending.DIED, seconds)
+
+    def _discard(self, *, kill: bool) -> int | None:
+        """Forget the current child and wait for it to be gone; returns its exit code."""
+        with self._lock:
+            proc, conn = self._proc, self._conn
+            self._proc = self._conn = None
+        if conn is not None:
+            conn.close()  # an idle child reads EOF and exits
+        if proc is None:
+            return None
+        if kill:
+            _kill(proc)
+        proc.join(_CLOSE_GRACE_SECONDS)
+        if proc.exitcode is None:
+            _kill(proc)
+            proc.join()
+        code = proc.exitcode
+        proc.close()
+        return code
+
+    def _reap_locked(self) -> None:
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        if conn is not None:
+            conn.close()
+        if proc is not None:
+            proc.join(_CLOSE_GRACE_SECONDS)
+            if proc.exitcode is not None:
+                proc.close()
+
+
+def death_message(code: int | None) -> str:
+    """Why a child is gone, in words an operator can act on."""
+    if code is None:
+        return "the task's child process vanished"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (the kernel's OOM killer sends SIGKILL when memory runs out)" if -code == signal.SIGKILL else ""
+        return f"the task's child process was killed by {name}{hint}"
+    return f"the task's child process exited with code {code} before returning"
+
+
+def _kill(proc: BaseProcess) -> None:
+    """SIGKILL the child (a no-op once it has exited and been reaped)."""
+    proc.kill()
+
+
+def _decode(reply: bytes) -> TaskOutcome:
+    try:
+        outcome = pickle.loads(reply)
+    except Exception as exc:  # a class the agent cannot import, a broken __setstate__, ...
+        return TaskOutcome(error=RemoteError(
+            type=UNDECODABLE_ERROR, message=f"the agent cannot read the task's outcome: {exc!r}",
+            traceback=traceback.format_exc(), retryable=False,
+        ))
+    if not isinstance(outcome, TaskOutcome):
+        return _invalid(outcome)
+    return outcome
+
+
+def _invalid(value: object) -> TaskOutcome:
+    return TaskOutcome(error=RemoteError(
+        type=INVALID_OUTCOME_ERROR,
+        message=f"the task runner returned {type(value).__name__}, not a TaskOutcome",
+        traceback="", retryable=False,
+    ))
+
+
+# ------------------------------------------------------------------------------- child side
+def _child_main(conn: Connection, target: TaskTarget | None, parent_pid: int) -> None:
+    """The child's loop: get ready, then receive an input, run it, send the outcome; exit when
+    the pipe closes."""
+    _detach_from_agent(parent_pid)
+    run, setup_error = _resolve(target)
+    conn.send_bytes(_READY)
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # the agent closed the pipe (or died): nothing left to do
+        outcome = TaskOutcome(error=setup_error) if run is None else _call(run, data)
+        conn.send_bytes(_dump(outcome))
+
+
+def _resolve(target: TaskTarget | None) -> tuple[TaskTarget | None, RemoteError | None]:
+    """The function to run, imported before saying ready so that tasks do not pay for it.
+
+    An import failure is reported for every task rather than killing the child: a broken
+    deployment then shows up in each task's error, instead of as an agent that cannot start.
+    """
+    if target is not None:
+        return target, None
+    try:
+        return _default_target(), None
+    except BaseException as exc:  # an ImportError, or anything a module body raises
+        return None, _remote_error(exc, type_name=SETUP_ERROR)
+
+
+def _detach_from_agent(parent_pid: int) -> None:
+    """Make the child obey the agent only.
+
+    - SIGINT/SIGTERM ignored: Ctrl-C on a terminal and a SIGTERM sent to the agent's whole process
+      group (``docker stop`` with an init, the local stack's supervisor) must not interrupt a task
+      the agent is draining; the agent decides when a task stops (SIGKILL or closing the pipe).
+    - Stays in the agent's process group, so that a supervisor's SIGKILL of the group (a Spot
+      reclaim, ``skyloom local`` stopping) takes it down on every OS.
+    - Dies with the agent (Linux ``PR_SET_PDEATHSIG``) even when only the agent is SIGKILLed: no
+      orphan computing for nobody. The signal is tied to the thread that started the child, so the
+      agent starts a slot's children from that slot's long-lived thread.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the agent died before prctl took effect
+        os._exit(0)
+
+
+def _default_target() -> TaskTarget:
+    """The SDK's executor, imported in the child only: it may import user code."""
+    from skyloom.runtime.executor import run_task
+
+    target: TaskTarget = run_task
+    return target
+
+
+def _call(run: TaskTarget, data: bytes) -> TaskOutcome:
+    try:
+        outcome = run(pickle.loads(data))
+    except BaseException as exc:  # user code may raise anything, even SystemExit
+        return TaskOutcome(error=_remote_error(exc))
+    if not isinstance(outcome, TaskOutcome):
+        return _invalid(outcome)
+    return outcome
+
+
+def _dump(outcome: TaskOutcome) -> bytes:
+    """Pickle the outcome; if user values refuse to be pickled, pickle that failure instead."""
+    try:
+        return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException as exc:  # __reduce__ of user objects can raise anything
+        err = _remote_error(exc, type_name=UNPICKLABLE_ERROR, retryable=False,
+                            prefix="the task's outcome cannot be sent to the agent: ")
+        return pickle.dumps(TaskOutcome(error=err), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _remote_error(
+    exc: BaseException, *, type_name: str | None = None, retryable: bool = True, prefix: str = ""
+) -> RemoteError:
+    kind = type(exc)
+    qualified = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return RemoteError(
+        type=type_name or qualified,
+        message=f"{prefix}{qualified}: {exc}" if type_name else str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+        retryable=retryable,
+    )

@@ -1,0 +1,124 @@
+"""The agent's decisions, as pure functions: what to report about an attempt, how many messages
+to receive, in which order to poll, how long to back off. Kept apart from the threads and AWS calls
+of :mod:`fargate_worker.agent` so that each rule is unit-tested on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from fargate_worker.child import ChildResult, Ending
+from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome
+
+#: SQS returns at most 10 messages per receive.
+MAX_RECEIVE = 10
+
+
+class Action(StrEnum):
+    COMPLETE = "complete"  # commit the outcome
+    FAIL = "fail"  # record a failed attempt (fail() retries or finalizes)
+    RELEASE = "release"  # give the task back uncounted: we stopped it, it did nothing wrong
+    DROP = "drop"  # the lease is lost: another worker may own the task, so write nothing
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    outcome: TaskOutcome | None = None  # for COMPLETE
+    error: RemoteError | None = None  # for FAIL
+    timed_out: bool = False
+
+
+def verdict(ran: ChildResult | RemoteError, *, lease_lost: bool) -> Verdict:
+    """What to report about an attempt: the agent's whole crash/timeout/lease policy in one place.
+
+    ``ran`` is how the child run ended, or the error that stopped the attempt before it ran.
+    """
+    if lease_lost:
+        return Verdict(Action.DROP)
+    if isinstance(ran, RemoteError):
+        return Verdict(Action.FAIL, error=ran)
+    if ran.ending is Ending.KILLED:  # we kill only on a lost lease (above) or a forced stop
+        return Verdict(Action.RELEASE)
+    if ran.ending is Ending.TIMEOUT:
+        return Verdict(Action.FAIL, error=ran.outcome.error, timed_out=True)
+    if ran.outcome.error is not None:  # the task raised, or its child died
+        return Verdict(Action.FAIL, error=ran.outcome.error)
+    return Verdict(Action.COMPLETE, outcome=ran.outcome)
+
+
+def receive_budget(slots: int, in_flight: int, max_tasks: int | None = None, finished: int = 0) -> int:
+    """How many messages to receive now: one per free slot, and no more than ``max_tasks`` allows,
+    so that no message sits received (invisible to other agents) without a slot to run it."""
+    free = slots - in_flight
+    if max_tasks is not None:
+        free = min(free, max_tasks - finished - in_flight)
+    return max(0, min(free, MAX_RECEIVE))
+
+
+def poll_plan(urls: Sequence[str], wait: int) -> list[tuple[str, int]]:
+    """The receive calls of one poll round, as (queue URL, WaitTimeSeconds); the round stops at the
+    first call that returns messages.
+
+    Every level above the bottom without waiting, highest first, then a long poll of ``wait``
+    seconds on the bottom level, which is where priority 0 (the default) lands: the common case is
+    picked up the moment it is sent, and an idle agent makes ``levels`` requests per ``wait``
+    seconds. Higher levels are re-checked every round, so higher-priority work waits at most
+    ``wait`` seconds while the agent idles, and never behind lower-priority work.
+    """
+    if not urls:
+        return []
+    return [(u, 0) for u in urls[:-1]] + [(urls[-1], wait)]
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff for failing AWS calls: 0.5 s doubling to 30 s, each delay drawn from the
+    upper half of its range so that a fleet of agents does not retry in lockstep."""
+
+    base: float = 0.5
+    cap: float = 30.0
+    failures: int = 0
+
+    def next(self, rand: Callable[[], float] = random.random) -> float:
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.failures, 16))
+        self.failures += 1
+        return ceiling / 2 + rand() * ceiling / 2
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def max_duration(options: Mapping[str, Any]) -> float | None:
+    """The task's time limit in seconds, or None for none."""
+    raw = options.get("max_duration")
+    try:
+        value = float(raw) if raw is not None else 0.0
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+def bytes_in(inp: TaskInput) -> int:
+    return len(inp.payload) + sum(len(v) for v in inp.dependencies.values())
+
+
+def bytes_out(outcome: TaskOutcome) -> int:
+    """Bytes the attempt hands to storage: outputs, data of staged results, payloads of subtasks."""
+    return (
+        sum(len(v) for v in outcome.outputs.values())
+        + sum(len(r.data) for r in outcome.staged_results if r.data is not None)
+        + sum(len(t.payload) for t in outcome.staged_tasks)
+    )
+
+
+def new_worker_id() -> str:
+    """``<hostname>-<pid>-<8 hex>``: readable in the attempt history, unique across restarts."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

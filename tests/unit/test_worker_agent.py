@@ -1,0 +1,462 @@
+"""The worker agent's loop, with no AWS and no processes (its pure decisions: test_worker_policy).
+
+The loop runs against in-memory fakes: an SQS with visibility timeouts, the execution operations over a dict of
+tasks, and a child whose behaviour is picked by handler name. The same loop against moto and real
+child processes is covered by the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from fargate_worker.agent import INPUT_ERROR, Agent
+from fargate_worker.child import TIMEOUT_ERROR, ChildResult, Ending
+from fargate_worker.settings import WorkerSettings
+from skyloom.core.config import Settings
+from skyloom.core.dispatching import TaskMessage
+from skyloom.core.models import TaskModel
+from skyloom.core.resources import PartitionSpec
+from skyloom.errors import Conflict
+from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome
+
+pytestmark = pytest.mark.timeout(60)
+
+HIGH, LOW = "q-high", "q-low"
+ERR = RemoteError("ValueError", "boom", "tb")
+
+
+# ------------------------------------------------------------------------------------ fakes
+@dataclass
+class FakeMessage:
+    id: str
+    body: str
+    receipt: str = ""
+    invisible_until: float = 0.0
+    receives: int = 0
+
+
+class FakeSqs:
+    """Just enough SQS: visibility timeouts, receipt handles, injected failures, a call log."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, list[FakeMessage]] = {HIGH: [], LOW: []}
+        self.calls: list[tuple[str, Any]] = []
+        self.failures: dict[str, int] = {}
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+
+    def send(self, url: str, body: str) -> None:
+        self.queues[url].append(FakeMessage(f"m{next(self._ids)}", body))
+
+    def _fail(self, op: str) -> None:
+        if self.failures.get(op, 0) > 0:
+            self.failures[op] -= 1
+            raise ConnectionError(f"injected {op} failure")
+
+    def receive_message(self, *, QueueUrl: str, MaxNumberOfMessages: int, WaitTimeSeconds: int,
+                        VisibilityTimeout: int) -> dict[str, Any]:
+        self._fail("receive_message")
+        now = time.monotonic()
+        with self._lock:
+            got = [m for m in self.queues[QueueUrl] if m.invisible_until <= now][:MaxNumberOfMessages]
+            for m in got:
+                m.receives += 1
+                m.receipt = f"{m.id}-r{m.receives}"
+                m.invisible_until = now + VisibilityTimeout
+            self.calls.append(("receive", (QueueUrl, WaitTimeSeconds, len(got))))
+        if not got and WaitTimeSeconds:
+            time.sleep(0.02)
+        return {"Messages": [{"MessageId": m.id, "ReceiptHandle": m.receipt, "Body": m.body} for m in got]}
+
+    def _find(self, url: str, receipt: str) -> FakeMessage:
+        for m in self.queues[url]:
+            if m.receipt == receipt:
+                return m
+        raise KeyError(receipt)
+
+    def delete_message(self, *, QueueUrl: str, ReceiptHandle: str) -> None:
+        self._fail("delete_message")
+        with self._lock:
+            self.queues[QueueUrl].remove(self._find(QueueUrl, ReceiptHandle))
+            self.calls.append(("delete", ReceiptHandle))
+
+    def change_message_visibility(self, *, QueueUrl: str, ReceiptHandle: str, VisibilityTimeout: int) -> None:
+        with self._lock:
+            self._find(QueueUrl, ReceiptHandle).invisible_until = time.monotonic() + VisibilityTimeout
+            self.calls.append(("visibility", (ReceiptHandle, VisibilityTimeout)))
+
+    def left(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def visible_now(self) -> int:
+        now = time.monotonic()
+        return sum(1 for q in self.queues.values() for m in q if m.invisible_until <= now)
+
+    def ops(self, name: str) -> list[Any]:
+        return [args for op, args in self.calls if op == name]
+
+
+@dataclass
+class FakeOps:
+    """skyloom.core.execution over a dict: a task is claimable once, while Submitted."""
+
+    status: dict[str, str] = field(default_factory=dict)
+    handler: dict[str, str] = field(default_factory=dict)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: list[tuple[str, str, Any]] = field(default_factory=list)
+    lease_ok: bool = True
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def add(self, task_id: str, handler: str = "ok", status: str = "Submitted", **options: Any) -> TaskMessage:
+        self.status[task_id], self.handler[task_id], self.options[task_id] = status, handler, options
+        return TaskMessage(task_id, "s1", "default", 0)
+
+    def _record(self, op: str, task_id: str, detail: Any = None) -> None:
+        self.calls.append((op, task_id, detail))
+        if self.failures.get(op, 0) > 0:
+            self.failures[op] -= 1
+            raise ConnectionError(f"injected {op} failure")
+
+    def of(self, op: str) -> list[tuple[str, Any]]:
+        return [(t, d) for o, t, d in self.calls if o == op]
+
+    def claim(self, settings: Settings, message: TaskMessage, worker_id: str) -> TaskModel | None:
+        self._record("claim", message.task_id)
+        if self.status.get(message.task_id) != "Submitted":
+            return None
+        self.status[message.task_id] = "Processing"
+        return TaskModel(message.task_id, session_id="s1", handler=self.handler[message.task_id], attempt=1,
+                         submitted_at=time.time() - 2.0, options=self.options[message.task_id])
+
+    def heartbeat(self, settings: Settings, task: TaskModel, worker_id: str) -> bool:
+        self._record("heartbeat", task.task_id)
+        return self.lease_ok
+
+    def load_inputs(self, settings: Settings, task: TaskModel) -> TaskInput:
+        self._record("load_inputs", task.task_id)
+        return TaskInput(task.task_id, task.session_id, task.handler, b"payload", {"d": b"dep"}, ["out"],
+                         dict(task.options))
+
+    def complete(self, settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome,
+                 metrics: dict[str, float]) -> bool:
+        self._record("complete", task.task_id, dict(metrics))
+        self.status[task.task_id] = "Completed"
+        return True
+
+    def fail(self, settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *,
+             timed_out: bool = False) -> str:
+        self._record("fail", task.task_id, (error, timed_out))
+        self.status[task.task_id] = "Error"
+        return "Error"
+
+    def release(self, settings: Settings, task: TaskModel, worker_id: str) -> bool:
+        self._record("release", task.task_id)
+        self.status[task.task_id] = "Submitted"
+        return True
+
+
+class FakeChild:
+    """A child whose behaviour is the handler name; "slow" runs until ``finish`` or kill()."""
+
+    finish = threading.Event()
+
+    def __init__(self) -> None:
+        self.killed = threading.Event()
+        self.running = threading.Event()
+        self.closed = False
+        self.started = False
+        self.ran: list[str] = []
+
+    def start(self) -> None:
+        self.started = True
+
+    def execute(self, inp: TaskInput, timeout: float | None = None) -> ChildResult:
+        self.killed.clear()
+        self.ran.append(inp.task_id)
+        h = inp.handler
+        if h == "ok":
+            return ChildResult(TaskOutcome(outputs={"out": b"result"}), Ending.RETURNED, 0.25)
+        if h == "raise":
+            return ChildResult(TaskOutcome(error=ERR), Ending.RETURNED, 0.1)
+        if h == "timeout":
+            assert timeout == inp.options["max_duration"]
+            return ChildResult(TaskOutcome(error=RemoteError(TIMEOUT_ERROR, "slow", "")), Ending.TIMEOUT, timeout)
+        assert h == "slow", h
+        self.running.set()
+        while not (self.killed.is_set() or FakeChild.finish.is_set()):
+            time.sleep(0.01)
+        self.running.clear()
+        if self.killed.is_set():
+            return ChildResult(TaskOutcome(error=RemoteError("TaskKilled", "", "")), Ending.KILLED, 0.1)
+        return ChildResult(TaskOutcome(outputs={"out": b"late"}), Ending.RETURNED, 0.1)
+
+    def kill(self) -> None:
+        self.killed.set()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class Harness:
+    sqs: FakeSqs
+    ops: FakeOps
+    children: list[FakeChild]
+    make: Callable[..., Agent]
+
+    def submit(self, task_id: str, handler: str = "ok", url: str = HIGH, **options: Any) -> None:
+        self.sqs.send(url, self.ops.add(task_id, handler, **options).body())
+
+
+@pytest.fixture
+def h(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    monkeypatch.setattr("fargate_worker.agent.queue_urls_by_priority", lambda s, p: [HIGH, LOW])
+    FakeChild.finish.clear()
+    settings = Settings(stack="utest", partitions=(PartitionSpec("default", priority_levels=2),),
+                        lease_seconds=0.3, visibility_timeout=30)
+    sqs, ops, children = FakeSqs(), FakeOps(), []
+
+    def child() -> FakeChild:
+        c = FakeChild()
+        children.append(c)
+        return c
+
+    def make(**config: Any) -> Agent:
+        return Agent(settings, WorkerSettings(**config), ops=ops, sqs=sqs, child_factory=child,  # type: ignore[arg-type]
+                     worker_id="w-test")
+
+    yield Harness(sqs, ops, children, make)
+    FakeChild.finish.set()  # never leave a slow fake running
+
+
+def run_in_thread(agent: Agent) -> tuple[threading.Thread, list[int]]:
+    codes: list[int] = []
+    t = threading.Thread(target=lambda: codes.append(agent.run()), daemon=True)
+    t.start()
+    return t, codes
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+# ------------------------------------------------------------------------------- the loop
+def test_burst_completes_every_task_deletes_its_message_and_exits(h: Harness) -> None:
+    # GIVEN two ready tasks
+    h.submit("t1")
+    h.submit("t2")
+    # WHEN a burst agent runs (in the main thread: it installs and restores signal handlers)
+    code = h.make(burst=True).run()
+    # THEN both were completed, with their metrics, and their messages deleted
+    assert code == 0
+    assert [t for t, _ in h.ops.of("complete")] == ["t1", "t2"]
+    metrics = h.ops.of("complete")[0][1]
+    assert set(metrics) == {"queue_wait", "fetch", "bytes_in", "compute", "bytes_out"}
+    assert metrics["queue_wait"] >= 2.0 and metrics["compute"] == 0.25
+    assert metrics["bytes_in"] == len(b"payload") + len(b"dep") and metrics["bytes_out"] == len(b"result")
+    assert h.sqs.left() == 0
+    assert all(c.started and c.closed for c in h.children)  # warmed up before work, closed at exit
+
+
+def test_the_high_priority_queue_is_drained_first(h: Harness) -> None:
+    h.submit("low", url=LOW)
+    h.submit("high", url=HIGH)
+    h.make(burst=True).run()
+    assert [t for t, _ in h.ops.of("claim")] == ["high", "low"]
+
+
+def test_a_message_that_cannot_be_claimed_is_deleted_without_running(h: Harness) -> None:
+    h.sqs.send(HIGH, h.ops.add("done", status="Completed").body())  # a duplicate of a finished task
+    h.make(burst=True).run()
+    assert h.ops.of("claim") == [("done", None)]
+    assert not h.ops.of("complete") and not h.ops.of("load_inputs")
+    assert h.sqs.left() == 0
+
+
+def test_a_failing_task_is_reported_with_its_error(h: Harness) -> None:
+    h.submit("bad", "raise")
+    h.make(burst=True).run()
+    [(task_id, (error, timed_out))] = h.ops.of("fail")
+    assert task_id == "bad" and error == ERR and not timed_out
+    assert h.sqs.left() == 0
+
+
+def test_a_timeout_is_reported_as_such(h: Harness) -> None:
+    h.submit("slowpoke", "timeout", max_duration=1.5)
+    h.make(burst=True).run()
+    [(_, (error, timed_out))] = h.ops.of("fail")
+    assert timed_out and error.type == TIMEOUT_ERROR
+
+
+def test_inputs_that_cannot_be_loaded_fail_the_attempt(h: Harness) -> None:
+    h.submit("t1")
+    h.ops.failures["load_inputs"] = 1
+    h.make(burst=True).run()
+    [(_, (error, _))] = h.ops.of("fail")
+    assert error.type == INPUT_ERROR and error.retryable and "injected" in error.message
+    assert not h.children[0].ran  # nothing ran
+
+
+def test_a_missing_input_is_not_retryable(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    h.submit("t1")
+
+    def missing(settings: Settings, task: TaskModel) -> TaskInput:
+        raise Conflict("input r1 is Deleted, not Completed")
+
+    monkeypatch.setattr(h.ops, "load_inputs", missing)
+    h.make(burst=True).run()
+    [(_, (error, _))] = h.ops.of("fail")
+    assert not error.retryable
+
+
+def test_an_undecodable_message_is_left_for_the_dead_letter_queue(h: Harness) -> None:
+    h.sqs.send(HIGH, "not json")
+    h.submit("t1")
+    agent = h.make(burst=True)
+    assert agent.run() == 0
+    assert agent.stats["undecodable"] == 1
+    # still there, still invisible: neither deleted nor made visible again
+    assert h.sqs.left() == 1 and h.sqs.visible_now() == 0
+    assert [t for t, _ in h.ops.of("complete")] == ["t1"]
+
+
+def test_max_tasks_receives_no_more_than_it_will_run(h: Harness) -> None:
+    for i in range(3):
+        h.submit(f"t{i}")
+    h.make(max_tasks=1, slots=2).run()
+    assert [t for t, _ in h.ops.of("claim")] == ["t0"]
+    assert h.sqs.left() == 2 and h.sqs.visible_now() == 2
+
+
+def test_slots_run_tasks_concurrently(h: Harness) -> None:
+    h.submit("a", "slow")
+    h.submit("b", "slow")
+    agent = h.make(slots=2, burst=True)
+    t, codes = run_in_thread(agent)
+    wait_for(lambda: all(c.running.is_set() for c in h.children))
+    FakeChild.finish.set()
+    t.join(10)
+    assert codes == [0]
+    assert sorted(t for t, _ in h.ops.of("complete")) == ["a", "b"]
+
+
+def test_the_heartbeat_extends_lease_and_visibility_while_a_task_runs(h: Harness) -> None:
+    h.submit("t1", "slow")
+    t, codes = run_in_thread(h.make(burst=True))
+    time.sleep(0.5)  # lease 0.3 s: a beat every 0.1 s
+    FakeChild.finish.set()
+    t.join(10)
+    assert codes == [0]
+    assert len(h.ops.of("heartbeat")) >= 2
+    assert any(vt == 30 for _, vt in h.sqs.ops("visibility"))
+    assert [x for x, _ in h.ops.of("complete")] == ["t1"]
+
+
+def test_a_lost_lease_kills_the_task_and_reports_nothing(h: Harness) -> None:
+    # GIVEN a running task whose lease another worker took over
+    h.submit("t1", "slow")
+    h.ops.lease_ok = False
+    agent = h.make(burst=True)
+    t, codes = run_in_thread(agent)
+    t.join(10)
+    # THEN its child was killed and neither complete nor fail nor release was called
+    assert codes == [0] and h.children[0].killed.is_set()
+    assert not (h.ops.of("complete") or h.ops.of("fail") or h.ops.of("release"))
+    assert agent.stats["dropped"] == 1
+    # AND the message was made visible at once, so the next claim() decides with DynamoDB's state
+    # (here: still Processing under the new owner, so not claimable: deleted)
+    assert (h.sqs.ops("visibility")[-1][1]) == 0
+    assert [t for t, _ in h.ops.of("claim")] == ["t1", "t1"]
+    assert agent.stats["unclaimable"] == 1 and h.sqs.left() == 0
+
+
+def test_sigterm_lets_the_running_task_finish_and_takes_nothing_new(h: Harness) -> None:
+    h.submit("running", "slow")
+    h.submit("waiting")
+    agent = h.make(grace_seconds=30)
+    t, codes = run_in_thread(agent)
+    wait_for(h.children[0].running.is_set)
+    # WHEN SIGTERM arrives (request_stop is what the handler calls)
+    agent.request_stop("SIGTERM")
+    time.sleep(0.3)
+    assert t.is_alive()  # still draining
+    FakeChild.finish.set()
+    t.join(10)
+    # THEN the running task completed and the other one was never taken
+    assert codes == [0]
+    assert [x for x, _ in h.ops.of("complete")] == ["running"]
+    assert [x for x, _ in h.ops.of("claim")] == ["running"]
+    assert h.sqs.left() == 1 and h.sqs.visible_now() == 1
+
+
+def test_past_the_grace_period_running_tasks_are_given_back(h: Harness) -> None:
+    h.submit("stuck", "slow")
+    agent = h.make(grace_seconds=0.3)
+    t, codes = run_in_thread(agent)
+    wait_for(h.children[0].running.is_set)
+    agent.request_stop("SIGTERM")
+    t.join(10)
+    assert codes == [0]
+    assert h.children[0].killed.is_set()
+    assert h.ops.of("release") == [("stuck", None)] and not h.ops.of("fail")
+    assert h.ops.status["stuck"] == "Submitted" and h.sqs.visible_now() == 1  # at once, for another agent
+
+
+def test_a_second_signal_gives_everything_back_at_once(h: Harness) -> None:
+    h.submit("stuck", "slow")
+    agent = h.make(grace_seconds=100)
+    t, codes = run_in_thread(agent)
+    wait_for(h.children[0].running.is_set)
+    agent.request_stop("SIGTERM")
+    agent.request_stop("SIGTERM")
+    t.join(10)
+    assert codes == [0]
+    assert h.ops.of("release") == [("stuck", None)] and h.sqs.visible_now() == 1
+
+
+def test_received_but_unstarted_messages_are_given_back_on_stop(h: Harness) -> None:
+    # GIVEN a message received by the poller but not picked by a slot yet
+    agent = h.make()
+    h.submit("t1")
+    agent._plan = [(HIGH, 1)]
+    url, [message] = agent._poll(1)
+    held = agent._decode(url, message)
+    assert held is not None
+    agent._dispatch([held])
+    # WHEN the agent stops before a slot takes it
+    agent._stop.set()
+    agent._give_back_unstarted()
+    # THEN it is visible again at once and nothing ran
+    assert h.sqs.visible_now() == 1 and not h.ops.calls
+    assert agent._in_flight == 0
+
+
+def test_aws_errors_do_not_kill_the_agent(h: Harness) -> None:
+    # GIVEN a receive that fails once and a complete that fails once
+    h.submit("t1")
+    h.submit("t2")
+    h.sqs.failures["receive_message"] = 1
+    h.ops.failures["complete"] = 1
+    agent = h.make(burst=True)
+    # WHEN the agent runs
+    code = agent.run()
+    # THEN it carried on: the failed commit's message is left (to come back after its visibility
+    # timeout) and the task to the lease sweeper; the other task completed
+    assert code == 0
+    assert [x for x, _ in h.ops.of("complete")] == ["t1", "t2"]
+    assert h.ops.status == {"t1": "Processing", "t2": "Completed"}
+    assert h.sqs.left() == 1 and h.sqs.visible_now() == 0
+
+
+def test_an_unknown_partition_exits_2(h: Harness) -> None:
+    assert h.make(partition="nope", burst=True).run() == 2
