@@ -36,3 +36,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if done:
         logger.info("sweep", extra={"repairs": dict(done)})
     return {"repairs": dict(done)}
+
+
+def reset_settings() -> None:
+    """Forget the cached settings, as a fresh container would (local mode calls it per stack)."""
+    settings.cache_clear()

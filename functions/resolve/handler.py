@@ -50,3 +50,8 @@ def record_handler(record: DynamoDBRecord) -> None:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+
+
+def reset_settings() -> None:
+    """Forget the cached settings, as a fresh container would (local mode calls it per stack)."""
+    settings.cache_clear()

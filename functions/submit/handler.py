@@ -14,7 +14,9 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.submit.routes import app, logger, metrics, tracer
+from functions.submit.routes import app, logger, metrics, reset_settings, tracer
+
+__all__ = ["handler", "reset_settings"]
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)

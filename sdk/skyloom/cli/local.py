@@ -1,0 +1,192 @@
+"""``skyloom local``: run Skyloom on this machine.
+
+``up`` keeps a stack in the foreground for any number of clients (and publishes it for
+:func:`skyloom.local.discover`); ``run`` wraps one command in a stack's lifetime, which is what
+demos and CI want: the stack is up before the command starts and gone when ``run`` returns the
+command's exit status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from skyloom.core.config import Settings
+from skyloom.local.credentials import ENDPOINT_ENV
+from skyloom.local.discovery import LocalState, publish, read_state, unpublish
+from skyloom.local.stack import LocalStack
+
+app = typer.Typer(help="Run Skyloom locally: AWS emulated on loopback, functions in-process, worker processes.")
+
+WorkersOption = Annotated[int, typer.Option("--workers", "-w", min=0, help="Worker agent processes.")]
+SweepOption = Annotated[float, typer.Option("--sweep-interval", min=0.1, help="Seconds between dispatch sweeps.")]
+RunDirOption = Annotated[
+    Path | None, typer.Option("--run-dir", help="Where logs go (default: a new dir under $SKYLOOM_HOME/runs).")
+]
+
+#: Variables ``run`` sets for a quiet command output unless the user chose otherwise: the functions
+#: log JSON to this process's stdout, which would bury the command's own output.
+_QUIET_DEFAULTS = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+
+
+class _Stop(BaseException):
+    """Raised in the main thread by SIGTERM; a BaseException so no ``except Exception`` eats it."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def _settings() -> Settings:
+    """Settings from the environment (``SKYLOOM_STACK``, ``SKYLOOM_PARTITIONS``, timers, region), so
+    a local stack can mirror a deployment's; the AWS endpoint is always the local emulator's."""
+    return Settings.from_env()
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def up(
+    workers: WorkersOption = 2,
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Endpoint port (0: any).")] = 0,
+    sweep_interval: SweepOption = 5.0,
+    run_dir: RunDirOption = None,
+) -> None:
+    """Start a local stack and keep it up until Ctrl-C or SIGTERM."""
+    _configure_logging(verbose=True)
+    other = read_state()
+    if other is not None:
+        typer.echo(f"note: another local stack (pid {other.pid}) is up at {other.endpoint}", err=True)
+    stack = LocalStack(
+        workers=workers,
+        settings=_settings(),
+        gateway_port=port,
+        sweep_interval=sweep_interval,
+        run_dir=run_dir,
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        stack.start()
+        publish(
+            LocalState(
+                endpoint=stack.endpoint,
+                aws_endpoint=stack.aws_endpoint,
+                region=stack.settings.region,
+                stack=stack.settings.stack,
+                pid=os.getpid(),
+                run_dir=str(stack.run_dir),
+            )
+        )
+        typer.echo(f"Skyloom local stack up: {stack.endpoint}  (AWS emulator {stack.aws_endpoint})")
+        typer.echo(f"logs: {stack.run_dir}")
+        typer.echo(f"export {ENDPOINT_ENV}={stack.endpoint}")
+        typer.echo("Ctrl-C to stop.")
+        _wait_forever()
+    except (KeyboardInterrupt, _Stop):
+        typer.echo("stopping...", err=True)
+    finally:
+        _stop_uninterrupted(stack, unpublish)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_uninterrupted(stack: LocalStack, *before: Callable[[], None]) -> None:
+    """Stop the stack with Ctrl-C and SIGTERM ignored: a second Ctrl-C while workers drain must not
+    leave worker processes (which live in their own sessions) running without their emulator."""
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        for step in before:
+            step()
+        stack.stop()
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
+
+
+def _wait_forever() -> None:
+    forever = threading.Event()
+    while not forever.wait(3600):
+        pass
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def run(
+    command: Annotated[list[str], typer.Argument(help="The command to run, after '--'.")],
+    workers: WorkersOption = 2,
+    sweep_interval: SweepOption = 5.0,
+    run_dir: RunDirOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the functions' logs.")] = False,
+) -> None:
+    """Start a local stack, run COMMAND against it, stop the stack, exit with COMMAND's status.
+
+    COMMAND sees SKYLOOM_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION of the
+    stack. Example: skyloom local run --workers 2 -- python examples/portfolio.py
+    """
+    _configure_logging(verbose)
+    if not verbose:
+        for name, value in _QUIET_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+    stack = LocalStack(workers=workers, settings=_settings(), sweep_interval=sweep_interval, run_dir=run_dir)
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    code = 1
+    try:
+        stack.start()
+        if verbose:
+            typer.echo(f"local stack up at {stack.endpoint}; logs in {stack.run_dir}", err=True)
+        status = _run_command(command, {**os.environ, **stack.client_environment()})
+        # A command killed by signal N exits 128 + N, as in a shell.
+        code = status if status >= 0 else 128 - status
+    except (KeyboardInterrupt, _Stop):
+        code = 130
+    finally:
+        _stop_uninterrupted(stack)
+        signal.signal(signal.SIGTERM, previous)
+    raise typer.Exit(code)
+
+
+def _run_command(command: list[str], env: dict[str, str]) -> int:
+    try:
+        child = subprocess.Popen(command, env=env)
+    except FileNotFoundError:
+        typer.echo(f"skyloom local run: command not found: {command[0]}", err=True)
+        return 127
+    except PermissionError:
+        typer.echo(f"skyloom local run: permission denied: {command[0]}", err=True)
+        return 126
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        # The terminal's SIGINT reached the child too: give it time to exit on its own.
+        return _reap(child, signal.SIGINT)
+    except _Stop:
+        # SIGTERM was sent to us alone: pass it on.
+        child.terminate()
+        return _reap(child, signal.SIGTERM)
+
+
+def _reap(child: subprocess.Popen[bytes], sent: signal.Signals, timeout: float = 10.0) -> int:
+    """Wait for ``child`` after it was sent ``sent``; SIGKILL it if it is still running after ``timeout``."""
+    try:
+        return child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        typer.echo(f"skyloom local run: command ignored {sent.name} for {timeout:.0f} s; killing it", err=True)
+        child.kill()
+        return child.wait()

@@ -1,0 +1,30 @@
+"""Local mode: the whole of Skyloom on loopback, with no AWS account and no Docker.
+
+``LocalStack`` is the entry point (``skyloom local up`` and the test fixture use it); ``discover``
+finds one that ``skyloom local up`` is running. The pieces (emulator, gateway, stream poller,
+scheduler, workers) are importable from their modules for tests that need one alone.
+"""
+
+from __future__ import annotations
+
+from skyloom.local.credentials import (
+    ENDPOINT_ENV,
+    LOCAL_ACCESS_KEY_ID,
+    LOCAL_ACCOUNT_ID,
+    LOCAL_SECRET_ACCESS_KEY,
+    local_user_arn,
+)
+from skyloom.local.discovery import LocalState, discover, read_state
+from skyloom.local.stack import LocalStack
+
+__all__ = [
+    "ENDPOINT_ENV",
+    "LOCAL_ACCESS_KEY_ID",
+    "LOCAL_ACCOUNT_ID",
+    "LOCAL_SECRET_ACCESS_KEY",
+    "LocalStack",
+    "LocalState",
+    "discover",
+    "local_user_arn",
+    "read_state",
+]

@@ -1,0 +1,353 @@
+"""The whole of Skyloom on loopback: emulator, resources, the three functions, and worker agents.
+
+:class:`LocalStack` starts, in order: moto (a subprocess), the resources from the shared definitions,
+the model binding, then the three functions in this process fed by their real event sources' shapes
+(the API gateway, the results-stream poller, the sweep schedule), and last the worker agents
+(subprocesses). :meth:`LocalStack.stop` goes in reverse, each step bounded in time, so it never
+hangs. The functions build their settings from the environment as they do in Lambda, so the stack
+exports its settings and dummy credentials into ``os.environ`` while it runs, binds the pynamodb
+models to its tables, and restores both when it stops.
+
+Environment and model binding are per process, so only one stack at a time may export them; a stack
+started with ``export_environment=False`` (tests with stand-in handlers that read neither) can run
+beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+from skyloom.core import aws, models
+from skyloom.core.config import Settings
+from skyloom.local.credentials import ENDPOINT_ENV, aws_environment, removed_variables, scrubbed
+from skyloom.local.discovery import skyloom_home
+from skyloom.local.emulator import PARENT_PID_ENV, Emulator
+from skyloom.local.gateway import Gateway
+from skyloom.local.containers import ContainerPool
+from skyloom.local.invoke import Handler, HandlerRef, cold_start, load_handler
+from skyloom.local.provision import Provisioned, provision
+from skyloom.local.scheduler import Scheduler
+from skyloom.local.streams import StreamPoller
+from skyloom.local.workers import WorkerPool
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+SUBMIT_HANDLER = "functions.submit.handler:handler"
+RESOLVE_HANDLER = "functions.resolve.handler:handler"
+DISPATCH_HANDLER = "functions.dispatch.handler:handler"
+_exporting_lock = threading.Lock()
+#: The stack whose settings this process's environment and models currently describe.
+_exporting: LocalStack | None = None
+#: Run directories kept under ``$SKYLOOM_HOME/runs`` when none is given; older ones are deleted.
+KEEP_RUNS = 10
+
+
+def default_run_dir() -> Path:
+    """A fresh ``$SKYLOOM_HOME/runs/<time>-<pid>``, pruning all but the newest runs."""
+    runs = skyloom_home() / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for old in sorted(p for p in runs.iterdir() if p.is_dir())[: -(KEEP_RUNS - 1) or None]:
+        shutil.rmtree(old, ignore_errors=True)
+    path = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    path.mkdir()
+    return path
+
+
+class LocalStack:
+    """Skyloom on this machine, over real HTTP, with no AWS account and no Docker.
+
+    Args:
+        workers: Worker agent processes to start.
+        settings: Names and tunables; the emulator's URL replaces ``aws_endpoint``.
+        gateway_port: Port of the REST endpoint; 0 picks a free one.
+        sweep_interval: Seconds between two scheduled invocations of the dispatch function.
+        run_dir: Where logs go; a new directory under ``$SKYLOOM_HOME/runs`` by default.
+        submit_handler, resolve_handler, dispatch_handler: The functions, as callables or
+            ``"module:attribute"`` paths imported at :meth:`start`.
+        worker_env: Extra environment of the workers.
+        worker_command: Replaces ``python -m fargate_worker`` (tests).
+        api_concurrency: Execution environments ("containers", processes) of the submit function
+            when it is named by path; a callable runs in this process, one request at a time.
+        export_environment: Export settings and credentials to ``os.environ`` and bind the models
+            (what the real functions need). Only one such stack may run per process.
+
+    Example:
+        >>> with LocalStack(workers=2) as stack:
+        ...     client = skyloom.connect(stack.endpoint)
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        settings: Settings | None = None,
+        gateway_port: int = 0,
+        sweep_interval: float = 5.0,
+        run_dir: Path | None = None,
+        submit_handler: HandlerRef = SUBMIT_HANDLER,
+        resolve_handler: HandlerRef = RESOLVE_HANDLER,
+        dispatch_handler: HandlerRef = DISPATCH_HANDLER,
+        worker_env: Mapping[str, str] | None = None,
+        *,
+        worker_command: Sequence[str] | None = None,
+        api_concurrency: int = 4,
+        export_environment: bool = True,
+    ) -> None:
+        self._worker_count = workers
+        self._base_settings = settings or Settings()
+        self._settings = self._base_settings
+        self._gateway_port = gateway_port
+        self._sweep_interval = sweep_interval
+        self._run_dir = run_dir
+        self._handlers = {"submit": submit_handler, "resolve": resolve_handler, "dispatch": dispatch_handler}
+        self._worker_env = dict(worker_env or {})
+        self._worker_command = worker_command
+        self._api_concurrency = api_concurrency
+        self._export = export_environment
+        self._previous_binding: Settings | None = None
+        self._emulator: Emulator | None = None
+        self._provisioned: Provisioned | None = None
+        self._gateway: Gateway | None = None
+        self._containers: ContainerPool | None = None
+        self._poller: StreamPoller | None = None
+        self._scheduler: Scheduler | None = None
+        self._workers: WorkerPool | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self._started = False
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        """Base URL of the REST API (``http://127.0.0.1:PORT``)."""
+        return self._require(self._gateway, "gateway").url
+
+    @property
+    def aws_endpoint(self) -> str:
+        """URL of the emulated AWS, for boto3's ``endpoint_url``."""
+        return self._require(self._emulator, "emulator").url
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force (``aws_endpoint`` set to the emulator once started)."""
+        return self._settings
+
+    @property
+    def workers(self) -> WorkerPool:
+        return self._require(self._workers, "worker pool")
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._require(self._scheduler, "scheduler")
+
+    @property
+    def streams(self) -> StreamPoller:
+        return self._require(self._poller, "stream poller")
+
+    @property
+    def provisioned(self) -> Provisioned:
+        return self._require(self._provisioned, "provisioning")
+
+    @property
+    def run_dir(self) -> Path:
+        if self._run_dir is None:
+            raise RuntimeError("the local stack is not started")
+        return self._run_dir
+
+    def client_environment(self) -> dict[str, str]:
+        """What a client process needs to reach this stack: endpoint, credentials, region."""
+        env = aws_environment(self._settings.region)
+        env.pop("POWERTOOLS_TRACE_DISABLED")
+        env[ENDPOINT_ENV] = self.endpoint
+        return env
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> LocalStack:
+        """Bring everything up; on any failure, tear down what started and re-raise."""
+        if self._started:
+            raise RuntimeError("the local stack is already started")
+        self._started = True
+        try:
+            self._claim_process()
+            self._start_emulator()
+            self._export_environment()
+            self._provisioned = provision(self._settings)
+            self._bind_models()
+            self._start_functions()
+            self._start_workers()
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("local stack up: endpoint %s, AWS %s, run dir %s", self.endpoint, self.aws_endpoint, self._run_dir)
+        return self
+
+    def stop(self) -> None:
+        """Stop workers, functions and emulator, in that order; restore the environment."""
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if self._workers is not None:
+            steps.append(("workers", self._workers.stop))
+        if self._scheduler is not None:
+            steps.append(("scheduler", self._scheduler.stop))
+        if self._poller is not None:
+            steps.append(("stream poller", self._poller.stop))
+        if self._gateway is not None:
+            steps.append(("gateway", self._gateway.stop))
+        if self._containers is not None:
+            steps.append(("submit containers", self._containers.stop))
+        if self._emulator is not None:
+            steps.append(("emulator", self._emulator.stop))
+        for name, step in steps:
+            try:
+                step()
+            except Exception:
+                logger.exception("stopping the %s failed", name)
+        self._workers = self._scheduler = self._poller = self._gateway = self._emulator = None
+        self._containers = None
+        self._restore_environment()
+        self._release_process()
+        self._started = False
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _claim_process(self) -> None:
+        global _exporting
+        if not self._export:
+            return
+        with _exporting_lock:
+            if _exporting is not None and _exporting is not self:
+                raise RuntimeError(
+                    "another LocalStack already exports its environment in this process; stop it first, "
+                    "or start this one with export_environment=False"
+                )
+            _exporting = self
+
+    def _release_process(self) -> None:
+        global _exporting
+        with _exporting_lock:
+            if _exporting is self:
+                _exporting = None
+
+    def _bind_models(self) -> None:
+        if not self._export:
+            return
+        try:
+            self._previous_binding = models.bound_settings()
+        except RuntimeError:
+            self._previous_binding = None
+        models.bind(self._settings)
+
+    def _start_emulator(self) -> None:
+        if self._run_dir is None:
+            self._run_dir = default_run_dir()
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        self._emulator = Emulator(self._run_dir)
+        self._emulator.start()
+        self._settings = replace(self._base_settings, aws_endpoint=self._emulator.url)
+
+    def _local_environment(self) -> dict[str, str]:
+        env = self._settings.to_env()
+        env.update(aws_environment(self._settings.region))
+        return env
+
+    def _export_environment(self) -> None:
+        """Make ``Settings.from_env()`` in this process (the functions) describe this stack."""
+        if not self._export:
+            return
+        overlay = self._local_environment()
+        for name in (*overlay, *removed_variables()):
+            self._saved_env.setdefault(name, os.environ.get(name))
+        for name in removed_variables():
+            os.environ.pop(name, None)
+        os.environ.update(overlay)
+
+    def _restore_environment(self) -> None:
+        if self._previous_binding is not None:
+            # Back to the stack (or test fixture) this process served before.
+            models.bind(self._previous_binding)
+            self._previous_binding = None
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env.clear()
+
+    def _submit_function(self) -> Handler:
+        """The submit function as the gateway calls it: in a pool of containers when it is named by
+        path (concurrent requests are isolated as on AWS), in this process when a callable is given."""
+        ref = self._handlers["submit"]
+        if not isinstance(ref, str) or not self._export:
+            return load_handler(ref)
+        self._containers = ContainerPool(
+            ref, size=self._api_concurrency, env=self._local_environment(), log_path=self.run_dir / "submit.log"
+        )
+        self._containers.start()
+        return self._containers
+
+    def _start_functions(self) -> None:
+        region, stack = self._settings.region, self._settings.stack
+        submit = self._submit_function()
+        resolve = load_handler(self._handlers["resolve"])
+        dispatch = load_handler(self._handlers["dispatch"])
+        if self._export:
+            for handler in (submit, resolve, dispatch):
+                cold_start(handler)
+        self._gateway = Gateway(
+            submit,
+            region=region,
+            function_name=f"{stack}-submit",
+            port=self._gateway_port,
+            concurrency=self._api_concurrency if self._containers is not None else 1,
+        )
+        self._gateway.start()
+        if self._export:
+            # Clients in this process (tests, ``local run`` helpers) find the stack like any other.
+            self._saved_env.setdefault(ENDPOINT_ENV, os.environ.get(ENDPOINT_ENV))
+            os.environ[ENDPOINT_ENV] = self._gateway.url
+        self._poller = StreamPoller(
+            aws.client("dynamodbstreams", self._settings),
+            self.provisioned.results_stream_arn,
+            resolve,
+            region=region,
+            function_name=f"{stack}-resolve",
+        )
+        self._poller.start()
+        self._scheduler = Scheduler(
+            dispatch,
+            interval=self._sweep_interval,
+            region=region,
+            function_name=f"{stack}-dispatch",
+            rule_name=f"{stack}-sweep",
+        )
+        self._scheduler.start()
+
+    def _start_workers(self) -> None:
+        env = scrubbed(os.environ)  # the exported overlay included: PATH, the settings, credentials
+        env.update(self._local_environment())
+        env[ENDPOINT_ENV] = self.endpoint
+        # Workers live in their own sessions; an agent may watch this PID to exit with its stack.
+        env[PARENT_PID_ENV] = str(os.getpid())
+        env.update(self._worker_env)
+        self._workers = WorkerPool(self._worker_count, env=env, run_dir=self.run_dir, command=self._worker_command)
+        self._workers.start()
+
+    @staticmethod
+    def _require(value: _T | None, what: str) -> _T:
+        if value is None:
+            raise RuntimeError(f"the local stack is not started ({what} missing)")
+        return value

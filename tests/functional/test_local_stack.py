@@ -1,0 +1,707 @@
+"""Local mode's plumbing, with stand-in functions: the events each function receives are the shapes
+AWS delivers, identities come from SigV4, stream failures are re-delivered like Lambda does, and the
+stack starts, provisions idempotently and stops cleanly.
+
+Real boto3 over HTTP against the moto subprocess; the functions are small recorders defined here,
+so these tests exercise local mode alone and take seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from typer.testing import CliRunner
+
+from skyloom.core.config import Settings
+from skyloom.local import (
+    LOCAL_ACCESS_KEY_ID,
+    LOCAL_SECRET_ACCESS_KEY,
+    LocalStack,
+    discover,
+    discovery,
+    local_user_arn,
+)
+from skyloom.local.provision import provision
+from skyloom.local.streams import first_failure
+
+REGION = "us-east-1"
+
+#: Calls of this module's ``reset_settings``: local mode's cold-start hook for the stand-ins below.
+cold_starts: list[float] = []
+
+
+def reset_settings() -> None:
+    cold_starts.append(time.monotonic())
+
+
+# ------------------------------------------------------------------------------- stand-in functions
+@dataclass
+class Recorder:
+    """The three stand-in functions, and what they were called with."""
+
+    api_events: list[dict[str, Any]] = field(default_factory=list)
+    batches: list[list[dict[str, Any]]] = field(default_factory=list)
+    sweeps: list[dict[str, Any]] = field(default_factory=list)
+    contexts: dict[str, Any] = field(default_factory=dict)
+    #: Result ids whose first delivery is reported as a batch item failure.
+    fail_once: set[str] = field(default_factory=set)
+    #: Result ids whose first delivery makes the handler raise.
+    raise_once: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def submit(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        self.api_events.append(event)
+        self.contexts["submit"] = context
+        if event["path"] == "/boom":
+            raise RuntimeError("stand-in submit failure")
+        if event["path"] == "/binary":
+            return {"statusCode": 200, "body": base64.b64encode(b"\x00\xffraw").decode(), "isBase64Encoded": True}
+        identity = event["requestContext"]["identity"]
+        return {
+            "statusCode": 201,
+            "headers": {"Content-Type": "application/json", "X-Single": "one"},
+            "multiValueHeaders": {"X-Multi": ["a", "b"]},
+            "body": json.dumps({"path": event["path"], "caller": identity["userArn"], "body": event["body"]}),
+        }
+
+    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        records = event["Records"]
+        self.contexts["resolve"] = context
+        with self.lock:
+            self.batches.append(records)
+        for record in records:
+            rid = record["dynamodb"]["Keys"]["result_id"]["S"]
+            if rid in self.raise_once:
+                self.raise_once.discard(rid)
+                raise RuntimeError("stand-in resolve failure")
+        failures = []
+        for record in records:
+            rid = record["dynamodb"]["Keys"]["result_id"]["S"]
+            if rid in self.fail_once:
+                self.fail_once.discard(rid)
+                failures.append({"itemIdentifier": record["dynamodb"]["SequenceNumber"]})
+        return {"batchItemFailures": failures}
+
+    def dispatch(self, event: dict[str, Any], context: Any) -> None:
+        self.sweeps.append(event)
+        self.contexts["dispatch"] = context
+        if len(self.sweeps) % 2 == 0:
+            raise RuntimeError("every other sweep fails; the schedule must go on")
+
+    def deliveries(self, rid: str) -> list[list[str]]:
+        """Each batch that contained ``rid``, as its list of result ids."""
+        with self.lock:
+            batches = list(self.batches)
+        ids = [[r["dynamodb"]["Keys"]["result_id"]["S"] for r in batch] for batch in batches]
+        return [b for b in ids if rid in b]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture(scope="module")
+def stack(recorder: Recorder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    # export_environment=False: the stand-ins read no environment, and a session-wide stack may be up.
+    with LocalStack(
+        workers=0,
+        settings=Settings(stack="loctest"),
+        sweep_interval=0.2,
+        run_dir=tmp_path_factory.mktemp("local-stub"),
+        submit_handler=recorder.submit,
+        resolve_handler=recorder.resolve,
+        dispatch_handler=recorder.dispatch,
+        export_environment=False,
+    ) as started:
+        yield started
+
+
+def ddb(stack: LocalStack) -> Any:
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=stack.aws_endpoint,
+        region_name=REGION,
+        aws_access_key_id=LOCAL_ACCESS_KEY_ID,
+        aws_secret_access_key=LOCAL_SECRET_ACCESS_KEY,
+    )
+
+
+def put_result(stack: LocalStack, rid: str, **extra: Any) -> None:
+    item = {"result_id": {"S": rid}, "session_id": {"S": "s1"}, **extra}
+    ddb(stack).put_item(TableName=stack.settings.table_name("results"), Item=item)
+
+
+# ------------------------------------------------------------------------------------------ http
+@dataclass
+class Reply:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header_values(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+def send(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    *,
+    sign_as: str | None = LOCAL_ACCESS_KEY_ID,
+    service: str = "execute-api",
+    region: str = REGION,
+) -> Reply:
+    """One HTTP request, SigV4-signed as the SDK signs it unless ``sign_as`` is None."""
+    request = AWSRequest(method=method, url=url, data=body or b"", headers=dict(headers or {}))
+    if sign_as is not None:
+        SigV4Auth(Credentials(sign_as, "secret-" + sign_as), service, region).add_auth(request)
+    prepared = request.prepare()
+    raw = urllib.request.Request(prepared.url, data=body, method=method, headers=dict(prepared.headers.items()))
+    try:
+        with urllib.request.urlopen(raw, timeout=10) as response:
+            return Reply(response.status, list(response.headers.items()), response.read())
+    except urllib.error.HTTPError as error:
+        return Reply(error.code, list(error.headers.items()), error.read())
+
+
+# ------------------------------------------------------------------------------------- gateway
+def test_signed_request_becomes_a_rest_api_proxy_event(stack: LocalStack, recorder: Recorder) -> None:
+    # GIVEN a SigV4-signed POST with a repeated header and a repeated query parameter
+    url = f"{stack.endpoint}/sessions/abc/tasks?mode=all&tag=x&tag=y"
+    body = json.dumps({"hello": "wörld"}).encode()
+
+    # WHEN it reaches the gateway
+    reply = send("POST", url, body, {"Content-Type": "application/json", "X-Trace": "t1"}, sign_as="AKIDALICE")
+
+    # THEN the function got API Gateway's proxy event with the caller's IAM identity
+    assert reply.status == 201, reply.body
+    event = recorder.api_events[-1]
+    assert event["httpMethod"] == "POST"
+    assert event["path"] == "/sessions/abc/tasks"
+    assert event["resource"] == "/{proxy+}"
+    assert event["pathParameters"] == {"proxy": "sessions/abc/tasks"}
+    assert event["queryStringParameters"] == {"mode": "all", "tag": "y"}
+    assert event["multiValueQueryStringParameters"] == {"mode": ["all"], "tag": ["x", "y"]}
+    assert event["headers"]["X-Trace"] == "t1"
+    assert event["multiValueHeaders"]["X-Trace"] == ["t1"]
+    assert event["headers"]["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDALICE/")
+    assert json.loads(event["body"]) == {"hello": "wörld"}
+    assert event["isBase64Encoded"] is False
+    assert event["stageVariables"] is None
+    ctx = event["requestContext"]
+    assert ctx["stage"] == "local"
+    assert ctx["httpMethod"] == "POST"
+    assert ctx["resourcePath"] == "/{proxy+}"
+    assert ctx["path"] == "/local/sessions/abc/tasks"
+    assert ctx["requestId"]
+    identity = ctx["identity"]
+    assert identity["accessKey"] == "AKIDALICE"
+    assert identity["userArn"] == identity["caller"] == "arn:aws:iam::000000000000:user/AKIDALICE"
+    assert identity["userArn"] == local_user_arn("AKIDALICE")
+    assert identity["user"] == "AKIDALICE"
+    assert identity["sourceIp"] == "127.0.0.1"
+    # ... and a Lambda context naming the function, with a deadline
+    context = recorder.contexts["submit"]
+    assert context.function_name == "loctest-submit"
+    assert context.aws_request_id == ctx["requestId"]
+    assert context.invoked_function_arn == "arn:aws:lambda:us-east-1:000000000000:function:loctest-submit"
+    assert 0 < context.get_remaining_time_in_millis() <= 29_000
+    assert isinstance(context.memory_limit_in_mb, int)
+    # ... and the proxy response became the HTTP response
+    assert json.loads(reply.body) == {
+        "path": "/sessions/abc/tasks",
+        "caller": local_user_arn("AKIDALICE"),
+        "body": body.decode(),
+    }
+    assert reply.header_values("X-Multi") == ["a", "b"]
+    assert reply.header_values("X-Single") == ["one"]
+    assert reply.header_values("Content-Type") == ["application/json"]
+
+
+def test_two_callers_get_two_identities(stack: LocalStack, recorder: Recorder) -> None:
+    # A local stack has no real region: a client signing for another one is still served.
+    for key, region in (("AKIDALICE", REGION), ("AKIDBOB", "eu-west-3")):
+        reply = send("GET", f"{stack.endpoint}/sessions", sign_as=key, region=region)
+        assert json.loads(reply.body)["caller"] == local_user_arn(key)
+    assert recorder.api_events[-1]["queryStringParameters"] is None
+    assert recorder.api_events[-1]["body"] is None
+    assert recorder.api_events[-1]["httpMethod"] == "GET"
+
+
+def test_unsigned_request_is_refused_before_the_function(stack: LocalStack, recorder: Recorder) -> None:
+    before = len(recorder.api_events)
+    reply = send("GET", f"{stack.endpoint}/sessions", sign_as=None)
+    assert reply.status == 403
+    assert json.loads(reply.body) == {"message": "Missing Authentication Token"}
+    assert reply.header_values("x-amzn-ErrorType") == ["MissingAuthenticationTokenException"]
+    assert len(recorder.api_events) == before
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer abc"},
+        {"Authorization": "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/execute-api/aws4_request"},
+    ],
+)
+def test_malformed_authorization_is_refused(stack: LocalStack, recorder: Recorder, headers: dict[str, str]) -> None:
+    before = len(recorder.api_events)
+    reply = send("GET", f"{stack.endpoint}/sessions", headers=headers, sign_as=None)
+    assert reply.status == 403
+    assert "message" in json.loads(reply.body)
+    assert len(recorder.api_events) == before
+
+
+def test_signature_for_another_service_is_refused(stack: LocalStack, recorder: Recorder) -> None:
+    before = len(recorder.api_events)
+    reply = send("GET", f"{stack.endpoint}/sessions", service="s3")
+    assert reply.status == 403
+    assert "execute-api" in json.loads(reply.body)["message"]
+    assert len(recorder.api_events) == before
+
+
+def test_function_error_is_a_502_like_api_gateway(stack: LocalStack) -> None:
+    reply = send("GET", f"{stack.endpoint}/boom")
+    assert reply.status == 502
+    assert json.loads(reply.body) == {"message": "Internal server error"}
+
+
+def test_base64_response_is_decoded(stack: LocalStack) -> None:
+    reply = send("GET", f"{stack.endpoint}/binary")
+    assert reply.status == 200
+    assert reply.body == b"\x00\xffraw"
+
+
+def test_non_utf8_request_body_arrives_base64(stack: LocalStack, recorder: Recorder) -> None:
+    send("PUT", f"{stack.endpoint}/blob", b"\xff\xfe\x00", {"Content-Type": "application/octet-stream"})
+    event = recorder.api_events[-1]
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == b"\xff\xfe\x00"
+
+
+# ------------------------------------------------------------------------------------- streams
+def test_results_stream_reaches_resolve_in_lambda_shape(stack: LocalStack, recorder: Recorder) -> None:
+    # GIVEN a result written, then updated, through the real DynamoDB API
+    put_result(stack, "shape-1", status={"S": "Created"}, inline={"B": b"\x00\x01bin"}, size={"N": "3"})
+    ddb(stack).update_item(
+        TableName=stack.settings.table_name("results"),
+        Key={"result_id": {"S": "shape-1"}},
+        UpdateExpression="SET #s = :c",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":c": {"S": "Completed"}},
+    )
+
+    # THEN resolve receives both changes as Lambda's DynamoDB stream event records
+    deliveries = wait_for(lambda: recorder.deliveries("shape-1") if len(_records("shape-1", recorder)) >= 2 else None)
+    assert deliveries
+    insert, modify = _records("shape-1", recorder)[:2]
+    assert set(insert) == {
+        "eventID",
+        "eventName",
+        "eventVersion",
+        "eventSource",
+        "awsRegion",
+        "dynamodb",
+        "eventSourceARN",
+    }
+    assert insert["eventName"] == "INSERT"
+    assert insert["eventSource"] == "aws:dynamodb"
+    assert insert["eventVersion"] == "1.1"
+    assert insert["awsRegion"] == REGION
+    assert insert["eventSourceARN"] == stack.provisioned.results_stream_arn
+    change = insert["dynamodb"]
+    assert change["Keys"] == {"result_id": {"S": "shape-1"}}
+    assert change["NewImage"]["inline"] == {"B": base64.b64encode(b"\x00\x01bin").decode()}
+    assert change["NewImage"]["size"] == {"N": "3"}
+    assert "OldImage" not in change
+    assert change["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    assert isinstance(change["ApproximateCreationDateTime"], int)
+    assert abs(change["ApproximateCreationDateTime"] - time.time()) < 600
+    assert isinstance(change["SizeBytes"], int)
+    assert change["SequenceNumber"].isdigit()
+    assert modify["eventName"] == "MODIFY"
+    assert modify["dynamodb"]["OldImage"]["status"] == {"S": "Created"}
+    assert modify["dynamodb"]["NewImage"]["status"] == {"S": "Completed"}
+    assert int(modify["dynamodb"]["SequenceNumber"]) > int(change["SequenceNumber"])
+    # The whole event must survive JSON, as Lambda's does.
+    json.dumps({"Records": [insert, modify]})
+    assert recorder.contexts["resolve"].function_name == "loctest-resolve"
+
+
+def _records(rid: str, recorder: Recorder) -> list[dict[str, Any]]:
+    with recorder.lock:
+        batches = list(recorder.batches)
+    return [r for b in batches for r in b if r["dynamodb"]["Keys"]["result_id"]["S"] == rid]
+
+
+def test_partial_batch_failure_redelivers_from_the_failed_record(stack: LocalStack, recorder: Recorder) -> None:
+    # GIVEN a resolve function that reports "pb-2" as failed the first time it sees it
+    recorder.fail_once.add("pb-2")
+
+    # WHEN three results are written in order
+    for rid in ("pb-1", "pb-2", "pb-3"):
+        put_result(stack, rid)
+
+    # THEN pb-2 is delivered again, followed by everything after it, and pb-1 is not
+    wait_for(lambda: len(recorder.deliveries("pb-2")) >= 2 and len(recorder.deliveries("pb-3")) >= 1, what="redelivery")
+    time.sleep(0.3)  # nothing else may arrive
+    assert len(recorder.deliveries("pb-1")) == 1
+    assert len(recorder.deliveries("pb-2")) == 2
+    retry = recorder.deliveries("pb-2")[1]
+    assert retry[0] == "pb-2"
+    first = recorder.deliveries("pb-2")[0]
+    if "pb-3" in first:  # pb-3 came in the failed batch: it is re-delivered with pb-2
+        assert retry[:2] == ["pb-2", "pb-3"]
+    assert "pb-1" not in retry
+
+
+def test_handler_exception_redelivers_the_whole_batch(stack: LocalStack, recorder: Recorder) -> None:
+    recorder.raise_once.add("ex-1")
+    put_result(stack, "ex-1")
+    deliveries = wait_for(lambda: recorder.deliveries("ex-1") if len(recorder.deliveries("ex-1")) >= 2 else None)
+    assert deliveries[0] == deliveries[1]  # the same records, in the same order
+
+
+def test_stream_order_is_kept_per_shard(stack: LocalStack, recorder: Recorder) -> None:
+    ids = [f"ord-{i:02d}" for i in range(15)]
+    for rid in ids:
+        put_result(stack, rid)
+    wait_for(lambda: recorder.deliveries(ids[-1]), what="last record")
+    seen = [r for b in _batches(recorder) for r in b if r.startswith("ord-")]
+    assert seen == ids
+
+
+def _batches(recorder: Recorder) -> list[list[str]]:
+    with recorder.lock:
+        return [[r["dynamodb"]["Keys"]["result_id"]["S"] for r in b] for b in recorder.batches]
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (None, None),
+        ({"batchItemFailures": []}, None),
+        ({"batchItemFailures": [{"itemIdentifier": "3"}, {"itemIdentifier": "2"}]}, 1),
+        ({"batchItemFailures": [{"itemIdentifier": ""}]}, 0),
+        ({"batchItemFailures": [{"itemIdentifier": "99"}]}, 0),
+        ({"batchItemFailures": [{}]}, 0),
+    ],
+)
+def test_partial_batch_response_is_read_like_lambda(response: Any, expected: int | None) -> None:
+    batch = [{"dynamodb": {"SequenceNumber": str(n)}} for n in (1, 2, 3)]
+    assert first_failure(response, batch) == expected
+
+
+# ----------------------------------------------------------------------------------- scheduler
+def test_dispatch_is_called_on_schedule_with_eventbridge_events(stack: LocalStack, recorder: Recorder) -> None:
+    # Every other sweep raises (see Recorder.dispatch): the schedule must keep going regardless.
+    start = len(recorder.sweeps)
+    wait_for(lambda: len(recorder.sweeps) >= start + 3, what="three sweeps")
+    event = recorder.sweeps[-1]
+    assert event["detail-type"] == "Scheduled Event"
+    assert event["source"] == "aws.events"
+    assert event["version"] == "0"
+    assert event["account"] == "000000000000"
+    assert event["region"] == REGION
+    assert event["resources"] == ["arn:aws:events:us-east-1:000000000000:rule/loctest-sweep"]
+    assert event["detail"] == {}
+    assert event["time"].endswith("Z")
+    assert stack.scheduler.failures >= 1
+    assert recorder.contexts["dispatch"].function_name == "loctest-dispatch"
+
+
+# -------------------------------------------------------------------------------- provisioning
+def test_provisioning_created_everything_and_is_idempotent(stack: LocalStack) -> None:
+    first = stack.provisioned
+    again = provision(stack.settings)
+    assert again == first
+
+    client = ddb(stack)
+    results = client.describe_table(TableName="loctest-results")["Table"]
+    assert results["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert results["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert [ix["IndexName"] for ix in results["GlobalSecondaryIndexes"]] == ["by_session"]
+    tasks = client.describe_table(TableName="loctest-tasks")["Table"]
+    assert sorted(ix["IndexName"] for ix in tasks["GlobalSecondaryIndexes"]) == ["by_due", "by_parent", "by_session"]
+    ttl = client.describe_time_to_live(TableName="loctest-tasks")["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
+
+    sqs = boto3.client("sqs", endpoint_url=stack.aws_endpoint, region_name=REGION)
+    assert sorted(first.queues) == [("default", 0), ("default", 1), ("default", 2)]
+    attrs = sqs.get_queue_attributes(QueueUrl=first.queues[("default", 1)], AttributeNames=["All"])["Attributes"]
+    assert attrs["VisibilityTimeout"] == str(stack.settings.visibility_timeout)
+    redrive = json.loads(attrs["RedrivePolicy"])
+    assert int(redrive["maxReceiveCount"]) == 5
+    assert redrive["deadLetterTargetArn"].endswith(":loctest-default-p1-dlq")
+    assert "FifoQueue" not in attrs
+
+    s3 = boto3.client("s3", endpoint_url=stack.aws_endpoint, region_name=REGION)
+    assert stack.settings.bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_provisioning_converges_when_settings_change(stack: LocalStack) -> None:
+    changed = replace(stack.settings, visibility_timeout=45)
+    provisioned = provision(changed)
+    sqs = boto3.client("sqs", endpoint_url=stack.aws_endpoint, region_name=REGION)
+    url = provisioned.queues[("default", 0)]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]
+    assert attrs["VisibilityTimeout"] == "45"
+    provision(stack.settings)  # and back
+
+
+# ------------------------------------------------------------------------------ lifecycle, workers
+WORKER_SCRIPT = (
+    "import os, signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *a: (print('draining', flush=True), sys.exit(0)))\n"
+    "print(os.environ['SKYLOOM_WORKER_ID'], os.environ['SKYLOOM_AWS_ENDPOINT'], os.environ['SKYLOOM_STACK'],\n"
+    "      os.environ['AWS_ACCESS_KEY_ID'], os.environ.get('EXTRA'), flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def _port_open(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+def test_workers_are_supervised_and_stop_is_clean(tmp_path: Path, recorder: Recorder) -> None:
+    saved = dict(os.environ)
+    stack = LocalStack(
+        workers=2,
+        settings=Settings(stack="lifecycle"),
+        run_dir=tmp_path,
+        submit_handler=recorder.submit,
+        resolve_handler=recorder.resolve,
+        dispatch_handler=recorder.dispatch,
+        worker_env={"EXTRA": "yes"},
+        worker_command=[sys.executable, "-c", WORKER_SCRIPT],
+        export_environment=False,
+    )
+    stack.start()
+    try:
+        pool = stack.workers
+        endpoint, aws_endpoint = stack.endpoint, stack.aws_endpoint
+        emulator_pid = stack._emulator.pid if stack._emulator else None
+        # Workers see the stack's settings, dummy credentials and extra env.
+        log = wait_for(lambda: pool.log_path(0).read_text().strip(), what="worker output")
+        assert log.split() == ["local-0-0", aws_endpoint, "lifecycle", LOCAL_ACCESS_KEY_ID, "yes"]
+
+        # SIGKILL: gone at once, without running its handler
+        pool.kill(0)
+        assert pool.wait(0, 5) == -signal.SIGKILL
+        assert not pool.alive(0)
+        new_pid = pool.restart(0)
+        assert pool.alive(0) and pool.pid(0) == new_pid
+        wait_for(lambda: "local-0-1" in pool.log_path(0).read_text(), what="restarted worker output")
+
+        # SIGTERM: its drain handler runs
+        pool.terminate(1)
+        assert pool.wait(1, 5) == 0
+        assert "draining" in pool.log_path(1).read_text()
+        pool.restart(1)
+    finally:
+        started = time.monotonic()
+        stack.stop()
+        elapsed = time.monotonic() - started
+    assert elapsed < 10
+    assert not _port_open(endpoint)
+    assert not _port_open(aws_endpoint)
+    assert emulator_pid is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(emulator_pid, 0)
+    assert all(pid is None for pid in pool.pids)
+    assert dict(os.environ) == saved
+    stack.stop()  # twice is harmless
+
+
+def test_exported_environment_is_restored(tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default mode: settings and credentials in os.environ while up, the old values after."""
+    monkeypatch.setenv("AWS_PROFILE", "someone-real")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREAL")
+    monkeypatch.delenv("SKYLOOM_ENDPOINT", raising=False)
+    saved = dict(os.environ)
+    stack = LocalStack(
+        workers=0,
+        settings=Settings(stack="exported"),
+        run_dir=tmp_path,
+        submit_handler=recorder.submit,
+        resolve_handler=recorder.resolve,
+        dispatch_handler=recorder.dispatch,
+    )
+    from skyloom.local import stack as stack_module
+
+    if stack_module._exporting is not None:
+        pytest.skip("another local stack exports its environment in this process")
+    before = len(cold_starts)
+    with stack:
+        # Each of the three stand-ins lives in this module, whose cold-start hook ran for each.
+        assert len(cold_starts) == before + 3
+        assert Settings.from_env() == stack.settings
+        assert os.environ["SKYLOOM_AWS_ENDPOINT"] == stack.aws_endpoint
+        assert os.environ["SKYLOOM_ENDPOINT"] == stack.endpoint
+        assert os.environ["AWS_ACCESS_KEY_ID"] == LOCAL_ACCESS_KEY_ID
+        assert "AWS_PROFILE" not in os.environ
+        with pytest.raises(RuntimeError, match="another LocalStack"):
+            LocalStack(
+                workers=0,
+                run_dir=tmp_path / "second",
+                submit_handler=recorder.submit,
+                resolve_handler=recorder.resolve,
+                dispatch_handler=recorder.dispatch,
+            ).start()
+    assert dict(os.environ) == saved
+
+
+def test_failed_start_tears_down(tmp_path: Path) -> None:
+    stack = LocalStack(
+        workers=0,
+        run_dir=tmp_path,
+        submit_handler="skyloom_no_such_module.handler:handler",
+        export_environment=False,
+    )
+    with pytest.raises(ImportError):
+        stack.start()
+    with pytest.raises(RuntimeError):
+        _ = stack.aws_endpoint  # the emulator was stopped again
+
+
+# ------------------------------------------------------------------------------------ discovery
+def test_discover_finds_a_live_published_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKYLOOM_HOME", str(tmp_path))
+    assert discover() is None
+    state = discovery.LocalState(
+        endpoint="http://127.0.0.1:1234",
+        aws_endpoint="http://127.0.0.1:5678",
+        region=REGION,
+        stack="skyloom",
+        pid=os.getpid(),
+        run_dir=str(tmp_path),
+    )
+    discovery.publish(state)
+    assert discover() == "http://127.0.0.1:1234"
+    discovery.unpublish(pid=os.getpid() + 1)  # not ours: kept
+    assert discover() == "http://127.0.0.1:1234"
+    discovery.unpublish()
+    assert discover() is None
+    # A stack whose process is gone is not discovered.
+    discovery.publish(discovery.LocalState(**{**state.__dict__, "pid": 2**22 + 12345}))
+    assert discover() is None
+
+
+# ------------------------------------------------------------------------------------------ cli
+def test_cli_run_runs_the_command_against_the_stack(
+    tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skyloom.cli import app
+    from skyloom.cli import local as cli_local
+
+    def stub_stack(**kwargs: Any) -> LocalStack:
+        return LocalStack(
+            **kwargs,
+            submit_handler=recorder.submit,
+            resolve_handler=recorder.resolve,
+            dispatch_handler=recorder.dispatch,
+            export_environment=False,
+        )
+
+    monkeypatch.setattr(cli_local, "LocalStack", stub_stack)
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "INFO")  # restored by monkeypatch after `run` sets defaults
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    script = (
+        "import os, sys, urllib.request\n"
+        "ep = os.environ['SKYLOOM_ENDPOINT']\n"
+        "assert os.environ['AWS_ACCESS_KEY_ID'] == 'skyloom-local', os.environ['AWS_ACCESS_KEY_ID']\n"
+        "assert os.environ['AWS_SECRET_ACCESS_KEY'] == 'skyloom-local-secret'\n"
+        "assert os.environ['AWS_REGION'] == 'us-east-1'\n"
+        "try:\n"
+        "    urllib.request.urlopen(ep + '/sessions')\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    sys.exit(e.code // 100)\n"  # 403 unsigned -> 4
+    )
+    result = CliRunner().invoke(
+        app, ["local", "run", "--workers", "0", "--run-dir", str(tmp_path), "--", sys.executable, "-c", script]
+    )
+    assert result.exit_code == 4, result.output
+
+
+def test_cli_run_reports_a_missing_command(tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    from skyloom.cli import app
+    from skyloom.cli import local as cli_local
+
+    monkeypatch.setattr(
+        cli_local,
+        "LocalStack",
+        lambda **kw: LocalStack(
+            **kw,
+            submit_handler=recorder.submit,
+            resolve_handler=recorder.resolve,
+            dispatch_handler=recorder.dispatch,
+            export_environment=False,
+        ),
+    )
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "INFO")
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    result = CliRunner().invoke(
+        app, ["local", "run", "--workers", "0", "--run-dir", str(tmp_path), "--", "skyloom-no-such-command-xyz"]
+    )
+    assert result.exit_code == 127
+
+
+def test_cli_up_publishes_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """``skyloom local up`` as a user runs it, with the real functions and no workers."""
+    env = {**os.environ, "SKYLOOM_HOME": str(tmp_path / "home")}
+    env.pop("SKYLOOM_ENDPOINT", None)
+    cli = Path(sys.executable).with_name("skyloom")
+    command = [str(cli), "local", "up", "--workers", "0", "--run-dir", str(tmp_path / "run")]
+    up = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        state_file = tmp_path / "home" / "local.json"
+        wait_for(lambda: state_file.exists() or up.poll() is not None, timeout=60, what="state file")
+        assert up.poll() is None, up.stderr.read() if up.stderr else ""
+        state = json.loads(state_file.read_text())
+        assert state["pid"] == up.pid
+        # The published endpoint serves the real submit function to a signed caller.
+        reply = send("GET", f"{state['endpoint']}/sessions/does-not-exist")
+        assert reply.status == 404, reply.body
+        assert send("GET", f"{state['endpoint']}/sessions", sign_as=None).status == 403
+    finally:
+        up.send_signal(signal.SIGTERM)
+        out, err = up.communicate(timeout=30)
+    assert up.returncode == 0, err
+    assert f"export SKYLOOM_ENDPOINT={state['endpoint']}" in out
+    assert not state_file.exists()
+    assert not _port_open(state["endpoint"])
+    assert not _port_open(state["aws_endpoint"])
