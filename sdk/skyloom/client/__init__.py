@@ -1,0 +1,10 @@
+"""The client SDK: connect, submit functions or low-level tasks, and read their results."""
+
+from skyloom.client.connect import connect
+from skyloom.client.functions import TaskFunction, task
+from skyloom.client.futures import Future
+from skyloom.client.lowlevel import Client
+from skyloom.client.session import Session
+from skyloom.client.specs import TaskRequest
+
+__all__ = ["Client", "Future", "Session", "TaskFunction", "TaskRequest", "connect", "task"]

@@ -1,0 +1,75 @@
+"""Where a high-level submission goes: a client session over HTTP, or the running task's context.
+
+``fn.submit()`` builds the same :class:`~skyloom.client.specs.TaskRequest` everywhere and hands it
+to a :class:`Backend`. On a laptop the backend is a :class:`~skyloom.client.session.Session` that
+buffers and sends over HTTP; inside a task it is the
+:class:`~skyloom.runtime.context.TaskContext`, which only stages. One code path, so a function
+behaves the same whether it is submitted by a client or by another task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
+from typing import Protocol
+
+from skyloom.client.specs import TaskRequest
+
+
+class Backend(Protocol):
+    """What the high level needs from whatever carries its submissions."""
+
+    @property
+    def session_id(self) -> str:
+        """The session every submission lands in."""
+        ...
+
+    def new_id(self) -> str:
+        """A fresh id for a task or a result, chosen here so retried requests stay idempotent."""
+        ...
+
+    def blob_ref(self, data: bytes) -> str:
+        """The id of a Completed result holding ``data``; identical data is stored once."""
+        ...
+
+    def enqueue(self, task: TaskRequest, outputs: Mapping[str, str | None]) -> None:
+        """Submit ``task``, creating its new ``outputs`` (id -> name) first."""
+        ...
+
+    def result_bytes(self, result_id: str, timeout: float | None) -> bytes:
+        """The value of a result, waiting for it; raises the task's failure if it was aborted."""
+        ...
+
+    def is_done(self, result_id: str) -> bool:
+        """Whether the result is final (Completed or Aborted), without waiting."""
+        ...
+
+
+_session: ContextVar[Backend | None] = ContextVar("skyloom_session", default=None)
+_fallback: Callable[[], Backend] | None = None
+
+
+def enter_session(backend: Backend) -> Token[Backend | None]:
+    """Make ``backend`` receive ``fn.submit()`` calls in this context (``with client.session()``)."""
+    return _session.set(backend)
+
+
+def exit_session(token: Token[Backend | None]) -> None:
+    _session.reset(token)
+
+
+def entered_session() -> Backend | None:
+    return _session.get()
+
+
+def set_fallback(provider: Callable[[], Backend] | None) -> None:
+    """Where ``fn.submit()`` goes outside any ``with`` block: the connected client's default session.
+
+    A provider rather than a session so the default session is only created when first used.
+    """
+    global _fallback
+    _fallback = provider
+
+
+def fallback() -> Callable[[], Backend] | None:
+    return _fallback

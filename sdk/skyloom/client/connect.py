@@ -1,0 +1,143 @@
+"""``skyloom.connect()``: find an endpoint and credentials, and return a ready client.
+
+Endpoint, first match wins: the argument, ``SKYLOOM_ENDPOINT``, a stack started with ``skyloom
+local up``, else an embedded local stack owned by the client and stopped with it. The local
+modules need the optional ``skyloom[local]`` extra (moto), so they are imported only on those last
+two paths: a worker or a Lambda never loads them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import ipaddress
+import os
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from skyloom.client import backend
+from skyloom.client.http import HttpTransport
+from skyloom.client.lowlevel import Client
+from skyloom.errors import ConnectionFailed, Unauthorized
+
+if TYPE_CHECKING:
+    from botocore.credentials import Credentials
+
+ENV_ENDPOINT = "SKYLOOM_ENDPOINT"
+#: What the local stack's API accepts; any key works there, these are its documented defaults.
+LOCAL_CREDENTIALS = ("skyloom-local", "skyloom-local-secret")
+DEFAULT_REGION = "us-east-1"
+_API_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$")
+
+CredentialsLike = tuple[str, str] | tuple[str, str, str] | Any
+
+
+def connect(
+    endpoint: str | None = None,
+    *,
+    region: str | None = None,
+    credentials: CredentialsLike | None = None,
+) -> Client:
+    """Connect to Skyloom; the client is also where ``fn.submit()`` goes outside a session.
+
+    Args:
+        endpoint: API base URL, e.g. ``https://abc123.execute-api.eu-west-1.amazonaws.com/prod``.
+        region: signing region; defaults to the endpoint's, then ``AWS_REGION``, then us-east-1.
+        credentials: ``(access_key, secret_key[, token])`` or botocore credentials; defaults to
+            the local stack's credentials on loopback, the boto3 chain elsewhere.
+
+    Raises:
+        ConnectionFailed: no endpoint is configured and no local stack can be started.
+        Unauthorized: a remote endpoint and no AWS credentials anywhere.
+
+    Example:
+        >>> with skyloom.connect() as client:     # a local stack unless configured for AWS
+        ...     print(portfolio.submit(trades).result())
+    """
+    stack: Any = None
+    local = False
+    if endpoint is None:
+        endpoint = os.environ.get(ENV_ENDPOINT) or None
+    if endpoint is None:
+        endpoint, stack = _local_endpoint()
+        local = True
+    try:
+        creds = _credentials(credentials, local or _is_loopback(endpoint))
+        transport = HttpTransport(endpoint, region=region or _region(endpoint), credentials=creds)
+    except BaseException:
+        if stack is not None:
+            stack.stop()
+        raise
+    client = Client(transport)
+    if stack is not None:
+        client.on_close(stack.stop)
+        # A script that never closes its client must not leave emulator and workers behind.
+        atexit.register(client.close)
+    backend.set_fallback(client.default_session)
+    return client
+
+
+def _local_endpoint() -> tuple[str, Any]:
+    """The endpoint of a running ``skyloom local up``, or of an embedded stack started now."""
+    try:
+        local: Any = importlib.import_module("skyloom.local")
+    except ImportError as exc:
+        raise ConnectionFailed(
+            f"no Skyloom endpoint configured: pass connect(endpoint=...) or set {ENV_ENDPOINT}; "
+            f"the embedded local stack needs `pip install 'skyloom[local]'` ({exc})"
+        ) from exc
+    found = local.discover()
+    if found:
+        return str(found), None
+    stack = local.LocalStack(workers=2).start()
+    return str(stack.endpoint), stack
+
+
+def _credentials(given: CredentialsLike | None, local: bool) -> Credentials:
+    """Explicit credentials, else local ones for a loopback stack, else the boto3 chain.
+
+    A local stack gets the local credentials even when AWS credentials are configured: the owner of
+    a session is the signing identity, and ``skyloom local`` tooling signs with the local ones.
+    """
+    from botocore.credentials import Credentials
+
+    if isinstance(given, tuple):
+        return Credentials(*given)
+    if given is not None:
+        if not hasattr(given, "get_frozen_credentials"):
+            raise TypeError(
+                "credentials must be (access_key, secret_key[, token]) or botocore credentials, "
+                f"got {type(given).__name__}"
+            )
+        resolved: Credentials = given
+        return resolved
+    if local:
+        return Credentials(*LOCAL_CREDENTIALS)
+    import botocore.session
+
+    found: Credentials | None = botocore.session.get_session().get_credentials()
+    if found is not None:
+        return found
+    raise Unauthorized(
+        "no AWS credentials found to sign requests: configure them as for the AWS CLI "
+        "(AWS_PROFILE, AWS_ACCESS_KEY_ID, SSO...) or pass connect(credentials=(key, secret))"
+    )
+
+
+def _region(endpoint: str) -> str:
+    host = urlparse(endpoint).hostname or ""
+    m = _API_HOST.search(host)
+    if m:
+        return m.group(1)
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+def _is_loopback(endpoint: str) -> bool:
+    host = urlparse(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

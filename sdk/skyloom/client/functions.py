@@ -1,0 +1,384 @@
+"""``@skyloom.task``: turn a Python function into something that can run as a task.
+
+``fn.submit(*args)`` pickles a call to ``fn`` into the payload of a task run by the built-in
+``skyloom.call`` handler (see :mod:`skyloom.client.callspec` for the format) and returns a
+:class:`~skyloom.client.futures.Future`. The same code builds the task on a laptop and inside a
+running task; only the backend that receives it differs (:mod:`skyloom.client.backend`).
+
+Functions travel by value when workers cannot be expected to import them (``__main__``, notebooks,
+a project checkout) and by reference when they come from an installed package, like any library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import inspect
+import site
+import sys
+import sysconfig
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+import cloudpickle
+
+from skyloom.client import backend as backends
+from skyloom.client.backend import Backend
+from skyloom.client.callspec import CallSpec, DependencyRef, encode, replace_nested
+from skyloom.client.futures import Future
+from skyloom.client.specs import TaskRequest
+from skyloom.options import TaskOptions
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: The handler that runs pickled Python calls on the workers.
+CALL_HANDLER = "skyloom.call"
+#: A pickled function larger than this is stored once per session and read as a dependency.
+FUNCTION_INLINE_MAX = 2 * 1024
+#: A pickled call larger than this is stored as a result; the payload then only points to it.
+PAYLOAD_INLINE_MAX = 24 * 1024
+
+
+@dataclass(frozen=True, eq=False)
+class TaskDefinition:
+    """What ``@skyloom.task`` learned about a function, fixed when the decorator is applied."""
+
+    fn: Callable[..., Any]
+    #: ``module.qualname``; names the results the function produces.
+    name: str
+    options: TaskOptions
+
+
+class TaskFunction(Generic[P, R]):
+    """A function that can run as a task. Made by :func:`task`; calling it runs it locally.
+
+    Example:
+        >>> @skyloom.task(max_retries=1)
+        ... def square(x: int) -> int:
+        ...     return x * x
+        >>> square(3)                                   # a plain local call
+        9
+        >>> square.submit(3).result()                   # a task
+        9
+        >>> square.options(priority=5).submit(4).result()
+        16
+    """
+
+    def __init__(self, definition: TaskDefinition, *, base: TaskFunction[P, R] | None = None):
+        self._definition = definition
+        # The decorated function as its module holds it: what is shipped, whatever the options.
+        self._base: TaskFunction[P, R] = base if base is not None else self
+        functools.update_wrapper(self, definition.fn)
+
+    @property
+    def definition(self) -> TaskDefinition:
+        return self._definition
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = self._definition.fn(*args, **kwargs)
+        return result
+
+    def submit(self, *args: Any, **kwargs: Any) -> Future[R]:
+        """Run ``fn(*args, **kwargs)`` as a task and return a future of its value.
+
+        Futures among the arguments (also inside lists, tuples and dicts) become data
+        dependencies: the task starts when they are ready and receives their values. Called
+        inside a task, this submits a subtask, which starts only if the caller succeeds.
+
+        Example:
+            >>> total.submit(*[price.submit(t) for t in trades]).result()
+        """
+        return _submit(_current_backend(), self, args, kwargs)
+
+    def options(
+        self,
+        *,
+        partition: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        max_duration: float | None = None,
+        application_name: str | None = None,
+        application_version: str | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> TaskFunction[P, R]:
+        """The same function with some options overridden, for the next ``submit``.
+
+        Options never mix with the function's own arguments, so a function may well have a
+        parameter called ``priority``.
+
+        Example:
+            >>> price.options(priority=9, max_duration=30).submit(urgent_trade)
+        """
+        overrides = TaskOptions(
+            partition=partition,
+            priority=priority,
+            max_retries=max_retries,
+            max_duration=max_duration,
+            application_name=application_name,
+            application_version=application_version,
+            extra=dict(extra or {}),
+        )
+        merged = overrides.merged_over(self._definition.options)
+        return TaskFunction(dataclasses.replace(self._definition, options=merged), base=self._base)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if _by_reference(self):
+            return (_import_attribute, (self.__module__, getattr(self, "__qualname__", "")))
+        return (_rebuild, (self._definition,))
+
+    def __repr__(self) -> str:
+        return f"<skyloom task {self._definition.name}>"
+
+
+@overload
+def task(fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    partition: str | None = None,
+    priority: int | None = None,
+    max_retries: int | None = None,
+    max_duration: float | None = None,
+    application_name: str | None = None,
+    application_version: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+
+
+def task(
+    fn: Any = None,
+    /,
+    *,
+    partition: str | None = None,
+    priority: int | None = None,
+    max_retries: int | None = None,
+    max_duration: float | None = None,
+    application_name: str | None = None,
+    application_version: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> Any:
+    """Make a function submittable as a task; usable bare or with options.
+
+    Args:
+        partition: worker pool to run on (session default otherwise).
+        priority: 0-9, higher runs first.
+        max_retries: attempts after the first failure before the task fails for good.
+        max_duration: seconds an attempt may run before it is stopped and counts as a failure.
+        application_name: free label, shown by the CLI.
+        application_version: free label, shown by the CLI.
+        extra: free key-value options.
+
+    Raises:
+        TypeError: the target is not a plain synchronous function, with what to do instead.
+
+    Example:
+        >>> @skyloom.task
+        ... def price(trade): ...
+        >>> @skyloom.task(max_retries=2, priority=1, partition="default", max_duration=60)
+        ... def total(*values): return sum(values)
+    """
+    options = TaskOptions(
+        partition=partition,
+        priority=priority,
+        max_retries=max_retries,
+        max_duration=max_duration,
+        application_name=application_name,
+        application_version=application_version,
+        extra=dict(extra or {}),
+    )
+
+    def decorate(target: Callable[P, R]) -> TaskFunction[P, R]:
+        _check_target(target)
+        name = f"{target.__module__}.{target.__qualname__}"[:256]
+        return TaskFunction(TaskDefinition(fn=target, name=name, options=options))
+
+    if fn is None:
+        return decorate
+    if isinstance(fn, str):
+        raise TypeError(
+            f"@skyloom.task({fn!r}): options are keyword-only, e.g. @skyloom.task(max_retries=2); "
+            "the result name comes from the function's name"
+        )
+    return decorate(fn)
+
+
+# ------------------------------------------------------------------------------------ submission
+def _current_backend() -> Backend:
+    from skyloom.runtime.context import active_context
+
+    ctx = active_context()
+    if ctx is not None:
+        return ctx
+    session = backends.entered_session()
+    if session is not None:
+        return session
+    provider = backends.fallback()
+    if provider is not None:
+        return provider()
+    raise RuntimeError(
+        "fn.submit() has nowhere to go: connect first, e.g. `client = skyloom.connect()` or "
+        "`with skyloom.connect() as client:`; calling fn(...) instead runs it locally"
+    )
+
+
+def _submit(b: Backend, fn: TaskFunction[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
+    deps: list[str] = []
+    index: dict[str, int] = {}
+
+    def ref(result_id: str) -> DependencyRef:
+        if result_id not in index:
+            index[result_id] = len(deps)
+            deps.append(result_id)
+        return DependencyRef(index[result_id])
+
+    def dependency(f: Future[Any]) -> DependencyRef:
+        if f.backend is not b and f.session_id != b.session_id:
+            raise ValueError(
+                f"{f!r} belongs to session {f.session_id}, but this task goes to session {b.session_id}: "
+                "data dependencies must live in the same session; pass f.result() instead"
+            )
+        return ref(f.id)
+
+    call_args = replace_nested(args, Future, dependency)
+    call_kwargs = replace_nested(kwargs, Future, dependency)
+    shipped = shipped_function(fn._base)
+    function: bytes | DependencyRef = ref(b.blob_ref(shipped)) if len(shipped) > FUNCTION_INLINE_MAX else shipped
+    body = cloudpickle.dumps(CallSpec(function, call_args, call_kwargs))
+    if len(body) > PAYLOAD_INLINE_MAX:
+        # Large arguments are stored once (deduplicated by content) instead of riding in the payload.
+        payload = encode(b"", deps, spec_index=ref(b.blob_ref(body)).index)
+    else:
+        payload = encode(body, deps)
+    out = b.new_id()
+    request = TaskRequest(
+        CALL_HANDLER,
+        expected_outputs=[out],
+        payload=payload,
+        data_dependencies=deps,
+        options=fn.definition.options,
+        task_id=b.new_id(),
+    )
+    b.enqueue(request, {out: fn.definition.name})
+    return Future(out, b)
+
+
+# ------------------------------------------------------------------------------ function shipping
+_shipped: weakref.WeakKeyDictionary[TaskFunction[Any, Any], bytes] = weakref.WeakKeyDictionary()
+_by_value_roots: set[str] = set()
+
+
+def shipped_function(fn: TaskFunction[Any, Any]) -> bytes:
+    """The function pickled for the workers, computed once per process.
+
+    Pickled once, like Ray: module globals a function reads are captured at its first submission.
+    """
+    data = _shipped.get(fn)
+    if data is None:
+        data = cloudpickle.dumps(fn)
+        _shipped[fn] = data
+    return data
+
+
+def _by_reference(fn: TaskFunction[Any, Any]) -> bool:
+    """Whether workers can import ``fn`` by name (it lives in an installed package)."""
+    modname = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", "")
+    if not modname or modname == "__main__" or "<locals>" in qualname:
+        return False
+    module = sys.modules.get(modname)
+    if module is None:
+        return False
+    if not _installed(module):
+        # Helpers of the same project must travel by value too, or the worker would try to
+        # import them; registering the top package covers its sibling modules.
+        _register_by_value(modname.split(".")[0])
+        return False
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj is fn
+
+
+@functools.cache
+def _installed_roots() -> tuple[Path, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    roots.update(site.getsitepackages())
+    roots.add(site.getusersitepackages())
+    return tuple(Path(r).resolve() for r in roots if r)
+
+
+def _installed(module: ModuleType) -> bool:
+    if module.__name__ == "skyloom" or module.__name__.startswith("skyloom."):
+        return True
+    file = getattr(module, "__file__", None)
+    if not file:
+        return True  # built-in or frozen: present in every interpreter
+    path = Path(file).resolve()
+    if "site-packages" in path.parts or "dist-packages" in path.parts:
+        return True
+    return any(path.is_relative_to(root) for root in _installed_roots())
+
+
+def _register_by_value(root: str) -> None:
+    if root in _by_value_roots:
+        return
+    module = sys.modules.get(root)
+    if module is not None:
+        cloudpickle.register_pickle_by_value(module)
+    _by_value_roots.add(root)
+
+
+def _import_attribute(modname: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(modname)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _rebuild(definition: TaskDefinition) -> TaskFunction[Any, Any]:
+    return TaskFunction(definition)
+
+
+# ---------------------------------------------------------------------------------- validation
+def _check_target(fn: Any) -> None:
+    what = getattr(fn, "__qualname__", None) or type(fn).__name__
+    if isinstance(fn, TaskFunction):
+        raise TypeError(
+            f"{fn!r} is already a task; to change its options use "
+            f"{getattr(fn, '__name__', 'fn')}.options(...).submit(...)"
+        )
+    if inspect.isclass(fn):
+        raise TypeError(
+            f"@skyloom.task decorates a function, not the class {what}; decorate a module-level "
+            "function that builds and uses the object instead"
+        )
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"@skyloom.task cannot run the async function {what}; define a plain function that calls "
+            "asyncio.run(...) on it"
+        )
+    if inspect.isgeneratorfunction(fn):
+        raise TypeError(
+            f"@skyloom.task cannot ship the generator function {what} (generators do not pickle); "
+            "return a list instead of yielding"
+        )
+    if not inspect.isfunction(fn):
+        raise TypeError(
+            f"@skyloom.task decorates a plain Python function (def or lambda), got {type(fn).__name__} "
+            f"{what}; wrap it: `@skyloom.task\\ndef run(*args): return target(*args)`"
+        )
+    params = list(inspect.signature(fn).parameters)
+    if params and params[0] == "self" and "." in fn.__qualname__ and "<locals>" not in fn.__qualname__:
+        raise TypeError(
+            f"@skyloom.task cannot decorate the method {what}: a task has no instance to run on; "
+            "decorate a module-level function and pass the object as an argument"
+        )

@@ -1,0 +1,461 @@
+"""The low-level client: the REST API one method per operation, ArmoniK style.
+
+Everything the high level does goes through these methods, so there is one code path to test. Ids
+are drawn here (uuid4 hex) rather than by the server, which makes every request safe to retry, and
+batch operations are chunked to the API's named limits so that creating 10,000 tasks costs a
+handful of requests whatever the caller passes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from pydantic import BaseModel
+
+from skyloom.client import backend
+from skyloom.client.specs import TaskRequest
+from skyloom.core.protocol import (
+    MAX_IDS_PER_REQUEST,
+    MAX_RESULTS_PER_REQUEST,
+    MAX_TASKS_PER_REQUEST,
+    WAIT_MAX_SECONDS,
+    CreateResultsRequest,
+    CreateSessionRequest,
+    IdsRequest,
+    ResultData,
+    ResultInfo,
+    ResultSpec,
+    ResultsResponse,
+    SessionInfo,
+    SubmitTasksRequest,
+    SubmitTasksResponse,
+    TaskInfo,
+    TaskSpec,
+    TasksResponse,
+    WaitRequest,
+    WaitResponse,
+    b64decode,
+    b64encode,
+)
+from skyloom.errors import PayloadTooLarge, SkyloomError, WaitTimeout
+from skyloom.options import TaskOptions
+
+if TYPE_CHECKING:
+    from skyloom.client.futures import Future
+    from skyloom.client.http import Transport
+    from skyloom.client.session import Session
+
+#: Inline data limit of the API unless the environment says otherwise (same variable as the server).
+DEFAULT_INLINE_LIMIT = 32 * 1024
+#: Request bodies stay well under API Gateway's 10 MB and Lambda's 6 MB synchronous limits.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+_FINAL = frozenset({"Completed", "Aborted", "Deleted"})
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+def new_id() -> str:
+    """A random id, valid for every kind of object."""
+    return uuid.uuid4().hex
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+def _dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+
+
+class Client:
+    """A connection to one Skyloom endpoint; build it with :func:`skyloom.connect`.
+
+    Args:
+        transport: how requests travel (:class:`~skyloom.client.http.HttpTransport`, or a fake).
+        inline_limit: bytes up to which data rides inside requests instead of going through S3.
+
+    Example:
+        >>> with skyloom.connect() as client:
+        ...     info = client.create_session(name="nightly")
+        ...     rid = client.upload(info.session_id, b"input")
+        ...     client.download(info.session_id, rid)
+        b'input'
+    """
+
+    def __init__(self, transport: Transport, *, inline_limit: int | None = None):
+        self._t = transport
+        env_limit = os.environ.get("SKYLOOM_INLINE_MAX_BYTES")
+        self.inline_limit = inline_limit or (int(env_limit) if env_limit else DEFAULT_INLINE_LIMIT)
+        self._lock = threading.Lock()
+        # Weak: a session nobody holds has nothing buffered (its linger timer holds it until sent).
+        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+        self._default: Session | None = None
+        self._on_close: list[Callable[[], None]] = []
+        self._closed = False
+
+    @property
+    def endpoint(self) -> str:
+        return self._t.endpoint
+
+    # ---------------------------------------------------------------------------------- sessions
+    def create_session(
+        self, *, options: TaskOptions | None = None, partitions: Sequence[str] = (), name: str | None = None
+    ) -> SessionInfo:
+        """Create a session whose ``options`` become the default of every task submitted in it.
+
+        Example:
+            >>> client.create_session(options=TaskOptions(max_retries=1), name="risk").status
+            'Running'
+        """
+        body = CreateSessionRequest(options=options or TaskOptions(), partitions=list(partitions), name=name)
+        return self._call("POST", "/sessions", body, SessionInfo)
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        return self._call("GET", f"/sessions/{session_id}", None, SessionInfo)
+
+    def close_session(self, session_id: str) -> SessionInfo:
+        """Refuse further submissions; what was submitted still runs and stays readable."""
+        return self._call("POST", f"/sessions/{session_id}/close", None, SessionInfo)
+
+    # ----------------------------------------------------------------------------------- results
+    def create_results(self, session_id: str, specs: Sequence[ResultSpec]) -> list[ResultInfo]:
+        """Create results (inline data, upload slots, or empty for a task to produce), chunked.
+
+        Example:
+            >>> [r.status for r in client.create_results(sid, [ResultSpec(name="out")])]
+            ['Created']
+        """
+        filled = [s if s.id else s.model_copy(update={"id": new_id()}) for s in specs]
+        out: list[ResultInfo] = []
+        for i in range(0, len(filled), MAX_RESULTS_PER_REQUEST):
+            body = CreateResultsRequest(results=filled[i : i + MAX_RESULTS_PER_REQUEST])
+            out += self._call("POST", f"/sessions/{session_id}/results", body, ResultsResponse).results
+        return out
+
+    def upload(self, session_id: str, data: bytes, *, name: str | None = None) -> str:
+        """Store ``data`` as a Completed result and return its id.
+
+        Small data rides inline in one request; larger data goes to S3 through a presigned URL and
+        is completed by a second request, so no blob ever passes through Lambda.
+
+        Example:
+            >>> rid = client.upload(sid, b"x" * 10_000_000)   # through S3
+        """
+        rid = new_id()
+        if len(data) <= self.inline_limit:
+            try:
+                self.create_results(session_id, [ResultSpec(id=rid, name=name, data=b64encode(data))])
+                return rid
+            except PayloadTooLarge:
+                rid = new_id()  # the server's limit is lower than ours: use S3 instead
+        (slot,) = self.create_results(session_id, [ResultSpec(id=rid, name=name, upload=True)])
+        if not slot.upload_url:
+            raise SkyloomError(f"the server gave no upload URL for result {rid}")
+        self._t.put_url(slot.upload_url, data)
+        self.complete_results(session_id, [rid])
+        return rid
+
+    def complete_results(self, session_id: str, ids: Sequence[str]) -> list[ResultInfo]:
+        """Complete results whose data was PUT to their presigned URL."""
+        return self._ids_call(session_id, "results/complete", ids, ResultsResponse, "results")
+
+    def get_results(self, session_id: str, ids: Sequence[str]) -> list[ResultInfo]:
+        return self._ids_call(session_id, "results/get", ids, ResultsResponse, "results")
+
+    def wait_results(
+        self,
+        session_id: str,
+        ids: Sequence[str],
+        *,
+        timeout: float | None = None,
+        mode: Literal["all", "any"] = "all",
+    ) -> list[ResultInfo]:
+        """Wait until all (or any) of ``ids`` are final, and return their states in order.
+
+        Made of server long-polls of at most 20 s each, so no connection stays open long enough for
+        a proxy to cut it. Final means Completed or Aborted: check ``status`` (or use futures,
+        which raise the failure).
+
+        Raises:
+            WaitTimeout: ``timeout`` seconds passed first.
+
+        Example:
+            >>> client.wait_results(sid, [rid], timeout=60)[0].status
+            'Completed'
+        """
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        latest: dict[str, ResultInfo] = {}
+        chunks = list(_chunks(unique, MAX_IDS_PER_REQUEST))
+        if mode == "all":
+            for chunk in chunks:
+                while not self._wait_chunk(session_id, chunk, self._budget(deadline), "all", latest):
+                    self._check_deadline(deadline, unique, latest, timeout)
+        else:
+            while True:
+                # Long-poll the last chunk only; the others are polled, so none is starved.
+                done = any(
+                    self._wait_chunk(session_id, c, self._budget(deadline) if c is chunks[-1] else 0.0, "any", latest)
+                    for c in chunks
+                )
+                if done:
+                    break
+                self._check_deadline(deadline, unique, latest, timeout)
+        return [latest[i] for i in unique]
+
+    def download(self, session_id: str, result_id: str) -> bytes:
+        """The bytes of a Completed result, inline or through a presigned S3 URL.
+
+        Raises:
+            Conflict: the result is not Completed yet.
+        """
+        d = self._call("GET", f"/sessions/{session_id}/results/{result_id}/data", None, ResultData)
+        if d.data is not None:
+            return b64decode(d.data, "data")
+        if d.download_url:
+            return self._t.get_url(d.download_url)
+        raise SkyloomError(f"the server gave neither data nor a download URL for result {result_id}")
+
+    # ------------------------------------------------------------------------------------- tasks
+    def submit_tasks(
+        self,
+        session_id: str,
+        tasks: Sequence[TaskRequest | TaskSpec],
+        *,
+        results: Sequence[ResultSpec] = (),
+    ) -> SubmitTasksResponse:
+        """Submit tasks, creating ``results`` first, in as few requests as the API limits allow.
+
+        Each request carries the results its tasks produce or read, so a task never arrives before
+        a result it names. Payloads above the inline limit are uploaded and passed by reference.
+
+        Example:
+            >>> out, = [r.result_id for r in client.create_results(sid, [ResultSpec()])]
+            >>> client.submit_tasks(sid, [TaskRequest("echo", expected_outputs=[out], payload=b"hi")])
+        """
+        specs = [self._task_spec(session_id, t) for t in tasks]
+        filled = [r if r.id else r.model_copy(update={"id": new_id()}) for r in results]
+        plan, leftover = _plan_requests(specs, filled)
+        out = SubmitTasksResponse(tasks=[], results=[])
+        if leftover:
+            out.results += self.create_results(session_id, leftover)
+        for chunk_tasks, chunk_results in plan:
+            body = SubmitTasksRequest(tasks=chunk_tasks, results=chunk_results)
+            resp = self._call("POST", f"/sessions/{session_id}/tasks", body, SubmitTasksResponse)
+            out.tasks += resp.tasks
+            out.results += resp.results
+        return out
+
+    def get_tasks(self, session_id: str, ids: Sequence[str]) -> list[TaskInfo]:
+        return self._ids_call(session_id, "tasks/get", ids, TasksResponse, "tasks")
+
+    # -------------------------------------------------------------------------------- high level
+    def session(
+        self,
+        *,
+        name: str | None = None,
+        partitions: Sequence[str] = (),
+        partition: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        max_duration: float | None = None,
+        application_name: str | None = None,
+        application_version: str | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> Session:
+        """Open a new session; use it with ``with`` so that ``fn.submit()`` inside goes to it.
+
+        The keyword options become the default of every task in the session; a task's own options
+        override them.
+
+        Example:
+            >>> with client.session(max_retries=1, name="eod") as s:
+            ...     f = price.submit(trade)
+            >>> f.result()
+        """
+        options = TaskOptions(
+            partition=partition,
+            priority=priority,
+            max_retries=max_retries,
+            max_duration=max_duration,
+            application_name=application_name,
+            application_version=application_version,
+            extra=dict(extra or {}),
+        )
+        info = self.create_session(options=options, partitions=partitions, name=name)
+        return self._track(info.session_id, info)
+
+    def attach(self, session_id: str) -> Session:
+        """A handle on an existing session (e.g. one created by another process of the same owner)."""
+        return self._track(session_id, None)
+
+    def default_session(self) -> Session:
+        """The session ``fn.submit()`` uses outside any ``with client.session()``, created on first use."""
+        with self._lock:
+            if self._default is None:
+                info = self.create_session(name="default")
+                self._default = self._track_locked(info.session_id, info)
+            return self._default
+
+    def put(self, value: T) -> Future[T]:
+        """Store a Python value in the default session; see :meth:`Session.put`."""
+        return self.default_session().put(value)
+
+    def flush(self) -> None:
+        """Send every buffered submission of every session of this client."""
+        for s in list(self._sessions):
+            s.flush()
+
+    def close(self) -> None:
+        """Flush buffered submissions, release connections, stop an embedded local stack.
+
+        Server-side sessions stay open: tasks already running may still submit subtasks into them.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if backend.fallback() == self.default_session:
+            backend.set_fallback(None)
+        try:
+            self.flush()
+        finally:
+            try:
+                self._t.close()
+            finally:
+                for hook in reversed(self._on_close):
+                    hook()
+
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` when the client closes (how :func:`connect` stops a stack it started)."""
+        self._on_close.append(hook)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(endpoint={self.endpoint!r})"
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _track(self, session_id: str, info: SessionInfo | None) -> Session:
+        with self._lock:
+            return self._track_locked(session_id, info)
+
+    def _track_locked(self, session_id: str, info: SessionInfo | None) -> Session:
+        from skyloom.client.session import Session
+
+        s = Session(self, session_id, info=info)
+        self._sessions.add(s)
+        return s
+
+    def _call(self, method: str, path: str, body: BaseModel | None, model: type[M]) -> M:
+        raw = self._t.request(method, path, _dump(body) if body is not None else None)
+        return model.model_validate(raw)
+
+    def _ids_call(self, session_id: str, op: str, ids: Sequence[str], model: type[M], key: str) -> list[Any]:
+        out: list[Any] = []
+        for chunk in _chunks(list(dict.fromkeys(ids)), MAX_IDS_PER_REQUEST):
+            resp = self._call("POST", f"/sessions/{session_id}/{op}", IdsRequest(ids=chunk), model)
+            out += getattr(resp, key)
+        return out
+
+    def _wait_chunk(
+        self,
+        session_id: str,
+        chunk: list[str],
+        budget: float,
+        mode: Literal["all", "any"],
+        latest: dict[str, ResultInfo],
+    ) -> bool:
+        body = WaitRequest(ids=chunk, timeout=budget, mode=mode)
+        raw = self._t.request("POST", f"/sessions/{session_id}/results/wait", _dump(body), timeout=budget + 15.0)
+        resp = WaitResponse.model_validate(raw)
+        for r in resp.results:
+            latest[r.result_id] = r
+        return resp.done
+
+    @staticmethod
+    def _budget(deadline: float | None) -> float:
+        if deadline is None:
+            return WAIT_MAX_SECONDS
+        return max(0.0, min(WAIT_MAX_SECONDS, deadline - time.monotonic()))
+
+    @staticmethod
+    def _check_deadline(
+        deadline: float | None, ids: list[str], latest: dict[str, ResultInfo], timeout: float | None
+    ) -> None:
+        if deadline is None or time.monotonic() < deadline:
+            return
+        pending = [i for i in ids if i not in latest or latest[i].status not in _FINAL]
+        shown = ", ".join(pending[:5]) + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
+        raise WaitTimeout(
+            f"{len(pending)} of {len(ids)} results still not final after {timeout:g} s: {shown}",
+            details={"pending": pending[:100]},
+        )
+
+    def _task_spec(self, session_id: str, t: TaskRequest | TaskSpec) -> TaskSpec:
+        if isinstance(t, TaskSpec):
+            return t if t.id else t.model_copy(update={"id": new_id()})
+        spec: dict[str, Any] = {
+            "id": t.task_id or new_id(),
+            "handler": t.handler,
+            "data_dependencies": list(t.data_dependencies),
+            "expected_outputs": list(t.expected_outputs),
+            "options": t.options,
+        }
+        if len(t.payload) > self.inline_limit:
+            spec["payload_result"] = self.upload(session_id, t.payload, name="payload")
+        else:
+            spec["payload"] = b64encode(t.payload)
+        return TaskSpec(**spec)
+
+
+def _spec_bytes(t: TaskSpec) -> int:
+    return 300 + len(t.payload or "") + 40 * (len(t.data_dependencies) + len(t.expected_outputs))
+
+
+def _plan_requests(
+    tasks: list[TaskSpec], results: list[ResultSpec]
+) -> tuple[list[tuple[list[TaskSpec], list[ResultSpec]]], list[ResultSpec]]:
+    """Split a submission into requests within the API limits, keeping creation before use.
+
+    Each result travels with the first task that names it (as output or dependency), so it exists
+    by the time any task referring to it arrives. Returns the requests in order, and the results no
+    task names, which the caller creates on their own.
+    """
+    pending = {r.id: r for r in results if r.id}
+    plan: list[tuple[list[TaskSpec], list[ResultSpec]]] = []
+    cur_t: list[TaskSpec] = []
+    cur_r: list[ResultSpec] = []
+    cur_bytes = 0
+    for t in tasks:
+        needed = [pending.pop(i) for i in (*t.expected_outputs, *t.data_dependencies) if i in pending]
+        size = _spec_bytes(t) + sum(200 + len(r.data or "") for r in needed)
+        if cur_t and (
+            len(cur_t) >= MAX_TASKS_PER_REQUEST
+            or len(cur_r) + len(needed) > MAX_RESULTS_PER_REQUEST
+            or cur_bytes + size > MAX_REQUEST_BYTES
+        ):
+            plan.append((cur_t, cur_r))
+            cur_t, cur_r, cur_bytes = [], [], 0
+        cur_t.append(t)
+        cur_r += needed
+        cur_bytes += size
+    if cur_t:
+        plan.append((cur_t, cur_r))
+    return plan, list(pending.values())

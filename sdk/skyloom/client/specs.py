@@ -1,0 +1,49 @@
+"""The one shape of a task to submit, shared by client sessions and running tasks.
+
+A task submitted from a laptop and a subtask submitted from inside a handler are the same thing with
+a different transport, so they are described by the same value. Payloads are raw bytes here; the
+HTTP layer base64-encodes them and the worker agent stores them, so no user ever sees the wire
+format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from skyloom.options import TaskOptions
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """A task to submit: a handler, its payload, the results it reads and the results it must produce.
+
+    Ids are chosen client-side (``task_id=None`` draws a random one) so that a retried request
+    creates nothing twice.
+
+    Example:
+        >>> out, = session.create_results(["greeting"])
+        >>> session.submit_tasks([TaskRequest("echo", expected_outputs=[out], payload=b"hi")])
+    """
+
+    handler: str
+    expected_outputs: Sequence[str]
+    payload: bytes = b""
+    data_dependencies: Sequence[str] = ()
+    options: TaskOptions = field(default_factory=TaskOptions)
+    task_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # Tuples, so that a caller mutating its list afterwards cannot change a buffered task.
+        object.__setattr__(self, "expected_outputs", tuple(self.expected_outputs))
+        object.__setattr__(self, "data_dependencies", tuple(self.data_dependencies))
+        if not self.handler:
+            raise ValueError("TaskRequest.handler must name a handler, e.g. 'skyloom.call'")
+        if not self.expected_outputs:
+            raise ValueError(
+                "TaskRequest.expected_outputs is empty: every task produces at least one result; "
+                "create one with create_results() first"
+            )
+        if not isinstance(self.payload, bytes | bytearray | memoryview):
+            raise TypeError(f"TaskRequest.payload must be bytes, got {type(self.payload).__name__}")
+        object.__setattr__(self, "payload", bytes(self.payload))

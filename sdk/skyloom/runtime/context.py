@@ -1,0 +1,304 @@
+"""What a running task sees: its inputs, and a place to stage results and subtasks.
+
+Nothing here talks to AWS. Results a task sends and subtasks it submits are *staged* in memory and
+handed back to the worker agent in the :class:`~skyloom.runtime.outcome.TaskOutcome`; the agent
+makes them live only if the attempt succeeds, so a failed attempt leaves nothing behind. The
+context is also the backend of ``fn.submit()`` inside a task, which is why the high-level API works
+unchanged in a task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import replace
+from types import MappingProxyType
+from typing import NoReturn
+
+from skyloom.client.callspec import rewrite_dependency
+from skyloom.client.specs import TaskRequest
+from skyloom.errors import InvalidRequest, ResultAlreadyWritten
+from skyloom.options import TaskOptions
+from skyloom.runtime.outcome import StagedResult, StagedTask, TaskInput, TaskOutcome
+
+_current: ContextVar[TaskContext | None] = ContextVar("skyloom_task_context", default=None)
+#: The task this process is running, for threads the task starts (they do not inherit contextvars).
+#: A worker's child process runs one task at a time, so one slot is enough.
+_running: TaskContext | None = None
+
+CALL_HANDLER = "skyloom.call"
+
+
+class OutputsNotCovered(RuntimeError):
+    """A task ended without producing or delegating each expected output exactly once."""
+
+    non_retryable = True
+
+
+def current_context() -> TaskContext:
+    """The context of the task running in this process.
+
+    Raises:
+        RuntimeError: called outside a task.
+
+    Example:
+        >>> @skyloom.task
+        ... def whoami() -> str:
+        ...     return skyloom.current_context().task_id
+    """
+    ctx = active_context()
+    if ctx is None:
+        raise RuntimeError("skyloom.current_context() is only available inside a running task")
+    return ctx
+
+
+def active_context() -> TaskContext | None:
+    """The running task's context, or None on a client."""
+    ctx = _current.get()
+    return ctx if ctx is not None else _running
+
+
+class TaskContext:
+    """One attempt of one task, as its handler sees it. Built by the executor from a TaskInput.
+
+    Example:
+        >>> @skyloom.handler("fan-out")
+        ... def fan_out(ctx: TaskContext) -> None:
+        ...     parts = ctx.create_results(["left", "right"])
+        ...     ctx.submit_tasks([TaskRequest("leaf", expected_outputs=[p]) for p in parts])
+        ...     ctx.submit_tasks([TaskRequest("join", expected_outputs=ctx.expected_outputs,
+        ...                                   data_dependencies=parts)])   # delegates our output
+    """
+
+    def __init__(self, inp: TaskInput):
+        self.task_id = inp.task_id
+        self.session_id = inp.session_id
+        self.handler = inp.handler
+        self.payload = inp.payload
+        #: Every data dependency's value, by result id.
+        self.dependencies: Mapping[str, bytes] = MappingProxyType(dict(inp.dependencies))
+        self.expected_outputs: tuple[str, ...] = tuple(inp.expected_outputs)
+        #: The task's effective options; subtasks inherit them unless they override.
+        self.options = _options(inp.options)
+        self.attempt = inp.attempt
+        self._lock = threading.RLock()
+        self._outputs: dict[str, bytes] = {}
+        self._results: dict[str, StagedResult] = {}
+        self._tasks: list[StagedTask] = []
+        #: result id -> id of the staged task producing it (parent outputs included: delegation).
+        self._producer: dict[str, str] = {}
+        self._blobs: dict[str, str] = {}
+
+    # ------------------------------------------------------------------------------ low level
+    def send_result(self, result_id: str, data: bytes) -> None:
+        """Produce ``result_id``: one of this task's expected outputs, or a result it created.
+
+        Raises:
+            ResultAlreadyWritten: the result was already sent.
+            InvalidRequest: the result is delegated to a subtask, or not this task's to write.
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"send_result needs bytes, got {type(data).__name__}; pickle the value first")
+        with self._lock:
+            if result_id in self._outputs:
+                raise ResultAlreadyWritten(f"output {result_id} was already sent by this task")
+            if result_id in self._producer:
+                raise InvalidRequest(
+                    f"result {result_id} is produced by subtask {self._producer[result_id]}; "
+                    "a result has exactly one producer",
+                    field="result_id",
+                )
+            if result_id in self.expected_outputs:
+                self._outputs[result_id] = bytes(data)
+                return
+            staged = self._results.get(result_id)
+            if staged is None:
+                raise InvalidRequest(
+                    f"result {result_id} is neither an expected output of task {self.task_id} nor a result it created",
+                    field="result_id",
+                )
+            if staged.data is not None:
+                raise ResultAlreadyWritten(f"result {result_id} was created with data already")
+            self._results[result_id] = replace(staged, data=bytes(data))
+
+    def create_results(self, items: Sequence[str | bytes | None]) -> list[str]:
+        """Stage new results: a ``str`` names one for a subtask to produce, ``bytes`` is its data.
+
+        Example:
+            >>> out, table = ctx.create_results(["out", b"lookup table"])
+        """
+        ids: list[str] = []
+        with self._lock:
+            for item in items:
+                rid = self.new_id()
+                if isinstance(item, bytes | bytearray):
+                    self._results[rid] = StagedResult(rid, data=bytes(item))
+                else:
+                    self._results[rid] = StagedResult(rid, name=item)
+                ids.append(rid)
+        return ids
+
+    def submit_tasks(self, tasks: Sequence[TaskRequest]) -> list[str]:
+        """Stage subtasks. Naming one of this task's expected outputs delegates it to the subtask.
+
+        Subtasks start only once this attempt succeeds, and inherit this task's options except
+        those they set.
+
+        Raises:
+            InvalidRequest: an expected output is not this task's to hand out, or has a producer.
+        """
+        ids: list[str] = []
+        with self._lock:
+            claimed: set[str] = set()
+            staged = [self._stage(t, claimed) for t in tasks]
+            for s in staged:
+                for out in s.expected_outputs:
+                    self._producer[out] = s.task_id
+                self._tasks.append(s)
+                ids.append(s.task_id)
+        return ids
+
+    # ------------------------------------------------------------------ backend of fn.submit()
+    def new_id(self) -> str:
+        return uuid.uuid4().hex
+
+    def blob_ref(self, data: bytes) -> str:
+        key = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            known = self._blobs.get(key)
+            if known is None:
+                # A recursive function finds its own pickled body among its inputs: reuse it.
+                known = next(
+                    (rid for rid, v in self.dependencies.items() if len(v) == len(data) and v == data),
+                    None,
+                )
+            if known is None:
+                (known,) = self.create_results([data])
+            self._blobs[key] = known
+            return known
+
+    def enqueue(self, task: TaskRequest, outputs: Mapping[str, str | None]) -> None:
+        with self._lock:
+            for rid, name in outputs.items():
+                self._results[rid] = StagedResult(rid, name=name)
+            self.submit_tasks([task])
+
+    def result_bytes(self, result_id: str, timeout: float | None) -> NoReturn:
+        self._cannot_wait(result_id)
+
+    def is_done(self, result_id: str) -> NoReturn:
+        self._cannot_wait(result_id)
+
+    # ------------------------------------------------------------------------- for the runtime
+    def delegate(self, result_id: str, output: str) -> None:
+        """Make the staged subtask producing ``result_id`` produce our ``output`` instead.
+
+        Every staged reference to ``result_id`` is renamed (dependencies, and call-spec payloads,
+        whose refs live in a JSON header), and the staged result itself is dropped: it would
+        otherwise stay Created forever with no producer.
+        """
+        with self._lock:
+            if output not in self.expected_outputs:
+                raise InvalidRequest(f"{output} is not an expected output of task {self.task_id}")
+            if output in self._outputs or output in self._producer:
+                raise InvalidRequest(f"output {output} is already produced; it cannot be delegated too")
+            if result_id not in self._results or result_id not in self._producer:
+                raise InvalidRequest(
+                    f"result {result_id} was not submitted by task {self.task_id}; only a future "
+                    "created by this task's own submissions can be returned"
+                )
+            renamed: list[StagedTask] = []
+            for t in self._tasks:
+                if result_id in t.expected_outputs or result_id in t.data_dependencies:
+                    t = replace(
+                        t,
+                        expected_outputs=[output if o == result_id else o for o in t.expected_outputs],
+                        data_dependencies=[output if d == result_id else d for d in t.data_dependencies],
+                        payload=(
+                            rewrite_dependency(t.payload, result_id, output)
+                            if t.handler == CALL_HANDLER and result_id in t.data_dependencies
+                            else t.payload
+                        ),
+                    )
+                renamed.append(t)
+            self._tasks = renamed
+            self._producer[output] = self._producer.pop(result_id)
+            del self._results[result_id]
+
+    def outcome(self) -> TaskOutcome:
+        """What the attempt produced, after checking each expected output is covered exactly once.
+
+        Raises:
+            OutputsNotCovered: an output was neither sent nor delegated (non-retryable).
+        """
+        with self._lock:
+            missing = [o for o in self.expected_outputs if o not in self._outputs and o not in self._producer]
+            if missing:
+                raise OutputsNotCovered(
+                    f"task {self.task_id} (handler {self.handler}) finished without producing expected "
+                    f"output{'s' if len(missing) > 1 else ''} {', '.join(missing)}: call "
+                    "ctx.send_result(id, data) or submit a subtask naming it in expected_outputs"
+                )
+            return TaskOutcome(
+                outputs=dict(self._outputs),
+                staged_results=list(self._results.values()),
+                staged_tasks=list(self._tasks),
+            )
+
+    @contextmanager
+    def active(self) -> Iterator[TaskContext]:
+        """Make this the current context, so ``fn.submit()`` stages here."""
+        global _running
+        token = _current.set(self)
+        previous, _running = _running, self
+        try:
+            yield self
+        finally:
+            _running = previous
+            _current.reset(token)
+
+    def __repr__(self) -> str:
+        return f"TaskContext(task_id={self.task_id!r}, handler={self.handler!r})"
+
+    # ------------------------------------------------------------------------------------ steps
+    def _stage(self, t: TaskRequest, claimed: set[str]) -> StagedTask:
+        if not isinstance(t, TaskRequest):
+            raise TypeError(f"submit_tasks takes TaskRequest values, got {type(t).__name__}")
+        for out in t.expected_outputs:
+            if out in self._producer or out in self._outputs or out in claimed:
+                raise InvalidRequest(
+                    f"result {out} already has a producer; a result has exactly one",
+                    field="expected_outputs",
+                )
+            staged = self._results.get(out)
+            if out not in self.expected_outputs and (staged is None or staged.data is not None):
+                raise InvalidRequest(
+                    f"subtask output {out} must be one of this task's expected outputs (to delegate it) "
+                    "or a result created with ctx.create_results()",
+                    field="expected_outputs",
+                )
+            claimed.add(out)
+        return StagedTask(
+            task_id=t.task_id or self.new_id(),
+            handler=t.handler,
+            payload=t.payload,
+            data_dependencies=list(t.data_dependencies),
+            expected_outputs=list(t.expected_outputs),
+            options=t.options.merged_over(self.options).compact(),
+        )
+
+    def _cannot_wait(self, result_id: str) -> NoReturn:
+        raise RuntimeError(
+            f"a task cannot wait for result {result_id} of its own subtask: subtasks start only after "
+            "the task that submitted them succeeds. Return the future (its value becomes this task's "
+            "result) or pass it to another fn.submit() as an argument"
+        )
+
+
+def _options(raw: Mapping[str, object]) -> TaskOptions:
+    known = {k: v for k, v in raw.items() if k in TaskOptions.model_fields and v is not None}
+    return TaskOptions.model_validate(known)

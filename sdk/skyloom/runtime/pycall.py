@@ -1,0 +1,121 @@
+"""The ``skyloom.call`` handler: run a pickled Python call made by ``fn.submit()``.
+
+Dependency refs in the call spec are replaced by the unpickled values of the task's data
+dependencies, and the function's return value becomes the task's single expected output. Returning
+a future of a subtask submitted by this very call *delegates* the output: the subtask produces it
+directly, so ``return total.submit(*parts)`` costs no extra copy and no waiting worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cloudpickle
+
+from skyloom.client.callspec import (
+    CallSpec,
+    CallSpecError,
+    DependencyRef,
+    contains,
+    decode,
+    replace_nested,
+)
+from skyloom.client.functions import CALL_HANDLER, TaskFunction
+from skyloom.client.futures import Future
+from skyloom.runtime.context import TaskContext
+from skyloom.runtime.registry import handler
+
+
+class ReturnValueError(TypeError):
+    """The function returned something that cannot become a result; retrying cannot fix it."""
+
+    non_retryable = True
+
+
+@handler(CALL_HANDLER)
+def call(ctx: TaskContext) -> None:
+    """Run the call in ``ctx.payload`` and produce (or delegate) its one expected output."""
+    if len(ctx.expected_outputs) != 1:
+        raise CallSpecError(
+            f"a skyloom.call task has exactly one expected output, task {ctx.task_id} has {len(ctx.expected_outputs)}"
+        )
+    output = ctx.expected_outputs[0]
+    fn, args, kwargs = load_call(ctx)
+    value = fn(*args, **kwargs)
+    if isinstance(value, Future):
+        if value.backend is not ctx:
+            raise ReturnValueError(
+                f"{_name(fn)} returned {value!r}, which it did not submit itself; return a future "
+                "from this task's own fn.submit() calls, or a plain value"
+            )
+        ctx.delegate(value.id, output)
+        return
+    if contains(value, Future):
+        raise ReturnValueError(
+            f"{_name(fn)} returned futures inside a {type(value).__name__}; return one future "
+            "(e.g. `return combine.submit(*futures)`) or plain values, not a structure of futures"
+        )
+    try:
+        data = cloudpickle.dumps(value)
+    except Exception as exc:
+        raise ReturnValueError(
+            f"the value returned by {_name(fn)} ({type(value).__name__}) cannot be pickled: {exc}"
+        ) from exc
+    ctx.send_result(output, data)
+
+
+def load_call(ctx: TaskContext) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """The callable and its arguments, with every dependency ref replaced by its value.
+
+    Raises:
+        CallSpecError: the payload or a pickled function cannot be read here (non-retryable).
+    """
+    payload = decode(ctx.payload)
+
+    def raw(index: int) -> bytes:
+        try:
+            rid = payload.dependencies[index]
+            return ctx.dependencies[rid]
+        except (IndexError, KeyError) as exc:
+            raise CallSpecError(
+                f"call spec of task {ctx.task_id} refers to dependency #{index}, which the task did not receive"
+            ) from exc
+
+    body = raw(payload.spec_index) if payload.spec_index is not None else payload.body
+    spec = _unpickle(body, "the call spec")
+    if not isinstance(spec, CallSpec):
+        raise CallSpecError(f"payload of task {ctx.task_id} holds a {type(spec).__name__}, not a CallSpec")
+    function = spec.function
+    fn = _unpickle(raw(function.index) if isinstance(function, DependencyRef) else function, "the function")
+    if isinstance(fn, TaskFunction):
+        fn = fn.definition.fn
+    if not callable(fn):
+        raise CallSpecError(f"the call spec of task {ctx.task_id} holds a {type(fn).__name__}, not a function")
+
+    values: dict[int, Any] = {}
+
+    def value(ref: DependencyRef) -> Any:
+        # Memoized: one result passed twice arrives as one object, as it would in a local call.
+        if ref.index not in values:
+            values[ref.index] = _unpickle(raw(ref.index), f"argument value #{ref.index}", is_value=True)
+        return values[ref.index]
+
+    return fn, replace_nested(spec.args, DependencyRef, value), replace_nested(spec.kwargs, DependencyRef, value)
+
+
+def _unpickle(data: bytes, what: str, *, is_value: bool = False) -> Any:
+    try:
+        return cloudpickle.loads(data)
+    except ModuleNotFoundError as exc:
+        raise CallSpecError(
+            f"cannot unpickle {what}: module {exc.name!r} is not installed on this worker. Install it "
+            "in the worker image, or make the client ship it by value "
+            "(cloudpickle.register_pickle_by_value(module))"
+        ) from exc
+    except Exception as exc:
+        hint = " (a result produced by a low-level handler holds raw bytes, not a pickled value)" if is_value else ""
+        raise CallSpecError(f"cannot unpickle {what}: {type(exc).__name__}: {exc}{hint}") from exc
+
+
+def _name(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"

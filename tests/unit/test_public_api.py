@@ -1,0 +1,72 @@
+"""The public surface of ``skyloom`` is deliberate: this list changes only on purpose."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import skyloom
+
+EXPECTED = {
+    "ClaimConflict",
+    "Client",
+    "Conflict",
+    "ConnectionFailed",
+    "DependencyAborted",
+    "Future",
+    "GraphCycle",
+    "InvalidRequest",
+    "NotFound",
+    "PayloadTooLarge",
+    "ResultAlreadyWritten",
+    "ResultNotFound",
+    "Session",
+    "SessionClosed",
+    "SessionNotFound",
+    "SkyloomError",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskFailed",
+    "TaskFunction",
+    "TaskNotFound",
+    "TaskOptions",
+    "TaskRequest",
+    "TaskTimedOut",
+    "Unauthorized",
+    "WaitTimeout",
+    "__version__",
+    "connect",
+    "current_context",
+    "handler",
+    "task",
+}
+
+
+def test_exports_are_pinned() -> None:
+    assert set(skyloom.__all__) == EXPECTED
+    assert sorted(skyloom.__all__) == skyloom.__all__  # kept sorted, so diffs stay readable
+    for name in skyloom.__all__:
+        assert getattr(skyloom, name) is not None
+
+
+def test_public_names_are_documented_with_an_example() -> None:
+    for name in ("task", "connect", "Client", "Session", "Future", "TaskContext", "TaskRequest", "handler"):
+        doc = getattr(skyloom, name).__doc__ or ""
+        assert "Example:" in doc, f"skyloom.{name} needs a docstring with an example"
+
+
+def test_errors_share_one_root() -> None:
+    errors = [getattr(skyloom, n) for n in skyloom.__all__ if n[0].isupper() and n.endswith(("Error", "Failed"))]
+    assert errors and all(issubclass(e, skyloom.SkyloomError) for e in errors)
+    assert issubclass(skyloom.DependencyAborted, skyloom.TaskFailed)
+
+
+def test_importing_skyloom_stays_light() -> None:
+    # Workers and Lambda functions import skyloom without the local extra; the child processes
+    # that run user code never talk HTTP, so they must not pay for botocore either.
+    code = "import json, sys, skyloom, skyloom.runtime.executor;print(json.dumps(sorted(m for m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = json.loads(out)
+    heavy = ("moto", "gunicorn", "skyloom.local", "botocore", "boto3", "urllib3", "pynamodb")
+    assert [m for m in loaded if m.split(".")[0] in heavy or m.startswith("skyloom.local")] == []

@@ -1,0 +1,407 @@
+"""An in-memory Skyloom API for SDK unit tests, and the tests that keep it honest.
+
+``FakeServer`` is a :class:`~skyloom.client.http.Transport`: it parses each request with the same
+protocol models as ``functions/submit``, keeps sessions, results and tasks in dicts, and runs ready
+tasks in this process through :func:`skyloom.runtime.executor.run_task`, applying outcomes the way
+the worker agent does (outputs complete, staged work goes live on success, delegated outputs change
+owner, failures retry then abort dependents). TaskInput and TaskOutcome are pickled on the way, as
+across the agent's pipe. Errors travel as JSON bodies through ``error_from_response``, so the
+client's error mapping is exercised too.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from skyloom.client.http import error_from_response
+from skyloom.core.protocol import (
+    CreateResultsRequest,
+    CreateSessionRequest,
+    IdsRequest,
+    ResultError,
+    ResultInfo,
+    SubmitTasksRequest,
+    WaitRequest,
+    b64decode,
+    b64encode,
+)
+from skyloom.errors import (
+    Conflict,
+    InvalidRequest,
+    PayloadTooLarge,
+    ResultNotFound,
+    SessionClosed,
+    SessionNotFound,
+    SkyloomError,
+    TaskNotFound,
+)
+from skyloom.options import TaskOptions
+from skyloom.runtime.executor import run_task
+from skyloom.runtime.outcome import TaskInput, TaskOutcome
+
+FINAL = ("Completed", "Aborted")
+
+
+@dataclass
+class FakeResult:
+    result_id: str
+    session_id: str
+    name: str | None = None
+    status: str = "Created"
+    data: bytes | None = None
+    owner: str | None = None
+    error: ResultError | None = None
+
+    def info(self, upload_url: str | None = None) -> dict[str, Any]:
+        return ResultInfo(
+            result_id=self.result_id,
+            session_id=self.session_id,
+            status=self.status,
+            name=self.name,
+            owner_task_id=self.owner,
+            size=len(self.data) if self.data is not None else None,
+            created_at=0.0,
+            error=self.error,
+            upload_url=upload_url,
+        ).model_dump(mode="json")
+
+
+@dataclass
+class FakeTask:
+    task_id: str
+    session_id: str
+    handler: str
+    payload: bytes
+    deps: list[str]
+    outputs: list[str]
+    options: dict[str, Any]
+    parent: str | None = None
+    status: str = "Pending"
+    attempts: int = 0
+    payload_result: str | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "session_id": self.session_id,
+            "status": self.status,
+            "handler": self.handler,
+            "data_dependencies": self.deps,
+            "expected_outputs": self.outputs,
+            "options": self.options,
+            "parent_task_id": self.parent,
+            "attempt": self.attempts,
+            "created_at": 0.0,
+        }
+
+
+@dataclass
+class FakeServer:
+    """The REST API in memory; ``auto_run`` runs ready tasks whenever a reader asks."""
+
+    inline_limit: int = 32 * 1024
+    auto_run: bool = True
+    endpoint: str = "http://fake.skyloom"
+    calls: list[tuple[str, str, Any]] = field(default_factory=list)
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results: dict[str, FakeResult] = field(default_factory=dict)
+    tasks: dict[str, FakeTask] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    #: (status, error body) answered instead of the next requests, for error tests.
+    inject: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    blob_calls: list[tuple[str, str]] = field(default_factory=list)
+    executed: list[TaskInput] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ Transport protocol
+    def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
+        self.calls.append((method, path, body))
+        if self.inject:
+            status, err = self.inject.pop(0)
+            raise error_from_response(status, json.dumps(err).encode(), f"{method} {path}")
+        try:
+            return self._route(method, path, json.loads(json.dumps(body)) if body is not None else None)
+        except SkyloomError as exc:
+            raise error_from_response(exc.http_status, json.dumps(exc.to_json()).encode(), path) from None
+
+    def put_url(self, url: str, data: bytes) -> None:
+        self.blob_calls.append(("PUT", url))
+        self.blobs[url] = data
+
+    def get_url(self, url: str) -> bytes:
+        self.blob_calls.append(("GET", url))
+        return self.blobs[url]
+
+    def close(self) -> None:
+        pass
+
+    # ------------------------------------------------------------------------- helpers
+    def posts(self, suffix: str) -> list[Any]:
+        """Bodies of the POST requests whose path ends with ``suffix``."""
+        return [b for m, p, b in self.calls if m == "POST" and p.endswith(suffix)]
+
+    def task_of_output(self, result_id: str) -> FakeTask:
+        return next(t for t in self.tasks.values() if result_id in t.outputs)
+
+    # -------------------------------------------------------------------------- routes
+    def _route(self, method: str, path: str, body: Any) -> Any:
+        routes: list[tuple[str, str, Callable[..., Any]]] = [
+            ("POST", r"/sessions", self._create_session),
+            ("GET", r"/sessions/(\w+)", self._get_session),
+            ("POST", r"/sessions/(\w+)/close", self._close_session),
+            ("POST", r"/sessions/(\w+)/results", self._create_results),
+            ("POST", r"/sessions/(\w+)/results/complete", self._complete),
+            ("POST", r"/sessions/(\w+)/results/get", self._get_results),
+            ("POST", r"/sessions/(\w+)/results/wait", self._wait),
+            ("GET", r"/sessions/(\w+)/results/(\w+)/data", self._data),
+            ("GET", r"/sessions/(\w+)/results/(\w+)", self._get_result),
+            ("POST", r"/sessions/(\w+)/tasks", self._submit),
+            ("POST", r"/sessions/(\w+)/tasks/get", self._get_tasks),
+        ]
+        for m, pattern, fn in routes:
+            match = re.fullmatch(pattern, path)
+            if m == method and match:
+                return fn(*match.groups(), body)
+        raise InvalidRequest(f"no route {method} {path}")
+
+    def _session(self, sid: str) -> dict[str, Any]:
+        if sid not in self.sessions:
+            raise SessionNotFound(f"session {sid}", field="session_id")
+        return self.sessions[sid]
+
+    def _create_session(self, body: Any) -> Any:
+        req = CreateSessionRequest.model_validate(body)
+        sid = uuid.uuid4().hex
+        self.sessions[sid] = {
+            "session_id": sid,
+            "status": "Running",
+            "owner": "tester",
+            "name": req.name,
+            "options": req.options.model_dump(mode="json"),
+            "partitions": req.partitions,
+            "created_at": time.time(),
+            "updated_at": time.time(),
+        }
+        return self.sessions[sid]
+
+    def _get_session(self, sid: str, body: Any) -> Any:
+        return self._session(sid)
+
+    def _close_session(self, sid: str, body: Any) -> Any:
+        self._session(sid)["status"] = "Closed"
+        return self._session(sid)
+
+    def _result(self, sid: str, rid: str) -> FakeResult:
+        r = self.results.get(rid)
+        if r is None or r.session_id != sid:
+            raise ResultNotFound(f"result {rid} not found", field="ids")
+        return r
+
+    def _create_results(self, sid: str, body: Any) -> Any:
+        self._session(sid)
+        req = CreateResultsRequest.model_validate(body)
+        out = []
+        for spec in req.results:
+            assert spec.id, "the SDK chooses every id"
+            data = b64decode(spec.data, "data") if spec.data is not None else None
+            if data is not None and len(data) > self.inline_limit:
+                raise PayloadTooLarge(f"inline data of {len(data)} bytes", field="results.data")
+            r = self.results.setdefault(spec.id, FakeResult(spec.id, sid, spec.name))
+            url = None
+            if data is not None:
+                r.data, r.status = data, "Completed"
+            elif spec.upload:
+                url = f"fake://upload/{sid}/{spec.id}"
+            out.append(r.info(url))
+        return {"results": out}
+
+    def _complete(self, sid: str, body: Any) -> Any:
+        out = []
+        for rid in IdsRequest.model_validate(body).ids:
+            r = self._result(sid, rid)
+            r.data, r.status = self.blobs[f"fake://upload/{sid}/{rid}"], "Completed"
+            out.append(r.info())
+        return {"results": out}
+
+    def _get_results(self, sid: str, body: Any) -> Any:
+        self._maybe_run()
+        return {"results": [self._result(sid, rid).info() for rid in IdsRequest.model_validate(body).ids]}
+
+    def _get_result(self, sid: str, rid: str, body: Any) -> Any:
+        self._maybe_run()
+        return self._result(sid, rid).info()
+
+    def _wait(self, sid: str, body: Any) -> Any:
+        req = WaitRequest.model_validate(body)
+        self._maybe_run()
+        rs = [self._result(sid, rid) for rid in req.ids]
+        final = [r.status in FINAL for r in rs]
+        return {"results": [r.info() for r in rs], "done": all(final) if req.mode == "all" else any(final)}
+
+    def _data(self, sid: str, rid: str, body: Any) -> Any:
+        self._maybe_run()
+        r = self._result(sid, rid)
+        if r.status != "Completed" or r.data is None:
+            raise Conflict(f"result {rid} is {r.status}")
+        if len(r.data) > self.inline_limit:
+            url = f"fake://download/{sid}/{rid}"
+            self.blobs[url] = r.data
+            return {"result_id": rid, "size": len(r.data), "download_url": url}
+        return {"result_id": rid, "size": len(r.data), "data": b64encode(r.data)}
+
+    def _submit(self, sid: str, body: Any) -> Any:
+        session = self._session(sid)
+        if session["status"] != "Running":
+            raise SessionClosed(f"session {sid} is {session['status']}", field="session_id")
+        req = SubmitTasksRequest.model_validate(body)
+        created: dict[str, Any] = {"results": []}
+        if req.results:
+            created = self._create_results(sid, {"results": [r.model_dump(mode="json") for r in req.results]})
+        for spec in req.tasks:
+            for rid in [*spec.data_dependencies, *spec.expected_outputs]:
+                self._result(sid, rid)
+            assert spec.id
+        infos = []
+        for spec in req.tasks:
+            assert spec.id
+            payload = b64decode(spec.payload, "payload") if spec.payload else b""
+            t = FakeTask(
+                spec.id,
+                sid,
+                spec.handler,
+                payload,
+                list(spec.data_dependencies),
+                list(spec.expected_outputs),
+                spec.options.compact(),
+                payload_result=spec.payload_result,
+            )
+            self._add_task(t)
+            infos.append(t.info())
+        return {"tasks": infos, "results": created["results"]}
+
+    def _get_tasks(self, sid: str, body: Any) -> Any:
+        out = []
+        for tid in IdsRequest.model_validate(body).ids:
+            if tid not in self.tasks:
+                raise TaskNotFound(tid)
+            out.append(self.tasks[tid].info())
+        return {"tasks": out}
+
+    def _add_task(self, t: FakeTask) -> None:
+        for rid in t.outputs:
+            r = self.results[rid]
+            if r.owner not in (None, t.task_id, t.parent):
+                raise InvalidRequest(f"result {rid} already has producer {r.owner}")
+            r.owner = t.task_id
+        self.tasks.setdefault(t.task_id, t)
+
+    # ------------------------------------------------------------------------- execution
+    def _maybe_run(self) -> None:
+        if self.auto_run:
+            self.run()
+
+    def run(self) -> None:
+        """Run ready tasks until nothing changes, like workers plus the resolve function."""
+        progress = True
+        while progress:
+            progress = False
+            for t in list(self.tasks.values()):
+                if t.status != "Pending":
+                    continue
+                deps = [self.results[d] for d in t.deps]
+                aborted = next((d for d in deps if d.status == "Aborted"), None)
+                if aborted is not None:
+                    t.status = "Cancelled"
+                    self._abort(t, aborted.error)
+                    progress = True
+                elif all(d.status == "Completed" for d in deps):
+                    self._execute(t)
+                    progress = True
+
+    def _execute(self, t: FakeTask) -> None:
+        options = TaskOptions(**t.options).merged_over(TaskOptions(**self.sessions[t.session_id]["options"]))
+        payload = self.results[t.payload_result].data or b"" if t.payload_result else t.payload
+        t.attempts += 1
+        inp = TaskInput(
+            task_id=t.task_id,
+            session_id=t.session_id,
+            handler=t.handler,
+            payload=payload,
+            dependencies={d: self.results[d].data or b"" for d in t.deps},
+            expected_outputs=list(t.outputs),
+            options=options.compact(),
+            attempt=t.attempts,
+        )
+        self.executed.append(inp)
+        outcome: TaskOutcome = pickle.loads(pickle.dumps(run_task(pickle.loads(pickle.dumps(inp)))))
+        if outcome.error is not None:
+            retries = options.max_retries if options.max_retries is not None else 2
+            if outcome.error.retryable and t.attempts <= retries:
+                return
+            t.status = "Error"
+            self._abort(
+                t,
+                ResultError(
+                    task_id=t.task_id,
+                    handler=t.handler,
+                    status="Error",
+                    attempts=t.attempts,
+                    type=outcome.error.type,
+                    message=outcome.error.message,
+                    traceback=outcome.error.traceback,
+                ),
+            )
+            return
+        for sr in outcome.staged_results:
+            r = self.results.setdefault(sr.result_id, FakeResult(sr.result_id, t.session_id, sr.name))
+            if sr.data is not None:
+                r.data, r.status = sr.data, "Completed"
+        for st in outcome.staged_tasks:
+            self._add_task(
+                FakeTask(
+                    st.task_id,
+                    t.session_id,
+                    st.handler,
+                    st.payload,
+                    list(st.data_dependencies),
+                    list(st.expected_outputs),
+                    dict(st.options),
+                    parent=t.task_id,
+                )
+            )
+        for rid, data in outcome.outputs.items():
+            r = self.results[rid]
+            r.data, r.status = data, "Completed"
+        t.status = "Completed"
+
+    def _abort(self, t: FakeTask, error: ResultError | None) -> None:
+        for rid in t.outputs:
+            r = self.results[rid]
+            r.status, r.error = "Aborted", error
+
+
+# ------------------------------------------------------------------------------------- tests
+def test_fake_server_rejects_unknown_dependencies() -> None:
+    # GIVEN a session on the fake
+    server = FakeServer()
+    sid = server.request("POST", "/sessions", {})["session_id"]
+    # WHEN a task names a result that does not exist
+    body = {"tasks": [{"id": "t1", "handler": "h", "expected_outputs": ["nope"]}]}
+    # THEN the client-side error class comes back, as from the real API
+    with pytest.raises(ResultNotFound):
+        server.request("POST", f"/sessions/{sid}/tasks", body)
+
+
+def test_fake_server_completes_inline_results() -> None:
+    server = FakeServer()
+    sid = server.request("POST", "/sessions", {})["session_id"]
+    server.request("POST", f"/sessions/{sid}/results", {"results": [{"id": "r1", "data": b64encode(b"x")}]})
+    assert server.results["r1"].status == "Completed"
