@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.resolve.resolution import resolve_record
+from functions.resolve.resolution import Resolved, resolve_batch, resolve_record
 from skyloom.core.config import Settings
 from skyloom.core.models import bind
 
@@ -33,22 +33,37 @@ def settings() -> Settings:
     return s
 
 
-@tracer.capture_method
-def record_handler(record: DynamoDBRecord) -> None:
+def images(record: DynamoDBRecord) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     data = record.dynamodb
     new = dict(data.new_image) if data and data.new_image else None
     old = dict(data.old_image) if data and data.old_image else None
-    done = resolve_record(settings(), old, new)
+    return old, new
+
+
+def count(done: Resolved) -> None:
     if done.queued:
         metrics.add_metric(name="TasksQueuedByResolve", unit=MetricUnit.Count, value=done.queued)
     if done.cancelled:
         metrics.add_metric(name="TasksCancelledByAbort", unit=MetricUnit.Count, value=done.cancelled)
 
 
+@tracer.capture_method
+def record_handler(record: DynamoDBRecord) -> None:
+    count(resolve_record(settings(), *images(record)))
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """The whole batch at once (fast path); on any error, record by record with partial failures,
+    so only the records that really fail are redelivered. Both paths are idempotent."""
+    try:
+        changes = [images(DynamoDBRecord(r)) for r in event.get("Records", [])]
+        count(resolve_batch(settings(), changes))
+        return {"batchItemFailures": []}
+    except Exception:
+        logger.exception("batch resolution failed; resolving record by record")
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
 
 

@@ -8,6 +8,8 @@ caller wins, and cancelling is conditional on the task still waiting.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,8 @@ from skyloom.core.cancellation import cancel_waiting_task
 from skyloom.core.config import Settings
 from skyloom.core.models import EdgeModel
 from skyloom.core.states import ResultStatus
+
+_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="skyloom-resolve")
 
 
 @dataclass
@@ -54,6 +58,31 @@ def on_aborted(settings: Settings, result_id: str, error: dict[str, Any] | None)
         if cancel_waiting_task(task_id, root, f"dependency {result_id} was aborted"):
             out.cancelled += 1
             out.tasks.append(task_id)
+    return out
+
+
+def resolve_batch(
+    settings: Settings, changes: Sequence[tuple[dict[str, Any] | None, dict[str, Any] | None]]
+) -> Resolved:
+    """Resolve a whole stream batch at once: completions are grouped so that a task released by
+    many results of the batch is written once, and edge lookups run concurrently."""
+    completed: list[str] = []
+    out = Resolved()
+    for old, new in changes:
+        reached = transition(old, new)
+        if reached == ResultStatus.COMPLETED.value and new is not None:
+            completed.append(str(new["result_id"]))
+        elif reached == ResultStatus.ABORTED.value and new is not None:
+            aborted = resolve_record(settings, old, new)
+            out.cancelled += aborted.cancelled
+            out.tasks += aborted.tasks
+    if completed:
+        edges = list(_pool.map(dependents, completed)) if len(completed) > 1 else [dependents(completed[0])]
+        pairs = [(task_id, rid) for rid, tasks in zip(completed, edges, strict=True) for task_id in tasks]
+        winners = readiness.release_and_ready(settings, pairs)
+        readiness.enqueue_tasks(settings, winners)
+        out.queued += len(winners)
+        out.tasks += [t.task_id for t in winners]
     return out
 
 

@@ -233,3 +233,26 @@ def test_sweeper_finalizes_a_parent_whose_worker_died_after_commit(
 
     r = ResultModel.get("out", consistent_read=True)
     assert (r.status, r.owner_task_id, r.inline) == ("Completed", "child", b"42")
+
+
+def test_a_failing_batch_falls_back_to_record_by_record(
+    api: ApiClient, db: Db, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a fan-in: t waits on three results completed in one stream batch
+    sid = api.session()
+    submit(api, sid, [{"id": f"p{i}", "handler": "h", "expected_outputs": [f"r{i}"]} for i in range(3)]
+           + [{"id": "t", "handler": "h", "data_dependencies": ["r0", "r1", "r2"], "expected_outputs": ["o"]}],
+           [{"id": r} for r in ("r0", "r1", "r2", "o")])
+    stream = StreamReader(aws_stack)
+    stream.batch()
+    for i in range(3):
+        run_task(aws_stack, f"p{i}", {f"r{i}": b"v"})
+    # WHEN the whole-batch path breaks
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(resolve_handler, "resolve_batch", broken)
+    # THEN each record is resolved on its own and the task is readied once
+    assert resolve(stream.batch()) == {"batchItemFailures": []}
+    assert status("t") == "Submitted"
+    assert db.queued_messages() == 4

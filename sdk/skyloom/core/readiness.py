@@ -9,7 +9,9 @@ Pending -> Submitted write: exactly one caller wins and enqueues, however they r
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from pynamodb.exceptions import UpdateError
 
@@ -19,6 +21,9 @@ from skyloom.core.ddb import condition_failed
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.models import EdgeModel, ResultModel, TaskModel
 from skyloom.core.states import ResultStatus, TaskStatus
+
+#: Independent per-task writes run concurrently: the latency of each is a network round trip.
+_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="skyloom-readiness")
 
 
 def message_for(task: TaskModel) -> TaskMessage:
@@ -36,15 +41,16 @@ def queued_actions(settings: Settings, task_id: str, now: float) -> list[object]
     ]
 
 
-def release(task_id: str, result_id: str) -> TaskModel | None:
-    """Remove a completed dependency from a task's remaining set (idempotent: set DELETE).
+def release(task_id: str, result_ids: str | set[str]) -> TaskModel | None:
+    """Remove completed dependencies from a task's remaining set (idempotent: set DELETE).
 
     Returns the task as it is after the write, or None if the task does not exist.
     """
+    done = {result_ids} if isinstance(result_ids, str) else set(result_ids)
     t = TaskModel(task_id)
     try:
         t.update(
-            actions=[TaskModel.remaining.delete({result_id}), TaskModel.updated_at.set(clock.now())],
+            actions=[TaskModel.remaining.delete(done), TaskModel.updated_at.set(clock.now())],
             condition=TaskModel.task_id.exists(),
         )
     except UpdateError as exc:
@@ -71,13 +77,21 @@ def try_ready(settings: Settings, task: TaskModel) -> bool:
 
 
 def release_and_ready(settings: Settings, pairs: Iterable[tuple[str, str]]) -> list[TaskModel]:
-    """For each (task, completed result): release it and try to ready the task. Returns the winners."""
-    winners: list[TaskModel] = []
+    """For each (task, completed result): release it and try to ready the task. Returns the winners.
+
+    Releases are grouped per task (a fan-in task waiting on 200 results released by one batch is one
+    write, not 200) and the tasks are updated concurrently.
+    """
+    grouped: dict[str, set[str]] = defaultdict(set)
     for task_id, result_id in pairs:
-        t = release(task_id, result_id)
-        if t is not None and try_ready(settings, t):
-            winners.append(t)
-    return winners
+        grouped[task_id].add(result_id)
+
+    def one(item: tuple[str, set[str]]) -> TaskModel | None:
+        t = release(*item)
+        return t if t is not None and try_ready(settings, t) else None
+
+    found = [one(item) for item in grouped.items()] if len(grouped) <= 1 else list(_pool.map(one, grouped.items()))
+    return [t for t in found if t is not None]
 
 
 def register_edges(tasks: Sequence[TaskModel]) -> None:

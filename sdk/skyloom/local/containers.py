@@ -14,6 +14,7 @@ stderr, where the function logs, go to a log file in the stack's run directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -115,10 +116,8 @@ class ContainerPool:
         with self._lock:
             containers, self._all = self._all, []
         for c in containers:
-            try:
+            with contextlib.suppress(Exception):
                 c.stop()
-            except Exception:  # noqa: S110 - stopping is best effort; the process is killed anyway
-                pass
         self._log.close()
 
 

@@ -28,11 +28,11 @@ from typing import TypeVar
 
 from skyloom.core import aws, models
 from skyloom.core.config import Settings
+from skyloom.local.containers import ContainerPool
 from skyloom.local.credentials import ENDPOINT_ENV, aws_environment, removed_variables, scrubbed
 from skyloom.local.discovery import skyloom_home
 from skyloom.local.emulator import PARENT_PID_ENV, Emulator
 from skyloom.local.gateway import Gateway
-from skyloom.local.containers import ContainerPool
 from skyloom.local.invoke import Handler, HandlerRef, cold_start, load_handler
 from skyloom.local.provision import Provisioned, provision
 from skyloom.local.scheduler import Scheduler
