@@ -13,12 +13,12 @@ from collections import Counter
 
 from pynamodb.exceptions import UpdateError
 
-from skyloom.core import clock, readiness
+from skyloom.core import clock, readiness, sessions
 from skyloom.core.config import Settings
 from skyloom.core.ddb import condition_failed
 from skyloom.core.execution import expire_lease, finalize, staged_children
 from skyloom.core.models import TaskModel
-from skyloom.core.states import TASK_FINAL, TaskStatus
+from skyloom.core.states import TASK_FINAL, SessionStatus, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,32 @@ def _clear_timer(task: TaskModel) -> None:
             raise
 
 
+def _unpark(settings: Settings, task: TaskModel, now: float) -> str:
+    """A task parked while its session was paused: queue it once the session runs again."""
+    session_status = sessions.cached_status(task.session_id, ttl=0)
+    if session_status in (SessionStatus.RUNNING.value, SessionStatus.CLOSED.value):
+        if readiness.try_ready(settings, task):
+            readiness.enqueue_tasks(settings, [task])
+            return "unparked"
+        return "raced"
+    if session_status == SessionStatus.PAUSED.value:
+        _rearm(settings, task, now)
+        return "parked"
+    _clear_timer(task)
+    return "cleared"
+
+
+def _rearm(settings: Settings, task: TaskModel, now: float) -> None:
+    try:
+        TaskModel(task.task_id).update(
+            actions=[TaskModel.due_at.set(now + settings.redispatch_after_seconds)],
+            condition=TaskModel.due_at == task.due_at,
+        )
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
+
+
 def repair(settings: Settings, task: TaskModel, now: float) -> str:
     """Do what an overdue task needs; returns what was done (for logs and metrics)."""
     status = task.status
@@ -70,6 +96,8 @@ def repair(settings: Settings, task: TaskModel, now: float) -> str:
     if status == TaskStatus.COMPLETED.value and task.finalize_pending is not None:
         finalize(settings, task, staged_children(task))
         return "finalized"
+    if status == TaskStatus.PENDING.value and not task.remaining:
+        return _unpark(settings, task, now)
     if status in {s.value for s in TASK_FINAL} or status in (TaskStatus.PENDING.value, TaskStatus.CREATING.value):
         _clear_timer(task)
         return "cleared"

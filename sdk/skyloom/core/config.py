@@ -58,6 +58,8 @@ class Settings:
     finalize_after_seconds: float = 30.0
     #: Default retries of a failed task (attempts = retries + 1).
     default_max_retries: int = 2
+    #: First retry delay in seconds, doubled at each attempt (SQS DelaySeconds, capped at 900).
+    retry_backoff_seconds: float = 1.0
     presign_seconds: int = 900
     due_shards: int = DUE_SHARDS
 
@@ -108,6 +110,7 @@ class Settings:
             redispatch_after_seconds=_float(e, "SKYLOOM_REDISPATCH_AFTER_SECONDS", 300.0),
             finalize_after_seconds=_float(e, "SKYLOOM_FINALIZE_AFTER_SECONDS", 30.0),
             default_max_retries=_int(e, "SKYLOOM_DEFAULT_MAX_RETRIES", 2),
+            retry_backoff_seconds=_float(e, "SKYLOOM_RETRY_BACKOFF_SECONDS", 1.0),
             presign_seconds=_int(e, "SKYLOOM_PRESIGN_SECONDS", 900),
         )
 
@@ -126,6 +129,7 @@ class Settings:
             "SKYLOOM_REDISPATCH_AFTER_SECONDS": str(self.redispatch_after_seconds),
             "SKYLOOM_FINALIZE_AFTER_SECONDS": str(self.finalize_after_seconds),
             "SKYLOOM_DEFAULT_MAX_RETRIES": str(self.default_max_retries),
+            "SKYLOOM_RETRY_BACKOFF_SECONDS": str(self.retry_backoff_seconds),
             "SKYLOOM_PRESIGN_SECONDS": str(self.presign_seconds),
         }
         if self.aws_endpoint:

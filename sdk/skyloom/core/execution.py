@@ -19,14 +19,15 @@ from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
-from skyloom.core import blobs, clock, readiness
+from skyloom.core import blobs, clock, readiness, sessions
+from skyloom.core.cancellation import abort_output, cancel_task
 from skyloom.core.config import Settings
 from skyloom.core.ddb import Op, condition_failed, failed_indexes, transact, transact_idempotent
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.graph import delegations, uncovered_outputs, unknown_outputs
-from skyloom.core.models import ResultModel, TaskModel
+from skyloom.core.models import ResultModel, SessionModel, TaskModel
 from skyloom.core.results import fetch_values
-from skyloom.core.states import ResultStatus, TaskStatus, retry_decision
+from skyloom.core.states import ResultStatus, SessionStatus, TaskStatus, retry_decision
 from skyloom.errors import InvalidRequest
 from skyloom.options import TaskOptions
 from skyloom.runtime.outcome import RemoteError, StagedResult, TaskInput, TaskOutcome
@@ -39,7 +40,14 @@ MAX_TRACEBACK_CHARS = 16_000
 
 # ------------------------------------------------------------------------------------------ claim
 def claim(settings: Settings, message: TaskMessage, worker_id: str) -> TaskModel | None:
-    """Submitted -> Processing with a lease. None: not claimable (duplicate message, done, cancelled)."""
+    """Submitted -> Processing with a lease. None: not claimable (duplicate message, done, cancelled,
+    or parked because its session is paused)."""
+    session_status = sessions.cached_status(message.session_id)
+    if session_status == SessionStatus.PAUSED.value and park(settings, message):
+        return None
+    if session_status not in (SessionStatus.RUNNING.value, SessionStatus.CLOSED.value, SessionStatus.PAUSED.value):
+        cancel_task(message.task_id, None, f"session is {session_status or 'gone'}", by="skyloom")
+        return None
     now = clock.now()
     t = TaskModel(message.task_id)
     try:
@@ -61,6 +69,36 @@ def claim(settings: Settings, message: TaskMessage, worker_id: str) -> TaskModel
             return None
         raise
     return t
+
+
+def park(settings: Settings, message: TaskMessage) -> bool:
+    """Put a queued task of a paused session back to Pending (nothing remaining), atomically with a
+    check that the session is still paused. Resume (or the sweeper, via the timer) re-queues it."""
+    now = clock.now()
+
+    def check_paused(tx: TransactWrite) -> None:
+        paused = SessionModel.status == SessionStatus.PAUSED.value
+        tx.condition_check(SessionModel, message.session_id, condition=paused)
+
+    def to_pending(tx: TransactWrite) -> None:
+        tx.update(
+            TaskModel(message.task_id),
+            actions=[
+                TaskModel.status.set(TaskStatus.PENDING.value),
+                TaskModel.updated_at.set(now),
+                TaskModel.due_shard.set(clock.due_shard(message.task_id, settings.due_shards)),
+                TaskModel.due_at.set(now + settings.redispatch_after_seconds),
+            ],
+            condition=(TaskModel.status == TaskStatus.SUBMITTED.value) & TaskModel.remaining.does_not_exist(),
+        )
+
+    try:
+        transact([check_paused, to_pending])
+    except TransactWriteError as exc:
+        if failed_indexes(exc):
+            return False
+        raise
+    return True
 
 
 def _held_by(task: TaskModel, worker_id: str) -> Condition:
@@ -182,12 +220,16 @@ def _staged_items(
     known_done = set(parent.data_dependencies or [])
     known_done |= {r.result_id for r in results if r.status == ResultStatus.COMPLETED.value}
     base = TaskOptions(**(parent.options or {}))
+    allowed = _session_partitions(settings, parent) if outcome.staged_tasks else set()
     tasks: list[TaskModel] = []
     for st in outcome.staged_tasks:
         opts = TaskOptions(**st.options).merged_over(base) if st.options else base
         partition = opts.partition or parent.partition
-        if settings.partition(partition) is None:
-            raise _Violation(f"subtask {st.task_id} names unknown partition {partition!r}")
+        if partition not in allowed:
+            raise _Violation(
+                f"subtask {st.task_id} names partition {partition!r}, which is not one of the session's "
+                f"partitions ({', '.join(sorted(allowed))})"
+            )
         payload_result = f"{st.task_id}-payload" if f"{st.task_id}-payload" in big_payloads else None
         deps = [*st.data_dependencies, *([payload_result] if payload_result else [])]
         remaining = {d for d in deps if d not in known_done}
@@ -215,6 +257,14 @@ def _staged_items(
         )
     _check_references(parent, results, tasks, moved)
     return results, tasks
+
+
+def _session_partitions(settings: Settings, parent: TaskModel) -> set[str]:
+    try:
+        session = SessionModel.get(parent.session_id, consistent_read=True)
+    except SessionModel.DoesNotExist:
+        return set()
+    return set(session.partitions or [settings.default_partition])
 
 
 def _check_references(
@@ -402,13 +452,14 @@ def _record_failure(
     max_retries = int((task.options or {}).get("max_retries", settings.default_max_retries))
     now = clock.now()
     if error.retryable and retry_decision(int(task.attempt or 0), max_retries):
+        delay = retry_delay(settings, int(task.attempt or 1))
         try:
             TaskModel(task.task_id).update(
                 actions=[
                     TaskModel.attempts.set(attempts),
                     TaskModel.lease_owner.remove(),
                     TaskModel.lease_expires.remove(),
-                    *readiness.queued_actions(settings, task.task_id, now),  # type: ignore[list-item]
+                    *readiness.queued_actions(settings, task.task_id, now, delay=delay),  # type: ignore[list-item]
                 ],
                 condition=held,
             )
@@ -416,7 +467,7 @@ def _record_failure(
             if condition_failed(exc):
                 return "lost"
             raise
-        readiness.enqueue_tasks(settings, [task])
+        readiness.enqueue_tasks(settings, [task], delay_seconds=delay)
         return TaskStatus.SUBMITTED.value
 
     status = (TaskStatus.TIMEOUT if timed_out else TaskStatus.ERROR).value
@@ -450,16 +501,9 @@ def _record_failure(
     return status
 
 
-def abort_output(rid: str, task_id: str, err: dict[str, Any]) -> Op:
-    def op(tx: TransactWrite) -> None:
-        tx.update(
-            ResultModel(rid),
-            actions=[ResultModel.status.set(ResultStatus.ABORTED.value), ResultModel.error.set(err),
-                     ResultModel.completed_at.set(clock.now())],
-            condition=(ResultModel.status == ResultStatus.CREATED.value) & (ResultModel.owner_task_id == task_id),
-        )
-
-    return op
+def retry_delay(settings: Settings, attempt: int) -> int:
+    """Exponential backoff before retry ``attempt + 1``, in whole seconds (SQS DelaySeconds, <= 900)."""
+    return int(min(900.0, settings.retry_backoff_seconds * 2 ** max(0, attempt - 1)))
 
 
 def fail(settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *, timed_out: bool = False) -> str:
@@ -504,4 +548,50 @@ def release(settings: Settings, task: TaskModel, worker_id: str) -> bool:
         if condition_failed(exc):
             return False
         raise
+    return True
+
+
+def fail_undeliverable(settings: Settings, task_id: str, reason: str) -> bool:
+    """End a queued task whose message could not be processed (it reached the dead-letter queue).
+
+    Only a task still Submitted is touched: one that is Processing has a worker (or the lease
+    sweeper) taking care of it, and one already final was a stale duplicate. Ends it in Error with
+    ``reason`` and aborts its outputs, exactly as a final failed attempt would, so dependents are
+    cancelled and the client learns why. True if this call ended the task (idempotent under replay).
+    """
+    try:
+        t = TaskModel.get(task_id, consistent_read=True)
+    except TaskModel.DoesNotExist:
+        return False
+    if t.status != TaskStatus.SUBMITTED.value:
+        return False
+    status = TaskStatus.ERROR.value
+    err = root_error(t, status, RemoteError(type="UndeliverableMessage", message=reason, traceback=""))
+    now = clock.now()
+    queued: Condition = (TaskModel.status == TaskStatus.SUBMITTED.value) & (TaskModel.attempt == t.attempt)
+
+    def end_task(tx: TransactWrite) -> None:
+        tx.update(
+            TaskModel(task_id),
+            actions=[
+                TaskModel.status.set(status),
+                TaskModel.error.set(err),
+                TaskModel.ended_at.set(now),
+                TaskModel.updated_at.set(now),
+                TaskModel.due_shard.remove(),
+                TaskModel.due_at.remove(),
+            ],
+            condition=queued,
+        )
+
+    ops: list[Op] = [end_task, *(abort_output(rid, task_id, err) for rid in t.expected_outputs or [])]
+    try:
+        transact(ops)
+    except TransactWriteError as exc:
+        if 0 in failed_indexes(exc):
+            return False  # claimed meanwhile: the message was not so undeliverable after all
+        try:
+            transact([end_task])  # an output was no longer this task's (delegated or already aborted)
+        except TransactWriteError:
+            return False
     return True

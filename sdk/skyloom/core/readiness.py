@@ -30,14 +30,15 @@ def message_for(task: TaskModel) -> TaskMessage:
     return TaskMessage(task.task_id, task.session_id, task.partition, int(task.priority or 0))
 
 
-def queued_actions(settings: Settings, task_id: str, now: float) -> list[object]:
-    """The attribute updates that mark a task queued, with its redispatch timer armed."""
+def queued_actions(settings: Settings, task_id: str, now: float, *, delay: float = 0.0) -> list[object]:
+    """The attribute updates that mark a task queued, with its redispatch timer armed (after a
+    message ``delay``, if the message is sent delayed)."""
     return [
         TaskModel.status.set(TaskStatus.SUBMITTED.value),
         TaskModel.submitted_at.set(now),
         TaskModel.updated_at.set(now),
         TaskModel.due_shard.set(clock.due_shard(task_id, settings.due_shards)),
-        TaskModel.due_at.set(now + settings.redispatch_after_seconds),
+        TaskModel.due_at.set(now + delay + settings.redispatch_after_seconds),
     ]
 
 
@@ -167,5 +168,5 @@ def activate(settings: Settings, tasks: Sequence[TaskModel]) -> list[TaskModel]:
     return queued
 
 
-def enqueue_tasks(settings: Settings, tasks: Iterable[TaskModel]) -> int:
-    return dispatching.enqueue(settings, [message_for(t) for t in tasks])
+def enqueue_tasks(settings: Settings, tasks: Iterable[TaskModel], *, delay_seconds: int = 0) -> int:
+    return dispatching.enqueue(settings, [message_for(t) for t in tasks], delay_seconds=delay_seconds)

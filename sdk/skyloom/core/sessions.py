@@ -3,6 +3,8 @@ which is where isolation between identities is enforced (invariant 6)."""
 
 from __future__ import annotations
 
+import time
+
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from skyloom.core import clock
@@ -71,6 +73,31 @@ def load_session(owner: str, session_id: str) -> SessionModel:
     if s.owner != owner or s.status == SessionStatus.DELETED.value:
         raise SessionNotFound(f"session {session_id} not found", field="session_id")
     return s
+
+
+_status_cache: dict[str, tuple[float, str | None]] = {}
+STATUS_TTL_SECONDS = 2.0
+
+
+def cached_status(session_id: str, ttl: float = STATUS_TTL_SECONDS) -> str | None:
+    """A session's status as seen at most ``ttl`` seconds ago (None if it does not exist).
+
+    Workers check it before each claim; caching keeps that to one read per session per agent every
+    couple of seconds. Pausing therefore takes effect within ``ttl``; decisions that must be exact
+    re-check the status in the same transaction (see ``execution.park``).
+    """
+    now = time.monotonic()
+    hit = _status_cache.get(session_id)
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1]
+    try:
+        status: str | None = SessionModel.get(session_id, consistent_read=True).status
+    except DoesNotExist:
+        status = None
+    if len(_status_cache) > 10_000:
+        _status_cache.clear()
+    _status_cache[session_id] = (now, status)
+    return status
 
 
 def get_session(settings: Settings, owner: str, session_id: str) -> SessionInfo:
