@@ -29,7 +29,7 @@ from skyloom.core.protocol import (
     b64decode,
     b64encode,
 )
-from skyloom.core.sessions import load_session
+from skyloom.core.sessions import load_session, require_in_session
 from skyloom.core.states import RESULT_FINAL, ResultStatus, SessionStatus, session_accepts_submissions
 from skyloom.errors import Conflict, InvalidRequest, PayloadTooLarge, ResultNotFound, SessionClosed
 
@@ -149,13 +149,7 @@ def load_results(session: SessionModel, ids: Iterable[str], field: str = "ids") 
     """The results of the session by id, strongly consistent; ResultNotFound names any missing."""
     wanted = list(dict.fromkeys(ids))
     found = {r.result_id: r for r in ResultModel.batch_get(wanted, consistent_read=True)}
-    missing = [i for i in wanted if i not in found or found[i].session_id != session.session_id]
-    if missing:
-        raise ResultNotFound(
-            f"unknown result id(s) in session {session.session_id}: {', '.join(missing[:10])}",
-            field=field,
-            details={"missing": missing[:100]},
-        )
+    require_in_session(session, wanted, found, ResultNotFound, "result", field)
     return found
 
 

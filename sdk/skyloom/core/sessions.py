@@ -4,6 +4,8 @@ which is where isolation between identities is enforced (invariant 6)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
@@ -13,7 +15,7 @@ from skyloom.core.ddb import condition_failed
 from skyloom.core.models import SessionModel
 from skyloom.core.protocol import CreateSessionRequest, SessionInfo
 from skyloom.core.states import SessionStatus, session_sources
-from skyloom.errors import Conflict, InvalidRequest, SessionNotFound
+from skyloom.errors import Conflict, InvalidRequest, NotFound, SessionNotFound
 from skyloom.options import TaskOptions
 
 
@@ -98,6 +100,22 @@ def cached_status(session_id: str, ttl: float = STATUS_TTL_SECONDS) -> str | Non
         _status_cache.clear()
     _status_cache[session_id] = (now, status)
     return status
+
+
+def require_in_session(
+    session: SessionModel, wanted: list[str], found: Mapping[str, Any], error: type[NotFound], what: str, field: str
+) -> None:
+    """Raise ``error`` naming every id of ``wanted`` that is missing or belongs to another session.
+
+    Ids of other sessions are reported exactly like missing ones, so nobody can probe for them.
+    """
+    missing = [i for i in wanted if i not in found or found[i].session_id != session.session_id]
+    if missing:
+        raise error(
+            f"unknown {what} id(s) in session {session.session_id}: {', '.join(missing[:10])}",
+            field=field,
+            details={"missing": missing[:100]},
+        )
 
 
 def get_session(settings: Settings, owner: str, session_id: str) -> SessionInfo:

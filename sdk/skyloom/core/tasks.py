@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from skyloom.core.config import Settings
 from skyloom.core.models import SessionModel, TaskModel
 from skyloom.core.protocol import Attempt, TaskInfo
-from skyloom.core.sessions import load_session
+from skyloom.core.sessions import load_session, require_in_session
 from skyloom.errors import TaskNotFound
 
 
@@ -36,13 +36,7 @@ def task_info(t: TaskModel) -> TaskInfo:
 def load_tasks(session: SessionModel, ids: Iterable[str], field: str = "ids") -> dict[str, TaskModel]:
     wanted = list(dict.fromkeys(ids))
     found = {t.task_id: t for t in TaskModel.batch_get(wanted, consistent_read=True)}
-    missing = [i for i in wanted if i not in found or found[i].session_id != session.session_id]
-    if missing:
-        raise TaskNotFound(
-            f"unknown task id(s) in session {session.session_id}: {', '.join(missing[:10])}",
-            field=field,
-            details={"missing": missing[:100]},
-        )
+    require_in_session(session, wanted, found, TaskNotFound, "task", field)
     return found
 
 
