@@ -5,6 +5,8 @@
 #   make test       lint, then the whole test suite
 #   make test-fast  lint, then the suite without @pytest.mark.slow tests
 #   make demo       the portfolio example on a local stack with two workers
+#   make synth      the CDK app -> cdk.out with the pinned CDK CLI (no Docker, no AWS account)
+#   make cfn-lint   synth, then cfn-lint on the template (errors fail; CDK's W3005 is noise)
 #   make clean      caches, build metadata and local run directories (keeps .venv)
 #   make distclean  clean, and remove .venv
 
@@ -14,7 +16,7 @@ BIN    := $(VENV)/bin
 # Written after a successful install; older than pyproject.toml means "install again".
 STAMP  := $(VENV)/.skyloom-installed
 
-.PHONY: venv lint test test-fast demo clean distclean
+.PHONY: venv lint test test-fast demo clean distclean synth cfn-lint
 
 venv: $(STAMP)
 
@@ -31,17 +33,31 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+test: lint cfn-lint
 	$(BIN)/python -m pytest -q
 
 test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The pinned CDK CLI (package.json: aws-cdk 2.x; the 3.x CLI cannot read aws-cdk-lib 2.x assemblies).
+CDK     := node_modules/.bin/cdk
+CDK_ENV := JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 CDK_DISABLE_VERSION_CHECK=1 CDK_CLI_NOTICES=false
+
+$(CDK): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+synth: venv $(CDK)
+	$(CDK_ENV) $(CDK) synth --quiet --no-notices --no-version-reporting
+
+cfn-lint: synth
+	$(BIN)/cfn-lint --ignore-checks W3005 -- cdk.out/*.template.json
+
 demo: venv
 	$(BIN)/skyloom local run --workers 2 -- $(BIN)/python examples/portfolio.py
 
 clean:
-	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info sdk/*.egg-info
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info sdk/*.egg-info cdk.out
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean

@@ -1,0 +1,40 @@
+"""cdk.json context -> PartitionSpec and friends (pure; no synthesis)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra.cdk.context import PARTITIONS_KEY, ContextError, parse_partitions
+from skyloom.core.resources import PartitionSpec
+from tests.infra.conftest import REPO_ROOT
+
+
+def test_partitions_are_declared_once_in_cdk_json() -> None:
+    raw = json.loads((REPO_ROOT / "cdk.json").read_text())["context"][PARTITIONS_KEY]
+    specs = parse_partitions(raw)
+    assert specs == (
+        PartitionSpec("default", priority_levels=3, cpu=1024, memory=2048, min_workers=0, max_workers=10, spot=True),
+    )
+
+
+def test_command_line_json_string_is_accepted() -> None:
+    specs = parse_partitions('[{"name": "gpu", "maxWorkers": 2, "spot": false}]')
+    assert specs[0].name == "gpu" and specs[0].max_workers == 2 and not specs[0].spot
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([], "non-empty"),
+        ([{"cpu": 1}], "with a name"),
+        ([{"name": "a", "gpus": 1}], "unknown keys"),
+        ([{"name": "a"}, {"name": "a"}], "duplicate"),
+        ([{"name": "a", "minWorkers": 3, "maxWorkers": 2}], "minWorkers"),
+        ([{"name": "a"}, {"name": "b", "priorityLevels": 2}], "same priorityLevels"),
+    ],
+)
+def test_malformed_partitions_are_refused_with_the_key_named(raw: object, message: str) -> None:
+    with pytest.raises(ContextError, match=message):
+        parse_partitions(raw)
