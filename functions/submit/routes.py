@@ -19,13 +19,13 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Depends, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
-from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.submit import errors, openapi
 from functions.submit.identity import current_owner, principal_of
-from skyloom.core import models, results, sessions, submission, tasks
+from skyloom.core import events, models, queries, results, sessions, submission, tasks
 from skyloom.core.config import Settings
 from skyloom.core.protocol import (
     ID_PATTERN,
@@ -44,6 +44,17 @@ from skyloom.core.protocol import (
     WaitRequest,
     WaitResponse,
 )
+from skyloom.core.protocol_queries import (
+    DEFAULT_EVENTS,
+    DEFAULT_PAGE_SIZE,
+    MAX_EVENTS,
+    MAX_PAGE_SIZE,
+    EventsPage,
+    ResultsPage,
+    SessionsPage,
+    TasksPage,
+)
+from skyloom.core.states import ResultStatus, SessionStatus, TaskStatus
 from skyloom.errors import InvalidRequest, PayloadTooLarge
 
 SERVICE = "skyloom-submit"
@@ -338,6 +349,118 @@ def get_task(session_id: SessionId, task_id: TaskId, owner: Owner, settings: Cur
     return info
 
 
+# ------------------------------------------------------------------------ listings and events
+StatusFilter = Annotated[
+    str | None, Query(description="Comma-separated states to keep, e.g. `Error,Timeout` (any case).")
+]
+CreatedAfter = Annotated[float | None, Query(description="Keep objects created after this epoch time (s).")]
+CreatedBefore = Annotated[float | None, Query(description="Keep objects created before this epoch time (s).")]
+PageLimit = Annotated[int | None, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page (default 100).")]
+PageToken = Annotated[str | None, Query(alias="next", description="The `next` token of the previous page.")]
+
+
+@app.get(
+    "/sessions",
+    operation_id="listSessions",
+    summary="List the caller's sessions, newest first",
+    tags=["sessions"],
+    responses=_responses(200, body=False, session=False),
+)
+def list_sessions(
+    owner: Owner,
+    settings: CurrentSettings,
+    status: StatusFilter = None,
+    created_after: CreatedAfter = None,
+    created_before: CreatedBefore = None,
+    limit: PageLimit = None,
+    next_token: PageToken = None,
+) -> SessionsPage:
+    """One page of the caller's sessions (Deleted ones excluded); pass ``next`` for the following page."""
+    filters = queries.Filters(
+        statuses=queries.parse_statuses(status, SessionStatus),
+        created_after=created_after,
+        created_before=created_before,
+    )
+    return queries.list_sessions(owner, filters, queries.check_limit(limit, DEFAULT_PAGE_SIZE), next_token)
+
+
+@app.get(
+    "/sessions/<session_id>/tasks",
+    operation_id="listTasks",
+    summary="List a session's tasks with filters",
+    tags=["tasks"],
+    responses=_responses(200, body=False),
+)
+def list_tasks(
+    session_id: SessionId,
+    owner: Owner,
+    settings: CurrentSettings,
+    status: StatusFilter = None,
+    handler: Annotated[str | None, Query(description="Keep tasks of this handler.")] = None,
+    partition: Annotated[str | None, Query(description="Keep tasks of this partition.")] = None,
+    parent: Annotated[str | None, Query(description="Keep the subtasks of this task.")] = None,
+    created_after: CreatedAfter = None,
+    created_before: CreatedBefore = None,
+    limit: PageLimit = None,
+    next_token: PageToken = None,
+) -> TasksPage:
+    """One page of the session's tasks in index order (by id); a filtered page may be short."""
+    filters = queries.Filters(
+        statuses=queries.parse_statuses(status, TaskStatus),
+        handler=handler,
+        partition=partition,
+        parent=parent,
+        created_after=created_after,
+        created_before=created_before,
+    )
+    return queries.list_tasks(owner, session_id, filters, queries.check_limit(limit, DEFAULT_PAGE_SIZE), next_token)
+
+
+@app.get(
+    "/sessions/<session_id>/results",
+    operation_id="listResults",
+    summary="List a session's results with filters",
+    tags=["results"],
+    responses=_responses(200, body=False),
+)
+def list_results(
+    session_id: SessionId,
+    owner: Owner,
+    settings: CurrentSettings,
+    status: StatusFilter = None,
+    created_after: CreatedAfter = None,
+    created_before: CreatedBefore = None,
+    limit: PageLimit = None,
+    next_token: PageToken = None,
+) -> ResultsPage:
+    """One page of the session's results in index order (by id); a filtered page may be short."""
+    filters = queries.Filters(
+        statuses=queries.parse_statuses(status, ResultStatus),
+        created_after=created_after,
+        created_before=created_before,
+    )
+    limit_ = queries.check_limit(limit, DEFAULT_PAGE_SIZE)
+    return queries.list_results(owner, session_id, filters, limit_, next_token)
+
+
+@app.get(
+    "/sessions/<session_id>/events",
+    operation_id="sessionEvents",
+    summary="Tasks and results that changed state after a cursor",
+    tags=["sessions"],
+    responses=_responses(200, body=False),
+)
+def session_events(
+    session_id: SessionId,
+    owner: Owner,
+    settings: CurrentSettings,
+    after: Annotated[str | None, Query(description="The previous answer's `cursor`; absent: from the start.")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_EVENTS, description="Events per answer (default 500).")] = None,
+) -> EventsPage:
+    """State changes oldest first, each the object's latest state; poll with the returned cursor."""
+    return events.session_events(owner, session_id, after, queries.check_limit(limit, DEFAULT_EVENTS, MAX_EVENTS))
+
+
 # ---------------------------------------------------------------------------------------- openapi
 @app.get("/openapi.json", include_in_schema=False)
 def openapi_document(owner: Owner) -> dict[str, Any]:
@@ -354,3 +477,7 @@ def _remaining_seconds() -> float | None:
         return float(remaining_ms()) / 1000.0
     except (TypeError, ValueError):
         return None
+
+
+# Lifecycle routes register themselves on ``app`` (imported last: they use the names above).
+from functions.submit import lifecycle_routes  # noqa: E402, F401

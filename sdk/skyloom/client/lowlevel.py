@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlencode
 
 from pydantic import BaseModel
 
@@ -44,6 +45,7 @@ from skyloom.core.protocol import (
     b64decode,
     b64encode,
 )
+from skyloom.core.protocol_queries import EventsPage, ResultsPage, SessionsPage, TasksPage
 from skyloom.errors import PayloadTooLarge, SkyloomError, WaitTimeout
 from skyloom.options import TaskOptions
 
@@ -260,6 +262,133 @@ class Client:
     def get_tasks(self, session_id: str, ids: Sequence[str]) -> list[TaskInfo]:
         return self._ids_call(session_id, "tasks/get", ids, TasksResponse, "tasks")
 
+    # ------------------------------------------------------------------------ lifecycle (issue 3)
+    def cancel_session(self, session_id: str) -> SessionInfo:
+        """Cancel the session: unfinished tasks are cancelled and their outputs aborted."""
+        return self._call("POST", f"/sessions/{session_id}/cancel", None, SessionInfo)
+
+    def pause_session(self, session_id: str) -> SessionInfo:
+        """Start nothing new in the session until :meth:`resume_session`; submissions still work."""
+        return self._call("POST", f"/sessions/{session_id}/pause", None, SessionInfo)
+
+    def resume_session(self, session_id: str) -> SessionInfo:
+        return self._call("POST", f"/sessions/{session_id}/resume", None, SessionInfo)
+
+    def purge_session(self, session_id: str) -> SessionInfo:
+        """Delete the data of a closed or cancelled session; its metadata stays readable."""
+        return self._call("POST", f"/sessions/{session_id}/purge", None, SessionInfo)
+
+    def delete_session(self, session_id: str) -> SessionInfo:
+        """Delete a closed or cancelled session with its data and metadata."""
+        return self._call("DELETE", f"/sessions/{session_id}", None, SessionInfo)
+
+    def cancel_tasks(self, session_id: str, ids: Sequence[str]) -> list[TaskInfo]:
+        """Cancel tasks: queued ones never start, running ones stop at their next heartbeat."""
+        return self._ids_call(session_id, "tasks/cancel", ids, TasksResponse, "tasks")
+
+    # ---------------------------------------------------------------------------- listings, events
+    def list_sessions(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int | None = None,
+        next: str | None = None,
+    ) -> SessionsPage:
+        """One page of the caller's sessions, newest first; ``page.next`` continues it.
+
+        Example:
+            >>> [s.session_id for s in client.list_sessions(status="Running", limit=10).sessions]
+        """
+        query = _query(status=status, created_after=created_after, created_before=created_before, limit=limit,
+                       next=next)
+        return self._call("GET", f"/sessions{query}", None, SessionsPage)
+
+    def list_tasks(
+        self,
+        session_id: str,
+        *,
+        status: str | Sequence[str] | None = None,
+        handler: str | None = None,
+        partition: str | None = None,
+        parent: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int | None = None,
+        next: str | None = None,
+    ) -> TasksPage:
+        """One page of the session's tasks matching the filters; ``page.next`` continues it.
+
+        A filtered page may hold fewer than ``limit`` tasks and still have a ``next``: keep going
+        until ``next`` is None (or use :meth:`iter_tasks`).
+
+        Example:
+            >>> failed = client.list_tasks(sid, status=["Error", "Timeout"]).tasks
+        """
+        query = _query(status=status, handler=handler, partition=partition, parent=parent, created_after=created_after,
+                       created_before=created_before, limit=limit, next=next)
+        return self._call("GET", f"/sessions/{session_id}/tasks{query}", None, TasksPage)
+
+    def list_results(
+        self,
+        session_id: str,
+        *,
+        status: str | Sequence[str] | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int | None = None,
+        next: str | None = None,
+    ) -> ResultsPage:
+        """One page of the session's results matching the filters; ``page.next`` continues it."""
+        query = _query(status=status, created_after=created_after, created_before=created_before, limit=limit,
+                       next=next)
+        return self._call("GET", f"/sessions/{session_id}/results{query}", None, ResultsPage)
+
+    def iter_tasks(self, session_id: str, **filters: Any) -> Iterator[TaskInfo]:
+        """Every task of the session matching ``filters`` (those of :meth:`list_tasks`), page by page."""
+        token: str | None = None
+        while True:
+            page = self.list_tasks(session_id, next=token, **filters)
+            yield from page.tasks
+            if not page.next:
+                return
+            token = page.next
+
+    def iter_results(self, session_id: str, **filters: Any) -> Iterator[ResultInfo]:
+        """Every result of the session matching ``filters`` (those of :meth:`list_results`)."""
+        token: str | None = None
+        while True:
+            page = self.list_results(session_id, next=token, **filters)
+            yield from page.results
+            if not page.next:
+                return
+            token = page.next
+
+    def iter_sessions(self, **filters: Any) -> Iterator[SessionInfo]:
+        """Every session of the caller matching ``filters`` (those of :meth:`list_sessions`)."""
+        token: str | None = None
+        while True:
+            page = self.list_sessions(next=token, **filters)
+            yield from page.sessions
+            if not page.next:
+                return
+            token = page.next
+
+    def events(self, session_id: str, *, after: str | None = None, limit: int | None = None) -> EventsPage:
+        """State changes of the session's tasks and results after the cursor ``after``, oldest first.
+
+        Keep the returned ``cursor`` and pass it back to get only what changed since.
+
+        Example:
+            >>> page = client.events(sid)
+            >>> while True:
+            ...     for e in page.events: print(e.kind, e.id, e.status)
+            ...     time.sleep(1); page = client.events(sid, after=page.cursor)
+        """
+        query = _query(after=after, limit=limit)
+        return self._call("GET", f"/sessions/{session_id}/events{query}", None, EventsPage)
+
     # -------------------------------------------------------------------------------- high level
     def session(
         self,
@@ -423,6 +552,20 @@ class Client:
         else:
             spec["payload"] = b64encode(t.payload)
         return TaskSpec(**spec)
+
+
+def _query(**params: Any) -> str:
+    """A query string of the parameters that are set; lists become comma-separated values."""
+    pairs: list[tuple[str, str]] = []
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            if not value:
+                continue
+            value = ",".join(str(v) for v in value)
+        pairs.append((name, str(value)))
+    return f"?{urlencode(pairs)}" if pairs else ""
 
 
 def _spec_bytes(t: TaskSpec) -> int:

@@ -1,0 +1,258 @@
+"""What every inspection command shares: the endpoint, the client, one-line errors, output helpers.
+
+The commands talk to the REST API through the SDK's low-level :class:`~skyloom.client.lowlevel.Client`
+only, so they work the same against ``skyloom local up`` and a deployed stack. They never start an
+embedded stack: a CLI that silently spins up an empty emulator would answer "no sessions" to
+"where is my job?", which is worse than an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from skyloom.client.connect import ENV_ENDPOINT, _credentials, _is_loopback, _region
+from skyloom.client.http import HttpTransport
+from skyloom.client.lowlevel import Client
+from skyloom.errors import NotFound, SkyloomError
+
+NO_ENDPOINT = f"no Skyloom endpoint: run `skyloom local up` or set {ENV_ENDPOINT}"
+
+EndpointOption = Annotated[
+    str | None,
+    typer.Option("--endpoint", "-e", envvar=ENV_ENDPOINT, show_envvar=True,
+                 help="API base URL (default: a running `skyloom local up`)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+StatusOption = Annotated[
+    list[str] | None, typer.Option("--status", "-s", help="Keep these states (repeat, or comma-separate).")
+]
+AfterOption = Annotated[
+    str | None, typer.Option("--created-after", help="ISO time, epoch seconds, or an age like 10m, 2h, 1d.")
+]
+BeforeOption = Annotated[
+    str | None, typer.Option("--created-before", help="ISO time, epoch seconds, or an age like 10m, 2h, 1d.")
+]
+LimitOption = Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Items per page.")]
+NextOption = Annotated[str | None, typer.Option("--next", help="Continue from a previous page's token.")]
+AllOption = Annotated[bool, typer.Option("--all", "-a", help="Fetch every page.")]
+DescOption = Annotated[bool, typer.Option("--desc/--asc", help="Sort order.")]
+SessionOption = Annotated[
+    str | None, typer.Option("--session", help="The session holding the id (default: search your sessions).")
+]
+
+T = TypeVar("T")
+
+#: Colours of states, shared by tables, the watch view and the graph.
+STATE_COLOURS: dict[str, str] = {
+    "Creating": "grey50",
+    "Pending": "yellow",
+    "Submitted": "cyan",
+    "Processing": "blue",
+    "Completed": "green",
+    "Error": "red",
+    "Timeout": "magenta",
+    "Cancelled": "grey62",
+    "Created": "yellow",
+    "Aborted": "red",
+    "Deleted": "grey50",
+    "Running": "blue",
+    "Paused": "yellow",
+    "Closed": "green",
+    "Purged": "grey62",
+}
+
+
+class CliError(Exception):
+    """A failure to report in one line, without a traceback."""
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+# ----------------------------------------------------------------------------------- connecting
+def resolve_endpoint(endpoint: str | None) -> str:
+    """``--endpoint``/``SKYLOOM_ENDPOINT`` (typer reads both), else a running local stack."""
+    if endpoint:
+        return endpoint.rstrip("/")
+    env = os.environ.get(ENV_ENDPOINT)
+    if env:
+        return env.rstrip("/")
+    try:
+        from skyloom.local.discovery import discover
+    except ImportError:  # the [local] extra is not installed: nothing to discover
+        raise CliError(NO_ENDPOINT) from None
+    found = discover()
+    if not found:
+        raise CliError(NO_ENDPOINT)
+    return found
+
+
+def make_client(endpoint: str) -> Client:
+    """A client with the same credential and region rules as :func:`skyloom.connect`, but few
+    retries: a person at a terminal wants "unreachable" in seconds, not after a minute of backoff."""
+    creds = _credentials(None, _is_loopback(endpoint))
+    transport = HttpTransport(endpoint, region=_region(endpoint), credentials=creds, max_attempts=2,
+                              connect_timeout=3.0)
+    return Client(transport)
+
+
+@contextmanager
+def connected(endpoint: str | None) -> Iterator[Client]:
+    """A client for one command; any Skyloom error becomes ``error: ...`` and exit status 1."""
+    try:
+        client = make_client(resolve_endpoint(endpoint))
+        try:
+            yield client
+        finally:
+            client.close()
+    except CliError as exc:
+        fail(str(exc))
+    except SkyloomError as exc:
+        fail(exc.message.splitlines()[0] if exc.message else type(exc).__name__)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def find_session(client: Client, kind: str, object_id: str, session: str | None) -> str:
+    """The session holding task/result ``object_id``: the one given, else the first of the
+    caller's sessions (newest first) that knows it. Ids are globally unique, so one answers."""
+    if session:
+        return session
+    getter: Callable[[str, Sequence[str]], Any] = client.get_tasks if kind == "task" else client.get_results
+    for s in client.iter_sessions():
+        try:
+            getter(s.session_id, [object_id])
+        except NotFound:
+            continue
+        return s.session_id
+    raise CliError(f"no {kind} {object_id} in any of your sessions")
+
+
+# --------------------------------------------------------------------------------------- output
+def console() -> Console:
+    """A console on the current stdout (tests swap it); wide when piped, so rows stay whole."""
+    probe = Console(file=sys.stdout)
+    return Console(file=sys.stdout, width=probe.width if probe.is_terminal else 200)
+
+
+def id_table(first: str, *headers: str, title: str | None = None) -> Table:
+    """A table whose first column holds ids: never truncated, since ids are what users copy."""
+    table = Table(title=title)
+    table.add_column(first, no_wrap=True, min_width=32)
+    for h in headers:
+        table.add_column(h)
+    return table
+
+
+def print_json(value: Any) -> None:
+    """Pydantic models and lists of them as JSON, one document on stdout."""
+    typer.echo(json.dumps(to_jsonable(value), indent=2, sort_keys=False))
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def styled(status: str) -> str:
+    colour = STATE_COLOURS.get(status)
+    return f"[{colour}]{status}[/{colour}]" if colour else status
+
+
+def fmt_time(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.2f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def fmt_bytes(size: float | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}GiB"
+
+
+def statuses(values: Sequence[str] | None) -> list[str] | None:
+    """``--status Error --status Timeout`` and ``--status Error,Timeout`` alike."""
+    if not values:
+        return None
+    return [p.strip() for v in values for p in v.split(",") if p.strip()] or None
+
+
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_when(text: str | None, *, now: float | None = None) -> float | None:
+    """An instant from ``2026-11-21T10:00``, ``1763719200`` or an age (``10m`` = ten minutes ago)."""
+    if text is None:
+        return None
+    text = text.strip()
+    m = _AGE.match(text)
+    if m:
+        current = now if now is not None else datetime.now(UTC).timestamp()
+        return current - float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"cannot read {text!r} as a time: use ISO, epoch seconds or an age (10m, 2h, 1d)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def collect(pages: Callable[[str | None], tuple[list[T], str | None]], *, next_token: str | None,
+            every: bool) -> tuple[list[T], str | None]:
+    """One page, or every page with ``--all``; returns the items and the token to continue."""
+    items, token = pages(next_token)
+    while every and token:
+        more, token = pages(token)
+        items += more
+    return items, token
+
+
+def sort_items(items: Iterable[T], key: Callable[[T], Any], desc: bool) -> list[T]:
+    """Sort with missing values last whatever the order (a task not started has no duration)."""
+    listed = list(items)
+    present = [i for i in listed if key(i) is not None]
+    missing = [i for i in listed if key(i) is None]
+    return sorted(present, key=key, reverse=desc) + missing

@@ -1,0 +1,204 @@
+"""``skyloom tasks``: list a session's tasks, show one in full, cancel some.
+
+``show`` answers "why is this task where it is": its options, every attempt with its error and
+traceback, where the time went (waiting on data, in the queue, fetching, computing, uploading), the
+inputs and outputs with their sizes, and its parent and children.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from skyloom.cli.common import (
+    AfterOption,
+    AllOption,
+    BeforeOption,
+    DescOption,
+    EndpointOption,
+    JsonOption,
+    LimitOption,
+    NextOption,
+    SessionOption,
+    StatusOption,
+    collect,
+    connected,
+    console,
+    find_session,
+    fmt_bytes,
+    fmt_seconds,
+    fmt_time,
+    id_table,
+    parse_when,
+    print_json,
+    sort_items,
+    statuses,
+    styled,
+)
+from skyloom.core.protocol import ResultInfo, TaskInfo
+
+app = typer.Typer(help="List, inspect and cancel tasks.", no_args_is_help=True)
+
+
+class TaskSort(StrEnum):
+    created = "created"
+    status = "status"
+    handler = "handler"
+    duration = "duration"
+    attempts = "attempts"
+
+
+def duration(t: TaskInfo) -> float | None:
+    """Wall time of the last attempt (started to ended), if it ran to an end."""
+    if t.started_at is None or t.ended_at is None:
+        return None
+    return max(0.0, t.ended_at - t.started_at)
+
+
+_SORT_KEYS: dict[TaskSort, Callable[[TaskInfo], Any]] = {
+    TaskSort.created: lambda t: t.created_at,
+    TaskSort.status: lambda t: t.status,
+    TaskSort.handler: lambda t: t.handler,
+    TaskSort.duration: duration,
+    TaskSort.attempts: lambda t: t.attempt,
+}
+
+
+@app.command("list")
+def list_(
+    session_id: Annotated[str, typer.Argument(help="A session id.")],
+    status: StatusOption = None,
+    handler: Annotated[str | None, typer.Option("--handler", help="Keep tasks of this handler.")] = None,
+    partition: Annotated[str | None, typer.Option("--partition", help="Keep tasks of this partition.")] = None,
+    created_after: AfterOption = None,
+    created_before: BeforeOption = None,
+    limit: LimitOption = 100,
+    next_token: NextOption = None,
+    all_pages: AllOption = False,
+    sort: Annotated[TaskSort, typer.Option("--sort", help="Sort key.")] = TaskSort.created,
+    desc: DescOption = False,
+    endpoint: EndpointOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A session's tasks, filtered and sorted."""
+    with connected(endpoint) as client:
+        after, before = parse_when(created_after), parse_when(created_before)
+
+        def page(token: str | None) -> tuple[list[TaskInfo], str | None]:
+            p = client.list_tasks(session_id, status=statuses(status), handler=handler, partition=partition,
+                                  created_after=after, created_before=before, limit=limit, next=token)
+            return p.tasks, p.next
+
+        items, token = collect(page, next_token=next_token, every=all_pages)
+        items = sort_items(items, _SORT_KEYS[sort], desc)
+        if as_json:
+            print_json({"tasks": items, "next": token})
+            return
+        table = id_table("task", "handler", "status", "attempt", "created", "duration")
+        for t in items:
+            table.add_row(t.task_id, t.handler, styled(t.status), str(t.attempt), fmt_time(t.created_at),
+                          fmt_seconds(duration(t)))
+        out = console()
+        out.print(table)
+        if token:
+            out.print(f"more: --next {token}")
+
+
+def timings(t: TaskInfo) -> dict[str, float | None]:
+    """Where the task's time went, in order; None where a phase has not happened."""
+    m = t.metrics or {}
+
+    def span(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else max(0.0, b - a)
+
+    return {
+        "waiting_on_data": span(t.created_at, t.submitted_at),
+        "queue_wait": m.get("queue_wait", span(t.submitted_at, t.started_at)),
+        "fetch": m.get("fetch"),
+        "compute": m.get("compute"),
+        "upload": m.get("upload"),
+        "run_total": duration(t),
+    }
+
+
+@app.command()
+def show(
+    task_id: Annotated[str, typer.Argument(help="A task id.")],
+    session: SessionOption = None,
+    endpoint: EndpointOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Everything about one task: options, attempts, timings, inputs/outputs, parent, children."""
+    with connected(endpoint) as client:
+        sid = find_session(client, "task", task_id, session)
+        (t,) = client.get_tasks(sid, [task_id])
+        io_ids = list(dict.fromkeys([*t.data_dependencies, *t.expected_outputs]))
+        io = {r.result_id: r for r in client.get_results(sid, io_ids)} if io_ids else {}
+        children = list(client.iter_tasks(sid, parent=task_id, limit=1000))
+        if as_json:
+            print_json({
+                "task": t,
+                "timings": timings(t),
+                "inputs": [io[i] for i in t.data_dependencies if i in io],
+                "outputs": [io[i] for i in t.expected_outputs if i in io],
+                "children": [c.task_id for c in children],
+            })
+            return
+        _render(t, io, children)
+
+
+def _render(t: TaskInfo, io: dict[str, ResultInfo], children: list[TaskInfo]) -> None:
+    out = console()
+    out.print(f"[bold]task {t.task_id}[/bold]  {t.handler}  {styled(t.status)}  session {t.session_id}")
+    out.print(f"parent: {t.parent_task_id or '-'}   attempt {t.attempt}")
+    out.print(f"options: {t.options}")
+    out.print(f"created {fmt_time(t.created_at)}  submitted {fmt_time(t.submitted_at)}  "
+              f"started {fmt_time(t.started_at)}  ended {fmt_time(t.ended_at)}")
+    spans = Table("phase", "time", title="timings")
+    for phase, value in timings(t).items():
+        spans.add_row(phase, fmt_seconds(value))
+    m = t.metrics or {}
+    if "bytes_in" in m or "bytes_out" in m:
+        spans.add_row("bytes in / out", f"{fmt_bytes(m.get('bytes_in'))} / {fmt_bytes(m.get('bytes_out'))}")
+    out.print(spans)
+    data = Table("role", "result", "name", "status", "size", "producer", title="inputs and outputs")
+    for role, ids in (("input", t.data_dependencies), ("output", t.expected_outputs)):
+        for rid in ids:
+            r = io.get(rid)
+            data.add_row(role, rid, (r.name or "") if r else "", styled(r.status) if r else "?",
+                         fmt_bytes(r.size) if r else "-", (r.owner_task_id or "client") if r else "-")
+    out.print(data)
+    if t.remaining:
+        out.print(f"waiting on: {', '.join(t.remaining)}")
+    for a in t.attempts:
+        out.print(f"[bold]attempt {a.number}[/bold] on {a.worker or '?'}: {a.outcome}  "
+                  f"{fmt_time(a.started_at)} -> {fmt_time(a.ended_at)}")
+        if a.error_type or a.message:
+            out.print(f"  {a.error_type or 'error'}: {a.message or ''}")
+        if a.traceback:
+            out.print(a.traceback.rstrip(), markup=False, highlight=False)
+    if t.error:
+        out.print(f"[red]final error[/red]: {t.error.get('type') or ''} {t.error.get('message') or ''}".rstrip())
+    if children:
+        out.print(f"children ({len(children)}): " + ", ".join(f"{c.task_id} {styled(c.status)}" for c in children))
+
+
+@app.command()
+def cancel(
+    session_id: Annotated[str, typer.Argument(help="The session of the tasks.")],
+    task_ids: Annotated[list[str], typer.Argument(help="Task ids.")],
+    endpoint: EndpointOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel tasks: queued ones never start, running ones stop at their next heartbeat."""
+    with connected(endpoint) as client:
+        done = client.cancel_tasks(session_id, task_ids)
+        if as_json:
+            print_json({"tasks": done})
+            return
+        for t in done:
+            console().print(f"task {t.task_id}: {styled(t.status)}")

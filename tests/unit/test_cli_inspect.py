@@ -1,0 +1,139 @@
+"""The inspection CLI's pure parts: graph drawing, statistics, time parsing, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from skyloom.cli import app
+from skyloom.cli.common import CliError, parse_when, statuses
+from skyloom.cli.graph import Format, render, summary_dot, to_dot
+from skyloom.cli.stats import critical_path, handler_stats, percentile
+from skyloom.cli.watch import WatchState
+from skyloom.core.protocol import ResultInfo, TaskInfo
+from skyloom.core.protocol_queries import Event
+
+
+def task(tid: str, handler: str = "h", *, status: str = "Completed", deps: tuple[str, ...] = (),
+         outs: tuple[str, ...] = (), start: float | None = 10.0, end: float | None = 11.0,
+         parent: str | None = None) -> TaskInfo:
+    return TaskInfo(task_id=tid, session_id="s", status=status, handler=handler, data_dependencies=list(deps),
+                    expected_outputs=list(outs), options={}, created_at=0.0, started_at=start, ended_at=end,
+                    parent_task_id=parent)
+
+
+def result(rid: str, owner: str | None, status: str = "Completed", name: str | None = None) -> ResultInfo:
+    return ResultInfo(result_id=rid, session_id="s", status=status, owner_task_id=owner, created_at=0.0, name=name)
+
+
+# A diamond: a -> ra -> (b, c) -> (rb, rc) -> d; c is slow.
+DIAMOND_TASKS = [
+    task("a", "load", outs=("ra",), start=0, end=1),
+    task("b", "fast", deps=("ra",), outs=("rb",), start=1, end=2),
+    task("c", "slow", deps=("ra",), outs=("rc",), start=1, end=6),
+    task("d", "join", deps=("rb", "rc"), outs=("rd",), start=6, end=7),
+]
+DIAMOND_RESULTS = [result("ra", "a"), result("rb", "b"), result("rc", "c"), result("rd", "d", name='say "hi"')]
+
+
+def test_critical_path_follows_the_slow_branch() -> None:
+    path = critical_path(DIAMOND_TASKS, DIAMOND_RESULTS)
+    assert [t.task_id for t in path.tasks] == ["a", "c", "d"]
+    assert path.length == pytest.approx(7.0)
+    assert path.wall == pytest.approx(7.0)
+
+
+def test_critical_path_counts_the_parent_that_submitted_a_task() -> None:
+    tasks = [task("p", start=0, end=3), task("child", start=3, end=4, parent="p"), task("other", start=0, end=2)]
+    assert [t.task_id for t in critical_path(tasks, []).tasks] == ["p", "child"]
+
+
+def test_critical_path_of_nothing() -> None:
+    assert critical_path([], []).tasks == []
+
+
+def test_handler_stats_percentiles_ignore_tasks_that_did_not_run() -> None:
+    tasks = [task(str(i), "h", start=0, end=float(i)) for i in range(1, 11)]
+    tasks.append(task("q", "h", status="Submitted", start=None, end=None))
+    (h,) = handler_stats(tasks)
+    assert h.count == 11 and h.by_status == {"Completed": 10, "Submitted": 1}
+    assert (h.p50, h.p90, h.max) == (5.0, 9.0, 10.0)
+    assert percentile([], 50) is None
+
+
+def test_dot_draws_tasks_results_and_escapes_labels() -> None:
+    dot = to_dot(DIAMOND_TASKS, DIAMOND_RESULTS)
+    assert dot.startswith('digraph "skyloom" {')
+    assert '"t_a" -> "r_ra";' in dot and '"r_ra" -> "t_b";' in dot
+    assert 'say \\"hi\\"' in dot
+    assert "fillcolor=palegreen" in dot
+
+
+def test_dot_marks_a_delegated_output() -> None:
+    tasks = [task("parent", outs=("r",)), task("sub", outs=("r",), parent="parent")]
+    dot = to_dot(tasks, [result("r", "sub")])
+    assert '"t_sub" -> "r_r";' in dot
+    assert '"t_parent" -> "r_r" [style=dashed, label="delegated"];' in dot
+
+
+def test_large_graphs_are_summarized_by_handler() -> None:
+    dot = to_dot(DIAMOND_TASKS, DIAMOND_RESULTS, max_nodes=3)
+    assert dot == summary_dot(DIAMOND_TASKS, DIAMOND_RESULTS)
+    assert '"h_load" -> "h_slow" [label="1"];' in dot and "t_a" not in dot
+
+
+def test_render_without_dot_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert render("digraph {}", Format.dot) == b"digraph {}"
+    with pytest.raises(CliError, match="needs Graphviz's `dot`"):
+        render("digraph {}", Format.svg)
+
+
+def test_parse_when_accepts_ages_iso_and_epoch() -> None:
+    assert parse_when("10m", now=1000.0) == 400.0
+    assert parse_when("1700000000") == 1700000000.0
+    assert parse_when("2026-01-01T00:00:00+00:00") == 1767225600.0
+    assert parse_when(None) is None
+    with pytest.raises(CliError):
+        parse_when("yesterday-ish")
+
+
+def test_statuses_split_repeats_and_commas() -> None:
+    assert statuses(["Error,Timeout", "Cancelled"]) == ["Error", "Timeout", "Cancelled"]
+    assert statuses([]) is None
+
+
+def test_watch_state_counts_throughput_and_what_is_left() -> None:
+    state = WatchState()
+    ev = [Event(kind="task", id="a", status="Processing", at=1.0),
+          Event(kind="task", id="b", status="Creating", at=1.0)]
+    assert state.apply(ev, now=0.0) == 0
+    assert state.left(wall_now=100.0, grace=30.0) == 1  # b staged long ago: an orphan, not work left
+    assert state.apply([Event(kind="task", id="a", status="Completed", at=2.0)], now=1.0) == 1
+    assert state.left(wall_now=100.0, grace=30.0) == 0
+    assert state.throughput(now=1.0, watched_for=1.0) == pytest.approx(1.0)
+    # a repeated final event is not counted twice
+    assert state.apply([Event(kind="task", id="a", status="Completed", at=2.0)], now=2.0) == 0
+
+
+# ------------------------------------------------------------------------------ one-line errors
+def invoke(*args: str, env: dict[str, Any] | None = None) -> Any:
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+@pytest.mark.parametrize("args", [("sessions", "list"), ("tasks", "show", "t1"), ("watch", "s1"), ("graph", "s1"),
+                                  ("stats", "s1"), ("results", "download", "r1", "--session", "s1")])
+def test_unreachable_endpoint_is_one_line(args: tuple[str, ...]) -> None:
+    r = invoke(*args, "--endpoint", "http://127.0.0.1:9")
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: cannot reach Skyloom at http://127.0.0.1:9")
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
+
+
+def test_no_endpoint_says_how_to_get_one(tmp_path: Path) -> None:
+    r = invoke("sessions", "list", env={"SKYLOOM_ENDPOINT": "", "SKYLOOM_HOME": str(tmp_path)})
+    assert r.exit_code == 1
+    assert r.stderr.strip() == "error: no Skyloom endpoint: run `skyloom local up` or set SKYLOOM_ENDPOINT"
