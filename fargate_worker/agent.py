@@ -14,6 +14,18 @@ of its task. SIGKILL at any instant therefore loses nothing: the lease expires a
 re-queues the task; the message reappears after its visibility timeout and claim() discards it if
 it is a duplicate. SIGTERM (Spot interruption) drains: see :meth:`Agent.request_stop`.
 
+Detection delay: a dead agent's task is re-queued once its lease (``SKYLOOM_LEASE_SECONDS``) has
+run out and the sweeper has run: at worst lease + sweep interval. Production uses 60 s and a
+one-minute sweep: the heartbeat beats every lease/3, so a lease is lost only after three missed
+beats in a row (a GC pause, a throttled call or a slow network must not let two agents run one
+task), and a lost task waits at most ~2 minutes, the same order as Spot's interruption notice.
+Tests use 3-5 s with a 1 s sweep.
+
+Telemetry (:mod:`fargate_worker.telemetry`): per attempt, queue wait, input fetch, compute and
+upload times and bytes in/out go on the task item (via ``complete()``) and out as EMF metrics
+(dimensions partition and handler only); the slots' busy fraction is reported every
+``busy_report_seconds``; a child nearing 80% of its memory limit is logged with its task id.
+
 Later prefetching fits in without reshaping this: the poller's budget (:func:`receive_budget`)
 grows by a window, and the heartbeat already keeps received-but-unstarted messages invisible.
 """
@@ -49,6 +61,15 @@ from fargate_worker.policy import (
     verdict,
 )
 from fargate_worker.settings import WorkerConfigError, WorkerSettings
+from fargate_worker.telemetry import (
+    MEMORY_WARN_FRACTION,
+    BusyMeter,
+    emit_busy_fraction,
+    emit_memory_warning,
+    emit_task_metrics,
+    memory_limit_bytes,
+    rss_bytes,
+)
 from skyloom.core import clock, execution
 from skyloom.core.aws import client
 from skyloom.core.config import Settings
@@ -101,6 +122,11 @@ class Held:
     #: complete/fail/release under way: a refused heartbeat then means "done", not "stolen".
     reporting: bool = False
     lost: threading.Event = field(default_factory=threading.Event)
+    #: The memory warning was given for this attempt (once is enough).
+    memory_warned: bool = False
+    #: Set by a preparer (prefetch): the claimed task's inputs, or why they could not be loaded,
+    #: and the metrics gathered so far.
+    prepared: tuple[TaskInput | RemoteError, dict[str, float]] | None = None
 
 
 class Agent:
@@ -151,6 +177,17 @@ class Agent:
         self._heart: threading.Thread | None = None
         self._sentinels_sent = False
         self._previous_handlers: dict[int, Any] = {}
+        self._busy = BusyMeter(config.slots)
+        #: Finished attempts waiting to be reported by the reporter threads (overlap_reports).
+        self._reports: queue.Queue[tuple[Held, TaskModel, Verdict, dict[str, float]] | None] = queue.Queue()
+        self._reporters: list[threading.Thread] = []
+        self._reporting = 0  # attempts handed to reporters and not yet reported
+        self._reporter_sentinels_sent = False
+        #: Prefetch: preparers claim and load inputs ahead of the slots, which take from _ready.
+        self._ready: queue.Queue[Held | None] = queue.Queue()
+        self._preparers: list[threading.Thread] = []
+        self._preparers_left = 0
+        self._memory_limit = memory_limit_bytes(slots=config.slots)
 
     # ------------------------------------------------------------------------------ the loop
     def run(self) -> int:
@@ -199,12 +236,22 @@ class Agent:
         self._beating.set()
         self._heart = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._heart.start()
+        # Before the slots: a slot reads from the ready queue if there are preparers.
+        self._preparers_left = self.config.prefetch
+        for i in range(self.config.prefetch):
+            preparer = threading.Thread(target=self._preparer_loop, name=f"prefetch-{i}", daemon=True)
+            preparer.start()
+            self._preparers.append(preparer)
         for i, child in enumerate(self._children):
             # Daemon: a slot stuck in an AWS call must not keep a stopping agent alive; what it
             # held is left to the lease sweeper and the visibility timeout.
             slot = threading.Thread(target=self._slot_loop, args=(child,), name=f"slot-{i}", daemon=True)
             slot.start()
             self._slots.append(slot)
+        for i in range(self.config.slots if self.config.overlap_reports else 0):
+            reporter = threading.Thread(target=self._reporter_loop, name=f"reporter-{i}", daemon=True)
+            reporter.start()
+            self._reporters.append(reporter)
 
     def _resolve_queues(self) -> list[str]:
         backoff = Backoff()
@@ -225,7 +272,13 @@ class Agent:
                 if self.config.max_tasks is not None and self._finished >= self.config.max_tasks:
                     self._finish(f"max_tasks={self.config.max_tasks} reached")
                     break
-                budget = receive_budget(self.config.slots, self._in_flight, self.config.max_tasks, self._finished)
+                # Attempts being reported no longer occupy a slot's child: up to one per slot may
+                # be reported behind while the slots start their next tasks.
+                busy = self._in_flight - min(self._reporting, self.config.slots)
+                budget = receive_budget(self.config.slots + self.config.prefetch, busy)
+                if self.config.max_tasks is not None:  # counts every task not finished with
+                    budget = min(budget, receive_budget(self.config.max_tasks, self._in_flight, self.config.max_tasks,
+                                                        self._finished))
                 if budget:
                     return budget
                 self._lock.wait(0.5)
@@ -284,15 +337,18 @@ class Agent:
 
     # ------------------------------------------------------------------------------ a slot
     def _slot_loop(self, child: ChildProcess) -> None:
-        """A slot takes one message at a time until it receives the None sentinel."""
+        """A slot takes one message at a time until it receives the None sentinel: from the
+        preparers' ready queue with prefetch, straight from the poller without."""
         self._warm_up(child)
         backoff = Backoff()
-        while (held := self._inbox.get()) is not None:
+        source = self._ready if self._preparers else self._inbox
+        while (held := source.get()) is not None:
+            handed_off = False
             try:
                 if self._stop.is_set():
-                    self._give_back(held)  # received but not started: another agent may run it
+                    self._give_back(held)  # not started: another agent may run it
                 else:
-                    self._work(held, child)
+                    handed_off = self._work(held, child)
                 backoff.reset()
             except Exception:
                 # An AWS call failed past boto3's retries, or a bug. What DynamoDB holds is unknown,
@@ -303,6 +359,69 @@ class Agent:
                 logger.exception(f"task {held.message.task_id}: left to the lease sweeper; pausing {delay:.1f} s")
                 self._stop.wait(delay)
             finally:
+                if not handed_off:
+                    self._forget(held)
+
+    def _preparer_loop(self) -> None:
+        """Prefetch: claim the next message's task and download its inputs while the slots'
+        children compute, so that a slot starts its next task the moment it is free. The lease
+        starts at the claim; the heartbeat keeps it (and the message) alive while it waits."""
+        backoff = Backoff()
+        try:
+            while (held := self._inbox.get()) is not None:
+                ready = False
+                try:
+                    if self._stop.is_set():
+                        self._give_back(held)
+                    else:
+                        ready = self._prepare(held)
+                    backoff.reset()
+                except Exception:
+                    delay = backoff.next()
+                    logger.exception(f"task {held.message.task_id}: left to the lease sweeper; pausing {delay:.1f} s")
+                    self._stop.wait(delay)
+                finally:
+                    if ready:
+                        self._ready.put(held)
+                    else:
+                        self._forget(held)
+        finally:
+            with self._lock:
+                self._preparers_left -= 1
+                last = self._preparers_left == 0
+            if last:  # nothing more can reach the ready queue: let the slots end after it
+                for _ in self._slots:
+                    self._ready.put(None)
+
+    def _prepare(self, held: Held) -> bool:
+        """Claim and load inputs; False if there is nothing to run (the message is deleted)."""
+        task = self._claim(held)
+        if task is None:
+            self._delete(held)  # duplicate, finished, cancelled or not ready: nothing to run
+            return False
+        with self._task_context(task):
+            metrics = self._start_metrics(task)
+            held.prepared = (self._load_inputs(task, metrics), metrics)
+        return True
+
+    def _reporter_loop(self) -> None:
+        """Report finished attempts (upload outputs, commit, delete the message) while the slots'
+        children already run the next tasks: communication overlaps computation."""
+        backoff = Backoff()
+        while (item := self._reports.get()) is not None:
+            held, task, v, metrics = item
+            try:
+                with self._task_context(task):
+                    self._report(held, task, v, metrics)
+                backoff.reset()
+            except Exception:
+                delay = backoff.next()  # as in a slot: the lease sweeper takes over this task
+                logger.exception(f"task {task.task_id}: report failed, left to the lease sweeper; "
+                                 f"pausing {delay:.1f} s")
+                self._stop.wait(delay)
+            finally:
+                with self._lock:
+                    self._reporting -= 1
                 self._forget(held)
 
     def _warm_up(self, child: ChildProcess) -> None:
@@ -313,17 +432,31 @@ class Agent:
         except Exception:
             logger.exception("could not start a child process ahead of work; trying again on the first task")
 
-    def _work(self, held: Held, child: ChildProcess) -> None:
-        """One message: claim -> load inputs -> execute with heartbeat -> report -> delete."""
-        task = self._claim(held)
-        if task is None:
-            self._delete(held)  # duplicate, finished, cancelled or not ready: nothing to run
-            return
-        with self._task_context(task):
-            metrics = self._start_metrics(task)
-            inp = self._load_inputs(task, metrics)
-            ran = self._execute(held, child, inp, metrics) if isinstance(inp, TaskInput) else inp
-            self._report(held, task, verdict(ran, lease_lost=held.lost.is_set()), metrics)
+    def _work(self, held: Held, child: ChildProcess) -> bool:
+        """One message: claim -> load inputs -> execute with heartbeat -> report -> delete.
+
+        Returns True if the report was handed to a reporter thread (which then forgets ``held``).
+        """
+        if held.prepared is None and not self._prepare(held):
+            return False
+        task, prepared = held.task, held.prepared
+        assert task is not None and prepared is not None
+        inp, metrics = prepared
+        slot = threading.get_ident()
+        self._busy.start(slot)
+        try:
+            with self._task_context(task):
+                ran = self._execute(held, child, inp, metrics) if isinstance(inp, TaskInput) else inp
+                v = verdict(ran, lease_lost=held.lost.is_set())
+                if self._reporters and v.action in (Action.COMPLETE, Action.FAIL) and not self._force.is_set():
+                    with self._lock:
+                        self._reporting += 1
+                    self._reports.put((held, task, v, metrics))
+                    return True
+                self._report(held, task, v, metrics)
+                return False
+        finally:
+            self._busy.stop(slot)
 
     def _claim(self, held: Held) -> TaskModel | None:
         task = self._ops.claim(self.settings, held.message, self.worker_id)
@@ -399,14 +532,22 @@ class Agent:
             self._count("completed" if committed else "lost")
             if committed:
                 logger.info("task completed", extra={"metrics": metrics})
+                self._emit(task, metrics, "completed")
             else:
                 logger.warning("lease lost before the commit: this attempt's outputs were discarded")
         elif v.error is not None:
             status = self._ops.fail(self.settings, task, self.worker_id, v.error, timed_out=v.timed_out)
             self._count("failed")
+            self._emit(task, metrics, "failed")
             logger.warning("attempt failed", extra={"status": status, "error_type": v.error.type,
                                                     "error": v.error.message[:1000], "timed_out": v.timed_out})
         self._delete(held)
+
+    def _emit(self, task: TaskModel, metrics: dict[str, float], outcome: str) -> None:
+        try:
+            emit_task_metrics(self.config.partition, str(task.handler), metrics, outcome)
+        except Exception:  # metrics must never fail a task
+            logger.exception("could not emit the task's metrics")
 
     def _release(self, held: Held, task: TaskModel) -> None:
         """Give a claimed task back without counting the attempt; its message is visible at once."""
@@ -420,6 +561,11 @@ class Agent:
         self._make_visible(held)
 
     def _give_back(self, held: Held) -> None:
+        """Received but not started: release the task if a preparer claimed it, and make the
+        message visible at once, so that another agent may run it."""
+        if held.task is not None:
+            self._release(held, held.task)
+            return
         self._count("returned")
         self._make_visible(held)
 
@@ -458,18 +604,62 @@ class Agent:
     def _heartbeat_loop(self) -> None:
         """Extend what we hold every lease/3 (and visibility/3), well before either lapses."""
         tick = min(1.0, self._beat_every / 4)
+        next_report = time.monotonic() + self.config.busy_report_seconds
         while self._beating.is_set():
             time.sleep(tick)
             now = time.monotonic()
+            self._watch_memory()
+            if now >= next_report:
+                next_report = now + self.config.busy_report_seconds
+                self._report_busy()
             with self._lock:
                 due = [h for h in self._held if h.next_beat <= now]
+            extend = []
             for held in due:
                 held.next_beat = now + self._beat_every
-                self._beat(held)
+                if self._beat(held):
+                    extend.append(held)
+            self._extend_visibility(extend)
 
-    def _beat(self, held: Held) -> None:
+    def _report_busy(self) -> None:
+        """The fraction of slot time spent holding a task since the last report (log + metric)."""
+        try:
+            fraction = self._busy.take()
+            logger.info("busy fraction", extra={"busy_fraction": round(fraction, 4), "slots": self.config.slots})
+            emit_busy_fraction(self.config.partition, fraction)
+        except Exception:
+            logger.exception("could not report the busy fraction")
+
+    def _watch_memory(self) -> None:
+        """Warn (once per attempt) when a task's child reaches 80% of its memory limit: the next
+        step is the OOM killer, and the log says which task it was (never a metric dimension)."""
+        if self._memory_limit is None:
+            return
+        with self._lock:
+            running = [h for h in self._held if h.child is not None and not h.memory_warned]
+        for held in running:
+            child = held.child
+            pid = child.pid if child is not None else None
+            rss = rss_bytes(pid) if pid is not None else None
+            if rss is None or rss < MEMORY_WARN_FRACTION * self._memory_limit:
+                continue
+            held.memory_warned = True
+            task = held.task
+            handler = str(task.handler) if task is not None else "unknown"
+            logger.warning(
+                "task's child process is near its memory limit",
+                extra={"task_id": held.message.task_id, "handler": handler, "rss_bytes": rss,
+                       "limit_bytes": self._memory_limit},
+            )
+            try:
+                emit_memory_warning(self.config.partition, handler)
+            except Exception:
+                logger.exception("could not emit the memory warning metric")
+
+    def _beat(self, held: Held) -> bool:
+        """Extend the task's lease, if claimed; True if its message's visibility is to be extended."""
         if held.lost.is_set():
-            return  # the slot is about to make the message visible again
+            return False  # the slot is about to make the message visible again
         task = held.task
         if task is not None:
             try:
@@ -485,14 +675,31 @@ class Agent:
                     child = held.child
                     if child is not None:
                         child.kill()
-                return
-        try:
-            self._sqs.change_message_visibility(QueueUrl=held.queue_url, ReceiptHandle=held.receipt,
-                                                VisibilityTimeout=self.settings.visibility_timeout)
-        except Exception as exc:
-            if not held.reporting:
-                logger.warning(f"could not extend a message's visibility: {exc}",
-                               extra={"task_id": held.message.task_id})
+                return False
+        return True
+
+    def _extend_visibility(self, helds: list[Held]) -> None:
+        """ChangeMessageVisibilityBatch, 10 messages per call per queue: one call per beat for a
+        busy multi-slot agent instead of one per held message."""
+        by_queue: dict[str, list[Held]] = {}
+        for held in helds:
+            by_queue.setdefault(held.queue_url, []).append(held)
+        for url, group in by_queue.items():
+            for start in range(0, len(group), MAX_RECEIVE):
+                chunk = group[start:start + MAX_RECEIVE]
+                timeout = self.settings.visibility_timeout
+                entries = [{"Id": str(i), "ReceiptHandle": h.receipt, "VisibilityTimeout": timeout}
+                           for i, h in enumerate(chunk)]
+                try:
+                    resp = self._sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+                    failed = [(chunk[int(f["Id"])], f.get("Message", f.get("Code", "")))
+                              for f in resp.get("Failed", [])]
+                except Exception as exc:
+                    failed = [(h, str(exc)) for h in chunk]
+                for held, why in failed:
+                    if not held.reporting:  # a message being deleted may already be gone: no news
+                        logger.warning(f"could not extend a message's visibility: {why}",
+                                       extra={"task_id": held.message.task_id})
 
     # ---------------------------------------------------------------------------- stopping
     def _finish(self, reason: str) -> None:
@@ -505,13 +712,24 @@ class Agent:
         """Let running tasks finish; past the grace deadline (or on a second signal), force."""
         self._give_back_unstarted()
         self._send_sentinels()
-        while any(s.is_alive() for s in self._slots):
+        self._wait_for(self._slots)
+        self._send_reporter_sentinels()  # after the slots: every hand-off is queued before it
+        self._wait_for(self._reporters)
+
+    def _wait_for(self, threads: list[threading.Thread]) -> None:
+        while any(t.is_alive() for t in threads):
             if self._force.is_set():
                 raise ForcedShutdown("second signal")
             if self._deadline is not None and time.monotonic() >= self._deadline:
                 self._force.set()
                 raise ForcedShutdown(f"grace period of {self.config.grace_seconds:g} s is over")
             self._force.wait(0.2)
+
+    def _send_reporter_sentinels(self) -> None:
+        if not self._reporter_sentinels_sent:
+            self._reporter_sentinels_sent = True
+            for _ in self._reporters:
+                self._reports.put(None)
 
     def _teardown(self) -> None:
         """Leave nothing held: finish or give back every task and message, then stop the threads."""
@@ -521,6 +739,11 @@ class Agent:
         if any(s.is_alive() for s in self._slots):
             self._force.set()
             self._kill_running()
+        # Reports are finished work (and quick): let them land, within a bound.
+        self._send_reporter_sentinels()
+        deadline = time.monotonic() + FORCED_EXIT_SECONDS
+        for reporter in self._reporters:
+            reporter.join(max(0.0, deadline - time.monotonic()))
         self._beating.clear()
         if self._heart is not None:
             self._heart.join(5.0)
@@ -544,26 +767,28 @@ class Agent:
             logger.error("some slots did not stop in time; their tasks are left to the lease sweeper")
 
     def _give_back_unstarted(self) -> None:
-        sentinels = 0
-        while True:
-            try:
-                held = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if held is None:
-                sentinels += 1
-                continue
-            try:
-                self._give_back(held)
-            finally:
-                self._forget(held)
-        for _ in range(sentinels):
-            self._inbox.put(None)
+        for q in (self._inbox, self._ready):
+            sentinels = 0
+            while True:
+                try:
+                    held = q.get_nowait()
+                except queue.Empty:
+                    break
+                if held is None:
+                    sentinels += 1
+                    continue
+                try:
+                    self._give_back(held)
+                finally:
+                    self._forget(held)
+            for _ in range(sentinels):
+                q.put(None)
 
     def _send_sentinels(self) -> None:
+        """End the inbox's readers: the preparers (the last one then ends the slots) or the slots."""
         if not self._sentinels_sent:
             self._sentinels_sent = True
-            for _ in self._slots:
+            for _ in self._preparers or self._slots:
                 self._inbox.put(None)
 
     def _count(self, key: str) -> None:

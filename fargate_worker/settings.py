@@ -29,7 +29,10 @@ class WorkerSettings:
 
     #: The partition whose queues this agent drains (SKYLOOM_WORKER_PARTITION).
     partition: str = "default"
-    #: Tasks run at once, each in its own child process (SKYLOOM_WORKER_SLOTS).
+    #: Tasks run at once, each in its own child process (SKYLOOM_WORKER_SLOTS). Set it to
+    #: :func:`default_slots` (one per vCPU: user code is usually CPU-bound and each child is its
+    #: own interpreter) with ``SKYLOOM_WORKER_SLOTS=auto``. The default stays 1 for now: the e2e
+    #: priority test assumes an agent holds at most one task (see the issue 4 report).
     slots: int = 1
     #: Seconds of the long poll made when every level was empty (SKYLOOM_WORKER_POLL_WAIT, 1-20).
     #: Short on purpose: while it waits on the top level, new lower-level work waits up to this long.
@@ -42,6 +45,17 @@ class WorkerSettings:
     max_tasks: int | None = None
     #: Stop when the queues are empty (SKYLOOM_WORKER_BURST); for tests and batch runs.
     burst: bool = False
+    #: Seconds between two reports of the busy fraction (SKYLOOM_WORKER_BUSY_REPORT_SECONDS).
+    busy_report_seconds: float = 60.0
+    #: Report a finished attempt (upload, commit, delete) from a reporter thread while the slot
+    #: starts its next task (SKYLOOM_WORKER_OVERLAP_REPORTS): on moto and on AWS the commit costs
+    #: as much as a short task, so doing it inline leaves the CPU idle for that long.
+    overlap_reports: bool = True
+    #: Messages claimed, with inputs downloaded, ahead of the slots (SKYLOOM_WORKER_PREFETCH; 0
+    #: turns prefetch off). Small on purpose: a prefetched task holds a lease and a message that
+    #: another, idle agent (or a higher-priority task arriving later) could have had. Off by
+    #: default for the same reason as ``slots``; 1 is the recommended production value.
+    prefetch: int = 0
 
     def __post_init__(self) -> None:
         if not self.partition:
@@ -52,6 +66,10 @@ class WorkerSettings:
             raise WorkerConfigError(f"SKYLOOM_WORKER_POLL_WAIT must be 1-{MAX_POLL_WAIT}, got {self.poll_wait}")
         if self.grace_seconds < 0:
             raise WorkerConfigError(f"SKYLOOM_WORKER_GRACE_SECONDS must be >= 0, got {self.grace_seconds}")
+        if not 0 <= self.prefetch <= 10:
+            raise WorkerConfigError(f"SKYLOOM_WORKER_PREFETCH must be 0-10, got {self.prefetch}")
+        if self.busy_report_seconds <= 0:
+            raise WorkerConfigError(f"SKYLOOM_WORKER_BUSY_REPORT_SECONDS must be > 0, got {self.busy_report_seconds}")
         if self.max_tasks is not None and self.max_tasks < 1:
             raise WorkerConfigError(f"SKYLOOM_WORKER_MAX_TASKS must be at least 1, got {self.max_tasks}")
 
@@ -61,16 +79,28 @@ class WorkerSettings:
         max_tasks = _int(e, "SKYLOOM_WORKER_MAX_TASKS", 0)
         return cls(
             partition=e.get("SKYLOOM_WORKER_PARTITION") or "default",
-            slots=_int(e, "SKYLOOM_WORKER_SLOTS", 1),
+            slots=default_slots() if e.get("SKYLOOM_WORKER_SLOTS", "").strip().lower() == "auto"
+            else _int(e, "SKYLOOM_WORKER_SLOTS", 1),
             poll_wait=_int(e, "SKYLOOM_WORKER_POLL_WAIT", 1),
             grace_seconds=_float(e, "SKYLOOM_WORKER_GRACE_SECONDS", 100.0),
             max_tasks=max_tasks or None,
             burst=_bool(e, "SKYLOOM_WORKER_BURST"),
+            busy_report_seconds=_float(e, "SKYLOOM_WORKER_BUSY_REPORT_SECONDS", 60.0),
+            overlap_reports=_bool(e, "SKYLOOM_WORKER_OVERLAP_REPORTS", default=True),
+            prefetch=_int(e, "SKYLOOM_WORKER_PREFETCH", 0),
         )
 
     def with_overrides(self, **overrides: Any) -> WorkerSettings:
         """These settings with every override that is not None applied (command-line flags)."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def default_slots() -> int:
+    """One task slot per vCPU the process may use (its CPU affinity: what Fargate grants)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def load(env: Mapping[str, str] | None = None) -> tuple[Settings, WorkerSettings]:
@@ -103,9 +133,11 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
         raise WorkerConfigError(f"{key} must be a number, got {raw!r}") from None
 
 
-def _bool(env: Mapping[str, str], key: str) -> bool:
+def _bool(env: Mapping[str, str], key: str, *, default: bool = False) -> bool:
     raw = env.get(key, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if not raw:
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True

@@ -9,6 +9,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.dispatch import dead_letters
 from functions.dispatch.sweeper import sweep
 from skyloom.core.config import Settings
 from skyloom.core.models import bind
@@ -30,7 +31,9 @@ def settings() -> Settings:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    metrics.add_metric(name="SweeperRuns", unit=MetricUnit.Count, value=1)  # a heartbeat for alarms
     done = sweep(settings())
+    done.update({f"dead_letter_{k}": v for k, v in dead_letters.drain(settings()).items()})
     for action, count in done.items():
         metrics.add_metric(name=f"Sweeper_{action.split(':')[0]}", unit=MetricUnit.Count, value=count)
     if done:

@@ -92,6 +92,18 @@ class FakeSqs:
             self._find(QueueUrl, ReceiptHandle).invisible_until = time.monotonic() + VisibilityTimeout
             self.calls.append(("visibility", (ReceiptHandle, VisibilityTimeout)))
 
+    def change_message_visibility_batch(self, *, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        ok, failed = [], []
+        for e in Entries:
+            try:
+                self.change_message_visibility(QueueUrl=QueueUrl, ReceiptHandle=e["ReceiptHandle"],
+                                               VisibilityTimeout=e["VisibilityTimeout"])
+                ok.append({"Id": e["Id"]})
+            except KeyError:
+                failed.append({"Id": e["Id"], "Code": "ReceiptHandleIsInvalid", "SenderFault": True})
+        self.calls.append(("visibility_batch", len(Entries)))
+        return {"Successful": ok, "Failed": failed}
+
     def left(self) -> int:
         return sum(len(q) for q in self.queues.values())
 
@@ -229,6 +241,8 @@ def h(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
         return c
 
     def make(**config: Any) -> Agent:
+        config.setdefault("slots", 1)  # the production default is one per vCPU
+        config.setdefault("prefetch", 0)  # tests that want it say so
         return Agent(settings, WorkerSettings(**config), ops=ops, sqs=sqs, child_factory=child,  # type: ignore[arg-type]
                      worker_id="w-test")
 
@@ -460,3 +474,79 @@ def test_aws_errors_do_not_kill_the_agent(h: Harness) -> None:
 
 def test_an_unknown_partition_exits_2(h: Harness) -> None:
     assert h.make(partition="nope", burst=True).run() == 2
+
+
+def test_a_slot_starts_its_next_task_while_the_previous_one_is_reported(h: Harness) -> None:
+    # GIVEN one slot, two tasks, and a commit that takes a while (S3 upload + transaction)
+    h.submit("a")
+    h.submit("b")
+    committing = threading.Event()
+    release = threading.Event()
+    original = h.ops.complete
+
+    def slow_complete(*args: Any, **kwargs: Any) -> bool:
+        committing.set()
+        release.wait(10)
+        return original(*args, **kwargs)
+
+    h.ops.complete = slow_complete  # type: ignore[method-assign]
+    t, codes = run_in_thread(h.make(slots=1, burst=True))
+
+    # WHEN the first commit is under way, THEN the second task is already claimed and run
+    wait_for(committing.is_set)
+    wait_for(lambda: [tid for tid, _ in h.ops.of("claim")] == ["a", "b"])
+    release.set()
+    t.join(10)
+    assert codes == [0]
+    assert sorted(tid for tid, _ in h.ops.of("complete")) == ["a", "b"]
+    assert h.sqs.left() == 0
+
+
+def test_reports_inline_when_overlap_is_off(h: Harness) -> None:
+    h.submit("a")
+    h.submit("b")
+    t, codes = run_in_thread(h.make(slots=1, burst=True, overlap_reports=False))
+    t.join(10)
+    assert codes == [0]
+    assert [tid for tid, _ in h.ops.of("complete")] == ["a", "b"]
+
+
+def test_max_tasks_counts_attempts_still_being_reported(h: Harness) -> None:
+    for tid in ("a", "b", "c"):
+        h.submit(tid)
+    h.make(max_tasks=1, slots=1).run()
+    assert [tid for tid, _ in h.ops.of("claim")] == ["a"]
+
+
+def test_prefetch_claims_and_loads_the_next_task_while_one_computes(h: Harness) -> None:
+    h.submit("first", "slow")
+    h.submit("second")
+    t, codes = run_in_thread(h.make(slots=1, prefetch=1, burst=True))
+    wait_for(h.children[0].running.is_set)
+    # WHILE the only slot computes, the next task is already claimed and its inputs loaded
+    wait_for(lambda: [x for x, _ in h.ops.of("claim")] == ["first", "second"])
+    wait_for(lambda: [x for x, _ in h.ops.of("load_inputs")] == ["first", "second"])
+    assert h.ops.of("complete") == []
+    FakeChild.finish.set()
+    t.join(10)
+    assert codes == [0]
+    assert sorted(x for x, _ in h.ops.of("complete")) == ["first", "second"]
+    assert h.sqs.left() == 0
+
+
+def test_sigterm_releases_a_prefetched_task_at_once(h: Harness) -> None:
+    h.submit("running", "slow")
+    h.submit("prefetched")
+    agent = h.make(slots=1, prefetch=1, grace_seconds=30)
+    t, codes = run_in_thread(agent)
+    wait_for(h.children[0].running.is_set)
+    wait_for(lambda: len(h.ops.of("claim")) == 2)
+    agent.request_stop("SIGTERM")
+    # THEN the prefetched task is given back (uncounted, visible) while the running one finishes
+    wait_for(lambda: [x for x, _ in h.ops.of("release")] == ["prefetched"])
+    wait_for(lambda: h.sqs.visible_now() == 1)
+    FakeChild.finish.set()
+    t.join(10)
+    assert codes == [0]
+    assert [x for x, _ in h.ops.of("complete")] == ["running"]
+    assert h.ops.status["prefetched"] == "Submitted"

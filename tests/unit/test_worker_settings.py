@@ -5,13 +5,18 @@ from __future__ import annotations
 import pytest
 
 from fargate_worker.__main__ import parse_args
-from fargate_worker.settings import WorkerConfigError, WorkerSettings, load
+from fargate_worker.settings import WorkerConfigError, WorkerSettings, default_slots, load
 
 
 def test_defaults_suit_production() -> None:
     s = WorkerSettings.from_env({})
     assert s == WorkerSettings(partition="default", slots=1, poll_wait=1, grace_seconds=100.0,
-                               max_tasks=None, burst=False)
+                               max_tasks=None, burst=False, busy_report_seconds=60.0,
+                               overlap_reports=True, prefetch=0)
+
+
+def test_auto_slots_is_one_per_vcpu() -> None:
+    assert WorkerSettings.from_env({"SKYLOOM_WORKER_SLOTS": "auto"}).slots == default_slots() >= 1
 
 
 def test_every_variable_is_read() -> None:

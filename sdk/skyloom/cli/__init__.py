@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from skyloom.cli import local
+from skyloom.cli import bench, graph, local, results, sessions, stats, tasks, watch
 
 app = typer.Typer(
     name="skyloom",
@@ -18,6 +18,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(local.app, name="local")
+app.add_typer(bench.app, name="bench")
+app.add_typer(sessions.app, name="sessions")
+app.add_typer(tasks.app, name="tasks")
+app.add_typer(results.app, name="results")
+app.command("watch")(watch.command)
+app.command("graph")(graph.command)
+app.command("stats")(stats.command)
 
 
 def main() -> None:

@@ -12,6 +12,11 @@ The two fixes are about running for hours rather than for one test:
 * moto holds nothing durable, so draining in-flight requests at shutdown protects nothing, while
   gunicorn's gthread worker sometimes outlives its graceful timeout on SIGQUIT/SIGTERM. The worker
   exits at once on those signals instead (gunicorn installs its handlers before loading this module).
+* moto's DynamoDB is not thread-safe: ``TransactWriteItems`` deep-copies every table it touches and,
+  when the transaction is cancelled, puts the copies back, silently undoing writes that other
+  request threads made meanwhile (seen as results left Created under completed tasks). DynamoDB and
+  DynamoDB Streams requests are therefore served one at a time (:func:`_serialize_dynamodb`); moto
+  holds the GIL for nearly all of a request anyway, so this costs little throughput.
 * If the process that started the emulator dies without stopping it (SIGKILL of a test run), nothing
   else would ever end it. A watchdog thread checks that parent (``SKYLOOM_LOCAL_PARENT_PID``) and
   asks the gunicorn master to shut down when it is gone.
@@ -84,6 +89,28 @@ def _install_fast_exit() -> None:
             signal.signal(signum, _exit_now)
 
 
-app = DomainDispatcherApplication(create_backend_app)
+_dynamodb_lock = threading.Lock()
+WsgiApp = Any
+
+
+def _serialize_dynamodb(inner: WsgiApp) -> WsgiApp:
+    """Run DynamoDB (and Streams) requests one at a time, response body included."""
+
+    def serve(environ: dict[str, Any], start_response: Any) -> Any:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB"):
+            return inner(environ, start_response)
+        with _dynamodb_lock:
+            body = inner(environ, start_response)
+            try:
+                return [b"".join(body)]
+            finally:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+
+    return serve
+
+
+app = _serialize_dynamodb(DomainDispatcherApplication(create_backend_app))
 _install_fast_exit()
 _start_watchdog()

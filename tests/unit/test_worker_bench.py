@@ -1,0 +1,48 @@
+"""The pure parts of ``skyloom bench``: options, percentiles, API call arithmetic, the summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from skyloom.bench import BenchConfig, runner
+
+
+def test_config_rejects_unknown_shapes_and_modes() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        BenchConfig(shape="ring")
+    with pytest.raises(ValueError, match="mode"):
+        BenchConfig(mode="spin")
+    with pytest.raises(ValueError):
+        BenchConfig(tasks=0)
+
+
+def test_nearest_rank_percentiles() -> None:
+    samples = [float(i) for i in range(1, 101)]
+    assert runner._pct(samples, 50) == 50.0
+    assert runner._pct(samples, 99) == 99.0
+    assert runner._pct([3.0], 99) == 3.0
+
+
+def test_calls_are_summed_over_processes_and_diffed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "SETTLE_SECONDS", 0.0)
+    for pid, n in ((1, 2), (2, 3)):
+        (tmp_path / f"calls-{pid}.json").write_text(json.dumps({"calls": {"sqs": {"ReceiveMessage": n}}}))
+    (tmp_path / "calls-3.json").write_text("{broken")
+    total = runner._total_calls(tmp_path)
+    assert total == {"sqs": {"ReceiveMessage": 5}}
+    assert runner._diff({"sqs": {"ReceiveMessage": 5, "DeleteMessage": 1}}, total) == {"sqs": {"DeleteMessage": 1}}
+
+
+def test_summary_mentions_every_figure() -> None:
+    report = {
+        "throughput": {"tasks": 10, "submission_tasks_per_s": 5.0, "processing_tasks_per_s": 2.0,
+                       "end_to_end_tasks_per_s": 1.5, "busy_fraction": 0.5},
+        "latency_seconds": {"1": {"p50": 0.1, "p90": 0.2, "p99": 0.3}},
+        "api_calls_per_task": {"sqs": {"ReceiveMessage": 1.5}},
+        "api_calls_total_per_task": 1.5,
+    }
+    text = runner.summary(report)
+    assert "processing: 2.0/s" in text and "batch of 1" in text and "ReceiveMessage 1.5" in text

@@ -1,0 +1,66 @@
+"""The agent's self-measurement: busy fraction, memory limit discovery, EMF metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from fargate_worker import telemetry
+
+
+def test_busy_fraction_counts_running_and_finished_tasks() -> None:
+    meter = telemetry.BusyMeter(slots=2)
+    meter.start(1)
+    time.sleep(0.2)
+    meter.stop(1)
+    meter.start(2)  # still running when the window closes: counted up to now
+    time.sleep(0.1)
+    first = meter.take()
+    assert 0.0 < first <= 1.0
+    time.sleep(0.1)
+    meter.stop(2)
+    second = meter.take()  # only the part of task 2 inside the new window
+    assert 0.0 < second <= 1.0
+
+
+def test_an_idle_agent_is_not_busy() -> None:
+    meter = telemetry.BusyMeter(slots=4)
+    time.sleep(0.01)
+    assert meter.take() == 0.0
+
+
+def test_memory_limit_from_the_environment_first(tmp_path: Path) -> None:
+    limit = tmp_path / "memory.max"
+    limit.write_text("4294967296\n")
+    assert telemetry.memory_limit_bytes({"SKYLOOM_WORKER_MEMORY_LIMIT_MB": "512"}, (str(limit),)) == 512 << 20
+    # else the container's cgroup limit, shared by the slots
+    assert telemetry.memory_limit_bytes({}, (str(limit),), slots=2) == 2 << 30
+
+
+@pytest.mark.parametrize("content", ["max\n", str(1 << 63)])
+def test_no_cgroup_limit_means_none(tmp_path: Path, content: str) -> None:
+    limit = tmp_path / "memory.max"
+    limit.write_text(content)
+    assert telemetry.memory_limit_bytes({}, (str(limit), str(tmp_path / "missing"))) is None
+
+
+def test_rss_of_a_live_process_and_of_a_gone_one() -> None:
+    rss = telemetry.rss_bytes(os.getpid())
+    assert rss is not None and rss > 1 << 20
+    assert telemetry.rss_bytes(2**22 + 12345) is None
+
+
+def test_task_metrics_have_partition_and_handler_dimensions_only(capsys: pytest.CaptureFixture[str]) -> None:
+    telemetry.emit_task_metrics("default", "price", {"compute": 0.5, "bytes_in": 10.0, "queue_wait": 1.0,
+                                                     "fetch": 0.1, "upload": 0.2, "bytes_out": 4.0}, "completed")
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    (directive,) = line["_aws"]["CloudWatchMetrics"]
+    assert set(directive["Dimensions"][0]) == {"partition", "handler", "service"}
+    names = {m["Name"] for m in directive["Metrics"]}
+    assert {"TaskCompute", "TaskQueueWait", "TaskInputFetch", "TaskOutputUpload", "TaskBytesIn",
+            "TaskBytesOut", "TasksCompleted"} <= names
+    assert line["partition"] == "default" and line["handler"] == "price"
