@@ -29,9 +29,9 @@ _NO_LIMIT = 1 << 60
 #: Task metric key -> (metric name, unit).
 TASK_METRICS: dict[str, tuple[str, MetricUnit]] = {
     "queue_wait": ("TaskQueueWait", MetricUnit.Seconds),
-    "fetch": ("TaskInputFetch", MetricUnit.Seconds),
-    "compute": ("TaskCompute", MetricUnit.Seconds),
-    "upload": ("TaskOutputUpload", MetricUnit.Seconds),
+    "fetch": ("TaskFetchTime", MetricUnit.Seconds),
+    "compute": ("TaskComputeTime", MetricUnit.Seconds),
+    "upload": ("TaskUploadTime", MetricUnit.Seconds),
     "bytes_in": ("TaskBytesIn", MetricUnit.Bytes),
     "bytes_out": ("TaskBytesOut", MetricUnit.Bytes),
 }

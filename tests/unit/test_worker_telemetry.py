@@ -61,6 +61,6 @@ def test_task_metrics_have_partition_and_handler_dimensions_only(capsys: pytest.
     (directive,) = line["_aws"]["CloudWatchMetrics"]
     assert set(directive["Dimensions"][0]) == {"partition", "handler", "service"}
     names = {m["Name"] for m in directive["Metrics"]}
-    assert {"TaskCompute", "TaskQueueWait", "TaskInputFetch", "TaskOutputUpload", "TaskBytesIn",
+    assert {"TaskComputeTime", "TaskQueueWait", "TaskFetchTime", "TaskUploadTime", "TaskBytesIn",
             "TaskBytesOut", "TasksCompleted"} <= names
     assert line["partition"] == "default" and line["handler"] == "price"
