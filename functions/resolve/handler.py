@@ -41,6 +41,8 @@ def images(record: DynamoDBRecord) -> tuple[dict[str, Any] | None, dict[str, Any
 
 
 def count(done: Resolved) -> None:
+    for latency in done.latencies:
+        metrics.add_metric(name="ResolutionLatency", unit=MetricUnit.Seconds, value=round(latency, 6))
     if done.queued:
         metrics.add_metric(name="TasksQueuedByResolve", unit=MetricUnit.Count, value=done.queued)
     if done.cancelled:

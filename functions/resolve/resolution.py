@@ -8,6 +8,7 @@ caller wins, and cancelling is conditional on the task still waiting.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ class Resolved:
     queued: int = 0
     cancelled: int = 0
     tasks: list[str] = field(default_factory=list)
+    #: Seconds from a result's completion to its dependents being queued (one per result that queued some).
+    latencies: list[float] = field(default_factory=list)
 
 
 def dependents(result_id: str) -> list[str]:
@@ -67,11 +70,14 @@ def resolve_batch(
     """Resolve a whole stream batch at once: completions are grouped so that a task released by
     many results of the batch is written once, and edge lookups run concurrently."""
     completed: list[str] = []
+    completed_at: dict[str, float] = {}
     out = Resolved()
     for old, new in changes:
         reached = transition(old, new)
         if reached == ResultStatus.COMPLETED.value and new is not None:
             completed.append(str(new["result_id"]))
+            if new.get("completed_at") is not None:
+                completed_at[str(new["result_id"])] = float(new["completed_at"])
         elif reached == ResultStatus.ABORTED.value and new is not None:
             aborted = resolve_record(settings, old, new)
             out.cancelled += aborted.cancelled
@@ -83,6 +89,13 @@ def resolve_batch(
         readiness.enqueue_tasks(settings, winners)
         out.queued += len(winners)
         out.tasks += [t.task_id for t in winners]
+        ready = {t.task_id for t in winners}
+        now = time.time()
+        out.latencies += [
+            now - completed_at[rid]
+            for rid, tasks in zip(completed, edges, strict=True)
+            if rid in completed_at and ready.intersection(tasks)
+        ]
     return out
 
 
