@@ -10,8 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fargate_worker.agent import Agent, logger
+from fargate_worker.agent import Agent
 from fargate_worker.settings import WorkerConfigError, load
+from fargate_worker.telemetry import logger
 from skyloom.core import models
 
 

@@ -6,7 +6,8 @@ the failure. So every task runs in a child process, reached over a pipe:
 
 - the parent sends a pickled :class:`TaskInput`; the child runs the target and sends back a pickled
   :class:`TaskOutcome` (a failure to pickle the outcome becomes a ``RemoteError`` in the child, so
-  a bad return value is a failed task, never a dead pipe);
+  a bad return value is a failed task, never a dead pipe; so does an outcome larger than the
+  worker's ``max_output_bytes``, checked before it is pickled, so that it never crosses the pipe);
 - one child serves many tasks (starting an interpreter and importing user modules costs 0.1-1 s);
   after it dies, times out or is killed it is discarded, and the next task spawns a fresh one.
 
@@ -50,8 +51,10 @@ DIED_ERROR = "WorkerChildDied"
 KILLED_ERROR = "TaskKilled"
 UNPICKLABLE_ERROR = "OutcomeNotPicklable"
 UNDECODABLE_ERROR = "OutcomeNotDecodable"
+UNDECODABLE_INPUT_ERROR = "InputNotDecodable"
 INVALID_OUTCOME_ERROR = "InvalidOutcome"
 SETUP_ERROR = "WorkerSetupError"
+OUTPUT_TOO_LARGE_ERROR = "OutputTooLarge"
 
 #: How long a new child may take to import its target and say it is ready.
 START_TIMEOUT_SECONDS = 120.0
@@ -82,6 +85,9 @@ class ChildResult:
     #: Wall time from sending the input to receiving the outcome: the task's compute time, not
     #: counting the start of a fresh child.
     seconds: float
+    #: The child's peak resident memory during this run in bytes (Linux ``VmHWM``, reset before
+    #: the run); None if unknown (not Linux, or the child did not return).
+    memory_peak: int | None = None
 
 
 class ChildProcess:
@@ -97,9 +103,12 @@ class ChildProcess:
         >>> child.close()
     """
 
-    def __init__(self, target: TaskTarget | None = None, *, name: str = "skyloom-child") -> None:
+    def __init__(self, target: TaskTarget | None = None, *, name: str = "skyloom-child",
+                 max_output_bytes: int | None = None) -> None:
         self._target = target
         self._name = name
+        #: Largest outcome (:func:`outcome_bytes`) a task may return; None: no limit.
+        self._max_output_bytes = max_output_bytes
         self._ctx = multiprocessing.get_context("spawn")
         #: Guards _proc/_conn/_kill_requested against kill() from another thread.
         self._lock = threading.Lock()
@@ -146,6 +155,8 @@ class ChildProcess:
         if child is None:
             return self._killed(0.0)
         proc, conn = child
+        # The child serves many tasks: its peak must be this run's, not the largest so far.
+        peak_known = _reset_peak_rss(proc.pid)
         start = time.monotonic()
         try:
             conn.send_bytes(data)
@@ -158,7 +169,9 @@ class ChildProcess:
                 reply = conn.recv_bytes()
             except (EOFError, OSError):  # the pipe closed: the child is gone
                 return self._ended(proc, start)
-            return ChildResult(_decode(reply), Ending.RETURNED, time.monotonic() - start)
+            seconds = time.monotonic() - start
+            peak = _peak_rss(proc.pid) if peak_known else None
+            return ChildResult(_decode(reply), Ending.RETURNED, seconds, peak)
         if proc.sentinel in ready:
             return self._ended(proc, start)
         self._discard(kill=True)
@@ -213,7 +226,7 @@ class ChildProcess:
     def _spawn_locked(self) -> tuple[BaseProcess, Connection]:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=_child_main, args=(child_conn, self._target, os.getpid()), name=self._name,
+            target=_child_main, args=(child_conn, self._target, os.getpid(), self._max_output_bytes), name=self._name,
             # Not daemonic: a daemonic process may not start processes, and user code may use
             # multiprocessing. close() makes sure it exits with the agent.
             daemon=False,
@@ -286,6 +299,28 @@ def death_message(code: int | None) -> str:
     return f"the task's child process exited with code {code} before returning"
 
 
+def _reset_peak_rss(pid: int | None) -> bool:
+    """Reset a process's peak resident memory (``VmHWM``; Linux >= 4.0); False if that failed."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return pid is not None
+
+
+def _peak_rss(pid: int | None) -> int | None:
+    """A process's peak resident memory in bytes since its last reset, None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _kill(proc: BaseProcess) -> None:
     """SIGKILL the child (a no-op once it has exited and been reaped)."""
     proc.kill()
@@ -312,8 +347,35 @@ def _invalid(value: object) -> TaskOutcome:
     ))
 
 
+def outcome_bytes(outcome: TaskOutcome) -> int:
+    """Bytes the attempt hands to storage: outputs, data of staged results, payloads of subtasks."""
+    return (
+        sum(len(v) for v in outcome.outputs.values())
+        + sum(len(r.data) for r in outcome.staged_results if r.data is not None)
+        + sum(len(t.payload) for t in outcome.staged_tasks)
+    )
+
+
+def check_output_size(outcome: TaskOutcome, limit: int | None) -> TaskOutcome:
+    """``outcome``, or a non-retryable ``OutputTooLarge`` failure if it holds more than ``limit``
+    bytes: the same code would produce the same bytes on a retry."""
+    if limit is None or outcome.error is not None:
+        return outcome
+    size = outcome_bytes(outcome)
+    if size <= limit:
+        return outcome
+    return TaskOutcome(error=RemoteError(
+        type=OUTPUT_TOO_LARGE_ERROR,
+        message=(f"the task produced {size} bytes of outputs (results, staged results and subtask payloads), "
+                 f"more than this worker's limit of {limit} bytes (SKYLOOM_WORKER_MAX_OUTPUT_BYTES); "
+                 "write large data in several results, or raise the limit"),
+        traceback="", retryable=False,
+    ))
+
+
 # ------------------------------------------------------------------------------- child side
-def _child_main(conn: Connection, target: TaskTarget | None, parent_pid: int) -> None:
+def _child_main(conn: Connection, target: TaskTarget | None, parent_pid: int,
+                max_output_bytes: int | None = None) -> None:
     """The child's loop: get ready, then receive an input, run it, send the outcome; exit when
     the pipe closes."""
     _detach_from_agent(parent_pid)
@@ -325,7 +387,7 @@ def _child_main(conn: Connection, target: TaskTarget | None, parent_pid: int) ->
         except (EOFError, OSError):
             return  # the agent closed the pipe (or died): nothing left to do
         outcome = TaskOutcome(error=setup_error) if run is None else _call(run, data)
-        conn.send_bytes(_dump(outcome))
+        conn.send_bytes(_dump(check_output_size(outcome, max_output_bytes)))
 
 
 def _resolve(target: TaskTarget | None) -> tuple[TaskTarget | None, RemoteError | None]:
@@ -373,7 +435,12 @@ def _default_target() -> TaskTarget:
 
 def _call(run: TaskTarget, data: bytes) -> TaskOutcome:
     try:
-        outcome = run(pickle.loads(data))
+        inp = pickle.loads(data)
+    except BaseException as exc:  # the agent sent what it could not have: say so, keep serving
+        return TaskOutcome(error=_remote_error(exc, type_name=UNDECODABLE_INPUT_ERROR, retryable=False,
+                                               prefix="the child cannot read the task's input: "))
+    try:
+        outcome = run(inp)
     except BaseException as exc:  # user code may raise anything, even SystemExit
         return TaskOutcome(error=_remote_error(exc))
     if not isinstance(outcome, TaskOutcome):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from fargate_worker.child import ChildResult, Ending
+from fargate_worker.child import ChildResult, Ending, outcome_bytes
 from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome
 
 #: SQS returns at most 10 messages per receive.
@@ -112,11 +112,7 @@ def bytes_in(inp: TaskInput) -> int:
 
 def bytes_out(outcome: TaskOutcome) -> int:
     """Bytes the attempt hands to storage: outputs, data of staged results, payloads of subtasks."""
-    return (
-        sum(len(v) for v in outcome.outputs.values())
-        + sum(len(r.data) for r in outcome.staged_results if r.data is not None)
-        + sum(len(t.payload) for t in outcome.staged_tasks)
-    )
+    return outcome_bytes(outcome)
 
 
 def new_worker_id() -> str:

@@ -8,15 +8,22 @@ process lives here. Command-line flags override the environment (see ``__main__`
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from skyloom.core.config import Settings
 
 #: SQS caps WaitTimeSeconds at 20.
 MAX_POLL_WAIT = 20
+#: The container's CPU quota: cgroup v2 (``<quota> <period>`` or ``max <period>``), then v1's two files.
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+#: Default of :attr:`WorkerSettings.max_output_bytes`: 1 GiB.
+DEFAULT_MAX_OUTPUT_BYTES = 1 << 30
+CGROUP_V1_CPU_QUOTA = ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")
 
 
 class WorkerConfigError(ValueError):
@@ -29,11 +36,10 @@ class WorkerSettings:
 
     #: The partition whose queues this agent drains (SKYLOOM_WORKER_PARTITION).
     partition: str = "default"
-    #: Tasks run at once, each in its own child process (SKYLOOM_WORKER_SLOTS). Set it to
-    #: :func:`default_slots` (one per vCPU: user code is usually CPU-bound and each child is its
-    #: own interpreter) with ``SKYLOOM_WORKER_SLOTS=auto``. The default stays 1 for now: the e2e
-    #: priority test assumes an agent holds at most one task (see the issue 4 report).
-    slots: int = 1
+    #: Tasks run at once, each in its own child process (SKYLOOM_WORKER_SLOTS; ``auto`` or unset:
+    #: :func:`default_slots`, one per vCPU the container may use). One per vCPU because user code
+    #: is usually CPU-bound and each child is its own interpreter: more slots only share the CPU.
+    slots: int = field(default_factory=lambda: default_slots())
     #: Seconds of the long poll made when every level was empty (SKYLOOM_WORKER_POLL_WAIT, 1-20).
     #: Short on purpose: while it waits on the top level, new lower-level work waits up to this long.
     #: Not 0: an idle agent would then spin on ReceiveMessage.
@@ -52,10 +58,19 @@ class WorkerSettings:
     #: as much as a short task, so doing it inline leaves the CPU idle for that long.
     overlap_reports: bool = True
     #: Messages claimed, with inputs downloaded, ahead of the slots (SKYLOOM_WORKER_PREFETCH; 0
-    #: turns prefetch off). Small on purpose: a prefetched task holds a lease and a message that
-    #: another, idle agent (or a higher-priority task arriving later) could have had. Off by
-    #: default for the same reason as ``slots``; 1 is the recommended production value.
-    prefetch: int = 0
+    #: turns prefetch off). One by default, so that a slot finishing a task starts the next one at
+    #: once instead of waiting for a receive, a claim and a download. Small on purpose: a
+    #: prefetched task holds a lease and a message that another, idle agent (or a higher-priority
+    #: task arriving later) could have had. An agent thus holds at most ``slots + prefetch``
+    #: tasks that have not started (the bound the priority tests check).
+    prefetch: int = 1
+    #: Largest outcome one attempt may return, in bytes: its outputs, the data of the results it
+    #: creates and the payloads of its subtasks, together (SKYLOOM_WORKER_MAX_OUTPUT_BYTES). A task
+    #: over it fails without retry (``OutputTooLarge``, naming its size and this limit) and the
+    #: agent takes its next task. Why a limit: an outcome is held in memory twice on its way out
+    #: (pickled in the child, then in the agent, which serves every slot) and S3 takes at most
+    #: 5 GiB in one PutObject; past a limit the task, not the agent, must be the one that fails.
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
     def __post_init__(self) -> None:
         if not self.partition:
@@ -68,6 +83,8 @@ class WorkerSettings:
             raise WorkerConfigError(f"SKYLOOM_WORKER_GRACE_SECONDS must be >= 0, got {self.grace_seconds}")
         if not 0 <= self.prefetch <= 10:
             raise WorkerConfigError(f"SKYLOOM_WORKER_PREFETCH must be 0-10, got {self.prefetch}")
+        if self.max_output_bytes < 1:
+            raise WorkerConfigError(f"SKYLOOM_WORKER_MAX_OUTPUT_BYTES must be at least 1, got {self.max_output_bytes}")
         if self.busy_report_seconds <= 0:
             raise WorkerConfigError(f"SKYLOOM_WORKER_BUSY_REPORT_SECONDS must be > 0, got {self.busy_report_seconds}")
         if self.max_tasks is not None and self.max_tasks < 1:
@@ -79,7 +96,7 @@ class WorkerSettings:
         max_tasks = _int(e, "SKYLOOM_WORKER_MAX_TASKS", 0)
         return cls(
             partition=e.get("SKYLOOM_WORKER_PARTITION") or "default",
-            slots=default_slots() if e.get("SKYLOOM_WORKER_SLOTS", "").strip().lower() == "auto"
+            slots=default_slots() if e.get("SKYLOOM_WORKER_SLOTS", "").strip().lower() in ("", "auto")
             else _int(e, "SKYLOOM_WORKER_SLOTS", 1),
             poll_wait=_int(e, "SKYLOOM_WORKER_POLL_WAIT", 1),
             grace_seconds=_float(e, "SKYLOOM_WORKER_GRACE_SECONDS", 100.0),
@@ -87,7 +104,8 @@ class WorkerSettings:
             burst=_bool(e, "SKYLOOM_WORKER_BURST"),
             busy_report_seconds=_float(e, "SKYLOOM_WORKER_BUSY_REPORT_SECONDS", 60.0),
             overlap_reports=_bool(e, "SKYLOOM_WORKER_OVERLAP_REPORTS", default=True),
-            prefetch=_int(e, "SKYLOOM_WORKER_PREFETCH", 0),
+            prefetch=_int(e, "SKYLOOM_WORKER_PREFETCH", 1),
+            max_output_bytes=_int(e, "SKYLOOM_WORKER_MAX_OUTPUT_BYTES", DEFAULT_MAX_OUTPUT_BYTES),
         )
 
     def with_overrides(self, **overrides: Any) -> WorkerSettings:
@@ -95,12 +113,35 @@ class WorkerSettings:
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def default_slots() -> int:
-    """One task slot per vCPU the process may use (its CPU affinity: what Fargate grants)."""
+def default_slots(cpu_max: str = CGROUP_CPU_MAX, v1_quota: tuple[str, str] = CGROUP_V1_CPU_QUOTA) -> int:
+    """One task slot per vCPU the process may use: the CPUs it may run on (its affinity), capped
+    by the container's CPU quota when the cgroup sets one. Fargate grants vCPUs as a quota (a
+    1-vCPU task can see every CPU of its host), so the quota is the number that matters there;
+    a fractional quota (0.25 vCPU) rounds up to one slot."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    quota = cpu_quota(cpu_max, v1_quota)
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
+
+
+def cpu_quota(cpu_max: str = CGROUP_CPU_MAX, v1_quota: tuple[str, str] = CGROUP_V1_CPU_QUOTA) -> float | None:
+    """The container's CPU quota in vCPUs (quota / period), or None if it has none or it cannot be read."""
+    try:
+        quota, period = Path(cpu_max).read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota, period = (Path(name).read_text().strip() for name in v1_quota)
+        except (OSError, ValueError):
+            return None
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:  # "max": no quota
+        return None
+    return q / p if q > 0 and p > 0 else None  # v1 says -1 for no quota
 
 
 def load(env: Mapping[str, str] | None = None) -> tuple[Settings, WorkerSettings]:

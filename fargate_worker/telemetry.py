@@ -1,5 +1,10 @@
-"""What the agent measures about itself: per-task metrics, how busy its slots are, and how close a
-task's child is to its memory limit.
+"""What the agent measures about itself: per-task metrics and traces, how busy its slots are, and
+how close a task's child is to its memory limit.
+
+Traces (X-Ray, Powertools ``Tracer``): each attempt is one trace whose phases (``fetch``,
+``compute``, ``upload``) are subsegments; see :class:`AttemptTrace`. Unlike in Lambda, the tracer
+is on by default (an X-Ray daemon sidecar receives it); ``POWERTOOLS_TRACE_DISABLED=true`` turns it
+off, which the local stack and the tests do.
 
 Metrics are CloudWatch embedded metric format (Powertools ``EphemeralMetrics``: one object per
 emission, so slot threads never share a metric buffer) printed to stdout, which the awslogs driver
@@ -9,16 +14,26 @@ as a dimension would create one metric per task, unbounded cost; task ids go in 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Skyloom")
 SERVICE = "skyloom-worker"
+#: The agent's one logger: every module of the agent logs through it, so that the keys appended
+#: at start (worker id, partition) are on every line.
+logger = Logger(service=SERVICE)
+#: Disabled only by POWERTOOLS_TRACE_DISABLED: Powertools would otherwise disable it anywhere but in
+#: Lambda. No auto-patching: the heartbeat's AWS calls run outside any segment, and would log errors.
+tracer = Tracer(service=SERVICE, auto_patch=False,
+                disabled=os.environ.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() in ("1", "true", "yes", "on"))
 #: Fraction of the memory limit at which a task's child is reported.
 MEMORY_WARN_FRACTION = 0.8
 #: cgroup files holding the container's memory limit (v2, then v1).
@@ -34,7 +49,10 @@ TASK_METRICS: dict[str, tuple[str, MetricUnit]] = {
     "upload": ("TaskUploadTime", MetricUnit.Seconds),
     "bytes_in": ("TaskBytesIn", MetricUnit.Bytes),
     "bytes_out": ("TaskBytesOut", MetricUnit.Bytes),
+    "memory_peak": ("ChildMemoryHighWater", MetricUnit.Bytes),
 }
+#: How an attempt ended (``emit_task_metrics``'s outcome) -> the count metric it adds to.
+OUTCOME_METRICS = {"completed": "TasksCompleted", "failed": "TasksFailed", "retried": "TasksRetried"}
 
 
 def _metrics(partition: str, handler: str | None = None) -> EphemeralMetrics:
@@ -45,14 +63,23 @@ def _metrics(partition: str, handler: str | None = None) -> EphemeralMetrics:
     return m
 
 
-def emit_task_metrics(partition: str, handler: str, metrics: Mapping[str, float], outcome: str) -> None:
-    """One EMF line per finished attempt: its phase times and bytes, and a count by outcome."""
+def emit_task_metrics(partition: str, handler: str, metrics: Mapping[str, float], outcome: str | None) -> None:
+    """One EMF line per finished attempt: its phase times, bytes and memory peak, and a count by
+    outcome (``completed``, ``failed`` for good, ``retried``; None counts nothing: a lost lease)."""
     m = _metrics(partition, handler)
     for key, value in metrics.items():
         named = TASK_METRICS.get(key)
         if named is not None:
             m.add_metric(name=named[0], unit=named[1], value=float(value))
-    m.add_metric(name=f"Tasks{outcome.capitalize()}", unit=MetricUnit.Count, value=1)
+    if outcome is not None:
+        m.add_metric(name=OUTCOME_METRICS[outcome], unit=MetricUnit.Count, value=1)
+    m.flush_metrics()
+
+
+def emit_task_started(partition: str, handler: str) -> None:
+    """An attempt was claimed (``TasksStarted``): with completed, failed and retried, where they went."""
+    m = _metrics(partition, handler)
+    m.add_metric(name="TasksStarted", unit=MetricUnit.Count, value=1)
     m.flush_metrics()
 
 
@@ -68,12 +95,51 @@ def emit_memory_warning(partition: str, handler: str) -> None:
     m.flush_metrics()
 
 
+class AttemptTrace:
+    """One X-Ray trace per attempt, its phases as subsegments.
+
+    The phases run on different threads (a preparer fetches, a slot computes, a reporter uploads)
+    and X-Ray keeps its current segment per thread, so each phase opens its own segment in the
+    attempt's trace (same trace id, one sampling decision taken at the claim) around a subsegment
+    named after the phase. The task id is an annotation: fine in a trace, never a metric dimension.
+    """
+
+    def __init__(self, task_id: str, handler: str) -> None:
+        self._task_id = task_id
+        self._handler = handler
+        recorder: Any = None if tracer.disabled else tracer.provider  # the X-Ray SDK's recorder
+        self._recorder = recorder
+        self._trace_id = ""
+        self._sampled = 0
+        if recorder is not None:
+            from aws_xray_sdk.core.models.traceid import TraceId
+
+            self._trace_id = TraceId().to_id()
+            self._sampled = 1 if recorder.sampler.should_trace({"service": SERVICE}) else 0
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Trace the ``with`` body as the attempt's ``name`` phase (a no-op when tracing is off)."""
+        recorder = self._recorder
+        if recorder is None:
+            yield
+            return
+        recorder.begin_segment(name=SERVICE, traceid=self._trace_id, sampling=self._sampled)
+        try:
+            recorder.put_annotation("task_id", self._task_id)
+            recorder.put_annotation("handler", self._handler)
+            with recorder.in_subsegment(name):
+                yield
+        finally:
+            recorder.end_segment()
+
+
 class BusyMeter:
     """Slot-seconds spent holding a task, so that the agent can say what fraction of its capacity
     was used: low means too many workers (or too little work), near 1 means scale out."""
 
     def __init__(self, slots: int) -> None:
-        self._slots = slots
+        self.slots = slots
         self._clock = time.monotonic
         self._lock = threading.Lock()
         self._since: dict[int, float] = {}  # slot -> start of its current task
@@ -99,7 +165,7 @@ class BusyMeter:
             self._busy = 0.0
             self._since = dict.fromkeys(self._since, now)
             self._window_start = now
-        return min(1.0, busy / (self._slots * elapsed)) if elapsed > 0 else 0.0
+        return min(1.0, busy / (self.slots * elapsed)) if elapsed > 0 else 0.0
 
 
 def memory_limit_bytes(env: Mapping[str, str] | None = None, files: tuple[str, ...] = CGROUP_LIMIT_FILES,

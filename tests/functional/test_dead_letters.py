@@ -23,7 +23,7 @@ def _task(task_id: str, status: TaskStatus) -> TaskModel:
                   due_shard="0", due_at=now + 60)
     t.save()
     ResultModel(f"{task_id}-out", session_id="s1", owner="alice", status=ResultStatus.CREATED.value,
-                owner_task_id=task_id, created_at=now).save()
+                owner_task_id=task_id, created_at=now, updated_at=now).save()
     return t
 
 

@@ -24,6 +24,7 @@ from fargate_worker.child import (
     DIED_ERROR,
     INVALID_OUTCOME_ERROR,
     KILLED_ERROR,
+    OUTPUT_TOO_LARGE_ERROR,
     TIMEOUT_ERROR,
     UNPICKLABLE_ERROR,
     ChildProcess,
@@ -62,6 +63,11 @@ def behave(inp: TaskInput) -> TaskOutcome:
         return TaskOutcome(outputs={"slept": inp.payload})
     if h == "unpicklable":
         return TaskOutcome(outputs={"x": Unpicklable()})  # type: ignore[dict-item]
+    if h == "alloc":  # hold some megabytes for a moment, then free them
+        block = bytearray(int(inp.payload.decode()) << 20)
+        time.sleep(0.05)
+        del block
+        return TaskOutcome(outputs={"out": b""})
     if h == "not_an_outcome":
         return 42  # type: ignore[return-value]
     raise LookupError(f"unknown test handler {h}")
@@ -175,6 +181,34 @@ def test_an_unpicklable_outcome_is_a_non_retryable_error(child: ChildProcess) ->
     assert err is not None and err.type == UNPICKLABLE_ERROR and not err.retryable
     assert "refuses to be pickled" in err.message
     assert child_pid(child) == pid  # the pipe is still in sync: same child serves the next task
+
+
+def test_an_outcome_over_the_output_limit_fails_the_task_before_it_crosses_the_pipe() -> None:
+    c = ChildProcess(target=behave, max_output_bytes=100)
+    try:
+        pid = child_pid(c)
+        # WHEN a task returns more than the limit
+        result = c.execute(task("echo", b"x" * 101))
+        # THEN it fails, not retryably, with a message naming its size and the limit
+        assert result.ending is Ending.RETURNED
+        err = result.outcome.error
+        assert err is not None and err.type == OUTPUT_TOO_LARGE_ERROR and not err.retryable
+        assert "101 bytes" in err.message and "limit of 100 bytes" in err.message
+        assert "SKYLOOM_WORKER_MAX_OUTPUT_BYTES" in err.message
+        # AND the same child runs the next task, which fits
+        assert c.run(task("echo", b"x" * 100)).outputs == {"out": b"x" * 100}
+        assert child_pid(c) == pid
+    finally:
+        c.close()
+
+
+def test_each_run_reports_its_own_memory_peak(child: ChildProcess) -> None:
+    big = child.execute(task("alloc", b"200"))
+    small = child.execute(task("alloc", b"1"))
+    assert big.memory_peak is not None and big.memory_peak >= 200 << 20
+    # the same child, but its peak was reset: the second run does not inherit the first one's
+    assert small.memory_peak is not None and small.memory_peak < 150 << 20
+    assert child.spawned == 1
 
 
 def test_a_target_returning_something_else_is_an_error(child: ChildProcess) -> None:

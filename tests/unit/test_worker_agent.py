@@ -8,6 +8,7 @@ child processes is covered by the end-to-end tests.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from fargate_worker.agent import INPUT_ERROR, Agent
+from fargate_worker.agent import Agent
+from fargate_worker.attempt import INPUT_ERROR
 from fargate_worker.child import TIMEOUT_ERROR, ChildResult, Ending
 from fargate_worker.settings import WorkerSettings
 from skyloom.core.config import Settings
@@ -87,6 +89,18 @@ class FakeSqs:
             self.queues[QueueUrl].remove(self._find(QueueUrl, ReceiptHandle))
             self.calls.append(("delete", ReceiptHandle))
 
+    def delete_message_batch(self, *, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self._fail("delete_message_batch")
+        ok, failed = [], []
+        for e in Entries:
+            try:
+                self.delete_message(QueueUrl=QueueUrl, ReceiptHandle=e["ReceiptHandle"])
+                ok.append({"Id": e["Id"]})
+            except KeyError:
+                failed.append({"Id": e["Id"], "Code": "ReceiptHandleIsInvalid", "SenderFault": True})
+        self.calls.append(("delete_batch", len(Entries)))
+        return {"Successful": ok, "Failed": failed}
+
     def change_message_visibility(self, *, QueueUrl: str, ReceiptHandle: str, VisibilityTimeout: int) -> None:
         with self._lock:
             self._find(QueueUrl, ReceiptHandle).invisible_until = time.monotonic() + VisibilityTimeout
@@ -125,6 +139,8 @@ class FakeOps:
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
     lease_ok: bool = True
     failures: dict[str, int] = field(default_factory=dict)
+    #: What fail() answers: "Error" (no retries left), "Submitted" (retried) or "lost".
+    fail_status: str = "Error"
 
     def add(self, task_id: str, handler: str = "ok", status: str = "Submitted", **options: Any) -> TaskMessage:
         self.status[task_id], self.handler[task_id], self.options[task_id] = status, handler, options
@@ -165,8 +181,8 @@ class FakeOps:
     def fail(self, settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *,
              timed_out: bool = False) -> str:
         self._record("fail", task.task_id, (error, timed_out))
-        self.status[task.task_id] = "Error"
-        return "Error"
+        self.status[task.task_id] = self.fail_status
+        return self.fail_status
 
     def release(self, settings: Settings, task: TaskModel, worker_id: str) -> bool:
         self._record("release", task.task_id)
@@ -178,6 +194,7 @@ class FakeChild:
     """A child whose behaviour is the handler name; "slow" runs until ``finish`` or kill()."""
 
     finish = threading.Event()
+    pid: int | None = None  # no process: the memory watch has nothing to sample
 
     def __init__(self) -> None:
         self.killed = threading.Event()
@@ -195,6 +212,8 @@ class FakeChild:
         h = inp.handler
         if h == "ok":
             return ChildResult(TaskOutcome(outputs={"out": b"result"}), Ending.RETURNED, 0.25)
+        if h == "big":  # a child that says how much memory the task took at its peak
+            return ChildResult(TaskOutcome(outputs={"out": b"result"}), Ending.RETURNED, 0.25, 300 << 20)
         if h == "raise":
             return ChildResult(TaskOutcome(error=ERR), Ending.RETURNED, 0.1)
         if h == "timeout":
@@ -442,17 +461,17 @@ def test_received_but_unstarted_messages_are_given_back_on_stop(h: Harness) -> N
     # GIVEN a message received by the poller but not picked by a slot yet
     agent = h.make()
     h.submit("t1")
-    agent._plan = [(HIGH, 1)]
-    url, [message] = agent._poll(1)
-    held = agent._decode(url, message)
-    assert held is not None
-    agent._dispatch([held])
+    received = agent._mailbox.receive([(HIGH, 1)], 1, agent._stop.stop)
+    assert received is not None
+    agent._ledger.admit(received)
+    agent._pool.hand(received)
     # WHEN the agent stops before a slot takes it
-    agent._stop.set()
-    agent._give_back_unstarted()
+    agent._stop.stop.set()
+    agent._pool.give_back_unstarted()
+    agent._mailbox.flush()
     # THEN it is visible again at once and nothing ran
     assert h.sqs.visible_now() == 1 and not h.ops.calls
-    assert agent._in_flight == 0
+    assert agent._ledger.in_flight == 0
 
 
 def test_aws_errors_do_not_kill_the_agent(h: Harness) -> None:
@@ -550,3 +569,50 @@ def test_sigterm_releases_a_prefetched_task_at_once(h: Harness) -> None:
     assert codes == [0]
     assert [x for x, _ in h.ops.of("complete")] == ["running"]
     assert h.ops.status["prefetched"] == "Submitted"
+
+
+# ------------------------------------------------------------------------------ telemetry
+def _emf(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
+
+
+def _counts(lines: list[dict[str, Any]], name: str) -> int:
+    return sum(1 for line in lines if name in line)
+
+
+def test_started_completed_retried_and_failed_attempts_are_counted(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a task that completes and one whose failure is retried
+    h.submit("good")
+    h.submit("again", "raise")
+    h.ops.fail_status = "Submitted"
+    h.make(burst=True).run()
+    lines = _emf(capsys.readouterr().out)
+    # THEN two attempts started, one completed, one retried, none failed for good
+    assert _counts(lines, "TasksStarted") == 2
+    assert _counts(lines, "TasksCompleted") == 1 and _counts(lines, "TasksRetried") == 1
+    assert _counts(lines, "TasksFailed") == 0
+    # AND the dimensions are partition and handler, never a task id
+    for line in lines:
+        (dims,) = line["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+        assert set(dims) <= {"service", "partition", "handler"}
+        assert "good" not in json.dumps(line) and "again" not in json.dumps(line)
+
+
+def test_a_final_failure_counts_as_failed(h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    h.submit("bad", "raise")
+    h.make(burst=True).run()
+    lines = _emf(capsys.readouterr().out)
+    assert _counts(lines, "TasksFailed") == 1 and _counts(lines, "TasksRetried") == 0
+
+
+def test_the_childs_memory_peak_goes_on_the_task_and_out_as_a_metric(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h.submit("t1", "big")
+    h.make(burst=True).run()
+    [(_, metrics)] = h.ops.of("complete")
+    assert metrics["memory_peak"] == 300 << 20  # on the task item, with the phase times
+    [line] = [x for x in _emf(capsys.readouterr().out) if "ChildMemoryHighWater" in x]
+    assert line["ChildMemoryHighWater"] == [300 << 20] and line["handler"] == "big"

@@ -2,21 +2,56 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from fargate_worker.__main__ import parse_args
-from fargate_worker.settings import WorkerConfigError, WorkerSettings, default_slots, load
+from fargate_worker.settings import WorkerConfigError, WorkerSettings, cpu_quota, default_slots, load
 
 
 def test_defaults_suit_production() -> None:
     s = WorkerSettings.from_env({})
-    assert s == WorkerSettings(partition="default", slots=1, poll_wait=1, grace_seconds=100.0,
+    assert s == WorkerSettings(partition="default", slots=default_slots(), poll_wait=1, grace_seconds=100.0,
                                max_tasks=None, burst=False, busy_report_seconds=60.0,
-                               overlap_reports=True, prefetch=0)
+                               overlap_reports=True, prefetch=1)
+    assert WorkerSettings().slots == default_slots()
 
 
 def test_auto_slots_is_one_per_vcpu() -> None:
     assert WorkerSettings.from_env({"SKYLOOM_WORKER_SLOTS": "auto"}).slots == default_slots() >= 1
+
+
+@pytest.mark.parametrize(
+    ("v2", "v1", "quota"),
+    [
+        ("200000 100000\n", None, 2.0),  # Fargate, 2 vCPU
+        ("25000 100000\n", None, 0.25),  # 0.25 vCPU
+        ("max 100000\n", None, None),  # no quota
+        (None, ("150000", "100000"), 1.5),  # cgroup v1
+        (None, ("-1", "100000"), None),  # v1 without a quota
+        (None, None, None),  # nothing readable
+    ],
+)
+def test_the_containers_cpu_quota_is_read_from_its_cgroup(
+    tmp_path: Path, v2: str | None, v1: tuple[str, str] | None, quota: float | None
+) -> None:
+    cpu_max, q, p = tmp_path / "cpu.max", tmp_path / "quota", tmp_path / "period"
+    if v2 is not None:
+        cpu_max.write_text(v2)
+    if v1 is not None:
+        q.write_text(v1[0])
+        p.write_text(v1[1])
+    assert cpu_quota(str(cpu_max), (str(q), str(p))) == quota
+
+
+def test_slots_are_capped_by_the_quota_rounded_up(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("25000 100000")
+    assert default_slots(str(cpu_max)) == 1  # a quarter vCPU still runs one task
+    cpu_max.write_text(f"{1000 * 100000} 100000")
+    assert default_slots(str(cpu_max)) == len(os.sched_getaffinity(0))  # never more than the CPUs
 
 
 def test_every_variable_is_read() -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -64,3 +67,63 @@ def test_task_metrics_have_partition_and_handler_dimensions_only(capsys: pytest.
     assert {"TaskComputeTime", "TaskQueueWait", "TaskFetchTime", "TaskUploadTime", "TaskBytesIn",
             "TaskBytesOut", "TasksCompleted"} <= names
     assert line["partition"] == "default" and line["handler"] == "price"
+
+
+def test_outcomes_are_counted_under_their_documented_names(capsys: pytest.CaptureFixture[str]) -> None:
+    telemetry.emit_task_started("default", "price")
+    telemetry.emit_task_metrics("default", "price", {"memory_peak": 1024.0}, "retried")
+    telemetry.emit_task_metrics("default", "price", {}, "failed")
+    telemetry.emit_task_metrics("default", "price", {"compute": 1.0}, None)  # a lost lease: no count
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    names = [[m["Name"] for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]] for line in lines]
+    assert names == [["TasksStarted"], ["ChildMemoryHighWater", "TasksRetried"], ["TasksFailed"],
+                     ["TaskComputeTime"]]
+    assert lines[1]["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"] == "Bytes"
+
+
+class FakeRecorder:
+    """The X-Ray recorder calls an attempt's trace makes, per thread."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ...]] = []
+        self.sampler = self
+
+    def should_trace(self, request: dict[str, str]) -> bool:
+        return True
+
+    def begin_segment(self, *, name: str, traceid: str, sampling: int) -> None:
+        self.events.append(("segment", name, traceid, str(sampling)))
+
+    def put_annotation(self, key: str, value: str) -> None:
+        self.events.append(("annotation", key, value))
+
+    @contextlib.contextmanager
+    def in_subsegment(self, name: str) -> Iterator[None]:
+        self.events.append(("subsegment", name))
+        yield
+
+    def end_segment(self) -> None:
+        self.events.append(("end",))
+
+
+def test_an_attempts_phases_are_subsegments_of_one_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = FakeRecorder()
+    monkeypatch.setattr(telemetry, "tracer", SimpleNamespace(disabled=False, provider=recorder))
+    trace = telemetry.AttemptTrace("t1", "price")
+    for phase in ("fetch", "compute", "upload"):
+        with trace.phase(phase):
+            pass
+    segments = [e for e in recorder.events if e[0] == "segment"]
+    assert len(segments) == 3 and len({s[2] for s in segments}) == 1  # one trace id for the attempt
+    assert [e[1] for e in recorder.events if e[0] == "subsegment"] == ["fetch", "compute", "upload"]
+    assert ("annotation", "task_id", "t1") in recorder.events
+    assert recorder.events.count(("end",)) == 3
+
+
+def test_tracing_off_records_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = FakeRecorder()
+    monkeypatch.setattr(telemetry, "tracer", SimpleNamespace(disabled=True, provider=recorder))
+    with telemetry.AttemptTrace("t1", "price").phase("compute"):
+        pass
+    assert recorder.events == []
+    assert telemetry.tracer.disabled  # and the suite runs with POWERTOOLS_TRACE_DISABLED=true

@@ -1,0 +1,222 @@
+"""The steps of one attempt, whichever thread runs them: claim -> load inputs (a preparer or the
+slot) -> execute in the slot's child -> report (a reporter or the slot) -> settle the message.
+
+Crash safety comes from the order of the writes: a message is settled only once DynamoDB says
+what became of its task, so a crash before that leaves the message to come back and the lease to
+expire (see :mod:`fargate_worker.agent`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from collections.abc import Iterator
+from typing import Protocol
+
+from fargate_worker.child import ChildProcess, ChildResult, Ending
+from fargate_worker.ledger import Ledger
+from fargate_worker.messages import Held, Mailbox
+from fargate_worker.policy import Action, Verdict, bytes_in, bytes_out, max_duration
+from fargate_worker.shutdown import StopControl
+from fargate_worker.telemetry import AttemptTrace, emit_task_metrics, emit_task_started, logger
+from skyloom.core import clock
+from skyloom.core.config import Settings
+from skyloom.core.dispatching import TaskMessage
+from skyloom.core.models import TaskModel
+from skyloom.core.states import TaskStatus
+from skyloom.errors import SkyloomError
+from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome
+
+#: Error type of an attempt whose inputs could not be loaded.
+INPUT_ERROR = "InputFetchFailed"
+
+
+class ExecutionOps(Protocol):
+    """The attempt operations of :mod:`skyloom.core.execution`; tests pass fakes."""
+
+    def claim(self, settings: Settings, message: TaskMessage, worker_id: str) -> TaskModel | None: ...
+    def heartbeat(self, settings: Settings, task: TaskModel, worker_id: str) -> bool: ...
+    def load_inputs(self, settings: Settings, task: TaskModel) -> TaskInput: ...
+    def complete(
+        self, settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome, metrics: dict[str, float]
+    ) -> bool: ...
+    def fail(
+        self, settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *, timed_out: bool = False
+    ) -> str: ...
+    def release(self, settings: Settings, task: TaskModel, worker_id: str) -> bool: ...
+
+
+class Attempts:
+    """Runs the steps of attempts for one agent; stateless between calls, shared by its threads."""
+
+    def __init__(self, settings: Settings, *, partition: str, worker_id: str, ops: ExecutionOps,
+                 mailbox: Mailbox, ledger: Ledger, stop: StopControl) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self._partition = partition
+        self._ops = ops
+        self._mailbox = mailbox
+        self._ledger = ledger
+        self._stop = stop
+
+    # -------------------------------------------------------------------------- preparing
+    def prepare(self, held: Held) -> bool:
+        """Claim and load inputs; False if there is nothing to run (the message is deleted)."""
+        task = self._claim(held)
+        if task is None:
+            self._mailbox.delete(held)  # duplicate, finished, cancelled or not ready: nothing to run
+            return False
+        with self.task_context(task):
+            metrics = self._start_metrics(task)
+            with _phase(held, "fetch"):
+                inp = self._load_inputs(task, metrics)
+            held.prepared = (inp, metrics)
+        return True
+
+    def _claim(self, held: Held) -> TaskModel | None:
+        task = self._ops.claim(self.settings, held.message, self.worker_id)
+        if task is None:
+            self._ledger.count("unclaimable")
+            logger.info("message not claimable (duplicate, finished or cancelled task); deleting it",
+                        extra={"task_id": held.message.task_id})
+        else:
+            held.trace = AttemptTrace(task.task_id, str(task.handler))
+            self._emit_started(task)
+        held.task = task
+        return task
+
+    def _start_metrics(self, task: TaskModel) -> dict[str, float]:
+        submitted = task.submitted_at
+        return {"queue_wait": max(0.0, clock.now() - float(submitted))} if submitted is not None else {}
+
+    def _load_inputs(self, task: TaskModel, metrics: dict[str, float]) -> TaskInput | RemoteError:
+        """The task's payload and dependency values. A failure counts as a failed attempt, so that a
+        missing input ends in Error after max_retries instead of bouncing between workers forever."""
+        start = time.monotonic()
+        try:
+            inp = self._ops.load_inputs(self.settings, task)
+        except Exception as exc:
+            logger.exception("could not load the task's inputs")
+            return RemoteError(
+                type=INPUT_ERROR, message=f"the worker could not load the task's inputs: {exc}",
+                traceback=traceback.format_exc(), retryable=not isinstance(exc, SkyloomError),
+            )
+        finally:
+            metrics["fetch"] = time.monotonic() - start
+        metrics["bytes_in"] = float(bytes_in(inp))
+        return inp
+
+    # -------------------------------------------------------------------------- executing
+    def execute(self, held: Held, child: ChildProcess, inp: TaskInput, metrics: dict[str, float]) -> ChildResult:
+        """Run the task in this slot's child; the heartbeat keeps the lease and may kill it."""
+        not_run = ChildResult(TaskOutcome(error=RemoteError("TaskNotStarted", "stopped before it ran", "")),
+                              Ending.KILLED, 0.0)
+        if held.lost.is_set() or self._stop.force.is_set():
+            return not_run
+        held.child = child
+        if held.lost.is_set():  # lost between the check and publishing the child: it was not killed
+            held.child = None
+            return not_run
+        try:
+            with _phase(held, "compute"):
+                result = child.execute(inp, max_duration(inp.options))
+        except Exception:
+            # The child cannot even start: this agent is broken, not the task. Give the task back
+            # and stop, so that the orchestrator replaces this agent.
+            logger.exception("could not start a child process; stopping this agent")
+            self._stop.broken("child processes cannot start")
+            return not_run
+        finally:
+            held.child = None
+        metrics["compute"] = result.seconds
+        metrics["bytes_out"] = float(bytes_out(result.outcome))
+        # The child's own high-water mark when it returned; the heartbeat's samples if it died.
+        peak = max(result.memory_peak or 0, held.memory_peak)
+        if peak:
+            metrics["memory_peak"] = float(peak)
+        return result
+
+    # -------------------------------------------------------------------------- reporting
+    def report(self, held: Held, task: TaskModel, v: Verdict, metrics: dict[str, float]) -> None:
+        """Tell DynamoDB how the attempt ended, then delete the message: only then, so that a crash
+        before this point leaves the message to come back and the lease to expire."""
+        held.reporting = True
+        if v.action is Action.DROP:
+            self._ledger.count("dropped")
+            logger.warning("lease lost: another worker may own the task now; dropping this attempt")
+            self._mailbox.make_visible(held)  # the next claim() decides with DynamoDB's current state
+            return
+        if v.action is Action.RELEASE:
+            self.release(held, task)
+            return
+        if v.action is Action.COMPLETE and v.outcome is not None:
+            start = time.monotonic()
+            with _phase(held, "upload"):
+                committed = self._ops.complete(self.settings, task, self.worker_id, v.outcome, metrics)
+            metrics["upload"] = time.monotonic() - start
+            self._ledger.count("completed" if committed else "lost")
+            if committed:
+                logger.info("task completed", extra={"metrics": metrics})
+                self._emit(task, metrics, "completed")
+            else:
+                logger.warning("lease lost before the commit: this attempt's outputs were discarded")
+                self._emit(task, metrics, None)
+        elif v.error is not None:
+            status = self._ops.fail(self.settings, task, self.worker_id, v.error, timed_out=v.timed_out)
+            self._ledger.count("failed")
+            # fail() says what became of the task: queued again (retried), ended, or not ours any more.
+            self._emit(task, metrics, {"lost": None, TaskStatus.SUBMITTED.value: "retried"}.get(status, "failed"))
+            logger.warning("attempt failed", extra={"status": status, "error_type": v.error.type,
+                                                    "error": v.error.message[:1000], "timed_out": v.timed_out,
+                                                    "metrics": metrics})
+        self._mailbox.delete(held)
+
+    def _emit(self, task: TaskModel, metrics: dict[str, float], outcome: str | None) -> None:
+        try:
+            emit_task_metrics(self._partition, str(task.handler), metrics, outcome)
+        except Exception:  # metrics must never fail a task
+            logger.exception("could not emit the task's metrics")
+
+    def _emit_started(self, task: TaskModel) -> None:
+        try:
+            emit_task_started(self._partition, str(task.handler))
+        except Exception:  # metrics must never fail a task
+            logger.exception("could not emit the task's metrics")
+
+    def release(self, held: Held, task: TaskModel) -> None:
+        """Give a claimed task back without counting the attempt; its message is visible at once."""
+        try:
+            released = self._ops.release(self.settings, task, self.worker_id)
+        except Exception:
+            logger.exception("could not release the task: its lease will expire and the sweeper re-queues it")
+            return
+        self._ledger.count("released")
+        logger.info("task given back", extra={"released": released})
+        self._mailbox.make_visible(held)
+
+    def give_back(self, held: Held) -> None:
+        """Received but not started: release the task if a preparer claimed it, and make the
+        message visible at once, so that another agent may run it."""
+        if held.task is not None:
+            self.release(held, held.task)
+            return
+        self._ledger.count("returned")
+        self._mailbox.make_visible(held)
+
+    @contextlib.contextmanager
+    def task_context(self, task: TaskModel) -> Iterator[None]:
+        """The task's ids on every log line of this thread meanwhile."""
+        logger.thread_safe_append_keys(task_id=task.task_id, session_id=task.session_id, handler=task.handler,
+                                       attempt=int(task.attempt or 0))
+        try:
+            yield
+        finally:
+            logger.thread_safe_clear_keys()
+
+
+def _phase(held: Held, name: str) -> contextlib.AbstractContextManager[None]:
+    """The attempt's ``name`` phase in its trace (nothing before the claim)."""
+    trace = held.trace
+    return trace.phase(name) if trace is not None else contextlib.nullcontext()
+

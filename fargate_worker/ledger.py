@@ -1,0 +1,95 @@
+"""What the agent holds, counted under one lock: the messages it received and has not settled,
+the tasks it finished with, the attempts waiting to be reported, and its stats.
+
+The poller asks it how many messages to receive (:meth:`Ledger.wait_for_budget`), the slots and
+reporters tell it when they are done with one (:meth:`Ledger.forget`), the heartbeat asks it what
+is due. Kept apart so that no thread reaches into another's counters.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable
+
+from fargate_worker.messages import Held
+from fargate_worker.policy import receive_budget
+from fargate_worker.settings import WorkerSettings
+from fargate_worker.shutdown import StopControl
+
+
+class Ledger:
+    """Counters shared by the agent's threads; every method is thread-safe."""
+
+    def __init__(self, config: WorkerSettings) -> None:
+        self._config = config
+        #: Guards everything below; notified whenever a slot frees up.
+        self._lock = threading.Condition()
+        self.stats: Counter[str] = Counter()
+        self._held: set[Held] = set()
+        self._in_flight = 0  # messages handed to slots and not finished with
+        self._finished = 0  # claimed tasks finished with, whatever the outcome (max_tasks)
+        self._reporting = 0  # attempts handed to reporters and not yet reported
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def count(self, key: str) -> None:
+        with self._lock:
+            self.stats[key] += 1
+
+    def wait_for_budget(self, stop: StopControl) -> int:
+        """Block until a slot is free; returns how many messages to ask for (0 once stopping)."""
+        max_tasks = self._config.max_tasks
+        with self._lock:
+            while not stop.stopping:
+                if max_tasks is not None and self._finished >= max_tasks:
+                    stop.finish(f"max_tasks={max_tasks} reached")
+                    break
+                # Attempts being reported no longer occupy a slot's child: up to one per slot may
+                # be reported behind while the slots start their next tasks.
+                busy = self._in_flight - min(self._reporting, self._config.slots)
+                budget = receive_budget(self._config.slots + self._config.prefetch, busy)
+                if max_tasks is not None:  # counts every task not finished with
+                    budget = min(budget, receive_budget(max_tasks, self._in_flight, max_tasks, self._finished))
+                if budget:
+                    return budget
+                self._lock.wait(0.5)
+        return 0
+
+    def admit(self, received: Iterable[Held]) -> None:
+        """Messages received: held (the heartbeat keeps them) and in flight until forgotten."""
+        received = list(received)
+        with self._lock:
+            self._held.update(received)
+            self._in_flight += len(received)
+
+    def forget(self, held: Held) -> None:
+        """Done with ``held``, whatever became of it: no more heartbeats, a slot is free."""
+        held.reporting = True
+        with self._lock:
+            self._held.discard(held)
+            self._in_flight -= 1
+            if held.task is not None:
+                self._finished += 1
+            self._lock.notify_all()
+
+    def reporting_started(self) -> None:
+        with self._lock:
+            self._reporting += 1
+
+    def reporting_done(self) -> None:
+        with self._lock:
+            self._reporting -= 1
+
+    def due(self, now: float) -> list[Held]:
+        """Held messages whose heartbeat is due."""
+        with self._lock:
+            return [h for h in self._held if h.next_beat <= now]
+
+    def running(self) -> list[Held]:
+        """Held messages whose task's code runs now in a child process."""
+        with self._lock:
+            return [h for h in self._held if h.child is not None]

@@ -1,0 +1,273 @@
+"""The agent's working threads and the queues between them::
+
+    poller --inbox--> [preparers: claim, load inputs] --ready--> slots: execute --reports--> reporters
+                      (prefetch > 0; without, slots read the inbox and prepare themselves)
+
+- a **slot** owns one :class:`~fargate_worker.child.ChildProcess` and runs one task at a time in it;
+- a **preparer** (prefetch) claims the next task and downloads its inputs while the children
+  compute, so that a slot starts its next task the moment it is free;
+- a **reporter** uploads outputs, commits and settles the message of a finished attempt while its
+  slot's child already runs the next task: communication overlaps computation.
+
+Every queue ends with ``None`` sentinels: the poller's end reaches the preparers (the last one
+then ends the slots) or the slots; the reporters end after the slots.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from fargate_worker.attempt import Attempts
+from fargate_worker.child import ChildProcess
+from fargate_worker.ledger import Ledger
+from fargate_worker.messages import Held
+from fargate_worker.policy import Action, Backoff, Verdict, verdict
+from fargate_worker.settings import WorkerSettings
+from fargate_worker.shutdown import FORCED_EXIT_SECONDS, StopControl
+from fargate_worker.telemetry import BusyMeter, logger
+from skyloom.core.models import TaskModel
+from skyloom.runtime.outcome import TaskInput
+
+Report = tuple[Held, TaskModel, Verdict, dict[str, float]]
+
+
+class SlotPool:
+    """The slots, preparers and reporters of one agent.
+
+    Args:
+        config: the agent's settings (slots, prefetch, overlap_reports).
+        attempts: the steps each thread runs.
+        ledger: where each thread says it is done with a message.
+        stop: the agent's stop flags.
+        busy: the slots' busy meter.
+        child_factory: makes one ChildProcess per slot.
+    """
+
+    def __init__(self, config: WorkerSettings, *, attempts: Attempts, ledger: Ledger, stop: StopControl,
+                 busy: BusyMeter, child_factory: Callable[[], ChildProcess]) -> None:
+        self._config = config
+        self._attempts = attempts
+        self._ledger = ledger
+        self._stop = stop
+        self._busy = busy
+        self.children = [child_factory() for _ in range(config.slots)]
+        self._inbox: queue.Queue[Held | None] = queue.Queue()
+        #: Prefetch: preparers claim and load inputs ahead of the slots, which take from here.
+        self._ready: queue.Queue[Held | None] = queue.Queue()
+        #: Finished attempts waiting to be reported by the reporter threads (overlap_reports).
+        self._reports: queue.Queue[Report | None] = queue.Queue()
+        self._slots: list[threading.Thread] = []
+        self._preparers: list[threading.Thread] = []
+        self._reporters: list[threading.Thread] = []
+        self._preparers_left = 0
+        self._lock = threading.Lock()
+        self._inbox_ended = False
+        self._reports_ended = False
+
+    def start(self) -> None:
+        # Before the slots: a slot reads from the ready queue if there are preparers.
+        self._preparers_left = self._config.prefetch
+        for i in range(self._config.prefetch):
+            self._preparers.append(_thread(self._preparer_loop, f"prefetch-{i}"))
+        for i, child in enumerate(self.children):
+            # Daemon: a slot stuck in an AWS call must not keep a stopping agent alive; what it
+            # held is left to the lease sweeper and the visibility timeout.
+            self._slots.append(_thread(self._slot_loop, f"slot-{i}", child))
+        for i in range(self._config.slots if self._config.overlap_reports else 0):
+            self._reporters.append(_thread(self._reporter_loop, f"reporter-{i}"))
+
+    def hand(self, received: list[Held]) -> None:
+        """Messages for the preparers, or the slots without prefetch."""
+        for held in received:
+            self._inbox.put(held)
+
+    # ------------------------------------------------------------------------------ ending
+    def drain(self) -> None:
+        """Let running tasks finish and their reports land (raises ForcedShutdown past the grace)."""
+        self.give_back_unstarted()
+        self.end_inbox()
+        self._stop.wait_for(self._slots)
+        self.end_reports()  # after the slots: every hand-off is queued before it
+        self._stop.wait_for(self._reporters)
+
+    def close(self) -> None:
+        """Leave nothing running: give back what did not start, kill what runs (its slot then
+        releases it), and let the reports land within a bound."""
+        self.give_back_unstarted()
+        self.end_inbox()
+        if any(s.is_alive() for s in self._slots):
+            self._stop.force.set()
+            self._kill_running()
+        # Reports are finished work (and quick): let them land, within a bound.
+        self.end_reports()
+        deadline = time.monotonic() + FORCED_EXIT_SECONDS
+        for reporter in self._reporters:
+            reporter.join(max(0.0, deadline - time.monotonic()))
+
+    def close_children(self) -> None:
+        for child in self.children:
+            try:
+                child.close()
+            except Exception:
+                logger.exception("could not close a child process")
+
+    def give_back_unstarted(self) -> None:
+        """Received (or prepared) but not started: give back at once, for another agent."""
+        for q in (self._inbox, self._ready):
+            sentinels = 0
+            while True:
+                try:
+                    held = q.get_nowait()
+                except queue.Empty:
+                    break
+                if held is None:
+                    sentinels += 1
+                    continue
+                try:
+                    self._attempts.give_back(held)
+                finally:
+                    self._ledger.forget(held)
+            for _ in range(sentinels):
+                q.put(None)
+
+    def end_inbox(self) -> None:
+        """End the inbox's readers: the preparers (the last one then ends the slots) or the slots."""
+        if not self._inbox_ended:
+            self._inbox_ended = True
+            for _ in self._preparers or self._slots:
+                self._inbox.put(None)
+
+    def end_reports(self) -> None:
+        if not self._reports_ended:
+            self._reports_ended = True
+            for _ in self._reporters:
+                self._reports.put(None)
+
+    def _kill_running(self) -> None:
+        """Kill every child; each slot then gives its task back (verdict RELEASE) and exits."""
+        deadline = time.monotonic() + FORCED_EXIT_SECONDS
+        while any(s.is_alive() for s in self._slots) and time.monotonic() < deadline:
+            for child in self.children:  # repeated: a slot may have been just about to start one
+                child.kill()
+            for s in self._slots:
+                s.join(0.1)
+        if any(s.is_alive() for s in self._slots):
+            logger.error("some slots did not stop in time; their tasks are left to the lease sweeper")
+
+    # ------------------------------------------------------------------------------- loops
+    def _slot_loop(self, child: ChildProcess) -> None:
+        """A slot takes one message at a time until it receives the None sentinel: from the
+        preparers' ready queue with prefetch, straight from the poller without."""
+        self._warm_up(child)
+        backoff = Backoff()
+        source = self._ready if self._preparers else self._inbox
+        while (held := source.get()) is not None:
+            handed_off = False
+            try:
+                if self._stop.stopping:
+                    self._attempts.give_back(held)  # not started: another agent may run it
+                else:
+                    handed_off = self._work(held, child)
+                backoff.reset()
+            except Exception:
+                # An AWS call failed past boto3's retries, or a bug. What DynamoDB holds is unknown,
+                # so touch nothing more: the lease expires and the sweeper re-queues; the message
+                # reappears after its visibility timeout. Pause (keeping the slot busy) so that an
+                # outage does not churn through the queue.
+                delay = backoff.next()
+                logger.exception(f"task {held.message.task_id}: left to the lease sweeper; pausing {delay:.1f} s")
+                self._stop.stop.wait(delay)
+            finally:
+                if not handed_off:
+                    self._ledger.forget(held)
+
+    def _preparer_loop(self) -> None:
+        """Prefetch: claim the next message's task and download its inputs while the slots'
+        children compute. The lease starts at the claim; the heartbeat keeps it (and the message)
+        alive while it waits."""
+        backoff = Backoff()
+        try:
+            while (held := self._inbox.get()) is not None:
+                ready = False
+                try:
+                    if self._stop.stopping:
+                        self._attempts.give_back(held)
+                    else:
+                        ready = self._attempts.prepare(held)
+                    backoff.reset()
+                except Exception:
+                    delay = backoff.next()
+                    logger.exception(f"task {held.message.task_id}: left to the lease sweeper; pausing {delay:.1f} s")
+                    self._stop.stop.wait(delay)
+                finally:
+                    if ready:
+                        self._ready.put(held)
+                    else:
+                        self._ledger.forget(held)
+        finally:
+            with self._lock:
+                self._preparers_left -= 1
+                last = self._preparers_left == 0
+            if last:  # nothing more can reach the ready queue: let the slots end after it
+                for _ in self._slots:
+                    self._ready.put(None)
+
+    def _reporter_loop(self) -> None:
+        """Report finished attempts while the slots' children already run the next tasks."""
+        backoff = Backoff()
+        while (item := self._reports.get()) is not None:
+            held, task, v, metrics = item
+            try:
+                with self._attempts.task_context(task):
+                    self._attempts.report(held, task, v, metrics)
+                backoff.reset()
+            except Exception:
+                delay = backoff.next()  # as in a slot: the lease sweeper takes over this task
+                logger.exception(f"task {task.task_id}: report failed, left to the lease sweeper; "
+                                 f"pausing {delay:.1f} s")
+                self._stop.stop.wait(delay)
+            finally:
+                self._ledger.reporting_done()
+                self._ledger.forget(held)
+
+    def _warm_up(self, child: ChildProcess) -> None:
+        """Start the slot's child before its first task, and from this thread: the child's
+        death-with-parent signal is tied to the thread that started it, and slots live longest."""
+        try:
+            child.start()
+        except Exception:
+            logger.exception("could not start a child process ahead of work; trying again on the first task")
+
+    def _work(self, held: Held, child: ChildProcess) -> bool:
+        """One message: claim -> load inputs -> execute with heartbeat -> report -> delete.
+
+        Returns True if the report was handed to a reporter thread (which then forgets ``held``).
+        """
+        if held.prepared is None and not self._attempts.prepare(held):
+            return False
+        task, prepared = held.task, held.prepared
+        assert task is not None and prepared is not None
+        inp, metrics = prepared
+        slot = threading.get_ident()
+        self._busy.start(slot)
+        try:
+            with self._attempts.task_context(task):
+                ran = self._attempts.execute(held, child, inp, metrics) if isinstance(inp, TaskInput) else inp
+                v = verdict(ran, lease_lost=held.lost.is_set())
+                if self._reporters and v.action in (Action.COMPLETE, Action.FAIL) and not self._stop.force.is_set():
+                    self._ledger.reporting_started()
+                    self._reports.put((held, task, v, metrics))
+                    return True
+                self._attempts.report(held, task, v, metrics)
+                return False
+        finally:
+            self._busy.stop(slot)
+
+
+def _thread(target: Callable[..., None], name: str, *args: object) -> threading.Thread:
+    t = threading.Thread(target=target, args=args, name=name, daemon=True)
+    t.start()
+    return t
