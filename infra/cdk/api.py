@@ -2,13 +2,15 @@
 
 ``ANY /`` and ``ANY /{proxy+}`` both require SigV4; the caller's IAM identity is the session owner
 (``functions/submit/identity.py``). Stage-wide throttling, JSON access logs, execution logs at
-ERROR, X-Ray tracing.
+ERROR, X-Ray tracing. Neither log carries a request's headers or body: the access log's fields are
+listed below (the caller's identity, not its credentials) and data tracing is off.
 """
 
 from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -20,10 +22,22 @@ THROTTLE_BURST = 400
 
 
 class Api(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, submit: lambda_.IFunction, stack_prefix: str) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        submit: lambda_.IFunction,
+        stack_prefix: str,
+        key: kms.IKey | None = None,
+    ) -> None:
         super().__init__(scope, construct_id)
         self.access_logs = logs.LogGroup(
-            self, "AccessLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
+            self,
+            "AccessLogs",
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=RemovalPolicy.DESTROY,
+            encryption_key=key,
         )
         self.api = apigw.LambdaRestApi(
             self,

@@ -33,6 +33,11 @@ _PARTITION_FIELDS = {
     "minWorkers": "min_workers",
     "maxWorkers": "max_workers",
     "spot": "spot",
+    # Access rules (see PartitionSpec and docs/security-model.md); shipped to the functions and the
+    # workers through SKYLOOM_PARTITION_POLICIES by Settings.to_env.
+    "allowedIdentities": "allowed_identities",
+    "allowedHandlers": "allowed_handlers",
+    "installedHandlersOnly": "installed_handlers_only",
 }
 
 
@@ -98,7 +103,10 @@ def parse_partitions(raw: Any) -> tuple[PartitionSpec, ...]:
         if unknown:
             allowed = sorted(_PARTITION_FIELDS)
             raise ContextError(f"{PARTITIONS_KEY}: unknown keys {sorted(unknown)} (allowed: {allowed})")
-        spec = PartitionSpec(**{_PARTITION_FIELDS[k]: v for k, v in item.items()})
+        try:
+            spec = PartitionSpec(**{_PARTITION_FIELDS[k]: v for k, v in item.items()})
+        except ValueError as exc:  # the access fields' own validation, named for the context key
+            raise ContextError(f"{PARTITIONS_KEY}: {exc}") from None
         if spec.min_workers < 0 or spec.max_workers < max(1, spec.min_workers):
             raise ContextError(f"{PARTITIONS_KEY}: {spec.name}: need 0 <= minWorkers <= maxWorkers, maxWorkers >= 1")
         if spec.priority_levels < 1:

@@ -10,6 +10,11 @@ Least privilege, each function only what it uses:
 
 Environment: :meth:`Settings.to_env` (minus the region variables, which Lambda reserves and sets
 itself) with ``SKYLOOM_BUCKET`` set to the deployed bucket, and Powertools configured by variables.
+Names and tunables only, never a secret: the functions get their credentials from their roles.
+
+With a customer-managed key, the log groups, the environment variables (Lambda encrypts them at
+rest) and resolve's on-failure queue use it too. Each role's KMS grant comes with its data grants
+(tables, queues, bucket, stream), on that one key.
 """
 
 from __future__ import annotations
@@ -87,7 +92,11 @@ class Functions(Construct):
         def make(name: str, handler: str, timeout: Duration, memory: int) -> lambda_.Function:
             service = f"skyloom-{name}"
             log_group = logs.LogGroup(
-                self, f"{name.capitalize()}Logs", retention=LOG_RETENTION, removal_policy=RemovalPolicy.DESTROY
+                self,
+                f"{name.capitalize()}Logs",
+                retention=LOG_RETENTION,
+                removal_policy=RemovalPolicy.DESTROY,
+                encryption_key=data.key,
             )
             return lambda_.Function(
                 self,
@@ -100,6 +109,7 @@ class Functions(Construct):
                 timeout=timeout,
                 memory_size=memory,
                 environment=lambda_environment(settings, bucket_name=data.bucket.bucket_name, service=service),
+                environment_encryption=data.key,
                 tracing=lambda_.Tracing.ACTIVE,
                 log_group=log_group,
             )

@@ -44,10 +44,15 @@ class SkyloomStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         settings = deploy.settings
+        # One optional customer-managed key for everything at rest (tables and their streams, queues
+        # and DLQs, the data bucket, log groups, Lambda environments, Fargate task storage); without
+        # it each service encrypts with its own AWS key. The key's policy must let CloudWatch Logs
+        # and Fargate use it: SECURITY.md ("Customer-managed key") has the statements.
         key = kms.Key.from_key_arn(self, "DataKey", deploy.kms_key_arn) if deploy.kms_key_arn else None
 
         self.tables = Tables(self, "Tables", settings=settings, key=key)
         self.queues = Queues(self, "Queues", settings=settings, key=key)
+        # S3 server access logs can only be delivered to an SSE-S3 bucket, so this one never uses the key.
         logs_bucket = AccessLogsBucket(self, "AccessLogs", auto_delete=deploy.auto_delete_data).bucket
         self.bucket = DataBucket(
             self, "Data", key=key, auto_delete=deploy.auto_delete_data, access_logs=logs_bucket
@@ -62,7 +67,7 @@ class SkyloomStack(Stack):
         self.functions = Functions(
             self, "Functions", root=root, settings=settings, data=data, stream_mapping=deploy.stream_mapping
         )
-        self.api = Api(self, "Api", submit=self.functions.submit, stack_prefix=settings.stack)
+        self.api = Api(self, "Api", submit=self.functions.submit, stack_prefix=settings.stack, key=key)
         by_partition = {p.name: self.queues.of_partition(p.name) for p in settings.partitions}
         self.workers = Workers(
             self,

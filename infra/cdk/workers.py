@@ -9,7 +9,15 @@
   GPU instances) through an ASG capacity provider.
 - Task: the ``fargate_worker/Dockerfile`` image (repository root as context; built by Docker at
   deploy time only), user 10001 (non-root), ``initProcessEnabled`` (PID 1 reaps orphans),
-  ``stopTimeout`` 120 s (Fargate's maximum) above the agent's 100 s grace.
+  ``stopTimeout`` 120 s (Fargate's maximum) above the agent's 100 s grace. The root filesystem is
+  read-only; :data:`SCRATCH_PATH` (``/tmp``, also ``TMPDIR`` and the XDG cache) is a task-storage
+  volume, the only place task code can write. The agent itself writes no files: its child processes
+  talk over socket pairs, and its logs go to stdout.
+- Encryption at rest: the log groups (worker, VPC flow logs), Fargate's ephemeral task storage and
+  the EC2 Spot drain-hook topic use the customer-managed key when one is configured; otherwise AWS
+  encrypts them with its own keys (CloudWatch Logs and Fargate storage always are; the topic gets
+  ``alias/aws/sns``, since SNS topics are not encrypted by default). EC2 instance volumes are
+  encrypted EBS.
 - Scaling (step scaling, documented in the README): the partition's backlog is
   ``sum(ApproximateNumberOfMessagesVisible + ApproximateNumberOfMessagesNotVisible)`` over its
   queues, i.e. queued plus running tasks. Each step sets the exact task count to
@@ -28,6 +36,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -43,6 +52,10 @@ GRACE_SECONDS = 100
 #: Backlog (queued + running tasks) one worker is expected to absorb; the scaling target.
 TASKS_PER_WORKER = 4
 WORKER_UID = "10001:10001"
+#: The one writable path of a worker container (the root filesystem is read-only): a volume on the
+#: task's ephemeral storage. Task code finds it as TMPDIR (what ``tempfile`` uses) and XDG_CACHE_HOME.
+SCRATCH_PATH = "/tmp"
+SCRATCH_VOLUME = "scratch"
 
 
 def scaling_steps(spec: PartitionSpec) -> list[appscaling.ScalingInterval]:
@@ -105,7 +118,12 @@ class Workers(Construct):
                 "DynamoDb": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.DYNAMODB),
                 "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
             },
-            flow_logs={"rejected": ec2.FlowLogOptions(traffic_type=ec2.FlowLogTrafficType.REJECT)},
+            flow_logs={"rejected": ec2.FlowLogOptions(
+                traffic_type=ec2.FlowLogTrafficType.REJECT,
+                destination=ec2.FlowLogDestination.to_cloud_watch_logs(
+                    logs.LogGroup(self, "FlowLogs", retention=logs.RetentionDays.TWO_YEARS, encryption_key=data.key)
+                ),
+            )},
         )
         self.security_group = ec2.SecurityGroup(
             self, "WorkerSg", vpc=self.vpc, description="Skyloom workers: outbound only", allow_all_outbound=True
@@ -116,9 +134,17 @@ class Workers(Construct):
             vpc=self.vpc,
             enable_fargate_capacity_providers=True,
             container_insights_v2=ecs.ContainerInsights.ENABLED,
+            # Fargate encrypts task storage (the scratch volume) with an AWS-owned key by default.
+            managed_storage_configuration=(
+                ecs.ManagedStorageConfiguration(fargate_ephemeral_storage_kms_key=data.key) if data.key else None
+            ),
         )
         self.log_group = logs.LogGroup(
-            self, "Logs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
+            self,
+            "Logs",
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=RemovalPolicy.DESTROY,
+            encryption_key=data.key,
         )
         # The image: built from the repository root by Docker at deploy time, or a prebuilt one.
         self.image = (
@@ -126,7 +152,7 @@ class Workers(Construct):
             if image
             else ecs.ContainerImage.from_asset(str(root), file="fargate_worker/Dockerfile")
         )
-        self.ec2_provider = self._ec2_spot(ec2_spot) if ec2_spot else None
+        self.ec2_provider = self._ec2_spot(ec2_spot, data.key) if ec2_spot else None
         ec2_partitions = set(ec2_spot.partitions) if ec2_spot else set()
         self.services: dict[str, ecs.BaseService] = {}
         self.task_definitions: dict[str, ecs.TaskDefinition] = {}
@@ -161,6 +187,8 @@ class Workers(Construct):
             SKYLOOM_BUCKET=data.bucket.bucket_name,
             SKYLOOM_WORKER_PARTITION=spec.name,
             SKYLOOM_WORKER_GRACE_SECONDS=str(GRACE_SECONDS),
+            TMPDIR=SCRATCH_PATH,
+            XDG_CACHE_HOME=f"{SCRATCH_PATH}/.cache",
             POWERTOOLS_SERVICE_NAME="skyloom-worker",
             POWERTOOLS_METRICS_NAMESPACE="Skyloom",
             LOG_LEVEL="INFO",
@@ -168,17 +196,24 @@ class Workers(Construct):
         return env
 
     def _add_agent(self, task_def: ecs.TaskDefinition, env: dict[str, str], spec: PartitionSpec, on_ec2: bool) -> None:
-        task_def.add_container(
+        # No host path: on Fargate the volume is the task's (encrypted) ephemeral storage, on EC2 a
+        # Docker volume on the instance's encrypted EBS disk. Either way it dies with the task.
+        task_def.add_volume(name=SCRATCH_VOLUME)
+        container = task_def.add_container(
             "agent",
             image=self.image,
             environment=env,
             stop_timeout=STOP_TIMEOUT,
             user=WORKER_UID,
+            readonly_root_filesystem=True,
             linux_parameters=ecs.LinuxParameters(self, f"{spec.name}-linux", init_process_enabled=True),
             logging=ecs.LogDrivers.aws_logs(stream_prefix=spec.name, log_group=self.log_group),
             # On EC2 the container reserves the partition's size; on Fargate the task does.
             cpu=spec.cpu if on_ec2 else None,
             memory_limit_mib=spec.memory if on_ec2 else None,
+        )
+        container.add_mount_points(
+            ecs.MountPoint(container_path=SCRATCH_PATH, source_volume=SCRATCH_VOLUME, read_only=False)
         )
 
     def _service(self, settings: Settings, data: DataResources, spec: PartitionSpec, on_ec2: bool) -> ecs.BaseService:
@@ -238,7 +273,7 @@ class Workers(Construct):
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
         )
 
-    def _ec2_spot(self, spec: Ec2SpotSpec) -> ecs.AsgCapacityProvider:
+    def _ec2_spot(self, spec: Ec2SpotSpec, key: kms.IKey | None) -> ecs.AsgCapacityProvider:
         machine = ecs.EcsOptimizedImage.amazon_linux2(
             ecs.AmiHardwareType.GPU if spec.gpu else ecs.AmiHardwareType.STANDARD
         )
@@ -279,6 +314,9 @@ class Workers(Construct):
         provider = ecs.AsgCapacityProvider(
             self, "SpotProvider", auto_scaling_group=asg, enable_managed_termination_protection=False
         )
-        self.cluster.add_asg_capacity_provider(provider, spot_instance_draining=True)
+        # The drain hook's SNS topic: unencrypted unless given a key. The AWS-managed SNS key works
+        # here because Auto Scaling publishes through an IAM role of this account.
+        topic_key = key or kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns")
+        self.cluster.add_asg_capacity_provider(provider, spot_instance_draining=True, topic_encryption_key=topic_key)
         return provider
 

@@ -38,3 +38,31 @@ def test_command_line_json_string_is_accepted() -> None:
 def test_malformed_partitions_are_refused_with_the_key_named(raw: object, message: str) -> None:
     with pytest.raises(ContextError, match=message):
         parse_partitions(raw)
+
+
+def test_partition_access_rules_reach_the_functions_and_workers_environment() -> None:
+    from skyloom.core.config import POLICIES_ENV, Settings
+
+    specs = parse_partitions(
+        [{"name": "default"},
+         {"name": "shared", "allowedIdentities": ["arn:aws:iam::111122223333:role/Quants"],
+          "allowedHandlers": ["risk.*"], "installedHandlersOnly": True}]
+    )
+    assert specs[1].allowed_identities == ("arn:aws:iam::111122223333:role/Quants",)
+    assert specs[1].installed_handlers_only and not specs[0].restricted
+    env = Settings(partitions=specs).to_env()  # what functions.py and workers.py deploy
+    assert json.loads(env[POLICIES_ENV]) == {"shared": {
+        "allowed_identities": ["arn:aws:iam::111122223333:role/Quants"],
+        "allowed_handlers": ["risk.*"], "installed_handlers_only": True}}
+    assert Settings.from_env(env).partitions == specs
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [({"allowedIdentities": "arn:aws:iam::1:user/a"}, "allowed_identities must be a list"),
+     ({"allowedHandlers": [""]}, "allowed_handlers must be a list"),
+     ({"installedHandlersOnly": "yes"}, "installed_handlers_only must be true or false")],
+)
+def test_malformed_access_rules_are_refused_with_the_key_named(item: dict[str, object], message: str) -> None:
+    with pytest.raises(ContextError, match=f"{PARTITIONS_KEY}.*{message}"):
+        parse_partitions([{"name": "p", **item}])

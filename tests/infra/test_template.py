@@ -8,13 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.infra.conftest import cdk_context
-
 aws_cdk = pytest.importorskip("aws_cdk")
-from aws_cdk import App  # noqa: E402
 from aws_cdk.assertions import Annotations, Match, Template  # noqa: E402
 
-from infra.cdk.app import build  # noqa: E402
 from infra.cdk.nag import SUPPRESSIONS  # noqa: E402
 from infra.cdk.stack import SkyloomStack  # noqa: E402
 from skyloom.core.config import Settings  # noqa: E402
@@ -25,13 +21,13 @@ DATA_PREFIXES = ("dynamodb:", "s3:", "sqs:")
 
 
 @pytest.fixture(scope="module")
-def stack() -> SkyloomStack:
-    return build(App(context=cdk_context()))
+def stack(default_stack: SkyloomStack) -> SkyloomStack:
+    return default_stack
 
 
 @pytest.fixture(scope="module")
-def template(stack: SkyloomStack) -> Template:
-    return Template.from_stack(stack)
+def template(default_template: Template) -> Template:
+    return default_template
 
 
 @pytest.fixture(scope="module")

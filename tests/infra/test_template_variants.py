@@ -6,34 +6,22 @@ from typing import Any
 
 import pytest
 
-from tests.infra.conftest import cdk_context
+from tests.infra.conftest import KEY_ARN
 
 pytest.importorskip("aws_cdk")
-from aws_cdk import App
 from aws_cdk.assertions import Annotations, Match, Template
 
-from infra.cdk.app import build
 from infra.cdk.stack import SkyloomStack
 
-KEY_ARN = "arn:aws:kms:us-east-1:111111111111:key/00000000-0000-0000-0000-000000000000"
-CONTEXT = {
-    "skyloom:partitions": [
-        {"name": "default", "minWorkers": 1},
-        {"name": "gpu", "cpu": 4096, "memory": 15000, "maxWorkers": 4},
-    ],
-    "skyloom:ec2Spot": {"instanceTypes": ["g4dn.xlarge", "g5.xlarge"], "partitions": ["gpu"], "gpu": True},
-    "skyloom:kmsKeyArn": KEY_ARN,
-}
+
+@pytest.fixture(scope="module")
+def stack(variant_stack: SkyloomStack) -> SkyloomStack:
+    return variant_stack
 
 
 @pytest.fixture(scope="module")
-def stack() -> SkyloomStack:
-    return build(App(context=cdk_context(**CONTEXT)))
-
-
-@pytest.fixture(scope="module")
-def template(stack: SkyloomStack) -> Template:
-    return Template.from_stack(stack)
+def template(variant_template: Template) -> Template:
+    return variant_template
 
 
 def test_customer_managed_key_encrypts_tables_queues_and_bucket(template: Template) -> None:
