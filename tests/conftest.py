@@ -1,9 +1,12 @@
 """Fixtures and environment shared by every test.
 
 ``local_stack`` is the whole system for end-to-end tests: a :class:`~skyloom.local.LocalStack` with
-two worker agents and fast timers, started once per session. Set ``SKYLOOM_TEST_ENDPOINT`` to run
-the same tests against another deployment (LocalStack, a real account): the fixture then starts
-nothing and only exposes that endpoint. Slow tests carry ``@pytest.mark.slow``; ``make test-fast``
+two worker agents and fast timers, started once per session. Its AWS is moto unless
+``SKYLOOM_LOCAL_AWS_ENDPOINT`` names another emulator (``make test-localstack`` points it at
+LocalStack): every local stack the tests start then provisions its own uniquely named resources
+there and runs the functions and workers here, against it. Set ``SKYLOOM_TEST_ENDPOINT`` to run the
+same tests against a deployed Skyloom REST endpoint (a real account): the fixture then starts nothing
+and only exposes that endpoint. Slow tests carry ``@pytest.mark.slow``; ``make test-fast``
 deselects them with ``-m "not slow"``.
 """
 

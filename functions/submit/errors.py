@@ -11,8 +11,10 @@ point the user at the offending field. The mapping:
 
 - ``SkyloomError``: its ``http_status`` and ``to_json()``.
 - Powertools' ``RequestValidationError`` (pydantic, path parameters, malformed JSON): 400
-  ``invalid_request`` naming the first bad field; never Powertools' default 422.
+  ``invalid_request`` naming the first bad field (with ``details.limit`` when a named limit was
+  crossed); never Powertools' default 422.
 - Unsupported content type: 415 ``invalid_request``.
+- A base64 body (API Gateway's encoding of non-UTF-8 bytes) that is not UTF-8 text: 400 ``body``.
 - No matching route: 404 ``not_found``.
 - Anything else (including a response that fails its own model): 500 ``internal`` carrying only the
   request id, with the traceback in the log and nowhere else.
@@ -20,6 +22,8 @@ point the user at the offending field. The mapping:
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -33,11 +37,9 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.metrics import MetricUnit
 
+from skyloom.core.protocol import MAX_LISTED_ERRORS as MAX_LISTED_ERRORS  # re-exported for callers
+from skyloom.core.protocol import invalid_request
 from skyloom.errors import InvalidRequest, NotFound, SkyloomError
-
-#: At most this many validation errors are listed in ``details.errors``: enough to fix a request,
-#: bounded so that a 1000-task submission with one mistake per task cannot produce a huge answer.
-MAX_LISTED_ERRORS = 20
 
 #: Where a validation error points when the JSON of the body itself is broken.
 BODY_FIELD = "body"
@@ -74,31 +76,21 @@ def field_of(loc: Sequence[Any], error_type: str = "") -> str:
 def validation_error(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
     """The :class:`InvalidRequest` equivalent of a list of pydantic errors, first error first.
 
-    Only ``loc``, ``type`` and ``msg`` are kept: ``input`` may echo a multi-megabyte payload and
-    ``ctx`` may hold exception objects (not JSON, and internals we do not expose).
+    The SDK describes the same errors with the same function (:func:`skyloom.core.protocol.invalid_request`)
+    when it refuses a request before sending it; here fields are named relative to the body.
     """
-    listed = [
-        {
-            "field": field_of(e.get("loc", ()), str(e.get("type", ""))),
-            "type": str(e.get("type", "invalid")),
-            "message": str(e.get("msg", "invalid value")),
-        }
-        for e in errors[:MAX_LISTED_ERRORS]
-    ]
-    if not listed:  # defensive: Powertools always gives at least one error
-        return InvalidRequest("the request is invalid", field=BODY_FIELD)
-    first = listed[0]
-    message = f"{first['field']}: {first['message']}"
-    if first["type"] == "json_invalid":
-        message = "the request body is not valid JSON"
-    elif first["type"] == "missing" and first["field"] == BODY_FIELD:
-        message = "the request body is required (a JSON object)"
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
-    details: dict[str, Any] = {"errors": listed}
-    if len(errors) > MAX_LISTED_ERRORS:
-        details["truncated"] = len(errors) - MAX_LISTED_ERRORS
-    return InvalidRequest(message, field=first["field"], details=details)
+    return invalid_request(errors, field_of)
+
+
+def _utf8_body(body: str | None) -> bool:
+    """Whether a base64 proxy-event body decodes to UTF-8 text (an absent body counts as text)."""
+    if body is None:
+        return True
+    try:
+        base64.b64decode(body.encode("ascii")).decode("utf-8")
+    except (UnicodeError, binascii.Error, ValueError):
+        return False
+    return True
 
 
 class _ErrorMapper:
@@ -139,6 +131,16 @@ class _ErrorMapper:
         self._logger.info("request refused", extra=self._fields(error))
         self._count("ClientErrors")
         return json_response(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, error.to_json())
+
+    def undecodable(self, exc: UnicodeDecodeError) -> Response[dict[str, Any]]:
+        """A base64-encoded body (what API Gateway sends for bytes that are not UTF-8) that does not
+        decode to text: Powertools fails while reading it, before validation. The caller's fault,
+        so 400 naming ``body``; a decoding failure anywhere else is our bug and stays a 500."""
+        event = self._app.current_event
+        if event.is_base64_encoded and not _utf8_body(event.body):
+            error = InvalidRequest("the request body is not UTF-8 text; send JSON", field=BODY_FIELD)
+            return self.skyloom_error(error)
+        return self.unexpected(exc)
 
     def route_not_found(self, exc: NotFoundError) -> Response[dict[str, Any]]:
         """No route matches the method and path."""
@@ -191,6 +193,7 @@ def install(app: APIGatewayRestResolver, *, logger: Logger, metrics: Metrics) ->
     app.exception_handler(SkyloomError)(mapper.skyloom_error)
     app.exception_handler(RequestValidationError)(mapper.request_validation)
     app.exception_handler(RequestUnsupportedContentType)(mapper.unsupported_content_type)
+    app.exception_handler(UnicodeDecodeError)(mapper.undecodable)
     app.not_found(mapper.route_not_found)
     app.exception_handler(ServiceError)(mapper.service_error)
     app.exception_handler(Exception)(mapper.unexpected)

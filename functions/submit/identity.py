@@ -5,6 +5,11 @@ verified the SigV4 signature and written the principal into ``requestContext.ide
 principal's ARN is the *owner* of everything the caller creates: sessions, results and tasks are
 stored with it, and the core refuses any object whose owner differs (invariant 6).
 
+The owner is the principal ARN verbatim: ``arn:aws:iam::ACCOUNT:user/NAME`` for users, and
+``arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`` for callers on a role, session name included, so
+two people sharing a role are still two owners (``docs/security-model.md``). The same string is
+matched against partitions' ``allowed_identities`` (``skyloom.core.access``).
+
 We never trust a header or a body field for identity: only what API Gateway put in the request
 context. An event without a principal (a misconfigured route without IAM auth, a test event) is
 refused with 401 rather than served as some default user.

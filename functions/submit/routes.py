@@ -25,10 +25,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.submit import errors, openapi
 from functions.submit.identity import current_owner, principal_of
-from skyloom.core import events, models, queries, results, sessions, submission, tasks
+from skyloom.core import events, limits, models, queries, results, sessions, submission, tasks
 from skyloom.core.config import Settings
 from skyloom.core.protocol import (
     ID_PATTERN,
+    MAX_HANDLER_LENGTH,
+    MAX_LABEL_LENGTH,
     CreateResultsRequest,
     CreateSessionRequest,
     ErrorBody,
@@ -62,7 +64,7 @@ METRICS_NAMESPACE = "Skyloom"
 
 #: Lambda refuses synchronous invocation payloads over 6 MB; the local stack has no such gate, so the
 #: API enforces it itself, before parsing, to behave the same on a laptop as on AWS.
-MAX_BODY_BYTES = 6 * 1024 * 1024
+MAX_BODY_BYTES = limits.REQUEST_BODY_BYTES.value
 
 #: A long-poll must answer before Lambda times out (and API Gateway's 29 s integration timeout).
 WAIT_SAFETY_SECONDS = 2.0
@@ -153,6 +155,8 @@ errors.install(app, logger=logger, metrics=metrics)
 _ERROR_DESCRIPTIONS: dict[int, str] = {
     400: "Invalid request; `field` names the first bad field (nothing was written).",
     401: "No authenticated IAM principal (sign requests with SigV4).",
+    403: "API Gateway refused the SigV4 signature, or a partition does not admit the caller or the handler "
+    "(`forbidden`; nothing was written). Another identity's objects are 404, never 403.",
     404: "No such session, result or task visible to the caller.",
     409: "The object's state does not allow the operation (e.g. closed session).",
     413: "Inline data or the request body exceeds a named limit (nothing was written).",
@@ -163,7 +167,7 @@ _ERROR_DESCRIPTIONS: dict[int, str] = {
 
 def _responses(success: int, *, body: bool, session: bool = True) -> dict[int, OpenAPIResponse]:
     """The documented answers of a route: its model on success, :class:`ErrorBody` otherwise."""
-    codes = [400, 401]
+    codes = [400, 401, 403]
     if session:
         codes += [404, 409]
     if body:
@@ -351,12 +355,18 @@ def get_task(session_id: SessionId, task_id: TaskId, owner: Owner, settings: Cur
 
 # ------------------------------------------------------------------------ listings and events
 StatusFilter = Annotated[
-    str | None, Query(description="Comma-separated states to keep, e.g. `Error,Timeout` (any case).")
+    str | None,
+    Query(max_length=limits.STATUS_FILTER_LENGTH.value,
+          description="Comma-separated states to keep, e.g. `Error,Timeout` (any case)."),
 ]
 CreatedAfter = Annotated[float | None, Query(description="Keep objects created after this epoch time (s).")]
 CreatedBefore = Annotated[float | None, Query(description="Keep objects created before this epoch time (s).")]
 PageLimit = Annotated[int | None, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page (default 100).")]
-PageToken = Annotated[str | None, Query(alias="next", description="The `next` token of the previous page.")]
+PageToken = Annotated[
+    str | None,
+    Query(alias="next", max_length=limits.PAGE_TOKEN_LENGTH.value,
+          description="The `next` token of the previous page."),
+]
 
 
 @app.get(
@@ -396,9 +406,16 @@ def list_tasks(
     owner: Owner,
     settings: CurrentSettings,
     status: StatusFilter = None,
-    handler: Annotated[str | None, Query(description="Keep tasks of this handler.")] = None,
-    partition: Annotated[str | None, Query(description="Keep tasks of this partition.")] = None,
-    parent: Annotated[str | None, Query(description="Keep the subtasks of this task.")] = None,
+    handler: Annotated[
+        str | None,
+        Query(max_length=max(MAX_HANDLER_LENGTH, MAX_LABEL_LENGTH),
+              description="Keep tasks of this handler, or of this label (`module.qualname`)."),
+    ] = None,
+    partition: Annotated[
+        str | None,
+        Query(max_length=limits.PARTITION_NAME_LENGTH.value, description="Keep tasks of this partition."),
+    ] = None,
+    parent: Annotated[str | None, Query(pattern=ID_PATTERN, description="Keep the subtasks of this task.")] = None,
     created_after: CreatedAfter = None,
     created_before: CreatedBefore = None,
     limit: PageLimit = None,
@@ -454,7 +471,11 @@ def session_events(
     session_id: SessionId,
     owner: Owner,
     settings: CurrentSettings,
-    after: Annotated[str | None, Query(description="The previous answer's `cursor`; absent: from the start.")] = None,
+    after: Annotated[
+        str | None,
+        Query(max_length=limits.PAGE_TOKEN_LENGTH.value,
+              description="The previous answer's `cursor`; absent: from the start."),
+    ] = None,
     limit: Annotated[int | None, Query(ge=1, le=MAX_EVENTS, description="Events per answer (default 500).")] = None,
 ) -> EventsPage:
     """State changes oldest first, each the object's latest state; poll with the returned cursor."""

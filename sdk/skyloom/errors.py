@@ -41,6 +41,14 @@ class InvalidRequest(SkyloomError):
     code = "invalid_request"
 
 
+class InvalidArgument(InvalidRequest, ValueError):
+    """The SDK refused to build a request (bad option, limit exceeded) before sending anything.
+
+    Same code, field and details as the API's 400 for the same input; also a ``ValueError``, which
+    is what building an invalid request (or options) raised before these checks were typed.
+    """
+
+
 class PayloadTooLarge(InvalidRequest):
     """Inline data or a request body exceeds a named limit."""
 
@@ -59,6 +67,16 @@ class Unauthorized(SkyloomError):
 
     http_status = 401
     code = "unauthorized"
+
+
+class Forbidden(SkyloomError):
+    """The caller is known but may not do this: a partition does not admit the identity or handler.
+
+    Never used for another identity's objects: those are :class:`NotFound`, so ids cannot be probed.
+    """
+
+    http_status = 403
+    code = "forbidden"
 
 
 class NotFound(SkyloomError):
@@ -179,6 +197,7 @@ ERRORS_BY_CODE: dict[str, type[SkyloomError]] = {
         PayloadTooLarge,
         GraphCycle,
         Unauthorized,
+        Forbidden,
         NotFound,
         SessionNotFound,
         ResultNotFound,

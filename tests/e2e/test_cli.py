@@ -103,6 +103,9 @@ def test_tasks_list_filters_and_show(ran: Ran) -> None:
     assert len(failed) == 1
     low = run_json(ran, "tasks", "list", ran.session_id, "--handler", "e2e.reverse")["tasks"]
     assert [t["task_id"] for t in low] == [ran.reverse_task]
+    # A @skyloom.task function is found by its name, though it runs under the shared skyloom.call.
+    squares = run_json(ran, "tasks", "list", ran.session_id, "--handler", f"{__name__}.cli_square")["tasks"]
+    assert squares and {(t["handler"], t["label"]) for t in squares} == {("skyloom.call", f"{__name__}.cli_square")}
     by_duration = run_json(ran, "tasks", "list", ran.session_id, "--sort", "duration", "--desc", "--limit", "2",
                            "--all")["tasks"]
     assert len(by_duration) == 7
@@ -135,6 +138,7 @@ def test_stats_per_handler_and_critical_path(ran: Ran) -> None:
     stats = run_json(ran, "stats", ran.session_id)
     handlers = {h["handler"]: h for h in stats["handlers"]}
     assert handlers["e2e.reverse"]["count"] == 1
+    assert handlers[f"{__name__}.cli_broken"]["count"] == 1 and "skyloom.call" not in handlers
     assert sum(h["count"] for h in handlers.values()) == 7
     assert len(stats["critical_path"]["tasks"]) >= 2  # a square, then the sum that read it
 

@@ -64,6 +64,18 @@ def test_handler_stats_percentiles_ignore_tasks_that_did_not_run() -> None:
     assert percentile([], 50) is None
 
 
+def test_functions_are_told_apart_though_they_share_one_handler() -> None:
+    # GIVEN two @skyloom.task functions (one handler, two labels) and a registered handler
+    tasks = [task("a", "skyloom.call", outs=("ra",)), task("b", "skyloom.call", deps=("ra",), outs=("rb",)),
+             task("c", "app.upper")]
+    tasks[0] = tasks[0].model_copy(update={"label": "book.price"})
+    tasks[1] = tasks[1].model_copy(update={"label": "book.total"})
+    # THEN stats and the summarized graph name the functions, not skyloom.call
+    assert [s.handler for s in handler_stats(tasks)] == ["app.upper", "book.price", "book.total"]
+    dot = summary_dot(tasks, [result("ra", "a"), result("rb", "b")])
+    assert '"h_book.price" -> "h_book.total" [label="1"];' in dot and "skyloom.call" not in dot
+
+
 def test_dot_draws_tasks_results_and_escapes_labels() -> None:
     dot = to_dot(DIAMOND_TASKS, DIAMOND_RESULTS)
     assert dot.startswith('digraph "skyloom" {')

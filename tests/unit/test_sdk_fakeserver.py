@@ -11,6 +11,7 @@ client's error mapping is exercised too.
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 import re
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -49,10 +51,23 @@ from skyloom.runtime.executor import run_task
 from skyloom.runtime.outcome import TaskInput, TaskOutcome
 
 FINAL = ("Completed", "Aborted")
+#: The order of state changes across every fake, standing in for ``updated_at`` in the events feed.
+_CHANGES = itertools.count(1)
+
+
+class _Changes:
+    """Stamps an object with the next change number whenever its status is set."""
+
+    changed: int = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "status":
+            super().__setattr__("changed", next(_CHANGES))
 
 
 @dataclass
-class FakeResult:
+class FakeResult(_Changes):
     result_id: str
     session_id: str
     name: str | None = None
@@ -76,7 +91,7 @@ class FakeResult:
 
 
 @dataclass
-class FakeTask:
+class FakeTask(_Changes):
     task_id: str
     session_id: str
     handler: str
@@ -88,6 +103,7 @@ class FakeTask:
     status: str = "Pending"
     attempts: int = 0
     payload_result: str | None = None
+    label: str | None = None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -95,6 +111,7 @@ class FakeTask:
             "session_id": self.session_id,
             "status": self.status,
             "handler": self.handler,
+            "label": self.label,
             "data_dependencies": self.deps,
             "expected_outputs": self.outputs,
             "options": self.options,
@@ -120,6 +137,10 @@ class FakeServer:
     inject: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     blob_calls: list[tuple[str, str]] = field(default_factory=list)
     executed: list[TaskInput] = field(default_factory=list)
+    #: Reads of the events feed for which a change stays unsettled (given as ``recent``), like the
+    #: real feed's settle horizon; 0 settles every change at once.
+    settle_reads: int = 0
+    _unsettled: dict[tuple[str, str], int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ Transport protocol
     def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
@@ -165,6 +186,7 @@ class FakeServer:
             ("GET", r"/sessions/(\w+)/results/(\w+)", self._get_result),
             ("POST", r"/sessions/(\w+)/tasks", self._submit),
             ("POST", r"/sessions/(\w+)/tasks/get", self._get_tasks),
+            ("GET", r"/sessions/(\w+)/events(?:\?(.*))?", self._events),
         ]
         for m, pattern, fn in routes:
             match = re.fullmatch(pattern, path)
@@ -282,6 +304,7 @@ class FakeServer:
                 list(spec.expected_outputs),
                 spec.options.compact(),
                 payload_result=spec.payload_result,
+                label=spec.label,
             )
             self._add_task(t)
             infos.append(t.info())
@@ -294,6 +317,38 @@ class FakeServer:
                 raise TaskNotFound(tid)
             out.append(self.tasks[tid].info())
         return {"tasks": out}
+
+    def _events(self, sid: str, query: str | None, body: Any) -> Any:
+        """The events feed: each object's latest state after the cursor, a change number apart."""
+        self._session(sid)
+        self._maybe_run()
+        params = {k: v[0] for k, v in parse_qs(query or "").items()}
+        after, limit = int(params.get("after", "0")), int(params.get("limit", "500"))
+        changed: list[tuple[int, dict[str, Any]]] = []
+        for r in self.results.values():
+            if r.session_id == sid and r.changed > after:
+                event = {"kind": "result", "id": r.result_id, "status": r.status, "owner_task_id": r.owner}
+                changed.append((r.changed, event))
+        for t in self.tasks.values():
+            if t.session_id == sid and t.changed > after:
+                changed.append((t.changed, {"kind": "task", "id": t.task_id, "status": t.status, "handler": t.handler}))
+        changed.sort(key=lambda c: c[0])
+        settled: list[tuple[int, dict[str, Any]]] = []
+        for n, e in changed:
+            key = (e["id"], str(n))
+            left = self._unsettled.setdefault(key, self.settle_reads)
+            if left > 0:
+                self._unsettled[key] = left - 1
+                break
+            settled.append((n, e))
+        page = settled[:limit]
+        recent = [{**e, "at": float(n)} for n, e in changed[len(page):][:limit - len(page)]] if page == settled else []
+        return {
+            "events": [{**e, "at": float(n)} for n, e in page],
+            "cursor": str(page[-1][0] if page else after),
+            "more": len(settled) > limit,
+            "recent": recent,
+        }
 
     def _add_task(self, t: FakeTask) -> None:
         for rid in t.outputs:
@@ -375,6 +430,7 @@ class FakeServer:
                     list(st.expected_outputs),
                     dict(st.options),
                     parent=t.task_id,
+                    label=st.label,
                 )
             )
         for rid, data in outcome.outputs.items():

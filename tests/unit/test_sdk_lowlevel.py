@@ -9,7 +9,7 @@ import pytest
 import skyloom
 from skyloom.client.http import error_from_response
 from skyloom.client.lowlevel import MAX_REQUEST_BYTES, Client
-from skyloom.core.protocol import MAX_IDS_PER_REQUEST, MAX_TASKS_PER_REQUEST, ResultSpec
+from skyloom.core.protocol import MAX_TASKS_PER_REQUEST, ResultSpec
 from skyloom.errors import ERRORS_BY_CODE
 from skyloom.runtime.context import TaskContext
 from tests.unit.test_sdk_fakeserver import FakeServer
@@ -103,15 +103,6 @@ def test_upload_falls_back_to_s3_when_the_server_limit_is_lower(server: FakeServ
     sid = _session(client)
     rid = client.upload(sid, b"x" * 50)
     assert server.results[rid].data == b"x" * 50 and server.blob_calls[0][0] == "PUT"
-
-
-def test_wait_chunks_ids_and_returns_them_in_order(client: Client, server: FakeServer) -> None:
-    sid = _session(client)
-    ids = [f"r{i}" for i in range(2500)]
-    client.create_results(sid, [ResultSpec(id=i, data="") for i in ids])
-    infos = client.wait_results(sid, [*ids, ids[0]], timeout=5)
-    assert [i.result_id for i in infos] == ids and {i.status for i in infos} == {"Completed"}
-    assert all(len(b["ids"]) <= MAX_IDS_PER_REQUEST for b in server.posts("/results/wait"))
 
 
 def test_wait_any_returns_when_one_is_final(client: Client, server: FakeServer) -> None:

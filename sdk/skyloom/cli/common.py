@@ -14,8 +14,10 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Protocol, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -25,6 +27,7 @@ from rich.table import Table
 from skyloom.client.connect import ENV_ENDPOINT, _credentials, _is_loopback, _region
 from skyloom.client.http import HttpTransport
 from skyloom.client.lowlevel import Client
+from skyloom.core.protocol import TaskInfo
 from skyloom.errors import NotFound, SkyloomError
 
 NO_ENDPOINT = f"no Skyloom endpoint: run `skyloom local up` or set {ENV_ENDPOINT}"
@@ -53,6 +56,15 @@ SessionOption = Annotated[
 ]
 
 T = TypeVar("T")
+
+
+class Page(Protocol):
+    """What every listing answer has: the token of the page after it."""
+
+    next: str | None
+
+
+P = TypeVar("P", bound=Page)
 
 #: Colours of states, shared by tables, the watch view and the graph.
 STATE_COLOURS: dict[str, str] = {
@@ -173,6 +185,13 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def task_name(t: TaskInfo) -> str:
+    """What a task runs, as people know it: its label (a ``@skyloom.task`` function's
+    ``module.qualname``) when it has one, else its handler (every such function shares
+    ``skyloom.call``, which would lump them all together)."""
+    return t.label or t.handler
+
+
 def styled(status: str) -> str:
     colour = STATE_COLOURS.get(status)
     return f"[{colour}]{status}[/{colour}]" if colour else status
@@ -250,9 +269,73 @@ def collect(pages: Callable[[str | None], tuple[list[T], str | None]], *, next_t
     return items, token
 
 
+def sort_option(keys: Iterable[str]) -> Any:
+    """``--sort`` limited to the names of a command's sort keys (for ``Annotated[str, ...]``)."""
+    names = list(keys)
+
+    def parse(value: str) -> str:
+        if value not in names:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(names)}")
+        return value
+
+    return typer.Option("--sort", parser=parse, metavar="[" + "|".join(names) + "]", help="Sort key.")
+
+
 def sort_items(items: Iterable[T], key: Callable[[T], Any], desc: bool) -> list[T]:
     """Sort with missing values last whatever the order (a task not started has no duration)."""
     listed = list(items)
     present = [i for i in listed if key(i) is not None]
     missing = [i for i in listed if key(i) is None]
     return sorted(present, key=key, reverse=desc) + missing
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The filter and paging options every ``list`` command takes, applied the same way by all.
+
+    The command adds its own filters to the SDK call it passes to :meth:`fetch`; the created-time
+    bounds are read here (inside :func:`connected`, so a bad time is a one-line error).
+    """
+
+    status: Sequence[str] | None
+    created_after: str | None
+    created_before: str | None
+    limit: int
+    next_token: str | None
+    all_pages: bool
+
+    def fetch(self, list_page: Callable[..., P], items: Callable[[P], list[T]]) -> tuple[list[T], str | None]:
+        """One page (or all with ``--all``) of ``list_page(status=..., ..., next=token)``."""
+        after, before = parse_when(self.created_after), parse_when(self.created_before)
+
+        def page(token: str | None) -> tuple[list[T], str | None]:
+            p = list_page(status=statuses(self.status), created_after=after, created_before=before,
+                          limit=self.limit, next=token)
+            return items(p), p.next
+
+        return collect(page, next_token=self.next_token, every=self.all_pages)
+
+
+def print_listing(key: str, items: Sequence[T], token: str | None, *, as_json: bool, columns: Sequence[str],
+                  row: Callable[[T], Sequence[str]]) -> None:
+    """A listing as ``{key: [...], "next": token}`` JSON, or as a table with how to continue."""
+    if as_json:
+        print_json({key: list(items), "next": token})
+        return
+    table = id_table(*columns)
+    for item in items:
+        table.add_row(*row(item))
+    out = console()
+    out.print(table)
+    if token:
+        out.print(f"more: --next {token}")
+
+
+def write_output(data: bytes, output: Path | None, note: str) -> None:
+    """Bytes to stdout, or to ``output`` with ``note`` (what was written) on stderr."""
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        output.write_bytes(data)
+        typer.echo(f"{note} -> {output}", err=True)

@@ -3,7 +3,8 @@
 Tasks are boxes, results ellipses, both filled by state; an edge goes from a task to each result it
 produces and from a result to each task that reads it. A delegated output is drawn from the task
 that finally produced it, with a dashed edge from the task that handed it down. Past ``--max-nodes``
-the picture would be unreadable anyway, so the graph is summarized by handler: one node per
+the picture would be unreadable anyway, so the graph is summarized by handler (a `@skyloom.task`
+function counts as its own, by `module.qualname`, not as `skyloom.call`): one node per
 handler with its counts per state, one edge per handler pair with the number of results between.
 
 DOT is produced here; SVG and PNG need Graphviz's ``dot`` binary, which is looked up on ``PATH``.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from enum import StrEnum
@@ -22,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from skyloom.cli.common import CliError, EndpointOption, connected, fail
+from skyloom.cli.common import CliError, EndpointOption, connected, fail, task_name, write_output
 from skyloom.core.protocol import ResultInfo, TaskInfo
 
 #: Fill colours (X11 names Graphviz knows) by state.
@@ -72,7 +72,7 @@ def to_dot(tasks: Sequence[TaskInfo], results: Sequence[ResultInfo], *, max_node
         return summary_dot(tasks, results, title=title)
     lines = [f"digraph {_q(title)} {{", "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=10];']
     for t in tasks:
-        label = _label(t.handler, _short(t.task_id), t.status)
+        label = _label(task_name(t), _short(t.task_id), t.status)
         lines.append(f'  "t_{t.task_id}" [shape=box, style="filled,rounded", fillcolor={FILL.get(t.status, "white")},'
                      f" label={label}];")
     for r in results:
@@ -99,14 +99,14 @@ def to_dot(tasks: Sequence[TaskInfo], results: Sequence[ResultInfo], *, max_node
 def summary_dot(tasks: Sequence[TaskInfo], results: Sequence[ResultInfo], *, title: str = "skyloom") -> str:
     """One node per handler (counts by state), one edge per producer -> consumer handler pair."""
     by_handler: dict[str, Counter[str]] = defaultdict(Counter)
-    handler_of = {t.task_id: t.handler for t in tasks}
+    handler_of = {t.task_id: task_name(t) for t in tasks}
     for t in tasks:
-        by_handler[t.handler][t.status] += 1
+        by_handler[task_name(t)][t.status] += 1
     producer = {r.result_id: handler_of.get(r.owner_task_id or "", "client") for r in results}
     edges: Counter[tuple[str, str]] = Counter()
     for t in tasks:
         for rid in t.data_dependencies:
-            edges[(producer.get(rid, "client"), t.handler)] += 1
+            edges[(producer.get(rid, "client"), task_name(t))] += 1
     lines = [f"digraph {_q(title)} {{", "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=10, shape=box];',
              f"  label={_q(f'{len(tasks)} tasks, {len(results)} results (summarized by handler)')};"]
     if any(src == "client" for src, _ in edges):
@@ -152,9 +152,4 @@ def command(
         data = render(to_dot(tasks, results, max_nodes=max_nodes, title=session_id), fmt)
     except CliError as exc:
         fail(str(exc))
-    if output is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        output.write_bytes(data)
-        typer.echo(f"{fmt.value} graph of {len(tasks)} tasks and {len(results)} results -> {output}", err=True)
+    write_output(data, output, f"{fmt.value} graph of {len(tasks)} tasks and {len(results)} results")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -24,7 +25,8 @@ import typer
 from skyloom.core.config import Settings
 from skyloom.local.credentials import ENDPOINT_ENV
 from skyloom.local.discovery import LocalState, publish, read_state, unpublish
-from skyloom.local.stack import LocalStack
+from skyloom.local.provision import provision as provision_resources
+from skyloom.local.stack import AWS_ENDPOINT_ENV, LocalStack
 
 app = typer.Typer(help="Run Skyloom locally: AWS emulated on loopback, functions in-process, worker processes.")
 
@@ -32,6 +34,15 @@ WorkersOption = Annotated[int, typer.Option("--workers", "-w", min=0, help="Work
 SweepOption = Annotated[float, typer.Option("--sweep-interval", min=0.1, help="Seconds between dispatch sweeps.")]
 RunDirOption = Annotated[
     Path | None, typer.Option("--run-dir", help="Where logs go (default: a new dir under $SKYLOOM_HOME/runs).")
+]
+AwsEndpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--aws-endpoint",
+        envvar=AWS_ENDPOINT_ENV,
+        help="Use this AWS endpoint (e.g. LocalStack's http://localhost:4566) instead of starting moto; "
+        "resources are created there under SKYLOOM_STACK's names if missing.",
+    ),
 ]
 
 #: Variables ``run`` sets for a quiet command output unless the user chose otherwise: the functions
@@ -49,7 +60,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 def _settings() -> Settings:
     """Settings from the environment (``SKYLOOM_STACK``, ``SKYLOOM_PARTITIONS``, timers, region), so
-    a local stack can mirror a deployment's; the AWS endpoint is always the local emulator's."""
+    a local stack can mirror a deployment's; the AWS endpoint is moto's or ``--aws-endpoint``."""
     return Settings.from_env()
 
 
@@ -67,6 +78,7 @@ def up(
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Endpoint port (0: any).")] = 0,
     sweep_interval: SweepOption = 5.0,
     run_dir: RunDirOption = None,
+    aws_endpoint: AwsEndpointOption = None,
 ) -> None:
     """Start a local stack and keep it up until Ctrl-C or SIGTERM."""
     _configure_logging(verbose=True)
@@ -79,6 +91,9 @@ def up(
         gateway_port=port,
         sweep_interval=sweep_interval,
         run_dir=run_dir,
+        # A user's LocalStack: the configured names, so resources its init hook made are used.
+        aws_endpoint=aws_endpoint or "",
+        unique_names=False,
     )
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
@@ -93,7 +108,7 @@ def up(
                 run_dir=str(stack.run_dir),
             )
         )
-        typer.echo(f"Skyloom local stack up: {stack.endpoint}  (AWS emulator {stack.aws_endpoint})")
+        typer.echo(f"Skyloom local stack up: {stack.endpoint}  (AWS {stack.emulator} {stack.aws_endpoint})")
         typer.echo(f"logs: {stack.run_dir}")
         typer.echo(f"export {ENDPOINT_ENV}={stack.endpoint}")
         typer.echo("Ctrl-C to stop.")
@@ -103,6 +118,26 @@ def up(
     finally:
         _stop_uninterrupted(stack, unpublish)
         signal.signal(signal.SIGTERM, previous)
+
+
+@app.command()
+def provision(
+    aws_endpoint: Annotated[
+        str,
+        typer.Option("--aws-endpoint", envvar=AWS_ENDPOINT_ENV, help="The AWS endpoint to create the resources on."),
+    ],
+) -> None:
+    """Create Skyloom's tables, queues and bucket on an AWS endpoint (LocalStack) if missing.
+
+    Names come from the environment (SKYLOOM_STACK, SKYLOOM_PARTITIONS, ...) and shapes from the
+    single resource definition, as local mode and the CDK stack use them; what exists is kept.
+    LocalStack's init hook (localstack/init/ready.d) runs this.
+    """
+    settings = replace(_settings(), aws_endpoint=aws_endpoint)
+    done = provision_resources(settings)
+    typer.echo(f"stack {settings.stack}: tables {', '.join(sorted(done.tables))}; bucket {done.bucket}")
+    for url in sorted(done.queues.values()):
+        typer.echo(f"queue {url}")
 
 
 def _stop_uninterrupted(stack: LocalStack, *before: Callable[[], None]) -> None:
@@ -133,6 +168,7 @@ def run(
     workers: WorkersOption = 2,
     sweep_interval: SweepOption = 5.0,
     run_dir: RunDirOption = None,
+    aws_endpoint: AwsEndpointOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the functions' logs.")] = False,
 ) -> None:
     """Start a local stack, run COMMAND against it, stop the stack, exit with COMMAND's status.
@@ -144,7 +180,14 @@ def run(
     if not verbose:
         for name, value in _QUIET_DEFAULTS.items():
             os.environ.setdefault(name, value)
-    stack = LocalStack(workers=workers, settings=_settings(), sweep_interval=sweep_interval, run_dir=run_dir)
+    stack = LocalStack(
+        workers=workers,
+        settings=_settings(),
+        sweep_interval=sweep_interval,
+        run_dir=run_dir,
+        aws_endpoint=aws_endpoint or "",
+        unique_names=False,
+    )
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     code = 1
     try:
@@ -190,3 +233,34 @@ def _reap(child: subprocess.Popen[bytes], sent: signal.Signals, timeout: float =
         typer.echo(f"skyloom local run: command ignored {sent.name} for {timeout:.0f} s; killing it", err=True)
         child.kill()
         return child.wait()
+
+
+@app.command()
+def identity(
+    name: Annotated[str, typer.Argument(help="Key id of the new identity; its principal is user/NAME.")],
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Run directory of the stack (default: the running one).")
+    ] = None,
+) -> None:
+    """Mint another local identity, to try isolation between users on one laptop.
+
+    Adds NAME with a random secret to the running stack (``skyloom local up``, or --run-dir) and
+    prints the shell lines that make the SDK and the CLI sign as it, e.g.
+    eval "$(skyloom local identity bob)". Minting an existing NAME prints its secret again.
+    """
+    from skyloom.local.credentials import local_user_arn, mint_identity
+
+    if run_dir is None:
+        state = read_state()
+        if state is None:
+            typer.echo("skyloom local identity: no local stack is up; start one or pass --run-dir", err=True)
+            raise typer.Exit(1)
+        run_dir = Path(state.run_dir)
+    try:
+        key, secret = mint_identity(run_dir, name)
+    except ValueError as exc:
+        typer.echo(f"skyloom local identity: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"# principal {local_user_arn(key)}")
+    typer.echo(f"export SKYLOOM_ACCESS_KEY_ID={key}")
+    typer.echo(f"export SKYLOOM_SECRET_ACCESS_KEY={secret}")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,21 +17,21 @@ from skyloom.cli.common import (
     EndpointOption,
     JsonOption,
     LimitOption,
+    Listing,
     NextOption,
     SessionOption,
     StatusOption,
-    collect,
     connected,
     console,
     find_session,
     fmt_bytes,
     fmt_time,
-    id_table,
-    parse_when,
     print_json,
+    print_listing,
     sort_items,
-    statuses,
+    sort_option,
     styled,
+    write_output,
 )
 from skyloom.core.protocol import ResultInfo
 
@@ -41,20 +40,12 @@ app = typer.Typer(help="List, inspect and download results.", no_args_is_help=Tr
 ResultArg = Annotated[str, typer.Argument(help="A result id.")]
 
 
-class ResultSort(StrEnum):
-    created = "created"
-    completed = "completed"
-    status = "status"
-    size = "size"
-    name = "name"
-
-
-_SORT_KEYS: dict[ResultSort, Callable[[ResultInfo], Any]] = {
-    ResultSort.created: lambda r: r.created_at,
-    ResultSort.completed: lambda r: r.completed_at,
-    ResultSort.status: lambda r: r.status,
-    ResultSort.size: lambda r: r.size,
-    ResultSort.name: lambda r: r.name,
+_SORT_KEYS: dict[str, Callable[[ResultInfo], Any]] = {
+    "created": lambda r: r.created_at,
+    "completed": lambda r: r.completed_at,
+    "status": lambda r: r.status,
+    "size": lambda r: r.size,
+    "name": lambda r: r.name,
 }
 
 
@@ -67,33 +58,21 @@ def list_(
     limit: LimitOption = 100,
     next_token: NextOption = None,
     all_pages: AllOption = False,
-    sort: Annotated[ResultSort, typer.Option("--sort", help="Sort key.")] = ResultSort.created,
+    sort: Annotated[str, sort_option(_SORT_KEYS)] = "created",
     desc: DescOption = False,
     endpoint: EndpointOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """A session's results, filtered and sorted."""
+    listing = Listing(status, created_after, created_before, limit, next_token, all_pages)
     with connected(endpoint) as client:
-        after, before = parse_when(created_after), parse_when(created_before)
-
-        def page(token: str | None) -> tuple[list[ResultInfo], str | None]:
-            p = client.list_results(session_id, status=statuses(status), created_after=after,
-                                    created_before=before, limit=limit, next=token)
-            return p.results, p.next
-
-        items, token = collect(page, next_token=next_token, every=all_pages)
-        items = sort_items(items, _SORT_KEYS[sort], desc)
-        if as_json:
-            print_json({"results": items, "next": token})
-            return
-        table = id_table("result", "name", "status", "size", "producer", "created", "completed")
-        for r in items:
-            table.add_row(r.result_id, r.name or "", styled(r.status), fmt_bytes(r.size),
-                          r.owner_task_id or "client", fmt_time(r.created_at), fmt_time(r.completed_at))
-        out = console()
-        out.print(table)
-        if token:
-            out.print(f"more: --next {token}")
+        items, token = listing.fetch(partial(client.list_results, session_id), lambda p: p.results)
+    print_listing(
+        "results", sort_items(items, _SORT_KEYS[sort], desc), token, as_json=as_json,
+        columns=("result", "name", "status", "size", "producer", "created", "completed"),
+        row=lambda r: (r.result_id, r.name or "", styled(r.status), fmt_bytes(r.size), r.owner_task_id or "client",
+                       fmt_time(r.created_at), fmt_time(r.completed_at)),
+    )
 
 
 @app.command()
@@ -133,9 +112,4 @@ def download(
     with connected(endpoint) as client:
         sid = find_session(client, "result", result_id, session)
         data = client.download(sid, result_id)
-    if output is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        output.write_bytes(data)
-        typer.echo(f"{len(data)} bytes -> {output}", err=True)
+    write_output(data, output, f"{len(data)} bytes")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -17,17 +16,16 @@ from skyloom.cli.common import (
     EndpointOption,
     JsonOption,
     LimitOption,
+    Listing,
     NextOption,
     StatusOption,
-    collect,
     connected,
     console,
     fmt_time,
-    id_table,
-    parse_when,
     print_json,
+    print_listing,
     sort_items,
-    statuses,
+    sort_option,
     styled,
 )
 from skyloom.client.lowlevel import Client
@@ -38,18 +36,11 @@ app = typer.Typer(help="List, inspect and control sessions.", no_args_is_help=Tr
 SessionArg = Annotated[str, typer.Argument(help="A session id.")]
 
 
-class SessionSort(StrEnum):
-    created = "created"
-    updated = "updated"
-    status = "status"
-    name = "name"
-
-
-_SORT_KEYS: dict[SessionSort, Callable[[SessionInfo], Any]] = {
-    SessionSort.created: lambda s: s.created_at,
-    SessionSort.updated: lambda s: s.updated_at,
-    SessionSort.status: lambda s: s.status,
-    SessionSort.name: lambda s: s.name,
+_SORT_KEYS: dict[str, Callable[[SessionInfo], Any]] = {
+    "created": lambda s: s.created_at,
+    "updated": lambda s: s.updated_at,
+    "status": lambda s: s.status,
+    "name": lambda s: s.name,
 }
 
 
@@ -61,33 +52,21 @@ def list_(
     limit: LimitOption = 50,
     next_token: NextOption = None,
     all_pages: AllOption = False,
-    sort: Annotated[SessionSort, typer.Option("--sort", help="Sort key.")] = SessionSort.created,
+    sort: Annotated[str, sort_option(_SORT_KEYS)] = "created",
     desc: DescOption = True,
     endpoint: EndpointOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Your sessions, newest first."""
+    listing = Listing(status, created_after, created_before, limit, next_token, all_pages)
     with connected(endpoint) as client:
-        after, before = parse_when(created_after), parse_when(created_before)
-
-        def page(token: str | None) -> tuple[list[SessionInfo], str | None]:
-            p = client.list_sessions(status=statuses(status), created_after=after, created_before=before,
-                                     limit=limit, next=token)
-            return p.sessions, p.next
-
-        items, token = collect(page, next_token=next_token, every=all_pages)
-        items = sort_items(items, _SORT_KEYS[sort], desc)
-        if as_json:
-            print_json({"sessions": items, "next": token})
-            return
-        table = id_table("session", "name", "status", "created", "updated", "partitions")
-        for s in items:
-            table.add_row(s.session_id, s.name or "", styled(s.status), fmt_time(s.created_at),
-                          fmt_time(s.updated_at), ",".join(s.partitions))
-        out = console()
-        out.print(table)
-        if token:
-            out.print(f"more: --next {token}")
+        items, token = listing.fetch(client.list_sessions, lambda p: p.sessions)
+    print_listing(
+        "sessions", sort_items(items, _SORT_KEYS[sort], desc), token, as_json=as_json,
+        columns=("session", "name", "status", "created", "updated", "partitions"),
+        row=lambda s: (s.session_id, s.name or "", styled(s.status), fmt_time(s.created_at),
+                       fmt_time(s.updated_at), ",".join(s.partitions)),
+    )
 
 
 @app.command()

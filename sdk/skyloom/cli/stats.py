@@ -1,5 +1,8 @@
 """``skyloom stats SESSION``: per-handler counts and duration percentiles, and the critical path.
 
+"Handler" here is what a task runs as people know it (:func:`~skyloom.cli.common.task_name`): a
+``@skyloom.task`` function's ``module.qualname``, else the registered handler.
+
 The critical path is the chain of tasks whose run times add up to the most, following what forces
 an order: a task waits for the producers of its inputs and for the parent that submitted it. It
 says which tasks to make faster for the whole session to finish sooner; the gap between its length
@@ -17,7 +20,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from skyloom.cli.common import EndpointOption, JsonOption, connected, console, fmt_seconds, print_json, styled
+from skyloom.cli.common import (
+    EndpointOption,
+    JsonOption,
+    connected,
+    console,
+    fmt_seconds,
+    print_json,
+    styled,
+    task_name,
+)
 from skyloom.cli.tasks import duration
 from skyloom.core.protocol import ResultInfo, TaskInfo
 
@@ -55,7 +67,7 @@ def handler_stats(tasks: Sequence[TaskInfo]) -> list[HandlerStats]:
     """Per handler: how many tasks in each state, and run-time percentiles of those that ended."""
     groups: dict[str, list[TaskInfo]] = {}
     for t in tasks:
-        groups.setdefault(t.handler, []).append(t)
+        groups.setdefault(task_name(t), []).append(t)
     out: list[HandlerStats] = []
     for handler, group in sorted(groups.items()):
         times = sorted(d for d in (duration(t) for t in group) if d is not None)
@@ -131,7 +143,7 @@ def command(
         print_json({
             "handlers": [s.__dict__ for s in stats],
             "critical_path": {
-                "tasks": [{"task_id": t.task_id, "handler": t.handler, "duration": duration(t)} for t in path.tasks],
+                "tasks": [{"task_id": t.task_id, "handler": task_name(t), "duration": duration(t)} for t in path.tasks],
                 "length": path.length,
                 "wall": path.wall,
             },
@@ -150,4 +162,4 @@ def command(
     out.print(f"critical path: {len(path.tasks)} task(s), {fmt_seconds(path.length)} of run time; "
               f"session wall time {fmt_seconds(path.wall)}")
     for t in path.tasks:
-        out.print(f"  {t.task_id}  {t.handler}  {fmt_seconds(duration(t))}  {styled(t.status)}")
+        out.print(f"  {t.task_id}  {task_name(t)}  {fmt_seconds(duration(t))}  {styled(t.status)}")

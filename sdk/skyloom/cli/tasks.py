@@ -8,7 +8,7 @@ inputs and outputs with their sizes, and its parent and children.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import StrEnum
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -22,34 +22,26 @@ from skyloom.cli.common import (
     EndpointOption,
     JsonOption,
     LimitOption,
+    Listing,
     NextOption,
     SessionOption,
     StatusOption,
-    collect,
     connected,
     console,
     find_session,
     fmt_bytes,
     fmt_seconds,
     fmt_time,
-    id_table,
-    parse_when,
     print_json,
+    print_listing,
     sort_items,
-    statuses,
+    sort_option,
     styled,
+    task_name,
 )
 from skyloom.core.protocol import ResultInfo, TaskInfo
 
 app = typer.Typer(help="List, inspect and cancel tasks.", no_args_is_help=True)
-
-
-class TaskSort(StrEnum):
-    created = "created"
-    status = "status"
-    handler = "handler"
-    duration = "duration"
-    attempts = "attempts"
 
 
 def duration(t: TaskInfo) -> float | None:
@@ -59,12 +51,12 @@ def duration(t: TaskInfo) -> float | None:
     return max(0.0, t.ended_at - t.started_at)
 
 
-_SORT_KEYS: dict[TaskSort, Callable[[TaskInfo], Any]] = {
-    TaskSort.created: lambda t: t.created_at,
-    TaskSort.status: lambda t: t.status,
-    TaskSort.handler: lambda t: t.handler,
-    TaskSort.duration: duration,
-    TaskSort.attempts: lambda t: t.attempt,
+_SORT_KEYS: dict[str, Callable[[TaskInfo], Any]] = {
+    "created": lambda t: t.created_at,
+    "status": lambda t: t.status,
+    "handler": task_name,
+    "duration": duration,
+    "attempts": lambda t: t.attempt,
 }
 
 
@@ -72,40 +64,31 @@ _SORT_KEYS: dict[TaskSort, Callable[[TaskInfo], Any]] = {
 def list_(
     session_id: Annotated[str, typer.Argument(help="A session id.")],
     status: StatusOption = None,
-    handler: Annotated[str | None, typer.Option("--handler", help="Keep tasks of this handler.")] = None,
+    handler: Annotated[
+        str | None, typer.Option("--handler", help="Keep tasks of this handler or function (module.qualname).")
+    ] = None,
     partition: Annotated[str | None, typer.Option("--partition", help="Keep tasks of this partition.")] = None,
     created_after: AfterOption = None,
     created_before: BeforeOption = None,
     limit: LimitOption = 100,
     next_token: NextOption = None,
     all_pages: AllOption = False,
-    sort: Annotated[TaskSort, typer.Option("--sort", help="Sort key.")] = TaskSort.created,
+    sort: Annotated[str, sort_option(_SORT_KEYS)] = "created",
     desc: DescOption = False,
     endpoint: EndpointOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """A session's tasks, filtered and sorted."""
+    listing = Listing(status, created_after, created_before, limit, next_token, all_pages)
     with connected(endpoint) as client:
-        after, before = parse_when(created_after), parse_when(created_before)
-
-        def page(token: str | None) -> tuple[list[TaskInfo], str | None]:
-            p = client.list_tasks(session_id, status=statuses(status), handler=handler, partition=partition,
-                                  created_after=after, created_before=before, limit=limit, next=token)
-            return p.tasks, p.next
-
-        items, token = collect(page, next_token=next_token, every=all_pages)
-        items = sort_items(items, _SORT_KEYS[sort], desc)
-        if as_json:
-            print_json({"tasks": items, "next": token})
-            return
-        table = id_table("task", "handler", "status", "attempt", "created", "duration")
-        for t in items:
-            table.add_row(t.task_id, t.handler, styled(t.status), str(t.attempt), fmt_time(t.created_at),
-                          fmt_seconds(duration(t)))
-        out = console()
-        out.print(table)
-        if token:
-            out.print(f"more: --next {token}")
+        fetch = partial(client.list_tasks, session_id, handler=handler, partition=partition)
+        items, token = listing.fetch(fetch, lambda p: p.tasks)
+    print_listing(
+        "tasks", sort_items(items, _SORT_KEYS[sort], desc), token, as_json=as_json,
+        columns=("task", "handler", "status", "attempt", "created", "duration"),
+        row=lambda t: (t.task_id, task_name(t), styled(t.status), str(t.attempt), fmt_time(t.created_at),
+                       fmt_seconds(duration(t))),
+    )
 
 
 def timings(t: TaskInfo) -> dict[str, float | None]:
@@ -153,7 +136,8 @@ def show(
 
 def _render(t: TaskInfo, io: dict[str, ResultInfo], children: list[TaskInfo]) -> None:
     out = console()
-    out.print(f"[bold]task {t.task_id}[/bold]  {t.handler}  {styled(t.status)}  session {t.session_id}")
+    runs = f"{t.label} ({t.handler})" if t.label else t.handler
+    out.print(f"[bold]task {t.task_id}[/bold]  {runs}  {styled(t.status)}  session {t.session_id}")
     out.print(f"parent: {t.parent_task_id or '-'}   attempt {t.attempt}")
     out.print(f"options: {t.options}")
     out.print(f"created {fmt_time(t.created_at)}  submitted {fmt_time(t.submitted_at)}  "

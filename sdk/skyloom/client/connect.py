@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 ENV_ENDPOINT = "SKYLOOM_ENDPOINT"
 #: What the local stack's API accepts; any key works there, these are its documented defaults.
 LOCAL_CREDENTIALS = ("skyloom-local", "skyloom-local-secret")
+#: Credentials for Skyloom only, taking precedence over local defaults and the boto3 chain: how a
+#: shell (or the CLI) acts as another identity, e.g. one minted by ``skyloom local identity``.
+ENV_ACCESS_KEY = "SKYLOOM_ACCESS_KEY_ID"
+ENV_SECRET_KEY = "SKYLOOM_SECRET_ACCESS_KEY"
+ENV_SESSION_TOKEN = "SKYLOOM_SESSION_TOKEN"
 DEFAULT_REGION = "us-east-1"
 _API_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$")
 
@@ -95,7 +100,8 @@ def _local_endpoint() -> tuple[str, Any]:
 
 
 def _credentials(given: CredentialsLike | None, local: bool) -> Credentials:
-    """Explicit credentials, else local ones for a loopback stack, else the boto3 chain.
+    """Explicit credentials, else ``SKYLOOM_ACCESS_KEY_ID``/``SKYLOOM_SECRET_ACCESS_KEY``, else local
+    ones for a loopback stack, else the boto3 chain.
 
     A local stack gets the local credentials even when AWS credentials are configured: the owner of
     a session is the signing identity, and ``skyloom local`` tooling signs with the local ones.
@@ -104,6 +110,12 @@ def _credentials(given: CredentialsLike | None, local: bool) -> Credentials:
 
     if isinstance(given, tuple):
         return Credentials(*given)
+    if given is None and os.environ.get(ENV_ACCESS_KEY):
+        if not os.environ.get(ENV_SECRET_KEY):
+            raise Unauthorized(f"{ENV_ACCESS_KEY} is set but {ENV_SECRET_KEY} is not", field=ENV_SECRET_KEY)
+        return Credentials(
+            os.environ[ENV_ACCESS_KEY], os.environ[ENV_SECRET_KEY], os.environ.get(ENV_SESSION_TOKEN) or None
+        )
     if given is not None:
         if not hasattr(given, "get_frozen_credentials"):
             raise TypeError(

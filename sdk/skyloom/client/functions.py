@@ -19,11 +19,11 @@ import site
 import sys
 import sysconfig
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, Unpack, overload
 
 import cloudpickle
 
@@ -32,7 +32,8 @@ from skyloom.client.backend import Backend
 from skyloom.client.callspec import CallSpec, DependencyRef, encode, replace_nested
 from skyloom.client.futures import Future
 from skyloom.client.specs import TaskRequest
-from skyloom.options import TaskOptions
+from skyloom.core.protocol import MAX_LABEL_LENGTH
+from skyloom.options import TaskOptions, TaskOptionsArgs
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -96,18 +97,9 @@ class TaskFunction(Generic[P, R]):
         """
         return _submit(_current_backend(), self, args, kwargs)
 
-    def options(
-        self,
-        *,
-        partition: str | None = None,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        max_duration: float | None = None,
-        application_name: str | None = None,
-        application_version: str | None = None,
-        extra: Mapping[str, str] | None = None,
-    ) -> TaskFunction[P, R]:
-        """The same function with some options overridden, for the next ``submit``.
+    def options(self, **options: Unpack[TaskOptionsArgs]) -> TaskFunction[P, R]:
+        """The same function with some options (:class:`~skyloom.options.TaskOptionsArgs`)
+        overridden, for the next ``submit``.
 
         Options never mix with the function's own arguments, so a function may well have a
         parameter called ``priority``.
@@ -115,16 +107,7 @@ class TaskFunction(Generic[P, R]):
         Example:
             >>> price.options(priority=9, max_duration=30).submit(urgent_trade)
         """
-        overrides = TaskOptions(
-            partition=partition,
-            priority=priority,
-            max_retries=max_retries,
-            max_duration=max_duration,
-            application_name=application_name,
-            application_version=application_version,
-            extra=dict(extra or {}),
-        )
-        merged = overrides.merged_over(self._definition.options)
+        merged = TaskOptions.of(options).merged_over(self._definition.options)
         return TaskFunction(dataclasses.replace(self._definition, options=merged), base=self._base)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -141,40 +124,16 @@ def task(fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
 
 
 @overload
-def task(
-    *,
-    partition: str | None = None,
-    priority: int | None = None,
-    max_retries: int | None = None,
-    max_duration: float | None = None,
-    application_name: str | None = None,
-    application_version: str | None = None,
-    extra: Mapping[str, str] | None = None,
-) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+def task(**options: Unpack[TaskOptionsArgs]) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
-def task(
-    fn: Any = None,
-    /,
-    *,
-    partition: str | None = None,
-    priority: int | None = None,
-    max_retries: int | None = None,
-    max_duration: float | None = None,
-    application_name: str | None = None,
-    application_version: str | None = None,
-    extra: Mapping[str, str] | None = None,
-) -> Any:
+def task(fn: Any = None, /, **options: Unpack[TaskOptionsArgs]) -> Any:
     """Make a function submittable as a task; usable bare or with options.
 
     Args:
-        partition: worker pool to run on (session default otherwise).
-        priority: 0-9, higher runs first.
-        max_retries: attempts after the first failure before the task fails for good.
-        max_duration: seconds an attempt may run before it is stopped and counts as a failure.
-        application_name: free label, shown by the CLI.
-        application_version: free label, shown by the CLI.
-        extra: free key-value options.
+        options: the function's default task options (:class:`~skyloom.options.TaskOptionsArgs`:
+            partition, priority, max_retries, max_duration, application_name, application_version,
+            extra).
 
     Raises:
         TypeError: the target is not a plain synchronous function, with what to do instead.
@@ -185,20 +144,12 @@ def task(
         >>> @skyloom.task(max_retries=2, priority=1, partition="default", max_duration=60)
         ... def total(*values): return sum(values)
     """
-    options = TaskOptions(
-        partition=partition,
-        priority=priority,
-        max_retries=max_retries,
-        max_duration=max_duration,
-        application_name=application_name,
-        application_version=application_version,
-        extra=dict(extra or {}),
-    )
+    defaults = TaskOptions.of(options)
 
     def decorate(target: Callable[P, R]) -> TaskFunction[P, R]:
         _check_target(target)
-        name = f"{target.__module__}.{target.__qualname__}"[:256]
-        return TaskFunction(TaskDefinition(fn=target, name=name, options=options))
+        name = f"{target.__module__}.{target.__qualname__}"[:MAX_LABEL_LENGTH]
+        return TaskFunction(TaskDefinition(fn=target, name=name, options=defaults))
 
     if fn is None:
         return decorate
@@ -265,6 +216,8 @@ def _submit(b: Backend, fn: TaskFunction[Any, R], args: tuple[Any, ...], kwargs:
         data_dependencies=deps,
         options=fn.definition.options,
         task_id=b.new_id(),
+        # Every function runs under the one dispatch handler; the label tells people which one.
+        label=fn.definition.name,
     )
     b.enqueue(request, {out: fn.definition.name})
     return Future(out, b)

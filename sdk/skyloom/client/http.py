@@ -97,6 +97,30 @@ def error_from_response(status: int, raw: bytes, where: str) -> SkyloomError:
     return cls(message, field=field, details=details)
 
 
+def sigv4_headers(
+    credentials: Credentials,
+    region: str,
+    method: str,
+    url: str,
+    data: bytes | None,
+    content_type: str | None = "application/json",
+) -> dict[str, str]:
+    """The headers that sign one request to the REST API with SigV4 (service ``execute-api``).
+
+    Public so that every caller of the API signs exactly as the SDK does (the fuzz tests send
+    schemathesis-generated requests through it): ``url`` must be the final URL, query string
+    included, and ``data`` the exact body bytes, because both are part of the signature.
+    """
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    headers = {"Content-Type": content_type} if content_type is not None else {}
+    req = AWSRequest(method=method, url=url, data=data or b"", headers=headers)
+    # Frozen per request, so refreshable credentials (SSO, assumed roles) roll over mid-session.
+    SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(req)
+    return dict(req.headers.items())
+
+
 class HttpTransport:
     """The real transport. One instance per client: it owns the connection pool.
 
@@ -188,14 +212,8 @@ class HttpTransport:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _sign(self, method: str, url: str, data: bytes | None) -> dict[str, str]:
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        req = AWSRequest(method=method, url=url, data=data or b"", headers=headers)
-        # Frozen per request, so refreshable credentials (SSO, assumed roles) roll over mid-session.
-        SigV4Auth(self._credentials.get_frozen_credentials(), "execute-api", self._region).add_auth(req)
-        return dict(req.headers.items())
+        content_type = "application/json" if data is not None else None
+        return sigv4_headers(self._credentials, self._region, method, url, data, content_type)
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:

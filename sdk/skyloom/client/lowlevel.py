@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack
 from urllib.parse import urlencode
 
 from pydantic import BaseModel
 
 from skyloom.client import backend
 from skyloom.client.specs import TaskRequest
+from skyloom.client.waiting import SessionFeed
+from skyloom.core import limits
 from skyloom.core.protocol import (
     MAX_IDS_PER_REQUEST,
     MAX_RESULTS_PER_REQUEST,
     MAX_TASKS_PER_REQUEST,
-    WAIT_MAX_SECONDS,
     CreateResultsRequest,
     CreateSessionRequest,
     IdsRequest,
@@ -40,14 +40,12 @@ from skyloom.core.protocol import (
     TaskInfo,
     TaskSpec,
     TasksResponse,
-    WaitRequest,
-    WaitResponse,
     b64decode,
     b64encode,
 )
 from skyloom.core.protocol_queries import EventsPage, ResultsPage, SessionsPage, TasksPage
-from skyloom.errors import PayloadTooLarge, SkyloomError, WaitTimeout
-from skyloom.options import TaskOptions
+from skyloom.errors import PayloadTooLarge, SkyloomError
+from skyloom.options import TaskOptions, TaskOptionsArgs
 
 if TYPE_CHECKING:
     from skyloom.client.futures import Future
@@ -55,10 +53,9 @@ if TYPE_CHECKING:
     from skyloom.client.session import Session
 
 #: Inline data limit of the API unless the environment says otherwise (same variable as the server).
-DEFAULT_INLINE_LIMIT = 32 * 1024
+DEFAULT_INLINE_LIMIT = limits.INLINE_DATA_BYTES.value
 #: Request bodies stay well under API Gateway's 10 MB and Lambda's 6 MB synchronous limits.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-_FINAL = frozenset({"Completed", "Aborted", "Deleted"})
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -101,6 +98,7 @@ class Client:
         # Weak: a session nobody holds has nothing buffered (its linger timer holds it until sent).
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
         self._default: Session | None = None
+        self._feeds: dict[str, SessionFeed] = {}
         self._on_close: list[Callable[[], None]] = []
         self._closed = False
 
@@ -183,9 +181,10 @@ class Client:
     ) -> list[ResultInfo]:
         """Wait until all (or any) of ``ids`` are final, and return their states in order.
 
-        Made of server long-polls of at most 20 s each, so no connection stays open long enough for
-        a proxy to cut it. Final means Completed or Aborted: check ``status`` (or use futures,
-        which raise the failure).
+        Waits follow the session's events feed (:meth:`feed`): one reader per session serves every
+        thread and future waiting on it, however many ids they wait for, and the states are read
+        once at the end. Final means Completed, Aborted or Deleted: check ``status`` (or use
+        futures, which raise the failure).
 
         Raises:
             WaitTimeout: ``timeout`` seconds passed first.
@@ -197,24 +196,16 @@ class Client:
         unique = list(dict.fromkeys(ids))
         if not unique:
             return []
-        deadline = None if timeout is None else time.monotonic() + timeout
-        latest: dict[str, ResultInfo] = {}
-        chunks = list(_chunks(unique, MAX_IDS_PER_REQUEST))
-        if mode == "all":
-            for chunk in chunks:
-                while not self._wait_chunk(session_id, chunk, self._budget(deadline), "all", latest):
-                    self._check_deadline(deadline, unique, latest, timeout)
-        else:
-            while True:
-                # Long-poll the last chunk only; the others are polled, so none is starved.
-                done = any(
-                    self._wait_chunk(session_id, c, self._budget(deadline) if c is chunks[-1] else 0.0, "any", latest)
-                    for c in chunks
-                )
-                if done:
-                    break
-                self._check_deadline(deadline, unique, latest, timeout)
-        return [latest[i] for i in unique]
+        self.feed(session_id).wait(unique, timeout, mode)
+        return self.get_results(session_id, unique)
+
+    def feed(self, session_id: str) -> SessionFeed:
+        """The reader of the session's events feed that every wait of this client goes through."""
+        with self._lock:
+            found = self._feeds.get(session_id)
+            if found is None:
+                found = self._feeds[session_id] = SessionFeed(self, session_id)
+            return found
 
     def download(self, session_id: str, result_id: str) -> bytes:
         """The bytes of a Completed result, inline or through a presigned S3 URL.
@@ -391,38 +382,19 @@ class Client:
 
     # -------------------------------------------------------------------------------- high level
     def session(
-        self,
-        *,
-        name: str | None = None,
-        partitions: Sequence[str] = (),
-        partition: str | None = None,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        max_duration: float | None = None,
-        application_name: str | None = None,
-        application_version: str | None = None,
-        extra: Mapping[str, str] | None = None,
+        self, *, name: str | None = None, partitions: Sequence[str] = (), **options: Unpack[TaskOptionsArgs]
     ) -> Session:
         """Open a new session; use it with ``with`` so that ``fn.submit()`` inside goes to it.
 
-        The keyword options become the default of every task in the session; a task's own options
-        override them.
+        The keyword options (:class:`~skyloom.options.TaskOptionsArgs`) become the default of every
+        task in the session; a task's own options override them.
 
         Example:
             >>> with client.session(max_retries=1, name="eod") as s:
             ...     f = price.submit(trade)
             >>> f.result()
         """
-        options = TaskOptions(
-            partition=partition,
-            priority=priority,
-            max_retries=max_retries,
-            max_duration=max_duration,
-            application_name=application_name,
-            application_version=application_version,
-            extra=dict(extra or {}),
-        )
-        info = self.create_session(options=options, partitions=partitions, name=name)
+        info = self.create_session(options=TaskOptions.of(options), partitions=partitions, name=name)
         return self._track(info.session_id, info)
 
     def attach(self, session_id: str) -> Session:
@@ -503,46 +475,13 @@ class Client:
             out += getattr(resp, key)
         return out
 
-    def _wait_chunk(
-        self,
-        session_id: str,
-        chunk: list[str],
-        budget: float,
-        mode: Literal["all", "any"],
-        latest: dict[str, ResultInfo],
-    ) -> bool:
-        body = WaitRequest(ids=chunk, timeout=budget, mode=mode)
-        raw = self._t.request("POST", f"/sessions/{session_id}/results/wait", _dump(body), timeout=budget + 15.0)
-        resp = WaitResponse.model_validate(raw)
-        for r in resp.results:
-            latest[r.result_id] = r
-        return resp.done
-
-    @staticmethod
-    def _budget(deadline: float | None) -> float:
-        if deadline is None:
-            return WAIT_MAX_SECONDS
-        return max(0.0, min(WAIT_MAX_SECONDS, deadline - time.monotonic()))
-
-    @staticmethod
-    def _check_deadline(
-        deadline: float | None, ids: list[str], latest: dict[str, ResultInfo], timeout: float | None
-    ) -> None:
-        if deadline is None or time.monotonic() < deadline:
-            return
-        pending = [i for i in ids if i not in latest or latest[i].status not in _FINAL]
-        shown = ", ".join(pending[:5]) + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
-        raise WaitTimeout(
-            f"{len(pending)} of {len(ids)} results still not final after {timeout:g} s: {shown}",
-            details={"pending": pending[:100]},
-        )
-
     def _task_spec(self, session_id: str, t: TaskRequest | TaskSpec) -> TaskSpec:
         if isinstance(t, TaskSpec):
             return t if t.id else t.model_copy(update={"id": new_id()})
         spec: dict[str, Any] = {
             "id": t.task_id or new_id(),
             "handler": t.handler,
+            "label": t.label,
             "data_dependencies": list(t.data_dependencies),
             "expected_outputs": list(t.expected_outputs),
             "options": t.options,

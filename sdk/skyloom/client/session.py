@@ -29,6 +29,7 @@ from skyloom.errors import Conflict, SkyloomError
 
 if TYPE_CHECKING:
     from skyloom.client.lowlevel import Client
+    from skyloom.client.waiting import SessionFeed
 
 T = TypeVar("T")
 
@@ -88,6 +89,10 @@ class Session:
             self._info = self._client.get_session(self._id)
         return self._info
 
+    @property
+    def _feed(self) -> SessionFeed:
+        return self._client.feed(self._id)
+
     def refresh(self) -> SessionInfo:
         self._info = self._client.get_session(self._id)
         return self._info
@@ -107,6 +112,7 @@ class Session:
                 continue
             rid = new_id()
             ids.append(rid)
+            self._feed.track([rid])
             if isinstance(item, bytes | bytearray):
                 specs.append(ResultSpec(id=rid, data=b64encode(bytes(item))))
             else:
@@ -197,6 +203,7 @@ class Session:
             if len(data) <= self._client.inline_limit:
                 # Rides in the next batch, before the tasks that read it: no extra request.
                 rid = new_id()
+                self._feed.track([rid])
                 self._results.append(ResultSpec(id=rid, data=b64encode(data)))
                 self._bytes += len(data)
                 self._blobs[key] = rid
@@ -209,6 +216,7 @@ class Session:
             return self._blobs.setdefault(key, rid)
 
     def enqueue(self, task: TaskRequest, outputs: Mapping[str, str | None]) -> None:
+        self._feed.track(outputs)
         with self._buf_lock:
             self._last_at = time.monotonic()
             if not self._tasks and not self._results:
@@ -225,19 +233,20 @@ class Session:
     def result_bytes(self, result_id: str, timeout: float | None) -> bytes:
         self._send_buffer()
         self._raise_if_failed(result_id)
-        (info,) = self._client.wait_results(self._id, [result_id], timeout=timeout)
-        if info.status == "Completed":
+        status = self._feed.wait([result_id], timeout)[result_id]
+        if status == "Completed":
             return self._client.download(self._id, result_id)
-        if info.status == "Aborted":
+        if status == "Aborted":
+            # The feed says that it failed; the result itself says why (root task, traceback).
+            (info,) = self._client.get_results(self._id, [result_id])
             raise failure_of(info)
-        raise Conflict(f"result {result_id} is {info.status}; its value is gone", field="result_id")
+        raise Conflict(f"result {result_id} is {status}; its value is gone", field="result_id")
 
     def is_done(self, result_id: str) -> bool:
         self._send_buffer()
         if result_id in self._failed:
             return True
-        (info,) = self._client.get_results(self._id, [result_id])
-        return info.status in ("Completed", "Aborted", "Deleted")
+        return result_id in self._feed.poll([result_id])
 
     # ------------------------------------------------------------------------- context manager
     def __enter__(self) -> Session:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from skyloom.core.protocol import MAX_LABEL_LENGTH
 from skyloom.options import TaskOptions
 
 
@@ -32,6 +33,9 @@ class TaskRequest:
     data_dependencies: Sequence[str] = ()
     options: TaskOptions = field(default_factory=TaskOptions)
     task_id: str | None = None
+    #: What the task runs, for people: listings, ``skyloom stats`` and ``skyloom graph`` show it
+    #: instead of the handler (``@skyloom.task`` sets the function's ``module.qualname``).
+    label: str | None = None
 
     def __post_init__(self) -> None:
         # Tuples, so that a caller mutating its list afterwards cannot change a buffered task.
@@ -47,3 +51,5 @@ class TaskRequest:
         if not isinstance(self.payload, bytes | bytearray | memoryview):
             raise TypeError(f"TaskRequest.payload must be bytes, got {type(self.payload).__name__}")
         object.__setattr__(self, "payload", bytes(self.payload))
+        if self.label is not None and not 0 < len(self.label) <= MAX_LABEL_LENGTH:
+            raise ValueError(f"TaskRequest.label must be 1 to {MAX_LABEL_LENGTH} characters")

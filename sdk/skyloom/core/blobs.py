@@ -3,6 +3,13 @@
 Keys are ``sessions/<session>/results/<result>/<writer>``: the writer part (an attempt token or
 ``upload``) means two attempts racing on one result never overwrite each other's object; the result
 item records which one won, so readers only ever see one value (invariant 3).
+
+Isolation: the session part is a uuid4 the server generates (never client-chosen), so knowing every
+key of one session says nothing about another session's keys, even where result ids are
+client-chosen. Objects are reached only through the control plane: the bucket is private, and a
+presigned URL is signed for one key and one method and expires after ``Settings.presign_seconds``
+(``SKYLOOM_PRESIGN_SECONDS``, 300 s by default, at most an hour; S3 checks the expiry when a transfer
+starts, so a long upload begun in time completes).
 """
 
 from __future__ import annotations

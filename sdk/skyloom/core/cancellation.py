@@ -25,11 +25,13 @@ CANCELLABLE = [s.value for s in task_sources(TaskStatus.CANCELLED)]
 
 
 def abort_output(rid: str, task_id: str, err: dict[str, Any]) -> Op:
+    now = clock.now()
+
     def op(tx: TransactWrite) -> None:
         tx.update(
             ResultModel(rid),
             actions=[ResultModel.status.set(ResultStatus.ABORTED.value), ResultModel.error.set(err),
-                     ResultModel.completed_at.set(clock.now())],
+                     ResultModel.completed_at.set(now), ResultModel.updated_at.set(now)],
             condition=(ResultModel.status == ResultStatus.CREATED.value) & (ResultModel.owner_task_id == task_id),
         )
 

@@ -6,14 +6,26 @@ The CDK stack and local mode set the same variables, so code never guesses a res
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from skyloom.core import limits
 from skyloom.core.resources import DUE_SHARDS, PartitionSpec, TableSpec
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+
+#: Environment variable carrying the access rules of restricted partitions (JSON, see
+#: :func:`_policies`); the submit function and every worker read it, so both enforce the same rules.
+POLICIES_ENV = "SKYLOOM_PARTITION_POLICIES"
+_POLICY_FIELDS = ("allowed_identities", "allowed_handlers", "installed_handlers_only")
+#: Presigned URLs are bearer tokens for one object: short-lived by default, bounded so a
+#: misconfiguration cannot hand out week-long links (S3's own maximum is 7 days).
+PRESIGN_DEFAULT_SECONDS = 300
+PRESIGN_MAX_SECONDS = 3600
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -47,7 +59,7 @@ class Settings:
     bucket: str = "skyloom-data"
     partitions: tuple[PartitionSpec, ...] = field(default_factory=lambda: (PartitionSpec("default"),))
     #: Values at most this large are stored inline in DynamoDB; larger ones go to S3.
-    inline_max_bytes: int = 32 * 1024
+    inline_max_bytes: int = limits.INLINE_DATA_BYTES.value
     #: How long a claim stays valid without a heartbeat; the crash-detection delay.
     lease_seconds: float = 60.0
     #: SQS visibility timeout of the task queues; kept above the heartbeat period.
@@ -60,12 +72,17 @@ class Settings:
     default_max_retries: int = 2
     #: First retry delay in seconds, doubled at each attempt (SQS DelaySeconds, capped at 900).
     retry_backoff_seconds: float = 1.0
-    presign_seconds: int = 900
+    #: Lifetime of presigned S3 URLs (uploads and downloads); S3 checks it when a transfer starts.
+    presign_seconds: int = PRESIGN_DEFAULT_SECONDS
     due_shards: int = DUE_SHARDS
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.stack):
             raise ValueError(f"SKYLOOM_STACK must match {_NAME.pattern}, got {self.stack!r}")
+        if not 1 <= self.presign_seconds <= PRESIGN_MAX_SECONDS:
+            raise ValueError(
+                f"SKYLOOM_PRESIGN_SECONDS must be between 1 and {PRESIGN_MAX_SECONDS}, got {self.presign_seconds}"
+            )
 
     # -- names -------------------------------------------------------------------------------
     def table_name(self, spec: TableSpec | str) -> str:
@@ -103,15 +120,17 @@ class Settings:
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
             aws_endpoint=e.get("SKYLOOM_AWS_ENDPOINT") or None,
             bucket=e.get("SKYLOOM_BUCKET", f"{stack}-data"),
-            partitions=tuple(PartitionSpec(n, priority_levels=levels) for n in names or ["default"]),
-            inline_max_bytes=_int(e, "SKYLOOM_INLINE_MAX_BYTES", 32 * 1024),
+            partitions=_with_policies(
+                tuple(PartitionSpec(n, priority_levels=levels) for n in names or ["default"]), e.get(POLICIES_ENV)
+            ),
+            inline_max_bytes=_int(e, "SKYLOOM_INLINE_MAX_BYTES", limits.INLINE_DATA_BYTES.value),
             lease_seconds=_float(e, "SKYLOOM_LEASE_SECONDS", 60.0),
             visibility_timeout=_int(e, "SKYLOOM_VISIBILITY_TIMEOUT", 120),
             redispatch_after_seconds=_float(e, "SKYLOOM_REDISPATCH_AFTER_SECONDS", 300.0),
             finalize_after_seconds=_float(e, "SKYLOOM_FINALIZE_AFTER_SECONDS", 30.0),
             default_max_retries=_int(e, "SKYLOOM_DEFAULT_MAX_RETRIES", 2),
             retry_backoff_seconds=_float(e, "SKYLOOM_RETRY_BACKOFF_SECONDS", 1.0),
-            presign_seconds=_int(e, "SKYLOOM_PRESIGN_SECONDS", 900),
+            presign_seconds=_int(e, "SKYLOOM_PRESIGN_SECONDS", PRESIGN_DEFAULT_SECONDS),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -134,4 +153,35 @@ class Settings:
         }
         if self.aws_endpoint:
             env["SKYLOOM_AWS_ENDPOINT"] = self.aws_endpoint
+        policies = {
+            p.name: {f: list(v) if isinstance(v := getattr(p, f), tuple) else v for f in _POLICY_FIELDS}
+            for p in self.partitions
+            if p.restricted
+        }
+        if policies:
+            env[POLICIES_ENV] = json.dumps(policies, separators=(",", ":"), sort_keys=True)
         return env
+
+
+def _with_policies(partitions: tuple[PartitionSpec, ...], raw: str | None) -> tuple[PartitionSpec, ...]:
+    """Apply ``SKYLOOM_PARTITION_POLICIES`` to the named partitions.
+
+    The value is a JSON object ``{partition: {"allowed_identities": [...], "allowed_handlers": [...],
+    "installed_handlers_only": bool}}``; absent partitions are unrestricted. A malformed value is an
+    error rather than "no restriction", so a typo cannot silently open a shared fleet.
+    """
+    if raw is None or not raw.strip():
+        return partitions
+    try:
+        policies: Any = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{POLICIES_ENV} is not valid JSON: {exc}") from exc
+    if not isinstance(policies, dict):
+        raise ValueError(f"{POLICIES_ENV} must be a JSON object keyed by partition name")
+    names = {p.name for p in partitions}
+    for name, policy in policies.items():
+        if name not in names:
+            raise ValueError(f"{POLICIES_ENV}: partition {name!r} is not in SKYLOOM_PARTITIONS ({', '.join(names)})")
+        if not isinstance(policy, dict) or set(policy) - set(_POLICY_FIELDS):
+            raise ValueError(f"{POLICIES_ENV}: {name}: must be an object with keys among {list(_POLICY_FIELDS)}")
+    return tuple(replace(p, **policies[p.name]) if p.name in policies else p for p in partitions)

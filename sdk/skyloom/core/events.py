@@ -1,16 +1,19 @@
 """The events feed of a session: tasks and results reaching a state, after a cursor, oldest first.
 
-Built from the tables with the existing ``by_session`` indexes (both project every attribute): one
-Query per table, filtered on the time an item last changed (``updated_at`` of a task; ``completed_at``
-or ``created_at`` of a result). The cost is a read of the session's index partitions per call; a
-``(session_id, updated_at)`` index would make it proportional to the changes instead, if sessions
-grow large enough to need it.
+Read from the ``by_change`` indexes, ``(session_id, updated_at)`` on both tables: one range Query
+per table starting at the cursor's time, so a call costs what changed since, not the session's size.
+Every write that changes a task or a result sets its ``updated_at``; an item updated again moves
+forward in the index and is delivered again, in its newer state.
 
-The cursor is ``(at, kind, id)`` of the last event delivered, so events written in the same
-instant are neither repeated nor skipped. Two things could still make a reader miss a change: a GSI
-is eventually consistent, and writers' clocks differ a little. Both are covered by a *settle
-horizon*: events younger than :data:`SETTLE_SECONDS` are held back until the next call, by which time
-they are visible in the index and nothing older can still appear.
+The cursor is ``(at, kind, id)`` of the last event delivered. Items written in the same instant
+(a transaction stamps all its items alike) are ordered by kind and id; because an index returns
+equal keys in no particular order, a read always takes the whole group of items sharing the
+boundary time, so a page never cuts a group at a point the next call could not find again.
+
+Two things could still make a reader miss a change: a GSI is eventually consistent, and writers'
+clocks differ a little. Both are covered by a *settle horizon*: changes younger than
+:data:`SETTLE_SECONDS` are not covered by the cursor yet. They are returned aside as ``recent`` for
+readers that want them at once (a client waiting for a result), and again as events once settled.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable
+import math
+from collections.abc import Iterator
+from typing import Any
 
 from skyloom.core import clock
 from skyloom.core.models import ResultModel, TaskModel
@@ -26,7 +31,7 @@ from skyloom.core.protocol_queries import Event, EventsPage
 from skyloom.core.sessions import load_session
 from skyloom.errors import InvalidRequest
 
-#: How long a change waits before it is delivered (GSI propagation and clock skew between writers).
+#: How long a change waits before the cursor may pass it (GSI propagation, clock skew of writers).
 SETTLE_SECONDS = 1.0
 
 Cursor = tuple[float, str, str]
@@ -42,35 +47,71 @@ def decode_cursor(text: str | None) -> Cursor:
         return _START
     try:
         at, kind, oid = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))
-        return float(at), str(kind), str(oid)
-    except (binascii.Error, ValueError, TypeError, UnicodeError):
+        cursor = float(at), str(kind), str(oid)
+    except (binascii.Error, ValueError, TypeError, UnicodeError, OverflowError):
+        # OverflowError: an integer too large for a float (a forged cursor) is the caller's error.
         raise InvalidRequest("the events cursor is not one this API issued", field="after") from None
+    if not math.isfinite(cursor[0]):  # json accepts NaN/Infinity; no cursor we issue holds one
+        raise InvalidRequest("the events cursor is not one this API issued", field="after")
+    return cursor
 
 
-def _task_events(session_id: str, since: float) -> Iterable[Event]:
-    for t in TaskModel.by_session.query(session_id, filter_condition=TaskModel.updated_at >= since):
-        yield Event(kind="task", id=t.task_id, status=t.status, at=float(t.updated_at), handler=t.handler,
-                    partition=t.partition)
+def _key(e: Event) -> Cursor:
+    return (e.at, e.kind, e.id)
 
 
-def _result_events(session_id: str, since: float) -> Iterable[Event]:
-    changed = (ResultModel.completed_at >= since) | (ResultModel.created_at >= since)
-    for r in ResultModel.by_session.query(session_id, filter_condition=changed):
-        at = r.completed_at if r.completed_at is not None else r.created_at
-        yield Event(kind="result", id=r.result_id, status=r.status, at=float(at), owner_task_id=r.owner_task_id)
+def _task_event(t: TaskModel) -> Event:
+    return Event(kind="task", id=t.task_id, status=t.status, at=float(t.updated_at), handler=t.handler,
+                 label=t.label, partition=t.partition)
+
+
+def _result_event(r: ResultModel) -> Event:
+    return Event(kind="result", id=r.result_id, status=r.status, at=float(r.updated_at),
+                 owner_task_id=r.owner_task_id)
+
+
+def _read(items: Iterator[Any], to_event: Any, cursor: Cursor, want: int) -> list[Event]:
+    """Events after ``cursor`` from one index, in index order: at least ``want`` when there are,
+    plus every item sharing the last one's time (ties are sorted by the caller, never split).
+
+    An item updated while the query pages can be read twice, at its old time and its new one; the
+    newer read wins, so one call never returns an object twice.
+    """
+    latest: dict[str, Event] = {}
+    count = 0
+    boundary: float | None = None
+    for item in items:
+        e: Event = to_event(item)
+        if boundary is not None and e.at > boundary:
+            break
+        if _key(e) <= cursor:
+            continue
+        if e.id not in latest:
+            count += 1
+        if e.id not in latest or e.at >= latest[e.id].at:
+            latest[e.id] = e
+        if count >= want and boundary is None:
+            boundary = e.at
+    return list(latest.values())
 
 
 def session_events(owner: str, session_id: str, after: str | None, limit: int) -> EventsPage:
-    """Changes after the cursor ``after`` (from the start when absent), at most ``limit``."""
+    """Changes after the cursor ``after`` (from the start when absent), at most ``limit``.
+
+    Settled changes come as ``events`` and advance the cursor; when they are drained, the unsettled
+    ones that fit in ``limit`` come as ``recent``.
+    """
     load_session(owner, session_id)
     cursor = decode_cursor(after)
+    page_size = min(limit + 1, 1000)
+    tasks = TaskModel.by_change.query(session_id, TaskModel.updated_at >= cursor[0], page_size=page_size)
+    results = ResultModel.by_change.query(session_id, ResultModel.updated_at >= cursor[0], page_size=page_size)
+    found = _read(tasks, _task_event, cursor, limit + 1) + _read(results, _result_event, cursor, limit + 1)
+    found.sort(key=_key)
     horizon = clock.now() - SETTLE_SECONDS
-    found = [
-        e
-        for e in (*_task_events(session_id, cursor[0]), *_result_events(session_id, cursor[0]))
-        if (e.at, e.kind, e.id) > cursor and e.at <= horizon
-    ]
-    found.sort(key=lambda e: (e.at, e.kind, e.id))
-    page = found[:limit]
-    last = (page[-1].at, page[-1].kind, page[-1].id) if page else cursor
-    return EventsPage(events=page, cursor=encode_cursor(last), more=len(found) > limit)
+    head = found[:limit]
+    settled = [e for e in head if e.at <= horizon]
+    recent = head[len(settled):]
+    last = _key(settled[-1]) if settled else cursor
+    return EventsPage(events=settled, cursor=encode_cursor(last), more=len(settled) == limit < len(found),
+                      recent=recent)

@@ -19,12 +19,12 @@ from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
-from skyloom.core import blobs, clock, readiness, sessions
+from skyloom.core import access, blobs, clock, readiness, sessions
 from skyloom.core.cancellation import abort_output, cancel_task
 from skyloom.core.config import Settings
 from skyloom.core.ddb import Op, condition_failed, failed_indexes, transact, transact_idempotent
 from skyloom.core.dispatching import TaskMessage
-from skyloom.core.graph import delegations, uncovered_outputs, unknown_outputs
+from skyloom.core.graph import delegations, subtask_depth, uncovered_outputs, unknown_outputs
 from skyloom.core.models import ResultModel, SessionModel, TaskModel
 from skyloom.core.results import fetch_values
 from skyloom.core.states import ResultStatus, SessionStatus, TaskStatus, retry_decision
@@ -205,6 +205,7 @@ def _staged_items(
             owner_task_id=producer.get(sr.result_id),
             name=sr.name,
             created_at=now,
+            updated_at=now,
             parent_task_id=parent.task_id,
         )
         if sr.data is not None:
@@ -221,15 +222,31 @@ def _staged_items(
     known_done |= {r.result_id for r in results if r.status == ResultStatus.COMPLETED.value}
     base = TaskOptions(**(parent.options or {}))
     allowed = _session_partitions(settings, parent) if outcome.staged_tasks else set()
+    try:
+        depth = subtask_depth(parent.depth, parent.task_id) if outcome.staged_tasks else 0
+    except InvalidRequest as exc:
+        raise _Violation(exc.message) from None
     tasks: list[TaskModel] = []
     for st in outcome.staged_tasks:
-        opts = TaskOptions(**st.options).merged_over(base) if st.options else base
+        try:
+            opts = TaskOptions(**st.options).merged_over(base) if st.options else base
+        except InvalidRequest as exc:  # options out of their limits: the attempt broke the contract
+            raise _Violation(f"subtask {st.task_id}: {exc.message}") from None
         partition = opts.partition or parent.partition
         if partition not in allowed:
             raise _Violation(
                 f"subtask {st.task_id} names partition {partition!r}, which is not one of the session's "
                 f"partitions ({', '.join(sorted(allowed))})"
             )
+        # A subtask is submitted on behalf of the session owner: the same partition rules as a client
+        # submission apply, or a permitted task could launder code into a fleet that refuses it.
+        partition_spec = settings.partition(partition)
+        if partition_spec is not None:
+            if not access.identity_allowed(partition_spec, parent.owner):
+                raise _Violation(f"subtask {st.task_id}: identity {parent.owner} may not use partition {partition!r}")
+            refusal = access.handler_refusal(partition_spec, st.handler)
+            if refusal is not None:
+                raise _Violation(f"subtask {st.task_id}: {refusal}")
         payload_result = f"{st.task_id}-payload" if f"{st.task_id}-payload" in big_payloads else None
         deps = [*st.data_dependencies, *([payload_result] if payload_result else [])]
         remaining = {d for d in deps if d not in known_done}
@@ -240,6 +257,7 @@ def _staged_items(
                 owner=parent.owner,
                 status=TaskStatus.CREATING.value,
                 handler=st.handler,
+                label=st.label,
                 payload=None if payload_result else st.payload,
                 payload_result=payload_result,
                 payload_size=len(st.payload),
@@ -251,6 +269,7 @@ def _staged_items(
                 priority=opts.priority or 0,
                 parent_task_id=parent.task_id,
                 parent_attempt=parent.attempt,
+                depth=depth,
                 created_at=now,
                 updated_at=now,
             )
@@ -381,6 +400,7 @@ def _complete_output(rid: str, task_id: str, data: bytes, key: str | None, now: 
         ResultModel.status.set(ResultStatus.COMPLETED.value),
         ResultModel.size.set(len(data)),
         ResultModel.completed_at.set(now),
+        ResultModel.updated_at.set(now),
         ResultModel.s3_key.set(key) if key else ResultModel.inline.set(data),
     ]
 
@@ -398,7 +418,7 @@ def _delegate_output(rid: str, task_id: str, subtask_id: str) -> Op:
     def op(tx: TransactWrite) -> None:
         tx.update(
             ResultModel(rid),
-            actions=[ResultModel.owner_task_id.set(subtask_id)],
+            actions=[ResultModel.owner_task_id.set(subtask_id), ResultModel.updated_at.set(clock.now())],
             condition=(ResultModel.status == ResultStatus.CREATED.value) & (ResultModel.owner_task_id == task_id),
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from skyloom.core import limits
 from skyloom.errors import GraphCycle, InvalidRequest
 
 
@@ -132,6 +133,24 @@ def uncovered_outputs(
 def unknown_outputs(expected: Sequence[str], produced: Iterable[str]) -> list[str]:
     exp = set(expected)
     return sorted(o for o in produced if o not in exp)
+
+
+def subtask_depth(parent_depth: float | None, parent_id: str) -> int:
+    """The nesting level of a subtask staged by a task at ``parent_depth`` (None: a pre-depth item, 0).
+
+    Raises:
+        InvalidRequest: the subtask would be deeper than ``limits.SUBTASK_DEPTH``; a recursion that
+            keeps delegating to itself ends here with a message naming the limit.
+    """
+    depth = int(parent_depth or 0) + 1
+    if depth > limits.SUBTASK_DEPTH.value:
+        raise InvalidRequest(
+            f"task {parent_id} is at subtask depth {depth - 1}: its subtasks would exceed the limit of "
+            f"{limits.SUBTASK_DEPTH.value} levels (subtask_depth); is a task delegating to itself forever?",
+            field="depth",
+            details={"limit": limits.SUBTASK_DEPTH.value, "depth": depth},
+        )
+    return depth
 
 
 def queue_level(priority: int, levels: int) -> int:

@@ -66,10 +66,11 @@ def cancel_session(settings: Settings, owner: str, session_id: str) -> SessionIn
 
 
 def _abort_unowned(result_id: str, err: dict[str, Any]) -> None:
+    now = clock.now()
     try:
         ResultModel(result_id).update(
             actions=[ResultModel.status.set(ResultStatus.ABORTED.value), ResultModel.error.set(err),
-                     ResultModel.completed_at.set(clock.now())],
+                     ResultModel.completed_at.set(now), ResultModel.updated_at.set(now)],
             condition=ResultModel.status == ResultStatus.CREATED.value,
         )
     except UpdateError as exc:
@@ -136,7 +137,8 @@ def _purge_data(settings: Settings, session_id: str) -> None:
     _delete_prefix(settings, blobs.session_prefix(session_id))
 
     def forget_value(r: ResultModel) -> None:
-        actions: list[Any] = [ResultModel.inline.remove(), ResultModel.s3_key.remove()]
+        actions: list[Any] = [ResultModel.inline.remove(), ResultModel.s3_key.remove(),
+                              ResultModel.updated_at.set(clock.now())]
         if r.status == ResultStatus.COMPLETED.value:
             actions.append(ResultModel.status.set(ResultStatus.DELETED.value))
         ResultModel(r.result_id).update(actions=actions, condition=ResultModel.result_id.exists())

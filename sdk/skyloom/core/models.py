@@ -89,6 +89,17 @@ class TasksByDue(GlobalSecondaryIndex["TaskModel"]):
     due_at = NumberAttribute(range_key=True)
 
 
+class TasksByChange(GlobalSecondaryIndex["TaskModel"]):
+    """A session's tasks in the order they last changed: what the events feed reads."""
+
+    class Meta:
+        index_name = "by_change"
+        projection = AllProjection()
+
+    session_id = UnicodeAttribute(hash_key=True)
+    updated_at = NumberAttribute(range_key=True)
+
+
 class TaskModel(Model):
     class Meta(_Meta):
         pass
@@ -98,6 +109,8 @@ class TaskModel(Model):
     owner = UnicodeAttribute()
     status = UnicodeAttribute()
     handler = UnicodeAttribute()
+    #: What the task runs, for people (a function's module.qualname); listings and stats only.
+    label = UnicodeAttribute(null=True)
     #: Inline payload; None when the payload is the result ``payload_result``.
     payload = BinaryAttribute(null=True, legacy_encoding=False)
     #: A completed result holding the payload, for payloads too large to ride inline.
@@ -113,6 +126,9 @@ class TaskModel(Model):
     priority = NumberAttribute(default=0)
     parent_task_id = UnicodeAttribute(null=True)
     parent_attempt = NumberAttribute(null=True)
+    #: Subtask nesting level: 0 for a task a client submitted, parent's + 1 for a staged subtask;
+    #: bounded by ``limits.SUBTASK_DEPTH``. Absent on items written before it existed (read as 0).
+    depth = NumberAttribute(null=True)
     created_at = NumberAttribute()
     updated_at = NumberAttribute()
     submitted_at = NumberAttribute(null=True)
@@ -139,6 +155,7 @@ class TaskModel(Model):
     by_session = TasksBySession()
     by_parent = TasksByParent()
     by_due = TasksByDue()
+    by_change = TasksByChange()
 
 
 # ----------------------------------------------------------------------------------------- results
@@ -149,6 +166,17 @@ class ResultsBySession(GlobalSecondaryIndex["ResultModel"]):
 
     session_id = UnicodeAttribute(hash_key=True)
     result_id = UnicodeAttribute(range_key=True)
+
+
+class ResultsByChange(GlobalSecondaryIndex["ResultModel"]):
+    """A session's results in the order they last changed: what the events feed reads."""
+
+    class Meta:
+        index_name = "by_change"
+        projection = AllProjection()
+
+    session_id = UnicodeAttribute(hash_key=True)
+    updated_at = NumberAttribute(range_key=True)
 
 
 class ResultModel(Model):
@@ -164,6 +192,8 @@ class ResultModel(Model):
     name = UnicodeAttribute(null=True)
     created_at = NumberAttribute()
     completed_at = NumberAttribute(null=True)
+    #: Set by every write that changes the result (status, owner, value), for the events feed.
+    updated_at = NumberAttribute()
     size = NumberAttribute(null=True)
     #: Inline value (small results) or the S3 key of the value; exactly one is set once Completed.
     inline = BinaryAttribute(null=True, legacy_encoding=False)
@@ -176,6 +206,7 @@ class ResultModel(Model):
     expires_at = NumberAttribute(null=True)
 
     by_session = ResultsBySession()
+    by_change = ResultsByChange()
 
 
 # ------------------------------------------------------------------------------------------- edges

@@ -8,24 +8,85 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from skyloom.options import TaskOptions
+from skyloom.core import limits
+from skyloom.errors import InvalidArgument, InvalidRequest
+from skyloom.options import PARTITION_PATTERN, TaskOptions
 
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ID_PATTERN = rf"^[A-Za-z0-9_-]{{1,{limits.ID_LENGTH.value}}}$"
 
-# Named limits; the API answers 4xx naming the limit when a request exceeds one.
-MAX_TASKS_PER_REQUEST = 1000
-MAX_RESULTS_PER_REQUEST = 2000
-MAX_IDS_PER_REQUEST = 1000
-MAX_DEPENDENCIES_PER_TASK = 1000
-#: Outputs are completed in the same DynamoDB transaction as their task (100 items at most).
-MAX_EXPECTED_OUTPUTS_PER_TASK = 64
-MAX_HANDLER_LENGTH = 256
-MAX_NAME_LENGTH = 256
-WAIT_MAX_SECONDS = 20.0
+# The limits under the names the SDK and the routes import; values and reasons: skyloom.core.limits.
+MAX_TASKS_PER_REQUEST = limits.TASKS_PER_REQUEST.value
+MAX_RESULTS_PER_REQUEST = limits.RESULTS_PER_REQUEST.value
+MAX_IDS_PER_REQUEST = limits.IDS_PER_REQUEST.value
+MAX_DEPENDENCIES_PER_TASK = limits.DEPENDENCIES_PER_TASK.value
+MAX_EXPECTED_OUTPUTS_PER_TASK = limits.EXPECTED_OUTPUTS_PER_TASK.value
+MAX_HANDLER_LENGTH = limits.HANDLER_LENGTH.value
+MAX_LABEL_LENGTH = limits.LABEL_LENGTH.value
+MAX_NAME_LENGTH = limits.NAME_LENGTH.value
+WAIT_MAX_SECONDS = float(limits.WAIT_SECONDS.value)
+
+PartitionName = Annotated[
+    str, StringConstraints(min_length=1, max_length=limits.PARTITION_NAME_LENGTH.value, pattern=PARTITION_PATTERN)
+]
+
+#: At most this many validation errors are listed in ``details.errors``: enough to fix a request,
+#: bounded so that a 1000-task submission with one mistake per task cannot produce a huge answer.
+MAX_LISTED_ERRORS = 20
+
+#: Keys of a pydantic error's ``ctx`` that hold the bound it crossed, reported as ``limit``.
+_BOUND_KEYS = ("max_length", "min_length", "le", "ge", "lt", "gt")
+
+
+def _dotted(loc: Sequence[Any], error_type: str) -> str:
+    return ".".join(str(p) for p in loc) or "body"
+
+
+def invalid_request(
+    errors: Sequence[Mapping[str, Any]],
+    field_of: Callable[[Sequence[Any], str], str] = _dotted,
+    cls: type[InvalidRequest] = InvalidRequest,
+) -> InvalidRequest:
+    """The :class:`InvalidRequest` equivalent of pydantic errors, first error first.
+
+    Shared by the API (``functions/submit/errors.py``, which names fields relative to the body) and
+    the SDK (which builds requests from these models), so both describe a bad field the same way.
+    Only ``loc``, ``type``, ``msg`` and a numeric bound are kept: ``input`` may echo a multi-megabyte
+    payload and ``ctx`` may hold exception objects.
+    """
+    listed: list[dict[str, Any]] = []
+    for e in errors[:MAX_LISTED_ERRORS]:
+        item: dict[str, Any] = {
+            "field": field_of(tuple(e.get("loc", ())), str(e.get("type", ""))),
+            "type": str(e.get("type", "invalid")),
+            "message": str(e.get("msg", "invalid value")),
+        }
+        ctx = e.get("ctx")
+        if isinstance(ctx, Mapping):
+            bound = next((ctx[k] for k in _BOUND_KEYS if isinstance(ctx.get(k), int | float)), None)
+            if bound is not None:
+                item["limit"] = bound
+        listed.append(item)
+    if not listed:
+        return cls("the request is invalid", field="body")
+    first = listed[0]
+    message = f"{first['field']}: {first['message']}"
+    if first["type"] == "json_invalid":
+        message = "the request body is not valid JSON"
+    elif first["type"] == "missing" and first["field"] == "body":
+        message = "the request body is required (a JSON object)"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    details: dict[str, Any] = {"errors": listed}
+    if "limit" in first:
+        details["limit"] = first["limit"]
+    if len(errors) > MAX_LISTED_ERRORS:
+        details["truncated"] = len(errors) - MAX_LISTED_ERRORS
+    return cls(message, field=first["field"], details=details)
 
 
 def b64encode(data: bytes) -> str:
@@ -44,6 +105,28 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Request(_Body):
+    """A request body. Built by the SDK, it raises :class:`InvalidArgument` (an InvalidRequest naming
+    the field, like the API's 400, and a ValueError) instead of pydantic's ValidationError, before
+    anything is sent.
+
+    Only direct construction is affected: validation (the API's, through Powertools, and a nested
+    model inside an outer one) keeps pydantic's errors, with full paths, which ``errors.py`` maps to
+    the same 400 with :func:`invalid_request`.
+    """
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise invalid_request(exc.errors(include_input=False, include_url=False), cls=InvalidArgument) from None
+
+    # pydantic calls an overridden __init__ for nested models during validation, where raising our
+    # error would lose the field path (``tasks.3.handler`` -> ``handler``); marking it as the base
+    # init keeps it for direct construction only.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+
 def _b64_field(value: str | None, name: str) -> str | None:
     if value is not None:
         b64decode(value, name)
@@ -51,9 +134,11 @@ def _b64_field(value: str | None, name: str) -> str | None:
 
 
 # -------------------------------------------------------------------------------------- sessions
-class CreateSessionRequest(_Body):
+class CreateSessionRequest(_Request):
     options: TaskOptions = Field(default_factory=TaskOptions)
-    partitions: list[str] = Field(default_factory=list, max_length=32, description="Empty: the default.")
+    partitions: list[PartitionName] = Field(
+        default_factory=list, max_length=limits.PARTITIONS_PER_SESSION.value, description="Empty: the default."
+    )
     name: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
 
 
@@ -69,7 +154,7 @@ class SessionInfo(_Body):
 
 
 # --------------------------------------------------------------------------------------- results
-class ResultSpec(_Body):
+class ResultSpec(_Request):
     """A result to create. With ``data`` it is uploaded now (inline) and Completed; with ``upload``
     the answer carries a presigned S3 PUT URL and the result completes on ``/results/complete``;
     with neither it waits for the task that names it as an expected output."""
@@ -85,7 +170,7 @@ class ResultSpec(_Body):
         return _b64_field(v, "data")
 
 
-class CreateResultsRequest(_Body):
+class CreateResultsRequest(_Request):
     results: list[ResultSpec] = Field(min_length=1, max_length=MAX_RESULTS_PER_REQUEST)
 
 
@@ -118,7 +203,7 @@ class ResultsResponse(_Body):
     results: list[ResultInfo]
 
 
-class IdsRequest(_Body):
+class IdsRequest(_Request):
     ids: list[str] = Field(min_length=1, max_length=MAX_IDS_PER_REQUEST)
 
     @field_validator("ids")
@@ -150,9 +235,14 @@ class ResultData(_Body):
 
 
 # ----------------------------------------------------------------------------------------- tasks
-class TaskSpec(_Body):
+class TaskSpec(_Request):
     id: str | None = Field(default=None, pattern=ID_PATTERN)
     handler: str = Field(min_length=1, max_length=MAX_HANDLER_LENGTH)
+    label: str | None = Field(
+        default=None, min_length=1, max_length=MAX_LABEL_LENGTH,
+        description="What the task runs, for people: listings, stats and graphs show it (the SDK sets the "
+        "function's `module.qualname` on `skyloom.call` tasks). Never used for dispatch or metrics.",
+    )
     payload: str | None = Field(default=None, description="base64; at most the inline limit once decoded")
     payload_result: str | None = Field(default=None, pattern=ID_PATTERN, description="A result holding it")
     data_dependencies: list[str] = Field(default_factory=list, max_length=MAX_DEPENDENCIES_PER_TASK)
@@ -165,7 +255,7 @@ class TaskSpec(_Body):
         return _b64_field(v, "payload")
 
 
-class SubmitTasksRequest(_Body):
+class SubmitTasksRequest(_Request):
     """Tasks to submit, and optionally results to create first in the same request."""
 
     tasks: list[TaskSpec] = Field(min_length=1, max_length=MAX_TASKS_PER_REQUEST)
@@ -188,6 +278,7 @@ class TaskInfo(_Body):
     session_id: str
     status: str
     handler: str
+    label: str | None = None
     data_dependencies: list[str]
     expected_outputs: list[str]
     remaining: list[str] = Field(default_factory=list)

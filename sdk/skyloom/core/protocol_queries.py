@@ -14,13 +14,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from skyloom.core import limits
 from skyloom.core.protocol import ResultInfo, SessionInfo, TaskInfo
 
-#: Items per page unless the caller asks for fewer; and the most it may ask for.
+#: Items per page unless the caller asks for fewer; and the most it may ask for (skyloom.core.limits).
 DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = limits.PAGE_SIZE.value
 DEFAULT_EVENTS = 500
-MAX_EVENTS = 1000
+MAX_EVENTS = limits.EVENTS_PER_PAGE.value
 
 
 class _Body(BaseModel):
@@ -61,6 +62,7 @@ class Event(_Body):
     status: str
     at: float = Field(description="When the object reached this state (epoch seconds, writer's clock).")
     handler: str | None = None
+    label: str | None = Field(default=None, description="For a task: what it runs, for people (see TaskSpec).")
     partition: str | None = None
     owner_task_id: str | None = Field(default=None, description="For a result: the task that produces it.")
 
@@ -76,3 +78,9 @@ class EventsPage(_Body):
     events: list[Event]
     cursor: str
     more: bool = False
+    recent: list[Event] = Field(
+        default_factory=list,
+        description="Changes younger than the settle horizon, given early to readers that act at once "
+        "(a client waiting for results). The cursor does not cover them: each comes again in `events` "
+        "once settled, possibly in a newer state.",
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,14 @@ class Filters:
     parent: str | None = None
     created_after: float | None = None
     created_before: float | None = None
+
+    def __post_init__(self) -> None:
+        # A query string parses "nan" and "inf" as floats; NaN in a DynamoDB key condition is a
+        # server-side failure (500), and neither means a time, so both are the caller's 400.
+        for name in ("created_after", "created_before"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise InvalidRequest(f"{name} must be a finite epoch time in seconds, not {value}", field=name)
 
 
 def parse_statuses(text: str | None, allowed: type[TaskStatus] | type[ResultStatus] | type[SessionStatus]) -> tuple[
@@ -140,7 +149,8 @@ def list_tasks(owner: str, session_id: str, filters: Filters, limit: int, token:
     load_session(owner, session_id)
     conditions = _common(TaskModel, filters)
     if filters.handler:
-        conditions.append(TaskModel.handler == filters.handler)
+        # A handler, or the label naming the function that a skyloom.call task runs.
+        conditions.append((TaskModel.handler == filters.handler) | (TaskModel.label == filters.handler))
     if filters.partition:
         conditions.append(TaskModel.partition == filters.partition)
     if filters.parent:

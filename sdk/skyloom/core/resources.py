@@ -76,6 +76,8 @@ TASKS = TableSpec(
         # (a queued task whose message might be lost, a lease that may expire, a parent whose
         # children are not live yet). The dispatch sweeper reads nothing else.
         IndexSpec("by_due", Key("due_shard"), Key("due_at", "N")),
+        # The events feed: a session's changes in time order, so a reader pays for what changed.
+        IndexSpec("by_change", Key("session_id"), Key("updated_at", "N")),
     ),
     ttl_attribute="expires_at",
     purpose="One item per task: definition, status, remaining dependencies, lease, attempts.",
@@ -84,7 +86,10 @@ TASKS = TableSpec(
 RESULTS = TableSpec(
     logical="results",
     hash_key=Key("result_id"),
-    indexes=(IndexSpec("by_session", Key("session_id"), Key("result_id")),),
+    indexes=(
+        IndexSpec("by_session", Key("session_id"), Key("result_id")),
+        IndexSpec("by_change", Key("session_id"), Key("updated_at", "N")),
+    ),
     stream="NEW_AND_OLD_IMAGES",
     ttl_attribute="expires_at",
     purpose="One item per result: owner task, status, inline value or S3 key. Its stream drives resolve.",
@@ -112,9 +117,27 @@ class QueueSpec:
     retention_seconds: int = 14 * 24 * 3600
 
 
+#: The handler that unpickles and runs code shipped by value (``@skyloom.task`` functions).
+CODE_BY_VALUE_HANDLER = "skyloom.call"
+
+
 @dataclass(frozen=True)
 class PartitionSpec:
-    """A named pool of workers with its own queues."""
+    """A named pool of workers with its own queues, and who and what it agrees to run.
+
+    The three access fields exist because a partition is a fleet that may be shared between teams
+    (see ``docs/security-model.md``); all default to "anything", which suits a personal or a
+    single-team deployment:
+
+    - ``allowed_identities``: glob patterns (``fnmatch``, case-sensitive) over the caller's principal
+      ARN as API Gateway reports it. Empty means every authenticated identity. A pattern naming an
+      IAM role (``arn:aws:iam::ACCOUNT:role/NAME``) also matches that role's assumed-role sessions
+      (``arn:aws:sts::ACCOUNT:assumed-role/NAME/*``), which is how callers on a role appear.
+    - ``allowed_handlers``: glob patterns over handler names. Empty means every handler.
+    - ``installed_handlers_only``: refuse ``skyloom.call``, i.e. code shipped by value, which runs
+      whatever the client pickled. Only handlers installed in the worker image can run. The
+      documented default for shared production partitions.
+    """
 
     name: str
     priority_levels: int = 3
@@ -123,6 +146,30 @@ class PartitionSpec:
     min_workers: int = 0
     max_workers: int = 10
     spot: bool = True
+    allowed_identities: tuple[str, ...] = ()
+    allowed_handlers: tuple[str, ...] = ()
+    installed_handlers_only: bool = False
+
+    def __post_init__(self) -> None:
+        for field_name in ("allowed_identities", "allowed_handlers"):
+            value = getattr(self, field_name)
+            if isinstance(value, list):  # from JSON (CDK context, env): store the hashable form
+                value = tuple(value)
+                object.__setattr__(self, field_name, value)
+            if not isinstance(value, tuple) or not all(isinstance(v, str) and v.strip() for v in value):
+                raise ValueError(
+                    f"partition {self.name!r}: {field_name} must be a list of non-empty strings, got {value!r}"
+                )
+        if not isinstance(self.installed_handlers_only, bool):
+            raise ValueError(
+                f"partition {self.name!r}: installed_handlers_only must be true or false, "
+                f"got {self.installed_handlers_only!r}"
+            )
+
+    @property
+    def restricted(self) -> bool:
+        """True when the partition limits who or what it runs (so its policy must be shipped)."""
+        return bool(self.allowed_identities or self.allowed_handlers or self.installed_handlers_only)
 
 
 @dataclass(frozen=True)

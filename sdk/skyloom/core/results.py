@@ -88,6 +88,7 @@ def new_result_items(
             status=ResultStatus.CREATED.value,
             name=spec.name,
             created_at=now,
+            updated_at=now,
             request_id=request_id,
         )
         if spec.data is not None:
@@ -163,23 +164,34 @@ def complete_uploads(settings: Settings, owner: str, session_id: str, ids: list[
     """Complete results the client PUT to their presigned URL, after checking each object exists."""
     session = load_session(owner, session_id)
     found = load_results(session, ids)
-    out: list[ResultInfo] = []
+    # Check every id before writing any, so a refused request completes nothing (a bad id after a
+    # good one used to leave the good one completed behind a 409).
+    sizes: dict[str, int] = {}
     for i, rid in enumerate(dict.fromkeys(ids)):
         r = found[rid]
         if r.status == ResultStatus.COMPLETED.value and r.s3_key:
-            out.append(result_info(r))
             continue
         if r.s3_key is None or r.status != ResultStatus.CREATED.value:
             raise Conflict(f"result {rid} was not created for upload (status {r.status})", field=f"ids.{i}")
         size = blobs.size(settings, r.s3_key)
         if size is None:
             raise Conflict(f"result {rid}: nothing was uploaded to its URL yet", field=f"ids.{i}")
+        sizes[rid] = size
+    out: list[ResultInfo] = []
+    for i, rid in enumerate(dict.fromkeys(ids)):
+        r = found[rid]
+        if rid not in sizes:
+            out.append(result_info(r))
+            continue
+        size = sizes[rid]
+        now = clock.now()
         try:
             r.update(
                 actions=[
                     ResultModel.status.set(ResultStatus.COMPLETED.value),
                     ResultModel.size.set(size),
-                    ResultModel.completed_at.set(clock.now()),
+                    ResultModel.completed_at.set(now),
+                    ResultModel.updated_at.set(now),
                 ],
                 condition=(ResultModel.status == ResultStatus.CREATED.value)
                 & ResultModel.owner_task_id.does_not_exist(),

@@ -9,7 +9,7 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from skyloom.core import clock
+from skyloom.core import access, clock
 from skyloom.core.config import Settings
 from skyloom.core.ddb import condition_failed
 from skyloom.core.models import SessionModel
@@ -40,6 +40,12 @@ def create_session(settings: Settings, owner: str, req: CreateSessionRequest) ->
             raise InvalidRequest(f"unknown partition {p!r} (known: {known})", field=f"partitions.{i}")
     if len(set(partitions)) != len(partitions):
         raise InvalidRequest("a partition is listed twice", field="partitions")
+    for i, p in enumerate(partitions):
+        # Refused here too, not only at submission, so a session never lists a fleet its owner
+        # cannot use (the caller learns at once, not at the first submit).
+        spec = settings.partition(p)
+        if spec is not None:
+            access.require_identity(spec, owner, f"partitions.{i}")
     if req.options.partition is not None and req.options.partition not in partitions:
         raise InvalidRequest(
             f"default partition {req.options.partition!r} is not one of the session's partitions",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pynamodb.exceptions import DoesNotExist
 from pynamodb.transactions import TransactWrite
 
-from skyloom.core import clock, readiness
+from skyloom.core import access, clock, readiness
 from skyloom.core.config import Settings
 from skyloom.core.ddb import Op, transact_idempotent
 from skyloom.core.graph import TaskNode, check_acyclic, check_unique
@@ -86,6 +86,10 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
     for i, (tid, spec, node) in enumerate(zip(ids, req.tasks, nodes, strict=True)):
         field = f"tasks.{i}"
         opts = effective_options(settings, session, spec.options, field)
+        partition_spec = settings.partition(opts.partition or "")
+        if partition_spec is not None:  # checked per task: tasks of one batch may target several fleets
+            access.require_identity(partition_spec, owner, f"{field}.options.partition")
+            access.require_handler(partition_spec, spec.handler, f"{field}.handler")
         payload = _payload(settings, spec, field)
         remaining = {d for d in node.dependencies if results[d].status != ResultStatus.COMPLETED.value}
         t = TaskModel(
@@ -94,6 +98,7 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
             owner=session.owner,
             status=TaskStatus.PENDING.value,
             handler=spec.handler,
+            label=spec.label,
             payload=payload,
             payload_result=spec.payload_result,
             payload_size=len(payload or b""),
@@ -220,7 +225,7 @@ def _claim_output(result_id: str, task_id: str) -> Op:
     def op(tx: TransactWrite) -> None:
         tx.update(
             ResultModel(result_id),
-            actions=[ResultModel.owner_task_id.set(task_id)],
+            actions=[ResultModel.owner_task_id.set(task_id), ResultModel.updated_at.set(clock.now())],
             condition=(ResultModel.status == ResultStatus.CREATED.value)
             & ResultModel.s3_key.does_not_exist()
             & (ResultModel.owner_task_id.does_not_exist() | (ResultModel.owner_task_id == task_id)),

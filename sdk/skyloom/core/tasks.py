@@ -17,6 +17,7 @@ def task_info(t: TaskModel) -> TaskInfo:
         session_id=t.session_id,
         status=t.status,
         handler=t.handler,
+        label=t.label,
         data_dependencies=list(t.data_dependencies or []),
         expected_outputs=list(t.expected_outputs or []),
         remaining=sorted(t.remaining or []),

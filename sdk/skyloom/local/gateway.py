@@ -5,11 +5,15 @@ Each HTTP request becomes the proxy event API Gateway would send to ``functions/
 runs the same code path locally as on AWS.
 
 Identity works as with IAM authorization: the caller is whoever signed the request with SigV4 for
-the ``execute-api`` service. The access key id becomes ``identity.accessKey`` and the principal
-``arn:aws:iam::000000000000:user/<key id>`` becomes ``identity.userArn`` and ``identity.caller``; an
-unsigned request is refused with 403 "Missing Authentication Token" before the function runs.
-**The signature itself is not verified yet** (a later issue): locally, anyone who can reach the
-loopback port may claim any key id, which is acceptable only because the port is loopback-only.
+the ``execute-api`` service, and the signature is verified before the function runs. The gateway
+looks the access key id up in a :class:`~skyloom.local.credentials.LocalCredentialStore`, recomputes
+the signature with botocore's own SigV4 canonicalization (:class:`_Verifier`) and answers 403 with
+API Gateway's body and ``x-amzn-ErrorType`` when the request is unsigned, the key unknown, the
+signature different (a tampered body, path, query or signed header changes it) or ``X-Amz-Date``
+more than five minutes away from the gateway's clock. Then the access key id becomes
+``identity.accessKey`` and the principal ``arn:aws:iam::000000000000:user/<key id>`` becomes
+``identity.userArn`` and ``identity.caller``. Both the ``Authorization`` header and query-string
+(presigned) signatures are accepted, as API Gateway does.
 
 Handler calls are serialized by default (``concurrency=1``): Powertools' ``APIGatewayRestResolver``
 keeps the current event in class attributes (``BaseRouter.current_event``), so two requests resolved
@@ -22,19 +26,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import calendar
+import hmac
 import json
 import logging
 import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from skyloom.local.credentials import LOCAL_ACCOUNT_ID, local_user_arn
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest, HTTPHeaders
+from botocore.credentials import Credentials
+
+from skyloom.local.credentials import LOCAL_ACCOUNT_ID, LocalCredentialStore, local_user_arn
 from skyloom.local.invoke import Handler, LambdaContext
 
 logger = logging.getLogger(__name__)
@@ -48,6 +58,19 @@ _SIGV4_HEADER = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=(?P<key>[^/,\s]+)/(?P<date>\d{8})/(?P<region>[^/,\s]+)"
     r"/(?P<service>[^/,\s]+)/aws4_request\s*,"
 )
+_SIGNED_HEADERS = re.compile(r"SignedHeaders=(?P<names>[^,\s]+)")
+_SIGNATURE = re.compile(r"Signature=(?P<sig>[0-9a-fA-F]+)")
+_AMZ_DATE = re.compile(r"^\d{8}T\d{6}Z$")
+#: API Gateway accepts a signature whose X-Amz-Date is at most this far from its clock, either way.
+MAX_CLOCK_SKEW_SECONDS = 300
+#: Longest validity of a query-string signature (SigV4's own limit: 7 days).
+MAX_PRESIGN_EXPIRES = 7 * 24 * 3600
+#: API Gateway's answers to a signature it cannot accept, verbatim.
+BAD_SIGNATURE_MESSAGE = (
+    "The request signature we calculated does not match the signature you provided. Check your AWS "
+    "Secret Access Key and signing method. Consult the service documentation for details."
+)
+UNKNOWN_KEY_MESSAGE = "The security token included in the request is invalid."
 _HOP_BY_HOP = frozenset({"connection", "content-length", "transfer-encoding", "keep-alive"})
 
 
@@ -72,33 +95,175 @@ class AuthenticationError(Exception):
         self.error_type = error_type
 
 
+@dataclass(frozen=True)
+class _Signed:
+    """What a request claims about its signature, before it is checked."""
+
+    caller: Caller
+    amz_date: str
+    signed_headers: tuple[str, ...]
+    signature: str
+    #: The request target with ``X-Amz-Signature`` removed (query signatures), else the target.
+    target: str
+    #: Seconds a query signature stays valid (``X-Amz-Expires``); None for header signatures.
+    expires: int | None
+
+
+def _header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    return next((v for k, v in headers if k.lower() == name), None)
+
+
 def caller_of(headers: Mapping[str, str], query: Mapping[str, str]) -> Caller:
     """Read the SigV4 credential scope of a request (``Authorization`` header or presigned query).
+
+    Only the claim: :meth:`Gateway.handle` verifies it with :func:`authenticate` before trusting it.
 
     Raises:
         AuthenticationError: unsigned, malformed, or scoped to another service.
     """
-    authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+    return _parse_signed(list(headers.items()), query, "/").caller
+
+
+def _parse_signed(headers: list[tuple[str, str]], query: Mapping[str, str], target: str) -> _Signed:
+    authorization = _header(headers, "authorization")
+    expires: int | None = None
     if authorization is not None:
         match = _SIGV4_HEADER.match(authorization.strip())
-        if match is None or "Signature=" not in authorization or "SignedHeaders=" not in authorization:
+        names = _SIGNED_HEADERS.search(authorization)
+        sig = _SIGNATURE.search(authorization)
+        if match is None or names is None or sig is None:
             raise AuthenticationError(
                 "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters "
                 "of an AWS4-HMAC-SHA256 signature."
             )
         key, scope_region, service = match["key"], match["region"], match["service"]
+        amz_date = _header(headers, "x-amz-date")
+        if amz_date is None:
+            raise AuthenticationError(
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+            )
+        signed, signature = names["names"], sig["sig"]
     elif query.get("X-Amz-Algorithm") == "AWS4-HMAC-SHA256" and "X-Amz-Credential" in query:
         parts = query["X-Amz-Credential"].split("/")
         if len(parts) != 5 or parts[4] != "aws4_request" or "X-Amz-Signature" not in query:
             raise AuthenticationError("X-Amz-Credential and X-Amz-Signature must form an AWS4-HMAC-SHA256 scope.")
         key, scope_region, service = parts[0], parts[2], parts[3]
+        amz_date, signed = query.get("X-Amz-Date", ""), query.get("X-Amz-SignedHeaders", "")
+        signature = query["X-Amz-Signature"]
+        try:
+            expires = int(query.get("X-Amz-Expires", ""))
+        except ValueError:
+            raise AuthenticationError("X-Amz-Expires must be a number of seconds.") from None
+        if not 0 < expires <= MAX_PRESIGN_EXPIRES:
+            raise AuthenticationError(f"X-Amz-Expires must be between 1 and {MAX_PRESIGN_EXPIRES} seconds.")
+        path, _, raw_query = target.partition("?")
+        # Strip the signature from the raw query (not a re-encoded one): the canonical query string
+        # is computed from the encoding the client signed.
+        kept = [p for p in raw_query.split("&") if p.partition("=")[0] != "X-Amz-Signature"]
+        target = f"{path}?{'&'.join(kept)}" if kept else path
     else:
         raise AuthenticationError("Missing Authentication Token", "MissingAuthenticationTokenException")
     if service != "execute-api":
         raise AuthenticationError(f"Credential should be scoped to correct service: 'execute-api'. (got {service!r})")
+    if not _AMZ_DATE.match(amz_date):
+        raise AuthenticationError(
+            f"X-Amz-Date must be in the ISO8601 basic format yyyyMMdd'T'HHmmss'Z' (got {amz_date!r})."
+        )
     # The scope's region is not checked: a local stack has no real region, and a client whose
-    # AWS_REGION differs from the stack's would otherwise be refused for a label.
-    return Caller(access_key_id=key, region=scope_region, service=service)
+    # AWS_REGION differs from the stack's would otherwise be refused for a label. It is part of the
+    # signed string, though, so it cannot be changed after signing.
+    return _Signed(
+        caller=Caller(access_key_id=key, region=scope_region, service=service),
+        amz_date=amz_date,
+        signed_headers=tuple(n for n in signed.lower().split(";") if n),
+        signature=signature.lower(),
+        target=target,
+        expires=expires,
+    )
+
+
+class _Verifier(SigV4Auth):
+    """botocore's SigV4 signer, told which headers the client signed.
+
+    botocore picks the headers to sign itself (all but a blocklist); a verifier must use exactly the
+    ``SignedHeaders`` the client listed, with the values received, so that is the one override.
+    Everything else (path normalization, canonical query string, payload hash, key derivation) is
+    botocore's, so the gateway and the SDK cannot disagree on canonicalization.
+    """
+
+    def __init__(self, credentials: Credentials, region: str, headers: HTTPHeaders) -> None:
+        super().__init__(credentials, "execute-api", region)
+        self._received = headers
+
+    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
+        return self._received
+
+
+def _epoch(amz_date: str) -> int:
+    return calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+
+
+def _stamp(epoch: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch))
+
+
+def authenticate(
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    credentials: LocalCredentialStore,
+    now: float,
+) -> Caller:
+    """Verify a request's SigV4 signature as API Gateway does; returns the caller it proves.
+
+    Raises:
+        AuthenticationError: unsigned or malformed (``IncompleteSignatureException``,
+            ``MissingAuthenticationTokenException``), unknown key (``UnrecognizedClientException``),
+            a different signature, or a date outside the allowed skew (``InvalidSignatureException``).
+    """
+    query = dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
+    claim = _parse_signed(headers, query, target)
+    secret = credentials.secret_for(claim.caller.access_key_id)
+    if secret is None:
+        raise AuthenticationError(UNKNOWN_KEY_MESSAGE, "UnrecognizedClientException")
+    signed_at = _epoch(claim.amz_date)
+    if claim.expires is not None:  # a query signature: valid from its date until date + expires
+        if now > signed_at + claim.expires:
+            raise AuthenticationError(
+                f"Signature expired: {claim.amz_date} is now earlier than {_stamp(now - claim.expires)} "
+                f"({_stamp(now)} - {claim.expires} sec.)",
+                "InvalidSignatureException",
+            )
+    elif signed_at < now - MAX_CLOCK_SKEW_SECONDS:
+        raise AuthenticationError(
+            f"Signature expired: {claim.amz_date} is now earlier than {_stamp(now - MAX_CLOCK_SKEW_SECONDS)} "
+            f"({_stamp(now)} - 5 min.)",
+            "InvalidSignatureException",
+        )
+    if signed_at > now + MAX_CLOCK_SKEW_SECONDS:
+        raise AuthenticationError(
+            f"Signature not yet current: {claim.amz_date} is still later than "
+            f"{_stamp(now + MAX_CLOCK_SKEW_SECONDS)} ({_stamp(now)} + 5 min.)",
+            "InvalidSignatureException",
+        )
+    received = HTTPHeaders()
+    for name, value in headers:
+        if name.lower() in claim.signed_headers:
+            received.add_header(name.lower(), value)
+    if "host" not in claim.signed_headers or any(n not in received for n in claim.signed_headers):
+        raise AuthenticationError(BAD_SIGNATURE_MESSAGE, "InvalidSignatureException")
+    host = received["host"]
+    # No headers on the rebuilt request: the payload hash is always computed from the body received,
+    # never taken from a client-supplied X-Amz-Content-SHA256 that a tampered body would keep.
+    request = AWSRequest(method=method, url=f"http://{host}{claim.target}", data=body)
+    request.context["timestamp"] = claim.amz_date
+    verifier = _Verifier(Credentials(claim.caller.access_key_id, secret), claim.caller.region, received)
+    canonical = verifier.canonical_request(request)
+    expected = verifier.signature(verifier.string_to_sign(request, canonical), request)
+    if not hmac.compare_digest(expected, claim.signature):
+        raise AuthenticationError(BAD_SIGNATURE_MESSAGE, "InvalidSignatureException")
+    return claim.caller
 
 
 def _last_values(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
@@ -321,6 +486,9 @@ class Gateway:
         port: 0 picks a free port.
         stage: The stage name in ``requestContext``.
         concurrency: Handler calls running at once (see the module docstring before raising it).
+        credentials: The secrets signatures are verified with; by default the local key and
+            ``SKYLOOM_LOCAL_IDENTITIES``.
+        clock: The time signatures are checked against (tests move it to test the skew).
     """
 
     def __init__(
@@ -332,10 +500,14 @@ class Gateway:
         port: int = 0,
         stage: str = "local",
         concurrency: int = 1,
+        credentials: LocalCredentialStore | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._handler = handler
+        self._credentials = credentials if credentials is not None else LocalCredentialStore()
+        self._clock = clock
         self._region = region
         self._function_name = function_name
         self._port = port
@@ -372,10 +544,10 @@ class Gateway:
         """One request, start to end: authenticate, build the event, invoke, render."""
         request_id = str(uuid.uuid4())
         header_map = dict(headers)
-        query = dict(parse_qsl(urlsplit(target).query, keep_blank_values=True))
         try:
-            caller = caller_of(header_map, query)
+            caller = authenticate(method, target, headers, body, self._credentials, self._clock())
         except AuthenticationError as exc:
+            logger.info("gateway refused %s %s: %s", method, urlsplit(target).path, exc.error_type)
             return _error(403, str(exc), exc.error_type, request_id)
         host = header_map.get("Host") or header_map.get("host") or "127.0.0.1"
         event = build_event(

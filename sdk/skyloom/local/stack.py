@@ -1,12 +1,19 @@
 """The whole of Skyloom on loopback: emulator, resources, the three functions, and worker agents.
 
-:class:`LocalStack` starts, in order: moto (a subprocess), the resources from the shared definitions,
+:class:`LocalStack` starts, in order: moto (a subprocess) unless given another AWS endpoint
+(LocalStack, see ``localstack/README.md``), the resources from the shared definitions,
 the model binding, then the three functions in this process fed by their real event sources' shapes
 (the API gateway, the results-stream poller, the sweep schedule), and last the worker agents
 (subprocesses). :meth:`LocalStack.stop` goes in reverse, each step bounded in time, so it never
 hangs. The functions build their settings from the environment as they do in Lambda, so the stack
 exports its settings and dummy credentials into ``os.environ`` while it runs, binds the pynamodb
 models to its tables, and restores both when it stops.
+
+With another AWS endpoint, nothing moto-specific runs, and the stack's resource names get a suffix
+unique to this start (unless ``unique_names=False``): that endpoint outlives the stack, and two
+stacks (test modules, reruns) sharing it must not see each other's tables, queues or bucket. The
+functions still run here, fed by the local stream poller and scheduler: LocalStack cannot run Lambda
+code without Docker either.
 
 Environment and model binding are per process, so only one stack at a time may export them; a stack
 started with ``export_environment=False`` (tests with stand-in handlers that read neither) can run
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -29,7 +37,14 @@ from typing import TypeVar
 from skyloom.core import aws, models
 from skyloom.core.config import Settings
 from skyloom.local.containers import ContainerPool
-from skyloom.local.credentials import ENDPOINT_ENV, aws_environment, removed_variables, scrubbed
+from skyloom.local.credentials import (
+    ENDPOINT_ENV,
+    IDENTITIES_FILE,
+    LocalCredentialStore,
+    aws_environment,
+    removed_variables,
+    scrubbed,
+)
 from skyloom.local.discovery import skyloom_home
 from skyloom.local.emulator import PARENT_PID_ENV, Emulator
 from skyloom.local.gateway import Gateway
@@ -50,6 +65,10 @@ _exporting_lock = threading.Lock()
 _exporting: LocalStack | None = None
 #: Run directories kept under ``$SKYLOOM_HOME/runs`` when none is given; older ones are deleted.
 KEEP_RUNS = 10
+#: An AWS endpoint (e.g. LocalStack's ``http://127.0.0.1:4566``) that local stacks use instead of
+#: starting moto, when they are not given one: how ``make test-localstack`` points every stack the
+#: tests start, including the dedicated ones of the fault tests, at LocalStack.
+AWS_ENDPOINT_ENV = "SKYLOOM_LOCAL_AWS_ENDPOINT"
 
 
 def default_run_dir() -> Path:
@@ -63,12 +82,23 @@ def default_run_dir() -> Path:
     return path
 
 
+def unique_settings(base: Settings, endpoint: str, token: str | None = None) -> Settings:
+    """``base`` on ``endpoint`` with a random ``token`` appended to the stack prefix and the bucket.
+
+    An endpoint shared by several stacks (one LocalStack for a whole test run) keeps each stack's
+    tables, queues and bucket apart; stack names stay within the 40 characters Settings allows.
+    """
+    token = token or secrets.token_hex(4)
+    stack = f"{base.stack[: 40 - len(token) - 1].rstrip('-')}-{token}"
+    return replace(base, aws_endpoint=endpoint, stack=stack, bucket=f"{base.bucket}-{token}")
+
+
 class LocalStack:
     """Skyloom on this machine, over real HTTP, with no AWS account and no Docker.
 
     Args:
         workers: Worker agent processes to start.
-        settings: Names and tunables; the emulator's URL replaces ``aws_endpoint``.
+        settings: Names and tunables; the AWS endpoint in use replaces ``aws_endpoint``.
         gateway_port: Port of the REST endpoint; 0 picks a free one.
         sweep_interval: Seconds between two scheduled invocations of the dispatch function.
         run_dir: Where logs go; a new directory under ``$SKYLOOM_HOME/runs`` by default.
@@ -80,6 +110,11 @@ class LocalStack:
             when it is named by path; a callable runs in this process, one request at a time.
         export_environment: Export settings and credentials to ``os.environ`` and bind the models
             (what the real functions need). Only one such stack may run per process.
+        aws_endpoint: An AWS endpoint already running (LocalStack) to use instead of starting moto;
+            ``$SKYLOOM_LOCAL_AWS_ENDPOINT`` when None; "" forces moto.
+        unique_names: With ``aws_endpoint``, suffix the stack prefix and bucket with a random token
+            so that this stack's resources are its own. Off to use resources provisioned beforehand
+            under the configured names (the LocalStack init hook).
 
     Example:
         >>> with LocalStack(workers=2) as stack:
@@ -101,6 +136,8 @@ class LocalStack:
         worker_command: Sequence[str] | None = None,
         api_concurrency: int = 4,
         export_environment: bool = True,
+        aws_endpoint: str | None = None,
+        unique_names: bool = True,
     ) -> None:
         self._worker_count = workers
         self._base_settings = settings or Settings()
@@ -113,6 +150,10 @@ class LocalStack:
         self._worker_command = worker_command
         self._api_concurrency = api_concurrency
         self._export = export_environment
+        if aws_endpoint is None:
+            aws_endpoint = os.environ.get(AWS_ENDPOINT_ENV, "")
+        self._external_endpoint = aws_endpoint.rstrip("/") or None
+        self._unique_names = unique_names
         self._previous_binding: Settings | None = None
         self._emulator: Emulator | None = None
         self._provisioned: Provisioned | None = None
@@ -132,8 +173,15 @@ class LocalStack:
 
     @property
     def aws_endpoint(self) -> str:
-        """URL of the emulated AWS, for boto3's ``endpoint_url``."""
+        """URL of the emulated AWS (moto, or the endpoint given), for boto3's ``endpoint_url``."""
+        if self._external_endpoint is not None:
+            return self._external_endpoint
         return self._require(self._emulator, "emulator").url
+
+    @property
+    def emulator(self) -> str:
+        """Which AWS emulator serves this stack: ``"moto"`` (embedded) or ``"external"``."""
+        return "moto" if self._external_endpoint is None else "external"
 
     @property
     def settings(self) -> Settings:
@@ -255,9 +303,18 @@ class LocalStack:
         if self._run_dir is None:
             self._run_dir = default_run_dir()
         self._run_dir.mkdir(parents=True, exist_ok=True)
+        if self._external_endpoint is not None:
+            self._settings = self._external_settings(self._external_endpoint)
+            return
         self._emulator = Emulator(self._run_dir)
         self._emulator.start()
         self._settings = replace(self._base_settings, aws_endpoint=self._emulator.url)
+
+    def _external_settings(self, endpoint: str) -> Settings:
+        """Settings on ``endpoint``, with names of this start's own unless told otherwise."""
+        if not self._unique_names:
+            return replace(self._base_settings, aws_endpoint=endpoint)
+        return unique_settings(self._base_settings, endpoint)
 
     def _local_environment(self) -> dict[str, str]:
         env = self._settings.to_env()
@@ -313,6 +370,8 @@ class LocalStack:
             function_name=f"{stack}-submit",
             port=self._gateway_port,
             concurrency=self._api_concurrency if self._containers is not None else 1,
+            # Identities minted into the run dir (``skyloom local identity``) sign requests too.
+            credentials=LocalCredentialStore(self.run_dir / IDENTITIES_FILE),
         )
         self._gateway.start()
         if self._export:

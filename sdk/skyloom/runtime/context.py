@@ -289,6 +289,7 @@ class TaskContext:
             data_dependencies=list(t.data_dependencies),
             expected_outputs=list(t.expected_outputs),
             options=t.options.merged_over(self.options).compact(),
+            label=t.label,
         )
 
     def _cannot_wait(self, result_id: str) -> NoReturn:

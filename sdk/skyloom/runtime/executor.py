@@ -13,6 +13,7 @@ import traceback
 from types import TracebackType
 
 import skyloom.runtime.pycall  # noqa: F401  (registers the built-in skyloom.call handler)
+from skyloom.runtime.admission import check_admitted
 from skyloom.runtime.context import TaskContext
 from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome
 from skyloom.runtime.registry import resolve_handler
@@ -34,6 +35,7 @@ def run_task(inp: TaskInput) -> TaskOutcome:
     ctx = TaskContext(inp)
     try:
         with ctx.active():
+            check_admitted(inp.handler, inp.options)  # before the handler can unpickle anything
             fn = resolve_handler(inp.handler)
             fn(ctx)
             return ctx.outcome()

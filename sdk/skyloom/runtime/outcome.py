@@ -46,6 +46,8 @@ class StagedTask:
     data_dependencies: list[str]
     expected_outputs: list[str]
     options: dict[str, Any] = field(default_factory=dict)
+    #: What it runs, for people (see ``TaskSpec.label``).
+    label: str | None = None
 
 
 @dataclass(frozen=True)
