@@ -450,6 +450,44 @@ def test_dispatch_is_called_on_schedule_with_eventbridge_events(stack: LocalStac
     assert recorder.contexts["dispatch"].function_name == "loctest-dispatch"
 
 
+# ------------------------------------------------------------------------------ emulator fidelity
+def test_a_cancelled_transaction_writes_nothing_and_leaves_stream_readers_reading(stack: LocalStack) -> None:
+    """AWS: a cancelled TransactWriteItems changes no item and emits no stream record, and shard
+    iterators are unaffected. moto's own undo swapped in a copy of the table, whose stream no
+    iterator handed out before could see: the resolve poller went deaf after the first conflict."""
+    client = ddb(stack)
+    streams = boto3.client("dynamodbstreams", endpoint_url=stack.aws_endpoint, region_name=REGION,
+                           aws_access_key_id=LOCAL_ACCESS_KEY_ID, aws_secret_access_key=LOCAL_SECRET_ACCESS_KEY)
+    name = "fidelity-transactions"
+    client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+    arn = client.describe_table(TableName=name)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard,
+                                          ShardIteratorType="LATEST")["ShardIterator"]
+    client.put_item(TableName=name, Item={"k": {"S": "a"}, "v": {"N": "1"}})
+
+    cancelled = [
+        {"Update": {"TableName": name, "Key": {"k": {"S": "a"}}, "UpdateExpression": "SET v = :two",
+                    "ExpressionAttributeValues": {":two": {"N": "2"}}}},
+        {"Put": {"TableName": name, "Item": {"k": {"S": "b"}}}},
+        {"ConditionCheck": {"TableName": name, "Key": {"k": {"S": "z"}},  # fails: no such item
+                            "ConditionExpression": "attribute_exists(k)"}},
+    ]
+    with pytest.raises(client.exceptions.TransactionCanceledException):
+        client.transact_write_items(TransactItems=cancelled)
+    client.put_item(TableName=name, Item={"k": {"S": "c"}})
+
+    assert client.get_item(TableName=name, Key={"k": {"S": "a"}}, ConsistentRead=True)["Item"]["v"] == {"N": "1"}
+    assert "Item" not in client.get_item(TableName=name, Key={"k": {"S": "b"}}, ConsistentRead=True)
+    records = streams.get_records(ShardIterator=iterator)["Records"]
+    assert [(r["eventName"], r["dynamodb"]["Keys"]["k"]["S"]) for r in records] == [("INSERT", "a"),
+                                                                                     ("INSERT", "c")]
+    client.delete_table(TableName=name)
+
+
 # -------------------------------------------------------------------------------- provisioning
 def test_provisioning_created_everything_and_is_idempotent(stack: LocalStack) -> None:
     first = stack.provisioned
@@ -462,7 +500,8 @@ def test_provisioning_created_everything_and_is_idempotent(stack: LocalStack) ->
     assert results["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
     assert sorted(ix["IndexName"] for ix in results["GlobalSecondaryIndexes"]) == ["by_change", "by_session"]
     tasks = client.describe_table(TableName="loctest-tasks")["Table"]
-    assert sorted(ix["IndexName"] for ix in tasks["GlobalSecondaryIndexes"]) == ["by_change", "by_due", "by_parent", "by_session"]
+    indexes = sorted(ix["IndexName"] for ix in tasks["GlobalSecondaryIndexes"])
+    assert indexes == ["by_change", "by_due", "by_parent", "by_session"]
     ttl = client.describe_time_to_live(TableName="loctest-tasks")["TimeToLiveDescription"]
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
 

@@ -12,11 +12,18 @@ The two fixes are about running for hours rather than for one test:
 * moto holds nothing durable, so draining in-flight requests at shutdown protects nothing, while
   gunicorn's gthread worker sometimes outlives its graceful timeout on SIGQUIT/SIGTERM. The worker
   exits at once on those signals instead (gunicorn installs its handlers before loading this module).
-* moto's DynamoDB is not thread-safe: ``TransactWriteItems`` deep-copies every table it touches and,
-  when the transaction is cancelled, puts the copies back, silently undoing writes that other
-  request threads made meanwhile (seen as results left Created under completed tasks). DynamoDB and
-  DynamoDB Streams requests are therefore served one at a time (:func:`_serialize_dynamodb`); moto
-  holds the GIL for nearly all of a request anyway, so this costs little throughput.
+* moto's DynamoDB is not thread-safe (a cancelled transaction could undo writes that other request
+  threads made meanwhile, seen as results left Created under completed tasks). DynamoDB and DynamoDB
+  Streams requests are therefore served one at a time (:func:`_serialize_dynamodb`); moto holds the
+  GIL for nearly all of a request anyway, so this costs little throughput.
+* moto makes ``TransactWriteItems`` undoable by deep-copying every table it touches and, when the
+  transaction is cancelled, putting the copies in place of the tables. That costs a copy of the
+  whole table (and its stream) per transaction, and, worse, the copy carries a new stream shard
+  object: every shard iterator handed out before keeps reading the discarded one, so a stream
+  consumer sees nothing after the first cancelled transaction (on AWS a cancelled transaction
+  writes nothing and emits no stream record, and iterators are unaffected). Transactions here save
+  only the items they name and the stream's length, and put those back when cancelled
+  (:func:`_transact_write_items_undoably`).
 * If the process that started the emulator dies without stopping it (SIGKILL of a test run), nothing
   else would ever end it. A watchdog thread checks that parent (``SKYLOOM_LOCAL_PARENT_PID``) and
   asks the gunicorn master to shut down when it is gone.
@@ -24,12 +31,17 @@ The two fixes are about running for hours rather than for one test:
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import threading
 import time
 from typing import Any
 
+import moto.dynamodb.models as dynamodb_models
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.table import Table
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
@@ -52,6 +64,70 @@ def _get_records_bounded(self: DynamoDBStreamsBackend, iterator_arn: str, limit:
 
 
 DynamoDBStreamsBackend.get_records = _get_records_bounded  # type: ignore[method-assign]
+
+
+class _TablesByReference:
+    """Stands in for the ``copy`` module inside moto's DynamoDB backend: "deep-copying" a table
+    returns the table itself, so a cancelled transaction puts back the very same objects; anything
+    else is really copied (moto also deep-copies items before updating them)."""
+
+    copy = staticmethod(copy.copy)
+
+    @staticmethod
+    def deepcopy(obj: Any, memo: dict[int, Any] | None = None) -> Any:
+        return obj if isinstance(obj, Table) else copy.deepcopy(obj, memo)
+
+
+dynamodb_models.copy = _TablesByReference  # type: ignore[assignment,attr-defined]
+_original_transact_write_items = DynamoDBBackend.transact_write_items
+_Slot = tuple[Table, DynamoType, DynamoType | None]
+
+
+def _slot(backend: DynamoDBBackend, op_type: str, op: dict[str, Any]) -> _Slot | None:
+    table = backend.tables.get(op.get("TableName", ""))
+    if table is None:
+        return None  # moto reports the missing table itself
+    key = op.get("Item") if op_type == "Put" else op.get("Key")
+    if not isinstance(key, dict) or table.hash_key_attr not in key:
+        return None
+    if table.range_key_attr is None:
+        return table, DynamoType(key[table.hash_key_attr]), None
+    if table.range_key_attr not in key:
+        return None  # moto refuses the key itself
+    return table, DynamoType(key[table.hash_key_attr]), DynamoType(key[table.range_key_attr])
+
+
+def _transact_write_items_undoably(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    saved: list[tuple[_Slot, Item | None]] = []
+    streams: dict[int, tuple[Any, int]] = {}
+    for entry in transact_items:
+        for op_type, op in entry.items():
+            slot = _slot(self, op_type, op) if isinstance(op, dict) else None
+            if slot is None:
+                continue
+            table, hash_key, range_key = slot
+            saved.append((slot, copy.deepcopy(table.get_item(hash_key, range_key))))
+            if table.stream_shard is not None:
+                streams.setdefault(id(table.stream_shard), (table.stream_shard, len(table.stream_shard.items)))
+    try:
+        _original_transact_write_items(self, transact_items)
+    except BaseException:
+        for (table, hash_key, range_key), item in reversed(saved):
+            if range_key is not None:
+                if item is None:
+                    table.items[hash_key].pop(range_key, None)
+                else:
+                    table.items[hash_key][range_key] = item
+            elif item is None:
+                table.items.pop(hash_key, None)
+            else:
+                table.items[hash_key] = item  # type: ignore[assignment]  # moto types it for range tables
+        for shard, length in streams.values():
+            del shard.items[length:]  # records of writes that, on AWS, never happened
+        raise
+
+
+DynamoDBBackend.transact_write_items = _transact_write_items_undoably  # type: ignore[method-assign]
 
 
 def _alive(pid: int) -> bool:
