@@ -114,6 +114,7 @@ def test_tasks_list_filters_and_show(ran: Ran) -> None:
     assert "broken on purpose" in shown["task"]["attempts"][0]["message"]
     text = run(ran, "tasks", "show", ran.reverse_task, "--session", ran.session_id)
     assert text.exit_code == 0 and "compute" in stdout(text) and "reversed" in stdout(text)
+    assert "memory peak" in stdout(text)  # the child's VmHWM, on Linux
 
 
 def test_results_list_show_download(ran: Ran, tmp_path: Path) -> None:

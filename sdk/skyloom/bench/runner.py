@@ -154,14 +154,29 @@ def _task_stats(session_id: str, config: BenchConfig) -> dict[str, Any]:
     for t in items:
         for key, value in (t.metrics or {}).items():
             phases.setdefault(key, []).append(float(value))
-    slots = config.workers * (config.slots or 1)
     compute = sum(phases.get("compute", []))
-    return {
+    stats: dict[str, Any] = {
         "processing_seconds": round(window, 3),
         "processing_tasks_per_s": round(len(items) / max(window, 1e-9), 1),
-        "busy_fraction": round(compute / max(slots * window, 1e-9), 3),
         "mean_per_task": {k: round(sum(v) / len(v), 6) for k, v in sorted(phases.items())},
     }
+    per_worker = _slots_per_worker(config)
+    if per_worker is not None:
+        stats["slots"] = config.workers * per_worker
+        stats["busy_fraction"] = round(compute / max(config.workers * per_worker * window, 1e-9), 3)
+    return stats
+
+
+def _slots_per_worker(config: BenchConfig) -> int | None:
+    """The slots each agent ran: as asked, else the agents' default on this machine for a local
+    stack; unknown for a deployed one (its agents' size is not ours to see: pass ``--slots``)."""
+    if config.slots:
+        return config.slots
+    if config.endpoint:
+        return None
+    from fargate_worker.settings import default_slots
+
+    return default_slots()
 
 
 def _latency(client: skyloom.Client, batch: int, config: BenchConfig) -> dict[str, float]:
@@ -259,7 +274,7 @@ def summary(report: dict[str, Any]) -> str:
     lines = [
         f"tasks: {t['tasks']}  submission: {t['submission_tasks_per_s']}/s  "
         f"processing: {t.get('processing_tasks_per_s', '?')}/s  end-to-end: {t['end_to_end_tasks_per_s']}/s  "
-        f"busy fraction: {t.get('busy_fraction', '?')}",
+        f"busy fraction: {t.get('busy_fraction', '? (pass --slots)')} of {t.get('slots', '?')} slots",
     ]
     for b, lat in report["latency_seconds"].items():
         lines.append(f"latency, batch of {b}: p50 {lat['p50']} s  p90 {lat['p90']} s  p99 {lat['p99']} s")

@@ -148,6 +148,8 @@ def _render(t: TaskInfo, io: dict[str, ResultInfo], children: list[TaskInfo]) ->
     m = t.metrics or {}
     if "bytes_in" in m or "bytes_out" in m:
         spans.add_row("bytes in / out", f"{fmt_bytes(m.get('bytes_in'))} / {fmt_bytes(m.get('bytes_out'))}")
+    if "memory_peak" in m:  # the child's resident memory at its highest, sampled by the heartbeat
+        spans.add_row("memory peak", fmt_bytes(m.get("memory_peak")))
     out.print(spans)
     data = Table("role", "result", "name", "status", "size", "producer", title="inputs and outputs")
     for role, ids in (("input", t.data_dependencies), ("output", t.expected_outputs)):

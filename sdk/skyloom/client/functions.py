@@ -34,6 +34,7 @@ from skyloom.client.futures import Future
 from skyloom.client.specs import TaskRequest
 from skyloom.core.protocol import MAX_LABEL_LENGTH
 from skyloom.options import TaskOptions, TaskOptionsArgs
+from skyloom.runtime import sources
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -113,7 +114,8 @@ class TaskFunction(Generic[P, R]):
     def __reduce__(self) -> tuple[Any, ...]:
         if _by_reference(self):
             return (_import_attribute, (self.__module__, getattr(self, "__qualname__", "")))
-        return (_rebuild, (self._definition,))
+        # By value: with its source file, so that the worker's tracebacks show the user's lines.
+        return (_rebuild, (self._definition, sources.capture(self._definition.fn)))
 
     def __repr__(self) -> str:
         return f"<skyloom task {self._definition.name}>"
@@ -297,7 +299,8 @@ def _import_attribute(modname: str, qualname: str) -> Any:
     return obj
 
 
-def _rebuild(definition: TaskDefinition) -> TaskFunction[Any, Any]:
+def _rebuild(definition: TaskDefinition, source: sources.Source | None = None) -> TaskFunction[Any, Any]:
+    sources.restore(definition.fn, source)
     return TaskFunction(definition)
 
 
