@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from functions.submit.routes import CurrentSettings, Owner, SessionId, _responses, app
+from aws_lambda_powertools.metrics import MetricUnit
+
+from functions.submit.routes import CurrentSettings, Owner, SessionId, _responses, app, metrics
 from skyloom.core import lifecycle
 from skyloom.core.protocol import IdsRequest, SessionInfo, TasksResponse
 
@@ -27,7 +29,9 @@ def _session_route(path: str, operation: str, summary: str) -> Callable[[Callabl
 @_session_route("cancel", "cancelSession", "Cancel a session and every unfinished task in it")
 def cancel_session(session_id: SessionId, owner: Owner, settings: CurrentSettings) -> SessionInfo:
     """Queued tasks never start, running ones are stopped within a heartbeat; outputs are aborted."""
-    return lifecycle.cancel_session(settings, owner, session_id)
+    info, cancelled = lifecycle.cancel_session(settings, owner, session_id)
+    metrics.add_metric(name="TasksCancelled", unit=MetricUnit.Count, value=cancelled)
+    return info
 
 
 @_session_route("pause", "pauseSession", "Pause a session: nothing new starts")
@@ -69,4 +73,6 @@ def delete_session(session_id: SessionId, owner: Owner, settings: CurrentSetting
 )
 def cancel_tasks(session_id: SessionId, req: IdsRequest, owner: Owner, settings: CurrentSettings) -> TasksResponse:
     """Queued tasks never start; running ones are stopped at their worker's next heartbeat."""
-    return TasksResponse(tasks=lifecycle.cancel_tasks(settings, owner, session_id, req.ids))
+    tasks, cancelled = lifecycle.cancel_tasks(settings, owner, session_id, req.ids)
+    metrics.add_metric(name="TasksCancelled", unit=MetricUnit.Count, value=cancelled)
+    return TasksResponse(tasks=tasks)

@@ -6,6 +6,7 @@ is fed real stream records, so every cascade below goes through the same code as
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import boto3
@@ -101,7 +102,20 @@ def test_a_timeout_is_recorded_as_such(api: ApiClient, aws_stack: Settings) -> N
     assert ResultModel.get("o", consistent_read=True).error["status"] == "Timeout"
 
 
-def test_cancelling_queued_and_running_tasks(api: ApiClient, db: Db, aws_stack: Settings) -> None:
+def _cancelled_metric(out: str) -> list[float]:
+    """The TasksCancelled values in the embedded-metric-format lines the submit function printed."""
+    values: list[float] = []
+    for line in out.splitlines():
+        record = json.loads(line) if line.startswith('{"_aws"') else {}
+        if "TasksCancelled" in record:
+            value = record["TasksCancelled"]
+            values.extend(value if isinstance(value, list) else [value])
+    return values
+
+
+def test_cancelling_queued_and_running_tasks(
+    api: ApiClient, db: Db, aws_stack: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
     sid = api.session()
     chain(api, sid)
     stream = StreamReader(aws_stack)
@@ -117,8 +131,10 @@ def test_cancelling_queued_and_running_tasks(api: ApiClient, db: Db, aws_stack: 
     # AND dependents are cancelled with the reason
     assert [status(t) for t in "abc"] == ["Cancelled"] * 3
     assert ResultModel.get("rc").error["message"].endswith("cancelled by " + api.A)
-    # AND cancelling again is a no-op
+    assert _cancelled_metric(capsys.readouterr().out) == [1.0]  # the request cancelled one task
+    # AND cancelling again is a no-op, and counts nothing
     assert api.call("POST", f"/sessions/{sid}/tasks/cancel", {"ids": ["a", "b"]}).status == 200
+    assert _cancelled_metric(capsys.readouterr().out) == [0.0]
 
 
 def test_pause_parks_queued_work_and_resume_requeues_it(api: ApiClient, db: Db, aws_stack: Settings) -> None:

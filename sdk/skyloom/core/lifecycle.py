@@ -44,25 +44,29 @@ def session_results(session_id: str, *statuses: str) -> list[ResultModel]:
 
 
 # -------------------------------------------------------------------------------------- tasks
-def cancel_tasks(settings: Settings, owner: str, session_id: str, ids: list[str]) -> list[TaskInfo]:
+def cancel_tasks(settings: Settings, owner: str, session_id: str, ids: list[str]) -> tuple[list[TaskInfo], int]:
     """Cancel tasks of the caller's session: queued ones never start, running ones are stopped by
-    their worker at its next heartbeat; outputs are aborted and dependents cancelled (via resolve)."""
+    their worker at its next heartbeat; outputs are aborted and dependents cancelled (via resolve).
+
+    Returns the tasks' states and how many this call cancelled (a repeated call cancels none)."""
     session = load_session(owner, session_id)
     found = load_tasks(session, ids)
-    _each(lambda t: cancel_task(t, None, f"cancelled by {owner}", running_too=True, by=owner), list(found))
-    return [task_info(t) for t in load_tasks(session, ids).values()]
+    done = _each(lambda t: cancel_task(t, None, f"cancelled by {owner}", running_too=True, by=owner), list(found))
+    return [task_info(t) for t in load_tasks(session, ids).values()], sum(map(bool, done))
 
 
 # ------------------------------------------------------------------------------------ sessions
-def cancel_session(settings: Settings, owner: str, session_id: str) -> SessionInfo:
-    """Cancel every unfinished task and abort every result still waiting for a value."""
+def cancel_session(settings: Settings, owner: str, session_id: str) -> tuple[SessionInfo, int]:
+    """Cancel every unfinished task and abort every result still waiting for a value.
+
+    Returns the session and how many tasks this call cancelled."""
     s = transition_session(owner, session_id, SessionStatus.CANCELLED)
     open_tasks = [t.task_id for t in session_tasks(session_id, *_OPEN)]
-    _each(lambda t: cancel_task(t, None, "session cancelled", running_too=True, by=owner), open_tasks)
+    done = _each(lambda t: cancel_task(t, None, "session cancelled", running_too=True, by=owner), open_tasks)
     err = {"task_id": "-", "status": "Cancelled", "message": f"session {session_id} was cancelled by {owner}",
            "type": "SessionCancelled", "attempts": 0, "handler": None, "traceback": None}
     _each(lambda r: _abort_unowned(r.result_id, err), session_results(session_id, ResultStatus.CREATED.value))
-    return session_info(s)
+    return session_info(s), sum(map(bool, done))
 
 
 def _abort_unowned(result_id: str, err: dict[str, Any]) -> None:
