@@ -12,7 +12,8 @@
 # (DynamoDB Local, kinesis-mock) are stopped by PID. The exit status is COMMAND's.
 #
 # LOCALSTACK_READY_TIMEOUT (seconds, default 180) bounds start-up; LOCALSTACK_KEEP=1 keeps the run
-# directory (logs) even on success. On failure the directory is kept and the log tail printed.
+# directory (logs) even on success. On failure the directory is kept and the log tail printed;
+# COMMAND's temporary files (pytest's base temp, with the local stacks' worker logs) are in it too.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,6 +44,7 @@ ln -s "$venv/var-libs" "$run/fs/var/lib/localstack/lib"
 endpoint="http://127.0.0.1:$port"
 
 pid=""
+cmd=""
 status=1
 descendants() {  # every process below $1, depth first, read before anything is signalled
     local child
@@ -51,8 +53,25 @@ descendants() {  # every process below $1, depth first, read before anything is 
         descendants "$child"
     done
 }
+stop_command() {
+    # COMMAND (pytest) before LocalStack, gracefully: on SIGINT pytest runs its fixtures' teardown,
+    # which stops the local stacks and worker agents it started. It has a process group of its own,
+    # so whatever it left behind goes with it.
+    [[ -n "$cmd" ]] || return 0
+    if kill -0 "$cmd" 2>/dev/null; then
+        kill -INT -- "-$cmd" 2>/dev/null || true
+        local sig
+        for sig in TERM KILL; do
+            for _ in $(seq 1 150); do kill -0 "$cmd" 2>/dev/null || break 2; sleep 0.2; done
+            kill -"$sig" -- "-$cmd" 2>/dev/null || true
+        done
+        wait "$cmd" 2>/dev/null || true
+    fi
+    kill -KILL -- "-$cmd" 2>/dev/null || true
+}
 teardown() {
     trap - EXIT INT TERM
+    stop_command
     if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
         local others
         others="$(descendants "$pid" | tr '\n' ' ')"
@@ -142,8 +161,19 @@ then
 fi
 echo "run-host.sh: LocalStack ready at $endpoint" >&2
 
+# In the background, waited for: bash runs a trap only once a foreground command has ended, so a
+# TERM sent to this script alone (a CI timeout) would otherwise leave LocalStack up until the tests
+# end. In a session of its own (setsid; the subshell first restores SIGINT, which background
+# commands start with ignored), so that the teardown can interrupt it, and anything it leaves, by
+# one PID; Ctrl-C reaches it through this script's trap. stdin stays this script's, for debuggers.
+# COMMAND's temporary files (pytest's, with the stacks' logs) and Skyloom home live in the run
+# directory too: kept with LocalStack's log when the run fails, gone when it passes.
+mkdir -p "$run/command/tmp" "$run/command/skyloom-home"
+( trap - INT; export SKYLOOM_LOCAL_AWS_ENDPOINT="$endpoint" TMPDIR="$run/command/tmp" \
+    SKYLOOM_HOME="${SKYLOOM_HOME:-$run/command/skyloom-home}"; exec setsid "$@" ) <&0 &
+cmd=$!
 set +e
-SKYLOOM_LOCAL_AWS_ENDPOINT="$endpoint" "$@"
+wait "$cmd"
 status=$?
 set -e
 if [[ "$status" -ne 0 ]]; then

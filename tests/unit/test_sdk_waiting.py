@@ -175,3 +175,34 @@ def test_an_unknown_id_is_an_error_every_time() -> None:
     for _ in range(2):
         with pytest.raises(skyloom.ResultNotFound):
             client.wait_results(sid, ["nope"], timeout=1)
+
+
+class LosingFeedServer(CountingServer):
+    """A feed that never shows the changes of ``lost`` results: writes that became visible only
+    after the feed's cursor had passed their time (a slow write; GSI reads are eventually consistent)."""
+
+    def __init__(self, **kw: Any):
+        super().__init__(**kw)
+        self.lost: set[str] = set()
+
+    def _events(self, sid: str, query: str | None, body: Any) -> Any:
+        page = super()._events(sid, query, body)
+        for part in ("events", "recent"):
+            page[part] = [e for e in page[part] if e["id"] not in self.lost]
+        return page
+
+
+def test_a_change_the_feed_missed_delays_a_wait_but_never_hangs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a result whose completion the events feed never shows (LocalStack exposed it: a commit
+    # stamped at T became visible after the feed had settled past T)
+    monkeypatch.setattr(waiting, "PENDING_RECHECK_SECONDS", 0.2)
+    server = LosingFeedServer()
+    with Client(server) as c, c.session():
+        f = double.submit(21)
+        server.lost.add(f.id)
+        # WHEN it is waited for
+        start = time.monotonic()
+        value = f.result(timeout=5)
+    # THEN the wait asked the server directly after a while, and ended
+    assert value == 42 and time.monotonic() - start < 2.0
+    assert server.count("/results/get") >= 1

@@ -12,6 +12,12 @@ The feed is read from the start of the session, once, which is what lets it answ
 this client created without asking the server about each: their final states are remembered as they
 pass. For any other id the first wait checks the server once (after registering the id, so a change
 cannot fall between that check and the feed).
+
+The feed can still miss a change: its cursor passes a time once the server's settle horizon has, and
+a write stamped before that horizon may become visible in the index after it (a slow or retried
+write; GSI reads are only eventually consistent). So a wait that has gone on for
+:data:`PENDING_RECHECK_SECONDS` asks the server for the states of the ids it still waits for, then
+again at growing intervals: a missed change delays a wait, it never hangs it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ MAX_POLL_SECONDS = 1.0
 _BACKOFF = 1.5
 #: How long a thread sleeps at most before it looks at its own deadline again.
 _RECHECK_SECONDS = 1.0
+#: A wait still pending after this long asks the server directly for its ids' states, then again
+#: after twice as long each time, up to :data:`MAX_PENDING_RECHECK_SECONDS`.
+PENDING_RECHECK_SECONDS = 5.0
+MAX_PENDING_RECHECK_SECONDS = 30.0
 
 
 def is_final(status: str) -> bool:
@@ -93,11 +103,25 @@ class SessionFeed:
             return {}
         deadline = None if timeout is None else time.monotonic() + timeout
         first_fresh = self._register(unique)
+        recheck_every = PENDING_RECHECK_SECONDS
+        next_recheck = time.monotonic() + recheck_every
         while True:
             with self._cond:
                 done = [i for i in unique if i in self._final]
                 if len(done) == len(unique) or (mode == "any" and done):
                     return {i: self._final[i] for i in done}
+                now = time.monotonic()
+                pending = [i for i in unique if i not in self._final] if now >= next_recheck else []
+            if pending:
+                # A change the feed missed (written late, behind its cursor) must not hang the wait.
+                recheck_every = min(MAX_PENDING_RECHECK_SECONDS, recheck_every * 2)
+                next_recheck = time.monotonic() + recheck_every
+                infos = self._client.get_results(self._session_id, pending)
+                with self._cond:
+                    self._record((r.result_id, r.status) for r in infos)
+                    self._cond.notify_all()
+                continue
+            with self._cond:
                 now = time.monotonic()
                 # Past the deadline, a read that started after this call decides (timeout=0 included).
                 fresh = self._polls >= first_fresh

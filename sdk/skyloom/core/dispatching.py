@@ -95,7 +95,9 @@ def enqueue(settings: Settings, messages: Iterable[TaskMessage], *, delay_second
     sqs = client("sqs", settings)
     sent = 0
     failed: list[str] = []
-    for (partition, level), msgs in by_queue.items():
+    # Highest priority level first: an idle agent polling the queues must find the urgent tasks
+    # there before the others arrive (resuming a session queues every level at once).
+    for (partition, level), msgs in sorted(by_queue.items(), key=lambda item: -item[0][1]):
         url = queue_url(settings, partition, level)
         for start in range(0, len(msgs), 10):
             chunk = msgs[start : start + 10]
