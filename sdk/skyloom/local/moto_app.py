@@ -24,6 +24,11 @@ The two fixes are about running for hours rather than for one test:
   writes nothing and emits no stream record, and iterators are unaffected). Transactions here save
   only the items they name and the stream's length, and put those back when cancelled
   (:func:`_transact_write_items_undoably`).
+* moto's SQS checks each message it is about to deliver against the queue's retention period by
+  computing *all* the queue's attributes, approximate message counts included, which walks every
+  message: a receive cost the square of the queue's depth, and a deep queue (a 10,000-task
+  submission) starved the whole emulator. The check reads the one attribute instead
+  (:func:`_retained`).
 * If the process that started the emulator dies without stopping it (SIGKILL of a test run), nothing
   else would ever end it. A watchdog thread checks that parent (``SKYLOOM_LOCAL_PARENT_PID``) and
   asks the gunicorn master to shut down when it is gone.
@@ -39,11 +44,13 @@ import time
 from typing import Any
 
 import moto.dynamodb.models as dynamodb_models
+from moto.core.utils import unix_time
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.sqs.models import Message, SQSBackend
 
 from skyloom.local.emulator import PARENT_PID_ENV
 
@@ -128,6 +135,14 @@ def _transact_write_items_undoably(self: DynamoDBBackend, transact_items: list[d
 
 
 DynamoDBBackend.transact_write_items = _transact_write_items_undoably  # type: ignore[method-assign]
+
+
+def _retained(self: SQSBackend, queue_name: str, message: Message) -> bool:
+    queue = self.get_queue(queue_name)
+    return int(queue.message_retention_period) + message.sent_timestamp / 1000 > unix_time()  # type: ignore[attr-defined,operator]
+
+
+SQSBackend.is_message_valid_based_on_retention_period = _retained  # type: ignore[method-assign]
 
 
 def _alive(pid: int) -> bool:
