@@ -173,16 +173,19 @@ class SlotPool:
                     handed_off = self._work(held, child)
                 backoff.reset()
             except Exception:
-                # An AWS call failed past boto3's retries, or a bug. What DynamoDB holds is unknown,
-                # so touch nothing more: the lease expires and the sweeper re-queues; the message
-                # reappears after its visibility timeout. Pause (keeping the slot busy) so that an
-                # outage does not churn through the queue.
-                delay = backoff.next()
-                logger.exception(f"task {held.message.task_id}: left to the lease sweeper; pausing {delay:.1f} s")
-                self._stop.stop.wait(delay)
+                self._leave_to_sweeper(held, backoff)
             finally:
                 if not handed_off:
                     self._ledger.forget(held)
+
+    def _leave_to_sweeper(self, held: Held, backoff: Backoff) -> None:
+        """After an AWS call failed past boto3's retries, or a bug: what DynamoDB holds is unknown,
+        so touch nothing more. The lease expires and the sweeper re-queues; the message reappears
+        after its visibility timeout. Pause (keeping this thread busy) so that an outage does not
+        churn through the queue."""
+        delay = backoff.next()
+        logger.exception(f"task {held.message.task_id}: left to the lease sweeper; pausing {delay:.1f} s")
+        self._stop.stop.wait(delay)
 
     def _preparer_loop(self) -> None:
         """Prefetch: claim the next message's task and download its inputs while the slots'
@@ -199,9 +202,7 @@ class SlotPool:
                         ready = self._attempts.prepare(held)
                     backoff.reset()
                 except Exception:
-                    delay = backoff.next()
-                    logger.exception(f"task {held.message.task_id}: left to the lease sweeper; pausing {delay:.1f} s")
-                    self._stop.stop.wait(delay)
+                    self._leave_to_sweeper(held, backoff)
                 finally:
                     if ready:
                         self._ready.put(held)

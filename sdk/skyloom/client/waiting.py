@@ -116,10 +116,7 @@ class SessionFeed:
                 # A change the feed missed (written late, behind its cursor) must not hang the wait.
                 recheck_every = min(MAX_PENDING_RECHECK_SECONDS, recheck_every * 2)
                 next_recheck = time.monotonic() + recheck_every
-                infos = self._client.get_results(self._session_id, pending)
-                with self._cond:
-                    self._record((r.result_id, r.status) for r in infos)
-                    self._cond.notify_all()
+                self._check_server(pending)
                 continue
             with self._cond:
                 now = time.monotonic()
@@ -150,15 +147,19 @@ class SessionFeed:
             first_fresh = self._polls + (2 if self._reading else 1)
         if unknown:
             try:
-                infos = self._client.get_results(self._session_id, unknown)
+                self._check_server(unknown)
             except BaseException:
                 with self._cond:  # not vouched for after all: the next wait checks again
                     self._known.difference_update(unknown)
                 raise
-            with self._cond:
-                self._record((r.result_id, r.status) for r in infos)
-                self._cond.notify_all()
         return first_fresh
+
+    def _check_server(self, ids: Sequence[str]) -> None:
+        """Ask the server for the states of ``ids`` directly, and share what it says."""
+        infos = self._client.get_results(self._session_id, ids)
+        with self._cond:
+            self._record((r.result_id, r.status) for r in infos)
+            self._cond.notify_all()
 
     def _read_page(self, pause: float = 0.0) -> None:
         """After ``pause``, fetch the next page of the feed and share what it says.
