@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,15 +27,20 @@ from skyloom.local import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 120.0
+#: Each step of the squares -> sum chain takes this long, so that the chain is the critical path
+#: by construction: the failing task alone takes a fraction of it even on a loaded emulator.
+CHAIN_STEP_SECONDS = 1.5
 
 
 @skyloom.task
 def cli_square(x: int) -> int:
+    time.sleep(CHAIN_STEP_SECONDS)
     return x * x
 
 
 @skyloom.task
 def cli_sum(*xs: int) -> int:
+    time.sleep(CHAIN_STEP_SECONDS)
     return sum(xs)
 
 
@@ -141,7 +147,8 @@ def test_stats_per_handler_and_critical_path(ran: Ran) -> None:
     assert handlers["e2e.reverse"]["count"] == 1
     assert handlers[f"{__name__}.cli_broken"]["count"] == 1 and "skyloom.call" not in handlers
     assert sum(h["count"] for h in handlers.values()) == 7
-    assert len(stats["critical_path"]["tasks"]) >= 2  # a square, then the sum that read it
+    path = [t["handler"] for t in stats["critical_path"]["tasks"]]
+    assert path == [f"{__name__}.cli_square", f"{__name__}.cli_sum"]  # a square, then the sum that read it
 
 
 def test_graph_dot(ran: Ran) -> None:

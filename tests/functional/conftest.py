@@ -20,6 +20,7 @@ import base64
 import io
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
 
 from skyloom.core import models
 from skyloom.core.config import Settings
@@ -59,6 +61,23 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _serialize_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One in-process moto request at a time, as local mode's server serializes DynamoDB.
+
+    Real services make each request atomic; moto's backends are plain dicts, so two test threads
+    racing writers (which is the point of some tests) would otherwise break moto itself
+    ("dictionary changed size during iteration") rather than exercise our conditional writes.
+    """
+    lock = threading.Lock()
+    process = BotocoreStubber.process_request
+
+    def serialized(self: BotocoreStubber, request: Any) -> Any:
+        with lock:
+            return process(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", serialized)
+
+
 @pytest.fixture
 def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """moto with the whole stack provisioned; the submit Lambda reads these settings from env."""
@@ -66,6 +85,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
 
     for key, value in TEST_ENV.items():
         monkeypatch.setenv(key, value)
+    _serialize_moto(monkeypatch)
     monkeypatch.delenv("SKYLOOM_AWS_ENDPOINT", raising=False)
     routes.reset_settings()
     with mock_aws():
