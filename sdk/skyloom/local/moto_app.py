@@ -1,4 +1,4 @@
-"""The WSGI application the embedded emulator serves: moto's domain dispatcher, plus two local fixes.
+"""The WSGI application the embedded emulator serves: moto's domain dispatcher, plus local fixes.
 
 Gunicorn imports this module in its single worker (``skyloom.local.moto_app:app``). moto keeps all
 state in that process's memory, which is why :mod:`skyloom.local.emulator` never runs more than one
@@ -29,6 +29,8 @@ The two fixes are about running for hours rather than for one test:
   message: a receive cost the square of the queue's depth, and a deep queue (a 10,000-task
   submission) starved the whole emulator. The check reads the one attribute instead
   (:func:`_retained`).
+* moto's Query walks every item of the table; :mod:`skyloom.local.moto_indexes` hands it only the
+  items filed under the hash key asked for.
 * If the process that started the emulator dies without stopping it (SIGKILL of a test run), nothing
   else would ever end it. A watchdog thread checks that parent (``SKYLOOM_LOCAL_PARENT_PID``) and
   asks the gunicorn master to shut down when it is gone.
@@ -52,6 +54,7 @@ from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.sqs.models import Message, SQSBackend
 
+from skyloom.local import moto_indexes
 from skyloom.local.emulator import PARENT_PID_ENV
 
 #: Shard iterators kept per streams backend; far more than one consumer can have in flight.
@@ -129,6 +132,7 @@ def _transact_write_items_undoably(self: DynamoDBBackend, transact_items: list[d
                 table.items.pop(hash_key, None)
             else:
                 table.items[hash_key] = item  # type: ignore[assignment]  # moto types it for range tables
+            moto_indexes.refile(table, hash_key, range_key)
         for shard, length in streams.values():
             del shard.items[length:]  # records of writes that, on AWS, never happened
         raise
@@ -202,6 +206,7 @@ def _serialize_dynamodb(inner: WsgiApp) -> WsgiApp:
     return serve
 
 
+moto_indexes.install()
 app = _serialize_dynamodb(DomainDispatcherApplication(create_backend_app))
 _install_fast_exit()
 _start_watchdog()
