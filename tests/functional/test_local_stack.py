@@ -576,6 +576,9 @@ def test_indexed_queries_answer_what_a_scan_would_through_every_kind_of_write(st
     def queries() -> dict[str, list[dict[str, Any]]]:
         out = {f"k={k}": query_all(KeyConditionExpression="k = :v", ExpressionAttributeValues={":v": {"S": k}})
                for k in keys}
+        for k in keys:
+            out[f"k={k},r"] = query_all(KeyConditionExpression="k = :v AND r BETWEEN :a AND :b", Limit=1,
+                                        ExpressionAttributeValues={":v": {"S": k}, ":a": {"N": "1"}, ":b": {"N": "2"}})
         for s in ss:
             out[f"s={s}"] = query_all(IndexName="by_s", KeyConditionExpression="s = :v AND r >= :one",
                                       ExpressionAttributeValues={":v": {"S": s}, ":one": {"N": "1"}}, Limit=2)
@@ -596,6 +599,8 @@ def test_indexed_queries_answer_what_a_scan_would_through_every_kind_of_write(st
     answers = queries()
     for k in keys:
         assert sorted(map(key_of, answers[f"k={k}"])) == sorted(key_of(it) for it in table if it["k"]["S"] == k)
+        assert sorted(map(key_of, answers[f"k={k},r"])) == sorted(
+            key_of(it) for it in table if it["k"]["S"] == k and 1 <= int(it["r"]["N"]) <= 2)
     for s in ss:
         want = [it for it in table if it.get("s", {}).get("S") == s and int(it["r"]["N"]) >= 1]
         assert sorted(map(key_of, answers[f"s={s}"])) == sorted(map(key_of, want))
