@@ -14,6 +14,7 @@ from fargate_worker.agent import Agent
 from fargate_worker.settings import WorkerConfigError, load
 from fargate_worker.telemetry import logger
 from skyloom.core import models
+from skyloom.runtime import lifeline
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -37,7 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error(f"invalid configuration: {exc}")
         return 2
     models.bind(settings)
-    return Agent(settings, config).run()
+    agent = Agent(settings, config)
+    # Local mode: drain and exit like on SIGTERM if the stack that started this agent is gone.
+    lifeline.watch_parent_from_env(lambda: agent.request_stop("the local stack that started this agent is gone"))
+    return agent.run()
 
 
 if __name__ == "__main__":

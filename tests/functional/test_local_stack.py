@@ -45,6 +45,7 @@ from skyloom.local import (
 from skyloom.local.credentials import IDENTITIES_FILE
 from skyloom.local.provision import provision
 from skyloom.local.streams import first_failure
+from skyloom.runtime.lifeline import PARENT_PID_ENV
 
 REGION = "us-east-1"
 
@@ -850,6 +851,47 @@ def test_cli_run_reports_a_missing_command(tmp_path: Path, recorder: Recorder, m
         app, ["local", "run", "--workers", "0", "--run-dir", str(tmp_path), "--", "skyloom-no-such-command-xyz"]
     )
     assert result.exit_code == 127
+
+
+def _started_by(pid: int) -> list[int]:
+    """Processes whose environment names ``pid`` as the stack that started them (Linux /proc)."""
+    marker = f"{PARENT_PID_ENV}={pid}".encode() + b"\0"
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue  # gone meanwhile, or not ours
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit is reaped by whoever adopted it, maybe never)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_emulator_and_agents_stop_when_their_stack_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of ``skyloom local up``: nothing of it may keep running (each watches its PID)."""
+    env = {**os.environ, "SKYLOOM_HOME": str(tmp_path / "home")}
+    env.pop("SKYLOOM_ENDPOINT", None)
+    cli = Path(sys.executable).with_name("skyloom")
+    up = subprocess.Popen([str(cli), "local", "up", "--workers", "2", "--run-dir", str(tmp_path / "run")],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(_started_by(up.pid)) >= 3 or up.poll() is not None, timeout=60,
+                 what="the emulator and two agents")
+        orphans = _started_by(up.pid)
+        assert up.poll() is None and len(orphans) >= 3
+    finally:
+        up.kill()
+        up.wait()
+    wait_for(lambda: not any(_running(p) for p in orphans), timeout=60, what="every process to stop")
 
 
 def test_cli_up_publishes_serves_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import IO
 
 from skyloom.local.credentials import LOCAL_ACCOUNT_ID, scrubbed
+from skyloom.runtime.lifeline import PARENT_PID_ENV
 
-#: Environment variable naming the PID whose death ends the emulator (read by ``moto_app``).
-PARENT_PID_ENV = "SKYLOOM_LOCAL_PARENT_PID"
 #: gunicorn's worker class and its threads: enough concurrent requests for 16 SQS long-polls
 #: (worker agents) while the control plane keeps working.
 GUNICORN_THREADS = 16

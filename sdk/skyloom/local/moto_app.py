@@ -28,7 +28,8 @@ The two fixes are about running for hours rather than for one test:
   computing *all* the queue's attributes, approximate message counts included, which walks every
   message: a receive cost the square of the queue's depth, and a deep queue (a 10,000-task
   submission) starved the whole emulator. The check reads the one attribute instead
-  (:func:`_retained`).
+  (:func:`_retained`). Sending had the same flaw (:func:`_send_message`), and listing the visible
+  messages read the clock twice per message queued (:func:`_visible_now`).
 * moto's Query walks every item of the table; :mod:`skyloom.local.moto_indexes` hands it only the
   items filed under the hash key asked for.
 * If the process that started the emulator dies without stopping it (SIGKILL of a test run), nothing
@@ -42,20 +43,19 @@ import copy
 import os
 import signal
 import threading
-import time
 from typing import Any
 
 import moto.dynamodb.models as dynamodb_models
-from moto.core.utils import unix_time
+from moto.core.utils import unix_time, unix_time_millis
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-from moto.sqs.models import Message, SQSBackend
+from moto.sqs.models import Message, Queue, SQSBackend
 
 from skyloom.local import moto_indexes
-from skyloom.local.emulator import PARENT_PID_ENV
+from skyloom.runtime import lifeline
 
 #: Shard iterators kept per streams backend; far more than one consumer can have in flight.
 MAX_SHARD_ITERATORS = 2048
@@ -149,29 +149,49 @@ def _retained(self: SQSBackend, queue_name: str, message: Message) -> bool:
 SQSBackend.is_message_valid_based_on_retention_period = _retained  # type: ignore[method-assign]
 
 
-def _alive(pid: int) -> bool:
+def _visible_now(self: Queue) -> list[Message]:
+    """The visible, not delayed messages, reading the clock once rather than twice per message."""
+    now = unix_time_millis()
+    return [m for m in self._messages if m.visible_at < now and m.delayed_until <= now]
+
+
+Queue.messages = property(_visible_now)  # type: ignore[assignment,method-assign]
+_sending = threading.local()
+_COUNTS = ("approximate_number_of_messages", "approximate_number_of_messages_delayed",
+           "approximate_number_of_messages_not_visible")
+
+
+def _count_unless_sending(count: property) -> property:
+    def get(self: Queue) -> int:
+        return 0 if getattr(_sending, "active", False) else int(count.fget(self))  # type: ignore[misc]
+
+    return property(get)
+
+
+for _name in _COUNTS:
+    setattr(Queue, _name, _count_unless_sending(getattr(Queue, _name)))
+_original_send_message = SQSBackend.send_message
+
+
+def _send_message(self: SQSBackend, *args: Any, **kwargs: Any) -> Message:
+    """Send without the message counts: moto reads one queue attribute per message sent through
+    the property that computes them all (three walks of the queue), so each send cost the queue's
+    depth and a 10,000-task submission slowed to a crawl."""
+    _sending.active = True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return _original_send_message(self, *args, **kwargs)
+    finally:
+        _sending.active = False
 
 
-def _watch_parent(pid: int, period: float = 1.0) -> None:
-    while _alive(pid):
-        time.sleep(period)
+SQSBackend.send_message = _send_message  # type: ignore[method-assign]
+
+
+def _stop_gunicorn() -> None:
     # The gunicorn master is our parent; SIGTERM makes it stop its worker (us) and exit.
     master = os.getppid()
     if master > 1:
         os.kill(master, signal.SIGTERM)
-
-
-def _start_watchdog() -> None:
-    raw = os.environ.get(PARENT_PID_ENV, "")
-    if raw.isdigit():
-        threading.Thread(target=_watch_parent, args=(int(raw),), name="parent-watchdog", daemon=True).start()
 
 
 def _exit_now(signum: int, frame: object) -> None:
@@ -209,4 +229,4 @@ def _serialize_dynamodb(inner: WsgiApp) -> WsgiApp:
 moto_indexes.install()
 app = _serialize_dynamodb(DomainDispatcherApplication(create_backend_app))
 _install_fast_exit()
-_start_watchdog()
+lifeline.watch_parent_from_env(_stop_gunicorn)

@@ -46,13 +46,14 @@ from skyloom.local.credentials import (
     scrubbed,
 )
 from skyloom.local.discovery import skyloom_home
-from skyloom.local.emulator import PARENT_PID_ENV, Emulator
+from skyloom.local.emulator import Emulator
 from skyloom.local.gateway import Gateway
 from skyloom.local.invoke import Handler, HandlerRef, cold_start, load_handler
 from skyloom.local.provision import Provisioned, provision
 from skyloom.local.scheduler import Scheduler
 from skyloom.local.streams import StreamPoller
 from skyloom.local.workers import WorkerPool
+from skyloom.runtime.lifeline import PARENT_PID_ENV
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -399,7 +400,7 @@ class LocalStack:
         env = scrubbed(os.environ)  # the exported overlay included: PATH, the settings, credentials
         env.update(self._local_environment())
         env[ENDPOINT_ENV] = self.endpoint
-        # Workers live in their own sessions; an agent may watch this PID to exit with its stack.
+        # Workers live in their own sessions; each agent watches this PID to stop with its stack.
         env[PARENT_PID_ENV] = str(os.getpid())
         env.update(self._worker_env)
         self._workers = WorkerPool(self._worker_count, env=env, run_dir=self.run_dir, command=self._worker_command)
