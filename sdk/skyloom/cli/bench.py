@@ -36,6 +36,10 @@ def bench(
     """Run the benchmark on a local stack (started here) or on --endpoint."""
     from skyloom.bench import BenchConfig, run
     from skyloom.bench.runner import summary
+    from skyloom.cli.common import quiet_local_functions
+
+    if endpoint is None:
+        quiet_local_functions()
 
     config = BenchConfig(
         tasks=tasks, shape=shape, fanout=fanout, payload_bytes=payload_bytes, output_bytes=output_bytes,

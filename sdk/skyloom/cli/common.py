@@ -339,3 +339,14 @@ def write_output(data: bytes, output: Path | None, note: str) -> None:
     else:
         output.write_bytes(data)
         typer.echo(f"{note} -> {output}", err=True)
+
+
+#: What :func:`quiet_local_functions` sets, unless the user chose otherwise.
+QUIET_DEFAULTS = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+
+
+def quiet_local_functions() -> None:
+    """Keep a local stack's functions from burying a command's output: the resolve and dispatch
+    functions run in the command's process and log JSON (logs, metrics) to its stdout."""
+    for name, value in QUIET_DEFAULTS.items():
+        os.environ.setdefault(name, value)

@@ -22,6 +22,7 @@ from typing import Annotated
 
 import typer
 
+from skyloom.cli.common import quiet_local_functions
 from skyloom.core.config import Settings
 from skyloom.local.credentials import ENDPOINT_ENV
 from skyloom.local.discovery import LocalState, publish, read_state, unpublish
@@ -44,11 +45,6 @@ AwsEndpointOption = Annotated[
         "resources are created there under SKYLOOM_STACK's names if missing.",
     ),
 ]
-
-#: Variables ``run`` sets for a quiet command output unless the user chose otherwise: the functions
-#: log JSON to this process's stdout, which would bury the command's own output.
-_QUIET_DEFAULTS = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
-
 
 class _Stop(BaseException):
     """Raised in the main thread by SIGTERM; a BaseException so no ``except Exception`` eats it."""
@@ -178,8 +174,7 @@ def run(
     """
     _configure_logging(verbose)
     if not verbose:
-        for name, value in _QUIET_DEFAULTS.items():
-            os.environ.setdefault(name, value)
+        quiet_local_functions()
     stack = LocalStack(
         workers=workers,
         settings=_settings(),

@@ -60,6 +60,12 @@ def _key(e: Event) -> Cursor:
     return (e.at, e.kind, e.id)
 
 
+#: What an event says, read from the index and no more: a page is up to a thousand items per table,
+#: and whole task items (payload, attempts, tracebacks) cost far more to read, send and parse.
+TASK_EVENT_ATTRIBUTES = ["task_id", "session_id", "status", "updated_at", "handler", "label", "partition"]
+RESULT_EVENT_ATTRIBUTES = ["result_id", "session_id", "status", "updated_at", "owner_task_id"]
+
+
 def _task_event(t: TaskModel) -> Event:
     return Event(kind="task", id=t.task_id, status=t.status, at=float(t.updated_at), handler=t.handler,
                  label=t.label, partition=t.partition)
@@ -104,8 +110,10 @@ def session_events(owner: str, session_id: str, after: str | None, limit: int) -
     load_session(owner, session_id)
     cursor = decode_cursor(after)
     page_size = min(limit + 1, 1000)
-    tasks = TaskModel.by_change.query(session_id, TaskModel.updated_at >= cursor[0], page_size=page_size)
-    results = ResultModel.by_change.query(session_id, ResultModel.updated_at >= cursor[0], page_size=page_size)
+    tasks = TaskModel.by_change.query(session_id, TaskModel.updated_at >= cursor[0], page_size=page_size,
+                                      attributes_to_get=TASK_EVENT_ATTRIBUTES)
+    results = ResultModel.by_change.query(session_id, ResultModel.updated_at >= cursor[0], page_size=page_size,
+                                          attributes_to_get=RESULT_EVENT_ATTRIBUTES)
     found = _read(tasks, _task_event, cursor, limit + 1) + _read(results, _result_event, cursor, limit + 1)
     found.sort(key=_key)
     horizon = clock.now() - SETTLE_SECONDS
