@@ -16,6 +16,7 @@ from pynamodb.exceptions import UpdateError
 from skyloom.core import clock, readiness, sessions
 from skyloom.core.config import Settings
 from skyloom.core.ddb import condition_failed
+from skyloom.core.dispatching import redispatch_interval
 from skyloom.core.execution import expire_lease, finalize, staged_children
 from skyloom.core.models import TaskModel
 from skyloom.core.states import TASK_FINAL, SessionStatus, TaskStatus
@@ -31,10 +32,12 @@ def overdue(settings: Settings, now: float, limit: int) -> list[TaskModel]:
 
 
 def _push_back(settings: Settings, task: TaskModel, now: float) -> bool:
-    """Re-arm a queued task's timer; only the sweeper that wins this write re-sends the message."""
+    """Re-arm a queued task's timer, later each time; only the sweeper that wins this write re-sends
+    the message."""
+    waited = now - float(task.submitted_at if task.submitted_at is not None else now)
     try:
         TaskModel(task.task_id).update(
-            actions=[TaskModel.due_at.set(now + settings.redispatch_after_seconds)],
+            actions=[TaskModel.due_at.set(now + redispatch_interval(settings.redispatch_after_seconds, waited))],
             condition=(TaskModel.status == TaskStatus.SUBMITTED.value) & (TaskModel.due_at == task.due_at),
         )
     except UpdateError as exc:

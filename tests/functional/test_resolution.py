@@ -198,11 +198,19 @@ def test_sweeper_resends_a_lost_message_once(
     assert db.queued_messages() == 0
     assert sweep(aws_stack)["redispatched"] == 0  # not overdue yet
 
-    later = clock.now() + aws_stack.redispatch_after_seconds + 1
+    base = aws_stack.redispatch_after_seconds
+    queued = clock.now()
+    later = queued + base + 1
     monkeypatch.setattr(clock, "now", lambda: later)
     assert sweep(aws_stack)["redispatched"] == 1
     assert sweep(aws_stack)["redispatched"] == 0  # timer re-armed: no duplicate on the next pass
     assert db.queued_messages() == 1
+
+    # Still queued (a long backlog): the next copy comes after as long again as it has waited.
+    [item] = TaskModel.by_session.query(sid)
+    assert item.due_at == pytest.approx(later + (later - queued), abs=1.0)
+    monkeypatch.setattr(clock, "now", lambda: later + base)
+    assert sweep(aws_stack)["redispatched"] == 0  # a fixed interval would have re-sent it here
 
 
 def test_sweeper_finalizes_a_parent_whose_worker_died_after_commit(

@@ -64,7 +64,9 @@ class Settings:
     lease_seconds: float = 60.0
     #: SQS visibility timeout of the task queues; kept above the heartbeat period.
     visibility_timeout: int = 120
-    #: A queued task not claimed after this long may have lost its message: the sweeper re-sends.
+    #: A queued task not claimed after this long may have lost its message: the sweeper re-sends,
+    #: then waits as long again as the task has waited before the next copy (see
+    #: ``skyloom.core.dispatching.redispatch_interval``).
     redispatch_after_seconds: float = 300.0
     #: A completed parent whose children are not live yet after this long is finalized by the sweeper.
     finalize_after_seconds: float = 30.0

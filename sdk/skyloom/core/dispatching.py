@@ -77,6 +77,24 @@ def queue_urls_by_priority(settings: Settings, partition: str) -> list[str]:
     return [queue_url(settings, partition, lvl) for lvl in reversed(range(spec.priority_levels))]
 
 
+#: Longest time between two checks that a queued task's message still exists: well inside the
+#: queues' 14-day retention, so a message that expires unreceived is re-sent before its task is lost.
+MAX_REDISPATCH_INTERVAL_SECONDS = 24 * 3600.0
+
+
+def redispatch_interval(base: float, queued_for: float) -> float:
+    """Seconds until the sweeper next re-sends a task that is still queued (``base`` after queueing).
+
+    SQS cannot say whether a task's message still exists, so the sweeper re-sends the message of
+    every task still queued at its check, and a fixed interval re-sent every task of a long backlog
+    over and over (each copy costs a receive and a refused claim). The interval grows with the wait
+    instead: the next check comes after as long again as the task has waited. A message lost when it
+    was sent (a crash between the write and the send, the usual case) is still re-sent after
+    ``base``; a task that waits W seconds gets about log2(W / base) copies rather than W / base.
+    """
+    return min(MAX_REDISPATCH_INTERVAL_SECONDS, max(base, queued_for))
+
+
 class DispatchFailed(RuntimeError):
     """Some messages could not be sent; their tasks stay queued and the sweeper re-sends them."""
 
