@@ -118,9 +118,13 @@ def _delete_item(self: Table, hash_key: DynamoType, range_key: DynamoType | None
 
 def _update_item(self: DynamoDBBackend, table_name: str, key: dict[str, dict[str, Any]], *args: Any,
                  **kwargs: Any) -> Item:
-    item = _original_update_item(self, table_name, key, *args, **kwargs)
-    refile(self.get_table(table_name), item.hash_key, item.range_key)
-    return item
+    try:
+        return _original_update_item(self, table_name, key, *args, **kwargs)
+    finally:  # refused updates included: moto may have changed the item before refusing
+        table = self.tables.get(table_name)
+        if table is not None and table.hash_key_attr in key:
+            range_key = key.get(table.range_key_attr) if table.range_key_attr else None
+            refile(table, DynamoType(key[table.hash_key_attr]), DynamoType(range_key) if range_key else None)
 
 
 def _query(self: Table, *args: Any, **kwargs: Any) -> Any:
