@@ -24,12 +24,12 @@ The two fixes are about running for hours rather than for one test:
   writes nothing and emits no stream record, and iterators are unaffected). Transactions here save
   only the items they name and the stream's length, and put those back when cancelled
   (:func:`_transact_write_items_undoably`).
-* moto's SQS checks each message it is about to deliver against the queue's retention period by
-  computing *all* the queue's attributes, approximate message counts included, which walks every
-  message: a receive cost the square of the queue's depth, and a deep queue (a 10,000-task
-  submission) starved the whole emulator. The check reads the one attribute instead
-  (:func:`_retained`). Sending had the same flaw (:func:`_send_message`), and listing the visible
-  messages read the clock twice per message queued (:func:`_visible_now`).
+* moto's SQS reads single queue attributes (the retention period for each message it delivers,
+  content-based deduplication for each message sent) by computing *all* of them, approximate message
+  counts included, which walks every message: a receive or a send cost the queue's depth per
+  message, and a deep queue (a 10,000-task submission) starved the whole emulator. Sends and
+  receives run with the counts off (:func:`_without_counts`); listing the visible messages reads
+  the clock once (:func:`_visible_now`).
 * moto's Query walks every item of the table; :mod:`skyloom.local.moto_indexes` hands it only the
   items filed under the hash key asked for.
 * If the process that started the emulator dies without stopping it (SIGKILL of a test run), nothing
@@ -43,10 +43,11 @@ import copy
 import os
 import signal
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import moto.dynamodb.models as dynamodb_models
-from moto.core.utils import unix_time, unix_time_millis
+from moto.core.utils import unix_time_millis
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
@@ -57,6 +58,7 @@ from moto.sqs.models import Message, Queue, SQSBackend
 from skyloom.local import moto_indexes
 from skyloom.runtime import lifeline
 
+_R = TypeVar("_R")
 #: Shard iterators kept per streams backend; far more than one consumer can have in flight.
 MAX_SHARD_ITERATORS = 2048
 
@@ -141,14 +143,6 @@ def _transact_write_items_undoably(self: DynamoDBBackend, transact_items: list[d
 DynamoDBBackend.transact_write_items = _transact_write_items_undoably  # type: ignore[method-assign]
 
 
-def _retained(self: SQSBackend, queue_name: str, message: Message) -> bool:
-    queue = self.get_queue(queue_name)
-    return int(queue.message_retention_period) + message.sent_timestamp / 1000 > unix_time()  # type: ignore[attr-defined,operator]
-
-
-SQSBackend.is_message_valid_based_on_retention_period = _retained  # type: ignore[method-assign]
-
-
 def _visible_now(self: Queue) -> list[Message]:
     """The visible, not delayed messages, reading the clock once rather than twice per message."""
     now = unix_time_millis()
@@ -156,35 +150,39 @@ def _visible_now(self: Queue) -> list[Message]:
 
 
 Queue.messages = property(_visible_now)  # type: ignore[assignment,method-assign]
-_sending = threading.local()
+_counts_off = threading.local()
 _COUNTS = ("approximate_number_of_messages", "approximate_number_of_messages_delayed",
            "approximate_number_of_messages_not_visible")
 
 
-def _count_unless_sending(count: property) -> property:
+def _count_unless_off(count: property) -> property:
     def get(self: Queue) -> int:
-        return 0 if getattr(_sending, "active", False) else int(count.fget(self))  # type: ignore[misc]
+        return 0 if getattr(_counts_off, "active", False) else int(count.fget(self))  # type: ignore[misc]
 
     return property(get)
 
 
 for _name in _COUNTS:
-    setattr(Queue, _name, _count_unless_sending(getattr(Queue, _name)))
-_original_send_message = SQSBackend.send_message
+    setattr(Queue, _name, _count_unless_off(getattr(Queue, _name)))
 
 
-def _send_message(self: SQSBackend, *args: Any, **kwargs: Any) -> Message:
-    """Send without the message counts: moto reads one queue attribute per message sent through
-    the property that computes them all (three walks of the queue), so each send cost the queue's
-    depth and a 10,000-task submission slowed to a crawl."""
-    _sending.active = True
-    try:
-        return _original_send_message(self, *args, **kwargs)
-    finally:
-        _sending.active = False
+def _without_counts(call: Callable[..., _R]) -> Callable[..., _R]:
+    """``call`` with the queue's message counts reading 0: moto reads single queue attributes
+    (retention period per message received, content-based deduplication per message sent) through
+    the property that computes them all, counts included, each a walk of the queue."""
+
+    def wrapped(self: SQSBackend, *args: Any, **kwargs: Any) -> _R:
+        _counts_off.active = True
+        try:
+            return call(self, *args, **kwargs)
+        finally:
+            _counts_off.active = False
+
+    return wrapped
 
 
-SQSBackend.send_message = _send_message  # type: ignore[method-assign]
+SQSBackend.send_message = _without_counts(SQSBackend.send_message)  # type: ignore[method-assign]
+SQSBackend.receive_message = _without_counts(SQSBackend.receive_message)  # type: ignore[method-assign]
 
 
 def _stop_gunicorn() -> None:
