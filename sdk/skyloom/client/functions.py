@@ -115,7 +115,15 @@ class TaskFunction(Generic[P, R]):
         if _by_reference(self):
             return (_import_attribute, (self.__module__, getattr(self, "__qualname__", "")))
         # By value: with its source file, so that the worker's tracebacks show the user's lines.
-        return (_rebuild, (self._definition, sources.capture(self._definition.fn)))
+        # The definition goes in the *state*, not the constructor's arguments: a recursive task's
+        # function holds this very TaskFunction among its globals, and pickle can only close that
+        # cycle through an object it has already created (memoized) and fills in afterwards.
+        return (_unbuilt, (), (self._definition, sources.capture(self._definition.fn)))
+
+    def __setstate__(self, state: tuple[TaskDefinition, sources.Source | None]) -> None:
+        definition, source = state
+        sources.restore(definition.fn, source)
+        TaskFunction.__init__(self, definition)
 
     def __repr__(self) -> str:
         return f"<skyloom task {self._definition.name}>"
@@ -299,9 +307,10 @@ def _import_attribute(modname: str, qualname: str) -> Any:
     return obj
 
 
-def _rebuild(definition: TaskDefinition, source: sources.Source | None = None) -> TaskFunction[Any, Any]:
-    sources.restore(definition.fn, source)
-    return TaskFunction(definition)
+def _unbuilt() -> TaskFunction[Any, Any]:
+    """An empty TaskFunction for pickle to fill with :meth:`TaskFunction.__setstate__`."""
+    fn: TaskFunction[Any, Any] = TaskFunction.__new__(TaskFunction)
+    return fn
 
 
 # ---------------------------------------------------------------------------------- validation
