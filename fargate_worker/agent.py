@@ -35,6 +35,7 @@ subsegments; the slots' busy fraction is reported every ``busy_report_seconds``;
 from __future__ import annotations
 
 import functools
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +45,7 @@ from fargate_worker.child import ChildProcess
 from fargate_worker.heartbeat import Heartbeat
 from fargate_worker.ledger import Ledger
 from fargate_worker.messages import Mailbox
-from fargate_worker.policy import Backoff, new_worker_id, poll_plan
+from fargate_worker.policy import UPPER_CHECK_SECONDS, Backoff, new_worker_id, poll_plan
 from fargate_worker.settings import WorkerConfigError, WorkerSettings
 from fargate_worker.shutdown import ForcedShutdown, StopControl
 from fargate_worker.slots import SlotPool
@@ -98,7 +99,10 @@ class Agent:
                                 ledger=self._ledger, mailbox=self._mailbox, busy=busy,
                                 busy_report_seconds=config.busy_report_seconds,
                                 memory_limit=memory_limit_bytes(slots=config.slots))
-        self._plan: list[tuple[str, int]] = []
+        self._urls: list[str] = []
+        #: When the upper priority levels are next checked, and whether the last check found work.
+        self._next_upper_check = 0.0
+        self._upper_busy = False
         self._poll_backoff = Backoff()
 
     @property
@@ -144,7 +148,7 @@ class Agent:
         logger.info("agent starting", extra={"slots": self.config.slots, "prefetch": self.config.prefetch,
                                              "poll_wait": self.config.poll_wait, "burst": self.config.burst,
                                              "max_tasks": self.config.max_tasks})
-        self._plan = poll_plan(self._resolve_queues(), self.config.poll_wait)
+        self._urls = self._resolve_queues()
         self._mailbox.start()
         self._heart.start()
         self._pool.start()
@@ -164,19 +168,25 @@ class Agent:
     def _poll_and_hand_over(self, budget: int) -> None:
         # Unsettled messages count as busy: a message given back is not visible to this poll yet.
         idle_before = self._ledger.in_flight == 0 and self._mailbox.pending() == 0
+        upper = self._upper_busy or time.monotonic() >= self._next_upper_check
         try:
-            received = self._mailbox.receive(self._plan, budget, self._stop.stop)
+            received = self._mailbox.receive(poll_plan(self._urls, self.config.poll_wait, upper=upper), budget,
+                                             self._stop.stop)
         except Exception:
             delay = self._poll_backoff.next()
             logger.exception(f"polling SQS failed; retrying in {delay:.1f} s")
             self._stop.stop.wait(delay)
             return
         self._poll_backoff.reset()
+        if upper:
+            self._upper_busy = bool(received) and received[0].queue_url != self._urls[-1]
+            self._next_upper_check = time.monotonic() + UPPER_CHECK_SECONDS
         if received:
             self._ledger.admit(received)
             self._pool.hand(received)
-        elif received is None and self.config.burst and idle_before and not self._stop.stopping:
-            # Nothing was running during the poll, so nothing of ours can have enqueued work since.
+        elif received is None and upper and self.config.burst and idle_before and not self._stop.stopping:
+            # Every level was empty and nothing was running during the poll, so nothing of ours can
+            # have enqueued work since.
             self._stop.finish("burst mode: the queues are empty")
 
     def _teardown(self) -> None:

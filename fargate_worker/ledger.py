@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from fargate_worker.messages import Held
-from fargate_worker.policy import receive_budget
+from fargate_worker.policy import in_flight_limit, receive_budget, refill_budget
 from fargate_worker.settings import WorkerSettings
 from fargate_worker.shutdown import StopControl
 
@@ -30,6 +30,8 @@ class Ledger:
         self._in_flight = 0  # messages handed to slots and not finished with
         self._finished = 0  # claimed tasks finished with, whatever the outcome (max_tasks)
         self._reporting = 0  # attempts handed to reporters and not yet reported
+        #: What a slot spends per task, smoothed (None until measured): sizes the backlog.
+        self._task_seconds: float | None = None
 
     @property
     def in_flight(self) -> int:
@@ -51,13 +53,20 @@ class Ledger:
                 # Attempts being reported no longer occupy a slot's child: up to one per slot may
                 # be reported behind while the slots start their next tasks.
                 busy = self._in_flight - min(self._reporting, self._config.slots)
-                budget = receive_budget(self._config.slots + self._config.prefetch, busy)
+                limit = in_flight_limit(self._config.slots, self._config.prefetch, self._task_seconds)
+                budget = refill_budget(limit, self._config.slots, busy)
                 if max_tasks is not None:  # counts every task not finished with
                     budget = min(budget, receive_budget(max_tasks, self._in_flight, max_tasks, self._finished))
                 if budget:
                     return budget
                 self._lock.wait(0.5)
         return 0
+
+    def observe(self, seconds: float) -> None:
+        """A slot spent ``seconds`` on one task (prepare and execute): the backlog follows it."""
+        with self._lock:
+            prev = self._task_seconds
+            self._task_seconds = seconds if prev is None else 0.8 * prev + 0.2 * seconds
 
     def admit(self, received: Iterable[Held]) -> None:
         """Messages received: held (the heartbeat keeps them) and in flight until forgotten."""

@@ -5,6 +5,7 @@ of :mod:`fargate_worker.agent` so that each rule is unit-tested on its own.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import socket
@@ -63,19 +64,58 @@ def receive_budget(slots: int, in_flight: int, max_tasks: int | None = None, fin
     return max(0, min(free, MAX_RECEIVE))
 
 
-def poll_plan(urls: Sequence[str], wait: int) -> list[tuple[str, int]]:
+#: Seconds of work per slot an agent keeps received ahead of its slots, once it knows how long its
+#: tasks take. Enough to hide a receive's round trip behind work; small, because a message held
+#: here is one another (idle) agent cannot have: what it holds is the tail of a run's imbalance.
+BACKLOG_SECONDS = 0.15
+#: While the upper priority levels are empty, they are checked at most this often.
+UPPER_CHECK_SECONDS = 1.0
+
+
+def in_flight_limit(slots: int, prefetch: int, seconds_per_task: float | None,
+                    horizon: float = BACKLOG_SECONDS) -> int:
+    """How many messages an agent may hold: one per slot, plus a backlog worth ``horizon`` seconds
+    of work per slot (at least ``prefetch``, at most one receive's worth).
+
+    Short tasks are then received ten at a time instead of one per free slot, which is what makes
+    ReceiveMessage a fraction of a call per task; long ones keep ``slots + prefetch``.
+    ``seconds_per_task`` is what a slot spends per task (None until one is measured).
+    """
+    base = slots + prefetch
+    if not seconds_per_task or seconds_per_task <= 0:
+        return base
+    ahead = math.ceil(slots * horizon / seconds_per_task)
+    return max(base, min(slots + MAX_RECEIVE, slots + ahead))
+
+
+def refill_budget(limit: int, slots: int, held: int) -> int:
+    """How many messages to receive now, holding ``held`` of at most ``limit`` (0: not yet).
+
+    One receive per backlog's worth: the agent waits until its backlog has run down to a third
+    before asking again (at once when a slot may be idle), so each call fills most of a batch.
+    """
+    budget = max(0, min(limit - held, MAX_RECEIVE))
+    backlog = limit - slots
+    unstarted = held - slots
+    if unstarted > 0 and backlog > 1 and budget < backlog - backlog // 3:
+        return 0
+    return budget
+
+
+def poll_plan(urls: Sequence[str], wait: int, *, upper: bool = True) -> list[tuple[str, int]]:
     """The receive calls of one poll round, as (queue URL, WaitTimeSeconds); the round stops at the
     first call that returns messages.
 
-    Every level above the bottom without waiting, highest first, then a long poll of ``wait``
-    seconds on the bottom level, which is where priority 0 (the default) lands: the common case is
-    picked up the moment it is sent, and an idle agent makes ``levels`` requests per ``wait``
-    seconds. Higher levels are re-checked every round, so higher-priority work waits at most
-    ``wait`` seconds while the agent idles, and never behind lower-priority work.
+    With ``upper``, every level above the bottom without waiting, highest first; then a long poll of
+    ``wait`` seconds on the bottom level, which is where priority 0 (the default) lands: the common
+    case is picked up the moment it is sent. The agent asks for ``upper`` at a bounded rate
+    (:data:`UPPER_CHECK_SECONDS`) while those levels are empty, and on every round while they have
+    work: empty checks of every level on every round were most of its receive calls. On SQS a short
+    poll samples only some servers, so an empty answer only delays that work to a later check.
     """
     if not urls:
         return []
-    return [(u, 0) for u in urls[:-1]] + [(urls[-1], wait)]
+    return ([(u, 0) for u in urls[:-1]] if upper else []) + [(urls[-1], wait)]
 
 
 @dataclass

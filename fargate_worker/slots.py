@@ -15,6 +15,7 @@ then ends the slots) or the slots; the reporters end after the slots.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -54,9 +55,12 @@ class SlotPool:
         self._stop = stop
         self._busy = busy
         self.children = [child_factory() for _ in range(config.slots)]
-        self._inbox: queue.Queue[Held | None] = queue.Queue()
-        #: Prefetch: preparers claim and load inputs ahead of the slots, which take from here.
-        self._ready: queue.Queue[Held | None] = queue.Queue()
+        #: Received messages, highest priority first: a backlog may hold several levels at once.
+        self._inbox = _Inbox()
+        #: Prefetch: preparers claim and load inputs ahead of the slots, which take from here. Bounded:
+        #: a claim holds a lease, so no more than ``prefetch`` tasks wait claimed (the rest of the
+        #: backlog waits unclaimed in the inbox, where a higher-priority arrival can pass it).
+        self._ready: queue.Queue[Held | None] = queue.Queue(maxsize=max(1, config.prefetch))
         #: Finished attempts waiting to be reported by the reporter threads (overlap_reports).
         self._reports: queue.Queue[Report | None] = queue.Queue()
         self._slots: list[threading.Thread] = []
@@ -116,7 +120,8 @@ class SlotPool:
 
     def give_back_unstarted(self) -> None:
         """Received (or prepared) but not started: give back at once, for another agent."""
-        for q in (self._inbox, self._ready):
+        queues: tuple[_Inbox | queue.Queue[Held | None], ...] = (self._inbox, self._ready)
+        for q in queues:
             sentinels = 0
             while True:
                 try:
@@ -247,6 +252,7 @@ class SlotPool:
 
         Returns True if the report was handed to a reporter thread (which then forgets ``held``).
         """
+        started = time.monotonic()
         if held.prepared is None and not self._attempts.prepare(held):
             return False
         task, prepared = held.task, held.prepared
@@ -257,6 +263,7 @@ class SlotPool:
         try:
             with self._attempts.task_context(task):
                 ran = self._attempts.execute(held, child, inp, metrics) if isinstance(inp, TaskInput) else inp
+                self._ledger.observe(time.monotonic() - started)
                 v = verdict(ran, lease_lost=held.lost.is_set())
                 if self._reporters and v.action in (Action.COMPLETE, Action.FAIL) and not self._stop.force.is_set():
                     self._ledger.reporting_started()
@@ -266,6 +273,24 @@ class SlotPool:
                 return False
         finally:
             self._busy.stop(slot)
+
+
+class _Inbox:
+    """A FIFO per priority, highest first; the ``None`` sentinels come after every message."""
+
+    def __init__(self) -> None:
+        self._q: queue.PriorityQueue[tuple[float, int, Held | None]] = queue.PriorityQueue()
+        self._seq = itertools.count()
+
+    def put(self, held: Held | None) -> None:
+        rank = float("inf") if held is None else -float(held.message.priority)
+        self._q.put((rank, next(self._seq), held))
+
+    def get(self) -> Held | None:
+        return self._q.get()[2]
+
+    def get_nowait(self) -> Held | None:
+        return self._q.get_nowait()[2]
 
 
 def _thread(target: Callable[..., None], name: str, *args: object) -> threading.Thread:

@@ -308,6 +308,19 @@ def test_the_high_priority_queue_is_drained_first(h: Harness) -> None:
     assert [t for t, _ in h.ops.of("claim")] == ["high", "low"]
 
 
+def test_short_tasks_are_received_ten_at_a_time_and_empty_upper_levels_rarely_polled(h: Harness) -> None:
+    for i in range(40):
+        h.submit(f"t{i}", url=LOW)
+    h.make(burst=True, prefetch=1).run()
+    assert len(h.ops.of("complete")) == 40
+    receives = [args for op, args in h.sqs.calls if op == "receive"]
+    fetched = [n for url, _, n in receives if n]
+    # The first receive asks for slots + prefetch; once a task's duration is known, whole batches.
+    assert len(fetched) <= 8 and max(fetched) == 10
+    # The empty high level is checked about once a second, not before every receive.
+    assert sum(1 for url, _, _ in receives if url == HIGH) <= 3
+
+
 def test_a_message_that_cannot_be_claimed_is_deleted_without_running(h: Harness) -> None:
     h.sqs.send(HIGH, h.ops.add("done", status="Completed").body())  # a duplicate of a finished task
     h.make(burst=True).run()

@@ -15,10 +15,12 @@ from fargate_worker.policy import (
     Backoff,
     bytes_in,
     bytes_out,
+    in_flight_limit,
     max_duration,
     new_worker_id,
     poll_plan,
     receive_budget,
+    refill_budget,
     verdict,
 )
 from skyloom.runtime.outcome import RemoteError, StagedResult, StagedTask, TaskInput, TaskOutcome
@@ -74,6 +76,7 @@ def test_receive_budget(slots: int, in_flight: int, max_tasks: int | None, finis
 
 def test_poll_plan_checks_upper_levels_then_long_polls_the_default_level() -> None:
     assert poll_plan(["p2", "p1", "p0"], 1) == [("p2", 0), ("p1", 0), ("p0", 1)]
+    assert poll_plan(["p2", "p1", "p0"], 1, upper=False) == [("p0", 1)]
     assert poll_plan(["only"], 5) == [("only", 5)]
     assert poll_plan([], 5) == []
 
@@ -113,3 +116,29 @@ def test_bytes_moved() -> None:
 def test_worker_id_names_host_and_pid_and_is_unique() -> None:
     a, b = new_worker_id(), new_worker_id()
     assert a.startswith(f"{socket.gethostname()}-{os.getpid()}-") and a != b
+
+
+def test_short_tasks_are_received_a_batch_ahead_long_ones_one_per_slot() -> None:
+    # Unmeasured: one per slot plus prefetch, as before any task ran.
+    assert in_flight_limit(slots=2, prefetch=1, seconds_per_task=None) == 3
+    # Zero-work tasks: a whole receive ahead, never more.
+    assert in_flight_limit(slots=1, prefetch=1, seconds_per_task=0.005) == 1 + MAX_RECEIVE
+    # 100 ms tasks: a little over the horizon's worth per slot.
+    assert in_flight_limit(slots=1, prefetch=1, seconds_per_task=0.1, horizon=0.15) == 3
+    # One-second tasks: nothing more than prefetch (the tail of a run stays balanced).
+    assert in_flight_limit(slots=4, prefetch=1, seconds_per_task=1.0, horizon=0.15) == 5
+
+
+@pytest.mark.parametrize(
+    ("limit", "slots", "held", "budget"),
+    [
+        (11, 1, 0, 10),  # idle: a full batch
+        (11, 1, 1, 10),  # one running, nothing ahead: refill at once
+        (11, 1, 9, 0),  # eight ahead: not yet (a receive for two messages would waste a call)
+        (11, 1, 4, 7),  # run down to three ahead: refill
+        (3, 2, 2, 1),  # a small backlog refills as soon as it has room
+        (3, 2, 3, 0),
+    ],
+)
+def test_refill_waits_for_the_backlog_to_run_down(limit: int, slots: int, held: int, budget: int) -> None:
+    assert refill_budget(limit, slots, held) == budget
