@@ -89,7 +89,7 @@ class Agent:
                                 visibility_timeout=settings.visibility_timeout, beat_every=beat_every,
                                 count=self._ledger.count)
         busy = BusyMeter(config.slots)
-        attempts = Attempts(settings, partition=config.partition, worker_id=self.worker_id, ops=ops,
+        self._attempts = attempts = Attempts(settings, partition=config.partition, worker_id=self.worker_id, ops=ops,
                             mailbox=self._mailbox, ledger=self._ledger, stop=self._stop)
         if child_factory is None:
             child_factory = functools.partial(ChildProcess, max_output_bytes=config.max_output_bytes)
@@ -168,7 +168,9 @@ class Agent:
     def _poll_and_hand_over(self, budget: int) -> None:
         # Unsettled messages count as busy: a message given back is not visible to this poll yet.
         idle_before = self._ledger.in_flight == 0 and self._mailbox.pending() == 0
-        upper = self._upper_busy or time.monotonic() >= self._next_upper_check
+        # Every round while idle (an idle agent's round is a long poll anyway); at a bounded rate while
+        # it works through a backlog, unless the last check found work there.
+        upper = self._upper_busy or idle_before or time.monotonic() >= self._next_upper_check
         try:
             received = self._mailbox.receive(poll_plan(self._urls, self.config.poll_wait, upper=upper), budget,
                                              self._stop.stop)
@@ -182,7 +184,8 @@ class Agent:
             self._upper_busy = bool(received) and received[0].queue_url != self._urls[-1]
             self._next_upper_check = time.monotonic() + UPPER_CHECK_SECONDS
         if received:
-            self._ledger.admit(received)
+            self._ledger.admit(received)  # held from now on: the heartbeat keeps them invisible
+            self._attempts.read(received)
             self._pool.hand(received)
         elif received is None and upper and self.config.burst and idle_before and not self._stop.stopping:
             # Every level was empty and nothing was running during the poll, so nothing of ours can

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from fargate_worker.child import ChildProcess, ChildResult, Ending
@@ -36,6 +36,8 @@ class ExecutionOps(Protocol):
     """The attempt operations of :mod:`skyloom.core.execution`; tests pass fakes."""
 
     def claim(self, settings: Settings, message: TaskMessage, worker_id: str) -> TaskModel | None: ...
+    def read_tasks(self, task_ids: Sequence[str]) -> dict[str, TaskModel]: ...
+    def take(self, settings: Settings, message: TaskMessage, task: TaskModel | None) -> TaskModel | None: ...
     def heartbeat(self, settings: Settings, task: TaskModel, worker_id: str) -> bool: ...
     def load_inputs(self, settings: Settings, task: TaskModel) -> TaskInput: ...
     def complete(
@@ -61,6 +63,17 @@ class Attempts:
         self._stop = stop
 
     # -------------------------------------------------------------------------- preparing
+    def read(self, helds: Sequence[Held]) -> None:
+        """Read the tasks of a received batch in one call, for :meth:`prepare` to take them without
+        a claim each. A failed read is only logged: each message is then claimed on its own."""
+        try:
+            found = self._ops.read_tasks([h.message.task_id for h in helds])
+        except Exception:
+            logger.exception("could not read the received tasks in one batch; claiming them one by one")
+            return
+        for h in helds:
+            h.snapshot, h.read = found.get(h.message.task_id), True
+
     def prepare(self, held: Held) -> bool:
         """Claim and load inputs; False if there is nothing to run (the message is deleted)."""
         task = self._claim(held)
@@ -75,7 +88,10 @@ class Attempts:
         return True
 
     def _claim(self, held: Held) -> TaskModel | None:
-        task = self._ops.claim(self.settings, held.message, self.worker_id)
+        if held.read:
+            task = self._ops.take(self.settings, held.message, held.snapshot)
+        else:
+            task = self._ops.claim(self.settings, held.message, self.worker_id)
         if task is None:
             self._ledger.count("unclaimable")
             logger.info("message not claimable (duplicate, finished or cancelled task); deleting it",
@@ -114,6 +130,7 @@ class Attempts:
                               Ending.KILLED, 0.0)
         if held.lost.is_set() or self._stop.force.is_set():
             return not_run
+        held.running_since = time.monotonic()
         held.child = child
         if held.lost.is_set():  # lost between the check and publishing the child: it was not killed
             held.child = None
@@ -141,7 +158,8 @@ class Attempts:
     def report(self, held: Held, task: TaskModel, v: Verdict, metrics: dict[str, float]) -> None:
         """Tell DynamoDB how the attempt ended, then delete the message: only then, so that a crash
         before this point leaves the message to come back and the lease to expire."""
-        held.reporting = True
+        with held.claim_lock:
+            held.reporting = True
         if v.action is Action.DROP:
             self._ledger.count("dropped")
             logger.warning("lease lost: another worker may own the task now; dropping this attempt")

@@ -22,7 +22,11 @@ from fargate_worker.telemetry import (
     logger,
     rss_bytes,
 )
+from skyloom.core import execution
 from skyloom.core.config import Settings
+
+#: How long a task taken on its receipt runs before it is claimed (at most one beat).
+CLAIM_AFTER_SECONDS = 1.0
 
 
 class Heartbeat:
@@ -52,6 +56,9 @@ class Heartbeat:
         self._busy_report_seconds = busy_report_seconds
         self._memory_limit = memory_limit
         self.every = min(settings.lease_seconds, float(settings.visibility_timeout)) / 3
+        #: A task taken on its receipt is claimed once it has run this long (see execution.take):
+        #: a task of a second or more then shows as Processing, and a lost one is charged.
+        self.claim_after = min(CLAIM_AFTER_SECONDS, self.every)
         self._beating = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -67,7 +74,7 @@ class Heartbeat:
 
     def _loop(self) -> None:
         """Extend what we hold every lease/3 (and visibility/3), well before either lapses."""
-        tick = min(1.0, self.every / 4)
+        tick = min(1.0, self.every / 4, self.claim_after / 2)
         next_report = time.monotonic() + self._busy_report_seconds
         while self._beating.is_set():
             time.sleep(tick)
@@ -79,6 +86,10 @@ class Heartbeat:
             if now >= next_report:
                 next_report = now + self._busy_report_seconds
                 self._report_busy()
+            for held in self._ledger.running():
+                task = held.task
+                if task is not None and not execution.claimed(task) and now - held.running_since >= self.claim_after:
+                    self._beat(held)  # the claim; its message keeps its own schedule
             extend = []
             for held in self._ledger.due(now):
                 held.next_beat = now + self.every
@@ -93,7 +104,10 @@ class Heartbeat:
         task = held.task
         if task is not None:
             try:
-                alive = self._ops.heartbeat(self._settings, task, self._worker_id)
+                with held.claim_lock:
+                    if not execution.claimed(task) and (held.reporting or held.child is None):
+                        return True  # taken, not running (or done): its message is all it holds
+                    alive = self._ops.heartbeat(self._settings, task, self._worker_id)
             except Exception:
                 logger.exception(f"heartbeat of task {task.task_id} failed; retrying soon")
                 held.next_beat = time.monotonic() + min(self.every, 5.0)

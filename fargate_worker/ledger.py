@@ -9,6 +9,7 @@ is due. Kept apart so that no thread reaches into another's counters.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 
@@ -16,6 +17,9 @@ from fargate_worker.messages import Held
 from fargate_worker.policy import in_flight_limit, receive_budget, refill_budget
 from fargate_worker.settings import WorkerSettings
 from fargate_worker.shutdown import StopControl
+
+#: An agent idle this long sizes its next receive as if it knew nothing of its tasks' duration.
+IDLE_FORGET_SECONDS = 0.25
 
 
 class Ledger:
@@ -32,6 +36,7 @@ class Ledger:
         self._reporting = 0  # attempts handed to reporters and not yet reported
         #: What a slot spends per task, smoothed (None until measured): sizes the backlog.
         self._task_seconds: float | None = None
+        self._observed_at = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -53,7 +58,7 @@ class Ledger:
                 # Attempts being reported no longer occupy a slot's child: up to one per slot may
                 # be reported behind while the slots start their next tasks.
                 busy = self._in_flight - min(self._reporting, self._config.slots)
-                limit = in_flight_limit(self._config.slots, self._config.prefetch, self._task_seconds)
+                limit = in_flight_limit(self._config.slots, self._config.prefetch, self._estimate())
                 budget = refill_budget(limit, self._config.slots, busy)
                 if max_tasks is not None:  # counts every task not finished with
                     budget = min(budget, receive_budget(max_tasks, self._in_flight, max_tasks, self._finished))
@@ -63,10 +68,20 @@ class Ledger:
         return 0
 
     def observe(self, seconds: float) -> None:
-        """A slot spent ``seconds`` on one task (prepare and execute): the backlog follows it."""
+        """A slot spent ``seconds`` on one task (prepare and execute): the backlog follows it, at
+        once when tasks get longer (holding too many is what delays other agents and priorities),
+        gradually when they get shorter."""
         with self._lock:
             prev = self._task_seconds
-            self._task_seconds = seconds if prev is None else 0.8 * prev + 0.2 * seconds
+            self._task_seconds = seconds if prev is None else max(seconds, 0.8 * prev + 0.2 * seconds)
+            self._observed_at = time.monotonic()
+
+    def _estimate(self) -> float | None:
+        """The task duration to size the backlog on; forgotten after an idle spell, when the next
+        work may be of another kind (called under the lock)."""
+        if self._in_flight == 0 and time.monotonic() - self._observed_at > IDLE_FORGET_SECONDS:
+            self._task_seconds = None
+        return self._task_seconds
 
     def admit(self, received: Iterable[Held]) -> None:
         """Messages received: held (the heartbeat keeps them) and in flight until forgotten."""

@@ -44,10 +44,20 @@ class Held:
     receipt: str
     message: TaskMessage
     next_beat: float
-    #: Set once claimed: from then on the heartbeat extends the lease too.
+    #: The task's item as read with its batch (None: not read, or gone), see ``execution.take``.
+    snapshot: TaskModel | None = None
+    #: Whether ``snapshot`` holds a read (a failed batch read leaves the claim to read it).
+    read: bool = False
+    #: Set once taken or claimed: from then on the heartbeat extends the lease too (and claims a
+    #: taken task that runs long enough to heartbeat).
     task: TaskModel | None = None
+    #: Held by the heartbeat's claim of a taken task and by the start of its report, so that a
+    #: report never builds its commit from a task the heartbeat is claiming at that moment.
+    claim_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Set while the task's code runs: what a lost lease kills.
     child: ChildProcess | None = None
+    #: When the task's code started (monotonic): a taken task running this long gets claimed.
+    running_since: float = 0.0
     #: complete/fail/release under way: a refused heartbeat then means "done", not "stolen".
     reporting: bool = False
     lost: threading.Event = field(default_factory=threading.Event)

@@ -68,8 +68,9 @@ def receive_budget(slots: int, in_flight: int, max_tasks: int | None = None, fin
 #: tasks take. Enough to hide a receive's round trip behind work; small, because a message held
 #: here is one another (idle) agent cannot have: what it holds is the tail of a run's imbalance.
 BACKLOG_SECONDS = 0.15
-#: While the upper priority levels are empty, they are checked at most this often.
-UPPER_CHECK_SECONDS = 1.0
+#: While the upper priority levels are empty, they are checked at most this often while the agent
+#: works through a backlog: the most a higher-priority task waits behind lower ones received after it.
+UPPER_CHECK_SECONDS = 0.25
 
 
 def in_flight_limit(slots: int, prefetch: int, seconds_per_task: float | None,
@@ -79,10 +80,11 @@ def in_flight_limit(slots: int, prefetch: int, seconds_per_task: float | None,
 
     Short tasks are then received ten at a time instead of one per free slot, which is what makes
     ReceiveMessage a fraction of a call per task; long ones keep ``slots + prefetch``.
-    ``seconds_per_task`` is what a slot spends per task (None until one is measured).
+    ``seconds_per_task`` is what a slot spends per task (None until one is measured). ``prefetch``
+    0 turns every read-ahead off: the agent then holds exactly one task per slot.
     """
     base = slots + prefetch
-    if not seconds_per_task or seconds_per_task <= 0:
+    if not prefetch or not seconds_per_task or seconds_per_task <= 0:
         return base
     ahead = math.ceil(slots * horizon / seconds_per_task)
     return max(base, min(slots + MAX_RECEIVE, slots + ahead))

@@ -62,7 +62,8 @@ class WorkerSettings:
     #: once instead of waiting for a receive, a claim and a download. Small on purpose: a
     #: prefetched task holds a lease and a message that another, idle agent (or a higher-priority
     #: task arriving later) could have had. An agent thus holds at most ``slots + prefetch``
-    #: tasks that have not started (the bound the priority tests check).
+    #: tasks that have not started (the bound the priority tests check), plus, once its tasks are
+    #: seen to be short, a backlog received ahead (unclaimed: see ``policy.in_flight_limit``).
     prefetch: int = 1
     #: Largest outcome one attempt may return, in bytes: its outputs, the data of the results it
     #: creates and the payloads of its subtasks, together (SKYLOOM_WORKER_MAX_OUTPUT_BYTES). A task

@@ -37,11 +37,19 @@ def dependents(result_id: str) -> list[str]:
 
 
 def transition(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | None:
-    """The result status this record newly reached, or None if nothing to resolve (pure)."""
+    """The result status this record newly reached, or None if nothing to resolve (pure).
+
+    A completion of a result written with ``has_dependents`` False needs nothing: no edge names it,
+    and a task that registers one later flags it first and re-checks it after (see
+    :func:`skyloom.core.readiness.register_edges`). Aborts are always looked up: they are rare, and
+    that re-check releases completed dependencies only.
+    """
     if not new:
         return None
     status = new.get("status")
     if old is not None and old.get("status") == status:
+        return None
+    if status == ResultStatus.COMPLETED.value and new.get("has_dependents") is False:
         return None
     if status in (ResultStatus.COMPLETED.value, ResultStatus.ABORTED.value):
         return str(status)

@@ -11,7 +11,7 @@ parent is its agent, which tells the test which worker process to signal.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -91,6 +91,13 @@ def _index_of(stack: LocalStack, pid: int) -> int:
     return stack.workers.pids.index(pid)
 
 
+def _wait_until(cond: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
 def _task_of(session: skyloom.Session, future: skyloom.Future[int]) -> TaskInfo:
     (res,) = session.get_results([future.id])
     assert res.owner_task_id is not None
@@ -107,10 +114,11 @@ def _pid_of(worker_id: str | None) -> int:
 def test_sigkill_mid_task_the_task_completes_once_on_another_agent(
     stack: LocalStack, client: skyloom.Client, tmp_path: Path
 ) -> None:
-    # GIVEN a task running on some agent
+    # GIVEN a task that has run long enough on some agent to be claimed (Processing, with a lease)
     with client.session() as s:
-        f = marked_sleep.submit(41, str(tmp_path), "k", 2.0)
+        f = marked_sleep.submit(41, str(tmp_path), "k", 5.0)
     victim = _wait_for_mark(tmp_path, "k")
+    _wait_until(lambda: _task_of(s, f).status == "Processing")
 
     # WHEN that agent is SIGKILLed (with its child: the whole process group)
     stack.workers.kill(_index_of(stack, victim))
@@ -179,3 +187,24 @@ def test_child_os_exit_is_a_failed_attempt_the_agent_lives_and_the_retry_succeed
     assert died.error_type == "WorkerChildDied"
     assert "exited with code 3" in (died.message or "")
     assert stack.workers.pids == pids_before  # no agent died or was replaced
+
+
+def test_sigkill_before_a_short_task_is_claimed_runs_it_again_without_charging_an_attempt(
+    stack: LocalStack, client: skyloom.Client, tmp_path: Path
+) -> None:
+    # GIVEN a task that has just started on some agent, on its message's receipt (not claimed yet)
+    with client.session() as s:
+        f = marked_sleep.submit(41, str(tmp_path), "u", 2.0)
+    victim = _wait_for_mark(tmp_path, "u")
+
+    # WHEN that agent is SIGKILLed at once
+    stack.workers.kill(_index_of(stack, victim))
+
+    # THEN the task runs again elsewhere (its message comes back, or the sweeper re-sends it) and
+    # completes once; if the kill came after a claim, the lost attempt names the victim
+    assert f.result(timeout=TIMEOUT) == 42
+    task = _task_of(s, f)
+    assert task.status == "Completed"
+    assert [a.outcome for a in task.attempts].count("completed") == 1
+    assert _pid_of(task.attempts[-1].worker) != victim
+    assert all(_pid_of(a.worker) == victim for a in task.attempts if a.error_type == "WorkerLost")

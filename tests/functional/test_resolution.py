@@ -13,6 +13,7 @@ import boto3
 import pytest
 
 from functions.resolve import handler as resolve_handler
+from functions.resolve import resolution
 from skyloom.core import clock, execution, readiness
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
@@ -129,10 +130,10 @@ def test_dependency_completing_while_the_task_is_written_still_readies_it(
 
     # WHEN r completes, and resolve runs, in the window after the dependent task was validated and
     # written but before its edge exists (so resolve finds no dependent)
-    def complete_first(tasks: Any) -> None:
+    def complete_first(tasks: Any, **kwargs: Any) -> None:
         run_task(aws_stack, "p", {"r": b"done"})
         resolve(stream.batch())
-        real_register(tasks)
+        real_register(tasks, **kwargs)
 
     monkeypatch.setattr(readiness, "register_edges", complete_first)
     submit(api, sid, [{"id": "t", "handler": "h", "data_dependencies": ["r"], "expected_outputs": ["out"]}],
@@ -141,6 +142,61 @@ def test_dependency_completing_while_the_task_is_written_still_readies_it(
     # THEN the re-check after registering the edge readies it, exactly once
     assert status("t") == "Submitted"
     assert db.queued_messages() == 2  # p's message (never deleted here) and t's
+
+
+def test_a_completion_between_the_edge_and_its_flag_still_readies_the_dependent(
+    api: ApiClient, db: Db, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a result r created alone (nobody waits on it yet: written with has_dependents False)
+    sid = api.session()
+    submit(api, sid, [{"id": "p", "handler": "h", "expected_outputs": ["r"]}], [{"id": "r"}])
+    stream = StreamReader(aws_stack)
+    stream.batch()
+    real_flag = readiness._flag
+
+    # WHEN r completes after the dependent's edge is written but before r is flagged, so that its
+    # stream record says "no dependents" and resolve looks nothing up
+    def complete_then_flag(result_id: str) -> None:
+        run_task(aws_stack, "p", {"r": b"done"})
+        resolve(stream.batch())
+        real_flag(result_id)
+
+    monkeypatch.setattr(readiness, "_flag", complete_then_flag)
+    submit(api, sid, [{"id": "t", "handler": "h", "data_dependencies": ["r"], "expected_outputs": ["out"]}],
+           [{"id": "out"}])
+
+    # THEN the re-check after the flag readies the dependent, exactly once
+    assert status("t") == "Submitted"
+    assert db.queued_messages() == 2
+
+
+def test_resolve_looks_up_dependents_only_of_results_someone_waits_on(
+    api: ApiClient, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a producer whose result nobody waits on, and a chain a -> b submitted together
+    sid = api.session()
+    submit(api, sid, [
+        {"id": "lonely", "handler": "h", "expected_outputs": ["rl"]},
+        {"id": "a", "handler": "h", "expected_outputs": ["ra"]},
+        {"id": "b", "handler": "h", "data_dependencies": ["ra"], "expected_outputs": ["rb"]},
+    ], [{"id": r} for r in ("rl", "ra", "rb")])
+    stream = StreamReader(aws_stack)
+    stream.batch()
+    looked_up: list[str] = []
+    real_dependents = resolution.dependents
+
+    def counting(result_id: str) -> list[str]:
+        looked_up.append(result_id)
+        return real_dependents(result_id)
+
+    monkeypatch.setattr(resolution, "dependents", counting)
+    # WHEN both producers complete and resolve runs
+    run_task(aws_stack, "lonely", {"rl": b"1"})
+    run_task(aws_stack, "a", {"ra": b"2"})
+    resolve(stream.batch())
+    # THEN only the result with a dependent was looked up, and that dependent is ready
+    assert looked_up == ["ra"]
+    assert status("b") == "Submitted"
 
 
 def test_racing_writers_never_lose_or_duplicate_a_ready_task(api: ApiClient, db: Db, aws_stack: Settings) -> None:

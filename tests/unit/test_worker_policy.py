@@ -125,6 +125,8 @@ def test_short_tasks_are_received_a_batch_ahead_long_ones_one_per_slot() -> None
     assert in_flight_limit(slots=1, prefetch=1, seconds_per_task=0.005) == 1 + MAX_RECEIVE
     # 100 ms tasks: a little over the horizon's worth per slot.
     assert in_flight_limit(slots=1, prefetch=1, seconds_per_task=0.1, horizon=0.15) == 3
+    # No prefetch: one task per slot, however short.
+    assert in_flight_limit(slots=2, prefetch=0, seconds_per_task=0.005) == 2
     # One-second tasks: nothing more than prefetch (the tail of a run stays balanced).
     assert in_flight_limit(slots=4, prefetch=1, seconds_per_task=1.0, horizon=0.15) == 5
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError, UpdateError
@@ -39,36 +39,104 @@ MAX_TRACEBACK_CHARS = 16_000
 
 
 # ------------------------------------------------------------------------------------------ claim
-def claim(settings: Settings, message: TaskMessage, worker_id: str) -> TaskModel | None:
-    """Submitted -> Processing with a lease. None: not claimable (duplicate message, done, cancelled,
-    or parked because its session is paused)."""
+#: A retry's message may come back up to this early (SQS delays are whole seconds, clocks differ).
+NOT_BEFORE_SLACK_SECONDS = 1.0
+
+
+def read_tasks(task_ids: Sequence[str]) -> dict[str, TaskModel]:
+    """The items of a batch of received messages' tasks: one BatchGetItem per 100 (consistent)."""
+    return {t.task_id: t for t in TaskModel.batch_get(list(dict.fromkeys(task_ids)), consistent_read=True)}
+
+
+def take(settings: Settings, message: TaskMessage, task: TaskModel | None) -> TaskModel | None:
+    """Whether a received message's task is to run now, judged from its item as read: no write.
+
+    A short task runs on its message's receipt: the SQS visibility timeout is its lease, and its
+    commit, conditioned on the task being still Submitted at the attempt read here, is the one
+    write it must make (a duplicate delivery may run it twice; the first commit wins and its
+    outputs are written once). A task that runs long enough to heartbeat is claimed then
+    (:func:`heartbeat`), so that the sweeper and cancellations see it Processing. None: nothing
+    to run (a duplicate, finished, cancelled, not due yet, or parked because its session is paused).
+    """
+    if task is None or not _session_allows(settings, message):
+        return None
+    if task.status != TaskStatus.SUBMITTED.value:
+        return None
+    if task.not_before is not None and task.not_before > clock.now() + NOT_BEFORE_SLACK_SECONDS:
+        return None  # a duplicate of a retry's delayed message, which comes when the backoff is over
+    task.started_at = clock.now()
+    return task
+
+
+def _session_allows(settings: Settings, message: TaskMessage) -> bool:
+    """False if the task's session says not to run it: parked when paused, cancelled when ended."""
     session_status = sessions.cached_status(message.session_id)
     if session_status == SessionStatus.PAUSED.value and park(settings, message):
-        return None
+        return False
     if session_status not in (SessionStatus.RUNNING.value, SessionStatus.CLOSED.value, SessionStatus.PAUSED.value):
         cancel_task(message.task_id, None, f"session is {session_status or 'gone'}", by="skyloom")
+        return False
+    return True
+
+
+def _due(now: float) -> Condition:
+    due: Condition = TaskModel.not_before.does_not_exist() | (TaskModel.not_before <= now + NOT_BEFORE_SLACK_SECONDS)
+    return due
+
+
+def _claim_actions(settings: Settings, task_id: str, worker_id: str, now: float) -> list[Any]:
+    return [
+        TaskModel.status.set(TaskStatus.PROCESSING.value),
+        TaskModel.lease_owner.set(worker_id),
+        TaskModel.lease_expires.set(now + settings.lease_seconds),
+        TaskModel.due_shard.set(clock.due_shard(task_id, settings.due_shards)),
+        TaskModel.due_at.set(now + settings.lease_seconds),
+        TaskModel.updated_at.set(now),
+    ]
+
+
+def claim(settings: Settings, message: TaskMessage, worker_id: str) -> TaskModel | None:
+    """Submitted -> Processing with a lease, reading the task in the same write. None: not
+    claimable (duplicate message, done, cancelled, not due, or parked because its session is paused)."""
+    if not _session_allows(settings, message):
         return None
     now = clock.now()
     t = TaskModel(message.task_id)
     try:
         t.update(
-            actions=[
-                TaskModel.status.set(TaskStatus.PROCESSING.value),
-                TaskModel.attempt.add(1),
-                TaskModel.lease_owner.set(worker_id),
-                TaskModel.lease_expires.set(now + settings.lease_seconds),
-                TaskModel.due_shard.set(clock.due_shard(message.task_id, settings.due_shards)),
-                TaskModel.due_at.set(now + settings.lease_seconds),
-                TaskModel.started_at.set(now),
-                TaskModel.updated_at.set(now),
-            ],
-            condition=TaskModel.status == TaskStatus.SUBMITTED.value,
+            actions=[*_claim_actions(settings, message.task_id, worker_id, now), TaskModel.attempt.add(1),
+                     TaskModel.started_at.set(now)],
+            condition=(TaskModel.status == TaskStatus.SUBMITTED.value) & _due(now),
         )
     except UpdateError as exc:
         if condition_failed(exc):
             return None
         raise
     return t
+
+
+def claimed(task: TaskModel) -> bool:
+    """Whether the attempt holds a lease (Processing), or runs on its message's receipt (Submitted)."""
+    return task.status != TaskStatus.SUBMITTED.value
+
+
+def _claim_taken(settings: Settings, task: TaskModel, worker_id: str) -> bool:
+    """Claim, in place, a task taken by :func:`take` that runs longer than a heartbeat: Submitted at
+    the attempt read -> Processing at the next attempt. False: another attempt or a cancellation
+    came first (the running copy is then to be stopped)."""
+    now = clock.now()
+    number = int(task.attempt or 0) + 1
+    try:
+        task.update(
+            actions=[*_claim_actions(settings, task.task_id, worker_id, now), TaskModel.attempt.set(number),
+                     TaskModel.started_at.set(task.started_at or now)],
+            condition=_held_by(task, worker_id) & _due(now),
+        )
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    return True
 
 
 def park(settings: Settings, message: TaskMessage) -> bool:
@@ -102,6 +170,11 @@ def park(settings: Settings, message: TaskMessage) -> bool:
 
 
 def _held_by(task: TaskModel, worker_id: str) -> Condition:
+    """The attempt is still ours: its lease, or for a task run on its receipt, still Submitted at
+    the attempt it was read at (no other attempt was written, it was not cancelled)."""
+    if not claimed(task):
+        taken: Condition = (TaskModel.status == TaskStatus.SUBMITTED.value) & (TaskModel.attempt == task.attempt)
+        return taken
     held: Condition = (
         (TaskModel.status == TaskStatus.PROCESSING.value)
         & (TaskModel.lease_owner == worker_id)
@@ -111,7 +184,10 @@ def _held_by(task: TaskModel, worker_id: str) -> Condition:
 
 
 def heartbeat(settings: Settings, task: TaskModel, worker_id: str) -> bool:
-    """Extend the lease. False means it was lost: another worker may be running the task now."""
+    """Extend the lease (claiming, in place, a task that ran on its receipt so far). False means it
+    was lost: another worker may be running the task now, or it was cancelled."""
+    if not claimed(task):
+        return _claim_taken(settings, task, worker_id)
     now = clock.now()
     try:
         TaskModel(task.task_id).update(
@@ -141,7 +217,7 @@ def load_inputs(settings: Settings, task: TaskModel) -> TaskInput:
         dependencies={d: values[d] for d in deps},
         expected_outputs=list(task.expected_outputs or []),
         options=dict(task.options or {}),
-        attempt=int(task.attempt or 1),
+        attempt=int(task.attempt or 0) + (0 if claimed(task) else 1),
     )
 
 
@@ -207,6 +283,7 @@ def _staged_items(
             created_at=now,
             updated_at=now,
             parent_task_id=parent.task_id,
+            has_dependents=False,
         )
         if sr.data is not None:
             r.status = ResultStatus.COMPLETED.value
@@ -275,6 +352,7 @@ def _staged_items(
             )
         )
     _check_references(parent, results, tasks, moved)
+    readiness.flag_dependents(results, tasks)
     return results, tasks
 
 
@@ -344,12 +422,18 @@ def complete(
     """
     if outcome.error is not None:
         return fail(settings, task, worker_id, outcome.error) != "lost"
+    held = _held_by(task, worker_id)
+    taken = not claimed(task)
+    read_attempt = int(task.attempt or 0)
+    if taken:  # this commit writes the attempt number (and the status) in one go
+        task.attempt = read_attempt + 1
     token = f"a{task.attempt}-{clock.new_id()[:12]}"
     started = time.monotonic()
     try:
         moved = _check_contract(task, outcome)
         staged_results, staged_tasks = _staged_items(settings, task, outcome, moved, token)
     except _Violation as exc:
+        task.attempt = read_attempt
         err = RemoteError(type="OutputContractViolation", message=str(exc), traceback="", retryable=False)
         return fail(settings, task, worker_id, err) != "lost"
     keys = _store_values(settings, task.session_id, outcome.outputs, token)
@@ -366,6 +450,8 @@ def complete(
         TaskModel.lease_owner.remove(),
         TaskModel.lease_expires.remove(),
     ]
+    if taken:
+        actions += [TaskModel.attempt.set(task.attempt), TaskModel.started_at.set(task.started_at or now)]
     if staged_tasks:
         actions += [
             TaskModel.finalize_pending.set(now),
@@ -375,7 +461,7 @@ def complete(
         actions += [TaskModel.due_shard.remove(), TaskModel.due_at.remove()]
 
     def commit_task(tx: TransactWrite) -> None:
-        tx.update(TaskModel(task.task_id), actions=actions, condition=_held_by(task, worker_id))
+        tx.update(TaskModel(task.task_id), actions=actions, condition=held)
 
     ops: list[Op] = [commit_task]
     for rid, data in outcome.outputs.items():
@@ -391,7 +477,7 @@ def complete(
             return False
         raise
     if staged_tasks:
-        finalize(settings, task, staged_tasks)
+        finalize(settings, task, staged_tasks, flagged={r.result_id for r in staged_results if r.has_dependents})
     return True
 
 
@@ -425,12 +511,16 @@ def _delegate_output(rid: str, task_id: str, subtask_id: str) -> Op:
     return op
 
 
-def finalize(settings: Settings, parent: TaskModel, children: Sequence[TaskModel]) -> None:
+def finalize(
+    settings: Settings, parent: TaskModel, children: Sequence[TaskModel], *, flagged: Collection[str] = ()
+) -> None:
     """Make the committed attempt's children live, then clear the parent's pending flag.
 
-    Idempotent: activation skips children already live, and clearing is conditional.
+    ``flagged``: staged results written with ``has_dependents`` (the sweeper, which does not know,
+    flags them again: harmless). Idempotent: activation skips children already live, and clearing
+    is conditional.
     """
-    queued = readiness.activate(settings, children)
+    queued = readiness.activate(settings, children, flagged=flagged)
     readiness.enqueue_tasks(settings, queued)
     try:
         TaskModel(parent.task_id).update(
@@ -531,6 +621,8 @@ def fail(settings: Settings, task: TaskModel, worker_id: str, error: RemoteError
 
     Returns the new status, or "lost" if the lease was no longer ours.
     """
+    if not claimed(task) and not _claim_taken(settings, task, worker_id):
+        return "lost"  # a failure of a task run on its receipt is recorded as any other: claim it first
     return _record_failure(settings, task, error, timed_out=timed_out, worker=worker_id,
                            held=_held_by(task, worker_id))
 
@@ -552,7 +644,10 @@ def expire_lease(settings: Settings, task: TaskModel) -> str:
 
 
 def release(settings: Settings, task: TaskModel, worker_id: str) -> bool:
-    """Give a claimed task back without counting the attempt (a draining worker)."""
+    """Give a claimed task back without counting the attempt (a draining worker). A task run on its
+    message's receipt holds nothing to give back but the message."""
+    if not claimed(task):
+        return True
     now = clock.now()
     try:
         TaskModel(task.task_id).update(

@@ -13,6 +13,7 @@ from typing import Any
 
 from pynamodb.attributes import (
     BinaryAttribute,
+    BooleanAttribute,
     JSONAttribute,
     ListAttribute,
     NumberAttribute,
@@ -134,8 +135,11 @@ class TaskModel(Model):
     submitted_at = NumberAttribute(null=True)
     started_at = NumberAttribute(null=True)
     ended_at = NumberAttribute(null=True)
-    #: Number of the current (or last) attempt, 1-based; 0 before the first claim.
+    #: Number of the last attempt written, 1-based; 0 before the first. A short task runs on its
+    #: message's receipt and writes its attempt number only at its commit (see ``execution.take``).
     attempt = NumberAttribute(default=0)
+    #: A retry waits for its backoff until then: an earlier (duplicate) message must not start it.
+    not_before = NumberAttribute(null=True)
     lease_owner = UnicodeAttribute(null=True)
     lease_expires = NumberAttribute(null=True)
     #: Timer index: set while something must happen to this task by ``due_at``.
@@ -204,6 +208,10 @@ class ResultModel(Model):
     parent_task_id = UnicodeAttribute(null=True)
     request_id = UnicodeAttribute(null=True)
     expires_at = NumberAttribute(null=True)
+    #: Whether a task may wait on this result (an edge names it). Written False at creation and True
+    #: before the first edge, so that resolve skips the edge lookup of every result nobody depends
+    #: on (most results: a task's final value). Absent on items older than the flag: look them up.
+    has_dependents = BooleanAttribute(null=True)
 
     by_session = ResultsBySession()
     by_change = ResultsByChange()

@@ -10,7 +10,7 @@ Pending -> Submitted write: exactly one caller wins and enqueues, however they r
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from pynamodb.exceptions import UpdateError
@@ -32,13 +32,14 @@ def message_for(task: TaskModel) -> TaskMessage:
 
 def queued_actions(settings: Settings, task_id: str, now: float, *, delay: float = 0.0) -> list[object]:
     """The attribute updates that mark a task queued, with its redispatch timer armed (after a
-    message ``delay``, if the message is sent delayed)."""
+    message ``delay``, if the message is sent delayed, before which it must not start)."""
     return [
         TaskModel.status.set(TaskStatus.SUBMITTED.value),
         TaskModel.submitted_at.set(now),
         TaskModel.updated_at.set(now),
         TaskModel.due_shard.set(clock.due_shard(task_id, settings.due_shards)),
         TaskModel.due_at.set(now + delay + settings.redispatch_after_seconds),
+        TaskModel.not_before.set(now + delay) if delay > 0 else TaskModel.not_before.remove(),
     ]
 
 
@@ -95,16 +96,48 @@ def release_and_ready(settings: Settings, pairs: Iterable[tuple[str, str]]) -> l
     return [t for t in found if t is not None]
 
 
-def register_edges(tasks: Sequence[TaskModel]) -> None:
-    """Record result -> dependent edges for every remaining dependency.
+def flag_dependents(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) -> set[str]:
+    """Mark the results (not yet written) that a task of the same write waits on; returns their ids.
+
+    A result created together with its dependents then carries ``has_dependents`` from its first
+    write, and :func:`register_edges` has no flag of its own to write for it.
+    """
+    waited = {rid for t in tasks for rid in (t.remaining or ())}
+    flagged = {r.result_id for r in results if r.result_id in waited}
+    for r in results:
+        if r.result_id in flagged:
+            r.has_dependents = True
+    return flagged
+
+
+def register_edges(tasks: Sequence[TaskModel], *, flagged: Collection[str] = ()) -> None:
+    """Record result -> dependent edges for every remaining dependency, then flag each result that
+    was not flagged when written (``flagged``) as having dependents.
 
     An edge is an immutable fact keyed by (result, task); writing it again writes the same item, so a
-    plain batch write is idempotent and needs no condition.
+    plain batch write is idempotent and needs no condition. The flag lets resolve skip the edge
+    lookup of results nobody waits on; it is written after the edges and before the caller's
+    :func:`recheck`, so that a completion resolve skips (written before the flag) is one the recheck
+    sees, and one written after the flag finds the edges.
     """
     with EdgeModel.batch_write() as batch:
         for t in tasks:
             for rid in t.remaining or ():
                 batch.save(EdgeModel(result_id=rid, task_id=t.task_id, session_id=t.session_id))
+    unflagged = sorted({rid for t in tasks for rid in (t.remaining or ())} - set(flagged))
+    if len(unflagged) > 1:
+        list(_pool.map(_flag, unflagged))
+    elif unflagged:
+        _flag(unflagged[0])
+
+
+def _flag(result_id: str) -> None:
+    try:
+        ResultModel(result_id).update(actions=[ResultModel.has_dependents.set(True)],
+                                      condition=ResultModel.result_id.exists())
+    except UpdateError as exc:
+        if not condition_failed(exc):  # gone: its dependents are cancelled with it
+            raise
 
 
 def recheck(settings: Settings, tasks: Sequence[TaskModel]) -> list[TaskModel]:
@@ -126,14 +159,15 @@ def recheck(settings: Settings, tasks: Sequence[TaskModel]) -> list[TaskModel]:
     )
 
 
-def activate(settings: Settings, tasks: Sequence[TaskModel]) -> list[TaskModel]:
+def activate(settings: Settings, tasks: Sequence[TaskModel], *, flagged: Collection[str] = ()) -> list[TaskModel]:
     """Make staged (Creating) tasks live: edges, Creating -> Pending/Submitted, re-check.
 
+    ``flagged``: results known to carry ``has_dependents`` already (see :func:`register_edges`).
     Returns the tasks this call queued (the caller enqueues them). Safe to repeat after a crash.
     """
     queued: list[TaskModel] = []
     waiting: list[TaskModel] = []
-    register_edges(tasks)
+    register_edges(tasks, flagged=flagged)
     now = clock.now()
     for t in tasks:
         try:

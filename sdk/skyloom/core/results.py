@@ -90,6 +90,7 @@ def new_result_items(
             created_at=now,
             updated_at=now,
             request_id=request_id,
+            has_dependents=False,
         )
         if spec.data is not None:
             if spec.upload:

@@ -47,8 +47,11 @@ RESULT_FINAL: frozenset[ResultStatus] = frozenset(
 _TASK_EDGES: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.CREATING: frozenset({TaskStatus.PENDING, TaskStatus.SUBMITTED, TaskStatus.CANCELLED}),
     TaskStatus.PENDING: frozenset({TaskStatus.SUBMITTED, TaskStatus.CANCELLED}),
-    # Submitted -> Submitted is the sweeper re-sending a lost message.
-    TaskStatus.SUBMITTED: frozenset({TaskStatus.SUBMITTED, TaskStatus.PROCESSING, TaskStatus.CANCELLED}),
+    # Submitted -> Submitted is the sweeper re-sending a lost message; Submitted -> Completed is the
+    # commit of a short task that ran on its message's receipt, never claimed (execution.take).
+    TaskStatus.SUBMITTED: frozenset(
+        {TaskStatus.SUBMITTED, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.CANCELLED}
+    ),
     # Processing -> Submitted is a retry (failed attempt, expired lease, released on drain).
     TaskStatus.PROCESSING: frozenset(
         {

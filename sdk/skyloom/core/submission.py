@@ -122,10 +122,11 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
             if out in created:
                 created[out].owner_task_id = tid
 
+    flagged = readiness.flag_dependents(new_results, tasks)
     _write(new_results, existing, tasks, request_id, session.session_id)
 
     waiting = [t for t in tasks if t.status == TaskStatus.PENDING.value and t.remaining]
-    readiness.register_edges(waiting)
+    readiness.register_edges(waiting, flagged=flagged)
     ready = [t for t in tasks if t.status == TaskStatus.SUBMITTED.value]
     ready += readiness.recheck(settings, waiting) if starts else []
     readiness.enqueue_tasks(settings, ready)
