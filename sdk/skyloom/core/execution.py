@@ -40,7 +40,7 @@ MAX_TRACEBACK_CHARS = 16_000
 
 # ------------------------------------------------------------------------------------------ claim
 #: A retry's message may come back up to this early (SQS delays are whole seconds, clocks differ).
-NOT_BEFORE_SLACK_SECONDS = 1.0
+NOT_BEFORE_SLACK_SECONDS = 0.25
 
 
 def read_tasks(task_ids: Sequence[str]) -> dict[str, TaskModel]:

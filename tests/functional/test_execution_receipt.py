@@ -1,0 +1,103 @@
+"""Short tasks run on their message's receipt: read, run, one conditional commit (no claim write).
+
+Driven through ``skyloom.core.execution`` exactly as the agent calls it, on moto. What must hold
+without a claim: a duplicate delivery runs at most one commit, a cancellation or another attempt
+that came first refuses the commit, a long run is claimed in place, and a retry's backoff cannot be
+skipped by an early (duplicate) message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from skyloom.core import clock, execution
+from skyloom.core.config import Settings
+from skyloom.core.dispatching import TaskMessage
+from skyloom.core.models import ResultModel, TaskModel
+from skyloom.runtime.outcome import RemoteError, TaskOutcome
+from tests.functional.conftest import ApiClient
+
+
+def _submit(api: ApiClient, sid: str, task_id: str, out: str) -> None:
+    r = api.call("POST", f"/sessions/{sid}/tasks",
+                 {"tasks": [{"id": task_id, "handler": "h", "expected_outputs": [out]}], "results": [{"id": out}]})
+    assert r.status == 201, r.raw_body
+
+
+def _taken(settings: Settings, task_id: str) -> TaskModel:
+    """What an agent holds after reading its received batch and taking the message's task."""
+    snapshot = execution.read_tasks([task_id])[task_id]
+    task = execution.take(settings, TaskMessage(task_id, snapshot.session_id, snapshot.partition, 0), snapshot)
+    assert task is not None
+    return task
+
+
+def test_two_deliveries_run_twice_but_commit_once(api: ApiClient, aws_stack: Settings) -> None:
+    # GIVEN one task taken by two agents (a duplicate delivery), neither writing anything yet
+    sid = api.session()
+    _submit(api, sid, "t", "out")
+    first, second = _taken(aws_stack, "t"), _taken(aws_stack, "t")
+    assert TaskModel.get("t", consistent_read=True).status == "Submitted"
+    # WHEN both finish and commit
+    assert execution.complete(aws_stack, first, "w1", TaskOutcome(outputs={"out": b"one"}), {})
+    assert not execution.complete(aws_stack, second, "w2", TaskOutcome(outputs={"out": b"two"}), {})
+    # THEN the first commit won: one attempt, one value
+    task = TaskModel.get("t", consistent_read=True)
+    assert task.status == "Completed" and task.attempt == 1
+    assert [a["worker"] for a in task.attempts] == ["w1"]
+    assert ResultModel.get("out", consistent_read=True).inline == b"one"
+
+
+def test_a_cancellation_refuses_the_commit_of_a_taken_task(api: ApiClient, aws_stack: Settings) -> None:
+    sid = api.session()
+    _submit(api, sid, "t", "out")
+    task = _taken(aws_stack, "t")
+    r = api.call("POST", f"/sessions/{sid}/tasks/cancel", {"ids": ["t"]})
+    assert r.status == 200, r.raw_body
+    assert not execution.complete(aws_stack, task, "w1", TaskOutcome(outputs={"out": b"late"}), {})
+    assert TaskModel.get("t", consistent_read=True).status == "Cancelled"
+    assert ResultModel.get("out", consistent_read=True).status == "Aborted"
+
+
+def test_a_long_run_is_claimed_in_place_then_committed_under_its_lease(api: ApiClient, aws_stack: Settings) -> None:
+    sid = api.session()
+    _submit(api, sid, "t", "out")
+    task = _taken(aws_stack, "t")
+    # WHEN the heartbeat sees it run long: the claim writes Processing with this worker's lease
+    assert execution.heartbeat(aws_stack, task, "w1")
+    stored = TaskModel.get("t", consistent_read=True)
+    assert (stored.status, stored.lease_owner, stored.attempt) == ("Processing", "w1", 1)
+    # THEN a second copy can no longer claim or commit, and the first commits under its lease
+    other = execution.read_tasks(["t"])["t"]
+    assert execution.take(aws_stack, TaskMessage("t", sid, other.partition, 0), other) is None
+    assert execution.complete(aws_stack, task, "w1", TaskOutcome(outputs={"out": b"v"}), {})
+    assert TaskModel.get("t", consistent_read=True).status == "Completed"
+
+
+def test_a_failed_taken_task_is_retried_and_an_early_duplicate_cannot_skip_the_backoff(
+    api: ApiClient, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = api.session()
+    _submit(api, sid, "t", "out")
+    task = _taken(aws_stack, "t")
+    # WHEN its attempt fails with retries left: queued again, after a backoff
+    status = execution.fail(aws_stack, task, "w1", RemoteError("ValueError", "boom", "tb"))
+    assert status == "Submitted"
+    stored = TaskModel.get("t", consistent_read=True)
+    assert stored.attempt == 1 and stored.not_before is not None and stored.not_before > clock.now()
+    # THEN a message received before the backoff is over starts nothing (taken or claimed)...
+    message = TaskMessage("t", sid, stored.partition, 0)
+    early = stored.not_before - 0.5
+    monkeypatch.setattr(clock, "now", lambda: early)
+    assert execution.take(aws_stack, message, execution.read_tasks(["t"])["t"]) is None
+    assert execution.claim(aws_stack, message, "w2") is None
+    # ...and one received after it runs attempt 2
+    later = stored.not_before + 0.1
+    monkeypatch.setattr(clock, "now", lambda: later)
+    retried: Any = execution.take(aws_stack, message, execution.read_tasks(["t"])["t"])
+    assert retried is not None
+    assert execution.complete(aws_stack, retried, "w2", TaskOutcome(outputs={"out": b"v"}), {})
+    done = TaskModel.get("t", consistent_read=True)
+    assert done.attempt == 2 and [a["number"] for a in done.attempts] == [1, 2]
