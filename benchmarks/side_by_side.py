@@ -85,10 +85,18 @@ def _marked_pids(token: str) -> list[int]:
     return found
 
 
-def sweep(token: str, grace: float = STOP_GRACE) -> list[int]:
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def sweep(token: str, grace: float = STOP_GRACE) -> list[str]:
     """End every process of this run still alive: SIGTERM, then SIGKILL after ``grace`` seconds.
-    Returns the PIDs it had to signal (normally none: each run stops its own processes)."""
+    Returns what it had to signal, ``"PID command"`` each (normally nothing: each run stops its own)."""
     pids = {pid: _proc_start_time(pid) for pid in _marked_pids(token)}
+    signalled = [f"{pid} {_cmdline(pid)[:160]}" for pid in sorted(pids)]
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
@@ -99,7 +107,7 @@ def sweep(token: str, grace: float = STOP_GRACE) -> list[int]:
         if started is not None and _proc_start_time(pid) == started:  # the same process, not a reused PID
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-    return sorted(pids)
+    return signalled
 
 
 @dataclass
@@ -268,8 +276,8 @@ class Run:
         finally:
             leftovers = sweep(self.token)
             if leftovers:
-                print(f"[side-by-side] ended {len(leftovers)} leftover process(es) of {system}: {leftovers}",
-                      flush=True)
+                print(f"[side-by-side] ended {len(leftovers)} leftover process(es) of {system}: "
+                      + "; ".join(leftovers), flush=True)
         result["run_seconds"] = round(time.monotonic() - started, 1)
         result["logs"] = str(run_dir)
         return result
