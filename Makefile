@@ -10,6 +10,7 @@
 #   make sbom       CycloneDX JSON SBOM of .venv's Python packages -> build/sbom/
 #   make audit      pip-audit of .venv against PyPI's vulnerability data (SKIPPED when offline)
 #   make test-localstack  tests/e2e again with LocalStack (host mode, no Docker) instead of moto
+#   make bench-peers  Skyloom side by side with Celery and Dask (benchmarks/README.md; not in `make test`)
 #   make clean      caches, build metadata and local run directories (keeps .venv)
 #   make distclean  clean, and remove .venv
 
@@ -98,6 +99,19 @@ $(LOCALSTACK_STAMP): localstack/requirements.txt localstack/package.json localst
 test-localstack: venv localstack-venv
 	localstack/run-host.sh --venv $(LOCALSTACK_VENV) -- $(BIN)/python -m pytest -q -p no:cacheprovider $(LOCALSTACK_TESTS)
 # ---- end of LocalStack
+
+# ---- side by side with the peers (benchmarks/README.md, "Side by side"): Skyloom's local stack,
+# Celery on the same moto SQS with Redis results, and Dask, in one run. The peers get their own venvs
+# (benchmarks/.peer-venv/, from benchmarks/peers/requirements-*.txt); redis-server comes from apt-get.
+#   make bench-peers                                   1,000 and 10,000 tasks, latency, utilisation, tree sum
+#   make bench-peers PEERS_ARGS="--quick"              small sizes (a few minutes)
+#   make bench-peers PEERS_ARGS="--only throughput --tasks 1000"
+.PHONY: bench-peers
+PEERS_ARGS ?=
+
+bench-peers: venv
+	$(BIN)/python benchmarks/side_by_side.py $(PEERS_ARGS)
+# ---- end of side by side
 
 demo: venv
 	$(BIN)/skyloom local run --workers 2 -- $(BIN)/python examples/portfolio.py

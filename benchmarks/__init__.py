@@ -1,0 +1,1 @@
+"""Benchmarks of Skyloom (``benchmarks/standard.sh``) and the side-by-side run with its peers."""
