@@ -461,10 +461,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         [str(REPO / "sdk"), str(REPO), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
     sys.path[:0] = [str(REPO / "sdk"), str(REPO)]
 
-    def on_sigterm(signum: int, frame: object) -> None:
+    def interrupted_by(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl-C and SIGTERM stop the run and everything it started (SIGINT too when this process was
+    # started with it ignored, as a background job of a script is).
+    signal.signal(signal.SIGTERM, interrupted_by)
+    signal.signal(signal.SIGINT, interrupted_by)
     run = Run(opts, uuid.uuid4().hex, out_dir)
     os.environ[MARKER_ENV] = run.token  # the emulator inherits it
     report: dict[str, Any] = {

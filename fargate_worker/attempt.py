@@ -23,6 +23,7 @@ from fargate_worker.telemetry import AttemptTrace, emit_task_metrics, emit_task_
 from skyloom.core import clock
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
+from skyloom.core.execution import Commit
 from skyloom.core.models import TaskModel
 from skyloom.core.states import TaskStatus
 from skyloom.errors import SkyloomError
@@ -43,6 +44,7 @@ class ExecutionOps(Protocol):
     def complete(
         self, settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome, metrics: dict[str, float]
     ) -> bool: ...
+    def complete_many(self, settings: Settings, commits: Sequence[Commit]) -> list[bool]: ...
     def fail(
         self, settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *, timed_out: bool = False
     ) -> str: ...
@@ -173,13 +175,7 @@ class Attempts:
             with _phase(held, "upload"):
                 committed = self._ops.complete(self.settings, task, self.worker_id, v.outcome, metrics)
             metrics["upload"] = time.monotonic() - start
-            self._ledger.count("completed" if committed else "lost")
-            if committed:
-                logger.info("task completed", extra={"metrics": metrics})
-                self._emit(task, metrics, "completed")
-            else:
-                logger.warning("lease lost before the commit: this attempt's outputs were discarded")
-                self._emit(task, metrics, None)
+            self._after_commit(task, metrics, committed)
         elif v.error is not None:
             status = self._ops.fail(self.settings, task, self.worker_id, v.error, timed_out=v.timed_out)
             self._ledger.count("failed")
@@ -189,6 +185,42 @@ class Attempts:
                                                     "error": v.error.message[:1000], "timed_out": v.timed_out,
                                                     "metrics": metrics})
         self._mailbox.delete(held)
+
+    def report_many(self, reports: Sequence[tuple[Held, TaskModel, Verdict, dict[str, float]]]) -> None:
+        """Report several finished attempts: the successes in one grouped commit (one write call for
+        all of them, see ``execution.complete_many``), the rest one by one, as :meth:`report`."""
+        group = [r for r in reports if r[2].action is Action.COMPLETE and r[2].outcome is not None]
+        for held, task, v, metrics in reports:
+            if not (v.action is Action.COMPLETE and v.outcome is not None):
+                with self.task_context(task):
+                    self.report(held, task, v, metrics)
+        if not group:
+            return
+        for held, _, _, _ in group:
+            with held.claim_lock:
+                held.reporting = True
+        start = time.monotonic()
+        with contextlib.ExitStack() as phases:
+            for held, _, _, _ in group:
+                phases.enter_context(_phase(held, "upload"))
+            committed = self._ops.complete_many(
+                self.settings, [Commit(task, self.worker_id, v.outcome, metrics)
+                                for _, task, v, metrics in group if v.outcome is not None])
+        spent = time.monotonic() - start
+        for (held, task, _, metrics), ok in zip(group, committed, strict=True):
+            metrics["upload"] = spent
+            with self.task_context(task):
+                self._after_commit(task, metrics, ok)
+            self._mailbox.delete(held)
+
+    def _after_commit(self, task: TaskModel, metrics: dict[str, float], committed: bool) -> None:
+        self._ledger.count("completed" if committed else "lost")
+        if committed:
+            logger.info("task completed", extra={"metrics": metrics})
+            self._emit(task, metrics, "completed")
+        else:
+            logger.warning("lease lost before the commit: this attempt's outputs were discarded")
+            self._emit(task, metrics, None)
 
     def _emit(self, task: TaskModel, metrics: dict[str, float], outcome: str | None) -> None:
         try:

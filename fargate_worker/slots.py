@@ -33,6 +33,8 @@ from skyloom.core.models import TaskModel
 from skyloom.runtime.outcome import TaskInput
 
 Report = tuple[Held, TaskModel, Verdict, dict[str, float]]
+#: At most this many finished attempts are reported together (one commit of up to 100 items).
+REPORTS_PER_COMMIT = 25
 
 
 class SlotPool:
@@ -222,22 +224,34 @@ class SlotPool:
                     self._ready.put(None)
 
     def _reporter_loop(self) -> None:
-        """Report finished attempts while the slots' children already run the next tasks."""
+        """Report finished attempts while the slots' children already run the next tasks: every
+        report queued by then at once, so that the successes share one commit (group commit: the
+        longer a commit takes, the more the next one carries)."""
         backoff = Backoff()
-        while (item := self._reports.get()) is not None:
-            held, task, v, metrics = item
+        ended = False
+        while not ended and (item := self._reports.get()) is not None:
+            batch = [item]
+            while len(batch) < REPORTS_PER_COMMIT:
+                try:
+                    more = self._reports.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:  # this reporter's end: after this batch
+                    ended = True
+                    break
+                batch.append(more)
             try:
-                with self._attempts.task_context(task):
-                    self._attempts.report(held, task, v, metrics)
+                self._attempts.report_many(batch)
                 backoff.reset()
             except Exception:
-                delay = backoff.next()  # as in a slot: the lease sweeper takes over this task
-                logger.exception(f"task {task.task_id}: report failed, left to the lease sweeper; "
-                                 f"pausing {delay:.1f} s")
+                delay = backoff.next()  # as in a slot: the lease sweeper takes over these tasks
+                logger.exception(f"tasks {', '.join(t.task_id for _, t, _, _ in batch)}: report failed, left to "
+                                 f"the lease sweeper; pausing {delay:.1f} s")
                 self._stop.stop.wait(delay)
             finally:
-                self._ledger.reporting_done()
-                self._ledger.forget(held)
+                for held, _, _, _ in batch:
+                    self._ledger.reporting_done()
+                    self._ledger.forget(held)
 
     def _warm_up(self, child: ChildProcess) -> None:
         """Start the slot's child before its first task, and from this thread: the child's

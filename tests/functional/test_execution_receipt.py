@@ -101,3 +101,26 @@ def test_a_failed_taken_task_is_retried_and_an_early_duplicate_cannot_skip_the_b
     assert execution.complete(aws_stack, retried, "w2", TaskOutcome(outputs={"out": b"v"}), {})
     done = TaskModel.get("t", consistent_read=True)
     assert done.attempt == 2 and [a["number"] for a in done.attempts] == [1, 2]
+
+
+def test_a_grouped_commit_writes_every_attempt_still_ours_and_refuses_the_rest(
+    api: ApiClient, aws_stack: Settings
+) -> None:
+    # GIVEN three taken tasks, one of them cancelled meanwhile, and a duplicate of another
+    sid = api.session()
+    for i in range(3):
+        _submit(api, sid, f"t{i}", f"o{i}")
+    taken = [_taken(aws_stack, f"t{i}") for i in range(3)]
+    duplicate = _taken(aws_stack, "t2")
+    assert api.call("POST", f"/sessions/{sid}/tasks/cancel", {"ids": ["t1"]}).status == 200
+    commits = [execution.Commit(t, "w1", TaskOutcome(outputs={f"o{i}": b"v%d" % i}), {})
+               for i, t in enumerate(taken)]
+    commits.append(execution.Commit(duplicate, "w2", TaskOutcome(outputs={"o2": b"dup"}), {}))
+    # WHEN they are committed together
+    done = execution.complete_many(aws_stack, commits)
+    # THEN the cancelled one and the duplicate were refused, the others written, each value once
+    assert done == [True, False, True, False]
+    assert [TaskModel.get(f"t{i}", consistent_read=True).status for i in range(3)] == [
+        "Completed", "Cancelled", "Completed"]
+    assert ResultModel.get("o0", consistent_read=True).inline == b"v0"
+    assert ResultModel.get("o2", consistent_read=True).inline == b"v2"

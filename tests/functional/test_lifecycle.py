@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from skyloom.core import execution
+from skyloom.core import clock, execution
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.models import ResultModel, TaskModel
@@ -58,7 +58,9 @@ def drain(stream: StreamReader, times: int = 1) -> list[dict[str, Any]]:
         batches.append(batch)
 
 
-def test_a_failure_is_retried_then_cascades_through_three_levels(api: ApiClient, aws_stack: Settings) -> None:
+def test_a_failure_is_retried_then_cascades_through_three_levels(
+    api: ApiClient, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sid = api.session()
     chain(api, sid, retries=1)
     stream = StreamReader(aws_stack)
@@ -68,7 +70,9 @@ def test_a_failure_is_retried_then_cascades_through_three_levels(api: ApiClient,
     assert execution.fail(aws_stack, task, "w1", BOOM) == "Submitted"
     a = TaskModel.get("a", consistent_read=True)
     assert [x["outcome"] for x in a.attempts] == ["error"] and a.attempts[0]["error_type"] == "ValueError"
-    # WHEN the last attempt fails too
+    # WHEN, its backoff over, the last attempt fails too
+    after_backoff = float(a.not_before) + 0.1
+    monkeypatch.setattr(clock, "now", lambda: after_backoff)
     task = claim(aws_stack, "a", "w2")
     assert task is not None and task.attempt == 2
     assert execution.fail(aws_stack, task, "w2", BOOM) == "Error"

@@ -23,6 +23,7 @@ from fargate_worker.child import TIMEOUT_ERROR, ChildResult, Ending
 from fargate_worker.settings import WorkerSettings
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
+from skyloom.core.execution import Commit
 from skyloom.core.models import TaskModel
 from skyloom.core.resources import PartitionSpec
 from skyloom.errors import Conflict
@@ -141,6 +142,10 @@ class FakeOps:
     failures: dict[str, int] = field(default_factory=dict)
     #: What fail() answers: "Error" (no retries left), "Submitted" (retried) or "lost".
     fail_status: str = "Error"
+    #: How long a (grouped) commit takes.
+    commit_seconds: float = 0.0
+    #: The task ids of each grouped commit.
+    groups: list[list[str]] = field(default_factory=list)
 
     def add(self, task_id: str, handler: str = "ok", status: str = "Submitted", **options: Any) -> TaskMessage:
         self.status[task_id], self.handler[task_id], self.options[task_id] = status, handler, options
@@ -177,6 +182,11 @@ class FakeOps:
         self._record("complete", task.task_id, dict(metrics))
         self.status[task.task_id] = "Completed"
         return True
+
+    def complete_many(self, settings: Settings, commits: list[Commit]) -> list[bool]:
+        self.groups.append([c.task.task_id for c in commits])
+        time.sleep(self.commit_seconds)
+        return [self.complete(settings, c.task, c.worker_id, c.outcome, c.metrics) for c in commits]
 
     def fail(self, settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *,
              timed_out: bool = False) -> str:
@@ -319,6 +329,19 @@ def test_short_tasks_are_received_ten_at_a_time_and_empty_upper_levels_rarely_po
     assert len(fetched) <= 8 and max(fetched) == 10
     # The empty high level is checked about once a second, not before every receive.
     assert sum(1 for url, _, _ in receives if url == HIGH) <= 3
+
+
+def test_successes_finished_while_a_commit_is_under_way_share_the_next_commit(h: Harness) -> None:
+    # GIVEN commits that take as long as a few short tasks
+    h.ops.commit_seconds = 0.05
+    for i in range(30):
+        h.submit(f"t{i}", url=LOW)
+    # WHEN one slot runs them, its reporter committing behind it
+    h.make(burst=True, prefetch=1).run()
+    # THEN each task was committed once, and the commits carried several tasks each
+    assert sorted(t for t, _ in h.ops.of("complete")) == sorted(f"t{i}" for i in range(30))
+    assert len(h.ops.groups) < 30 and max(len(g) for g in h.ops.groups) > 1
+    assert h.sqs.left() == 0
 
 
 def test_a_message_that_cannot_be_claimed_is_deleted_without_running(h: Harness) -> None:

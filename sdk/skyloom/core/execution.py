@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError, UpdateError
@@ -22,7 +23,7 @@ from pynamodb.transactions import TransactWrite
 from skyloom.core import access, blobs, clock, readiness, sessions
 from skyloom.core.cancellation import abort_output, cancel_task
 from skyloom.core.config import Settings
-from skyloom.core.ddb import Op, condition_failed, failed_indexes, transact, transact_idempotent
+from skyloom.core.ddb import TRANSACTION_MAX_ITEMS, Op, condition_failed, failed_indexes, transact, transact_idempotent
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.graph import delegations, subtask_depth, uncovered_outputs, unknown_outputs
 from skyloom.core.models import ResultModel, SessionModel, TaskModel
@@ -411,15 +412,112 @@ def _attempt_record(task: TaskModel, worker_id: str, outcome: str, error: Remote
     return rec
 
 
+@dataclass
+class Commit:
+    """One finished attempt, to be committed alone or with others (:func:`complete_many`)."""
+
+    task: TaskModel
+    worker_id: str
+    outcome: TaskOutcome
+    metrics: dict[str, float]
+
+
+@dataclass
+class _Prepared:
+    """A commit ready to join a transaction: its items, and what to do once it is written."""
+
+    task: TaskModel
+    ops: list[Op]
+    staged_results: list[ResultModel]
+    staged_tasks: list[TaskModel]
+    #: Bytes it puts in the transaction (inline values): DynamoDB takes at most 4 MB per call.
+    size: int
+
+
+#: A grouped commit stays under DynamoDB's 4 MB per TransactWriteItems, with room for the rest.
+GROUP_MAX_BYTES = 3 * 1024 * 1024
+
+
 def complete(
     settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome, metrics: dict[str, float]
 ) -> bool:
-    """Record a successful attempt. False if the lease was lost (another worker owns the task).
+    """Record a successful attempt. False if the lease was lost (another worker owns the task)."""
+    return complete_many(settings, [Commit(task, worker_id, outcome, metrics)])[0]
 
-    Order: upload large values -> write staged children (not live) -> one commit transaction ->
-    make children live. A crash before the commit leaves only unreachable staged items; after it,
-    the sweeper sees ``finalize_pending`` and activates the children.
+
+def complete_many(settings: Settings, commits: Sequence[Commit]) -> list[bool]:
+    """Record successful attempts, in as few transactions as DynamoDB's limits allow; for each,
+    False if it was no longer ours (lease lost, cancelled, another attempt committed first).
+
+    Per attempt: upload large values -> write staged children (not live) -> commit items -> make
+    children live. The commit items of several attempts share one TransactWriteItems: an agent's
+    finished short tasks cost one write call together instead of one each. A transaction refused by
+    some items' conditions is written again without the attempts those items belong to (the
+    cancellation reasons say which). A crash before the commit leaves only unreachable staged
+    items; after it, the sweeper sees ``finalize_pending`` and activates the children.
     """
+    results: list[bool] = [False] * len(commits)
+    prepared: dict[int, _Prepared] = {}
+    seen: set[str] = set()
+    for i, c in enumerate(commits):
+        if c.task.task_id in seen:
+            continue  # the same task twice in one group (a duplicate delivery): one transaction
+            # cannot write an item twice, and only one of them could commit anyway
+        seen.add(c.task.task_id)
+        ready = _prepare_commit(settings, c)
+        if isinstance(ready, bool):
+            results[i] = ready
+        else:
+            prepared[i] = ready
+    pending = list(prepared)
+    while pending:
+        group: list[int] = []
+        items = size = 0
+        for i in pending:
+            p = prepared[i]
+            if group and (items + len(p.ops) > TRANSACTION_MAX_ITEMS or size + p.size > GROUP_MAX_BYTES):
+                break
+            group.append(i)
+            items += len(p.ops)
+            size += p.size
+        refused = _commit_group([prepared[i] for i in group])
+        for k, i in enumerate(group):
+            if k in refused:
+                log.warning("commit of task %s refused: lease lost, cancelled or outputs changed",
+                            prepared[i].task.task_id)
+                continue
+            results[i] = True
+            p = prepared[i]
+            if p.staged_tasks:
+                finalize(settings, p.task, p.staged_tasks,
+                         flagged={r.result_id for r in p.staged_results if r.has_dependents})
+        pending = pending[len(group):]
+    return results
+
+
+def _commit_group(group: Sequence[_Prepared]) -> set[int]:
+    """Write the commit items of ``group`` in one transaction; the positions (in ``group``) of the
+    attempts refused by their conditions. The others are written, in a retry if need be."""
+    refused: set[int] = set()
+    while True:
+        live = [k for k in range(len(group)) if k not in refused]
+        if not live:
+            return refused
+        owner = [k for k in live for _ in group[k].ops]
+        try:
+            transact([op for k in live for op in group[k].ops])
+            return refused
+        except TransactWriteError as exc:
+            failed = {owner[j] for j in failed_indexes(exc) if j < len(owner)}
+            if not failed:
+                raise
+            refused |= failed
+
+
+def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
+    """Everything of a commit but the transaction; a bool when the attempt ends here instead (a
+    failure it reported, or an output contract it broke, recorded as a failed attempt)."""
+    task, worker_id, outcome = c.task, c.worker_id, c.outcome
     if outcome.error is not None:
         return fail(settings, task, worker_id, outcome.error) != "lost"
     held = _held_by(task, worker_id)
@@ -438,7 +536,7 @@ def complete(
         return fail(settings, task, worker_id, err) != "lost"
     keys = _store_values(settings, task.session_id, outcome.outputs, token)
     _write_staged(staged_results, staged_tasks)
-    metrics = {**metrics, "upload": round(time.monotonic() - started, 6)}
+    metrics = {**c.metrics, "upload": round(time.monotonic() - started, 6)}
 
     now = clock.now()
     actions: list[Any] = [
@@ -468,17 +566,8 @@ def complete(
         ops.append(_complete_output(rid, task.task_id, data, keys.get(rid), now))
     for rid, sub in moved.items():
         ops.append(_delegate_output(rid, task.task_id, sub))
-    try:
-        transact(ops)
-    except TransactWriteError as exc:
-        refused = failed_indexes(exc)
-        if refused:
-            log.warning("commit of task %s refused (items %s): lease lost or outputs changed", task.task_id, refused)
-            return False
-        raise
-    if staged_tasks:
-        finalize(settings, task, staged_tasks, flagged={r.result_id for r in staged_results if r.has_dependents})
-    return True
+    inline = sum(len(data) for rid, data in outcome.outputs.items() if rid not in keys)
+    return _Prepared(task, ops, staged_results, staged_tasks, size=inline + 4096 * len(ops))
 
 
 def _complete_output(rid: str, task_id: str, data: bytes, key: str | None, now: float) -> Op:
