@@ -35,7 +35,7 @@ subsegments; the slots' busy fraction is reported every ``busy_report_seconds``;
 from __future__ import annotations
 
 import functools
-import time
+import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -44,8 +44,8 @@ from fargate_worker.attempt import Attempts, ExecutionOps
 from fargate_worker.child import ChildProcess
 from fargate_worker.heartbeat import Heartbeat
 from fargate_worker.ledger import Ledger
-from fargate_worker.messages import Mailbox
-from fargate_worker.policy import UPPER_CHECK_SECONDS, Backoff, new_worker_id, poll_plan
+from fargate_worker.messages import Held, Mailbox
+from fargate_worker.policy import UPPER_POLL_SECONDS, Backoff, new_worker_id, poll_plan
 from fargate_worker.settings import WorkerConfigError, WorkerSettings
 from fargate_worker.shutdown import ForcedShutdown, StopControl
 from fargate_worker.slots import SlotPool
@@ -100,9 +100,7 @@ class Agent:
                                 busy_report_seconds=config.busy_report_seconds,
                                 memory_limit=memory_limit_bytes(slots=config.slots))
         self._urls: list[str] = []
-        #: When the upper priority levels are next checked, and whether the last check found work.
-        self._next_upper_check = 0.0
-        self._upper_busy = False
+        self._upper_pollers: list[threading.Thread] = []
         self._poll_backoff = Backoff()
 
     @property
@@ -152,6 +150,10 @@ class Agent:
         self._mailbox.start()
         self._heart.start()
         self._pool.start()
+        for url in self._urls[:-1]:
+            t = threading.Thread(target=self._upper_loop, args=(url,), name="poll-upper", daemon=True)
+            t.start()
+            self._upper_pollers.append(t)
 
     def _resolve_queues(self) -> list[str]:
         backoff = Backoff()
@@ -166,31 +168,51 @@ class Agent:
         return []
 
     def _poll_and_hand_over(self, budget: int) -> None:
+        """The bottom level (where the default priority lands) with a short long poll; the levels
+        above too, but only when idle: while the agent works, each upper level has a long poll of
+        its own (:meth:`_upper_loop`), so that no round pays for empty checks of them."""
         # Unsettled messages count as busy: a message given back is not visible to this poll yet.
         idle_before = self._ledger.in_flight == 0 and self._mailbox.pending() == 0
-        # Every round while idle (an idle agent's round is a long poll anyway); at a bounded rate while
-        # it works through a backlog, unless the last check found work there.
-        upper = self._upper_busy or idle_before or time.monotonic() >= self._next_upper_check
         try:
-            received = self._mailbox.receive(poll_plan(self._urls, self.config.poll_wait, upper=upper), budget,
-                                             self._stop.stop)
+            received = self._mailbox.receive(poll_plan(self._urls, self.config.poll_wait, upper=idle_before),
+                                             budget, self._stop.stop)
         except Exception:
             delay = self._poll_backoff.next()
             logger.exception(f"polling SQS failed; retrying in {delay:.1f} s")
             self._stop.stop.wait(delay)
             return
         self._poll_backoff.reset()
-        if upper:
-            self._upper_busy = bool(received) and received[0].queue_url != self._urls[-1]
-            self._next_upper_check = time.monotonic() + UPPER_CHECK_SECONDS
         if received:
-            self._ledger.admit(received)  # held from now on: the heartbeat keeps them invisible
-            self._attempts.read(received)
-            self._pool.hand(received)
-        elif received is None and upper and self.config.burst and idle_before and not self._stop.stopping:
+            self._admit(received)
+        elif received is None and self.config.burst and idle_before and not self._stop.stopping:
             # Every level was empty and nothing was running during the poll, so nothing of ours can
             # have enqueued work since.
             self._stop.finish("burst mode: the queues are empty")
+
+    def _upper_loop(self, url: str) -> None:
+        """Long-poll one upper priority level for as long as the agent runs: its work is received
+        the moment it is sent, and jumps the local backlog (highest priority first), at the cost of
+        one call per :data:`UPPER_POLL_SECONDS` while the level is empty."""
+        backoff = Backoff()
+        while not self._stop.stopping:
+            budget = self._ledger.wait_for_budget(self._stop, ahead=True)
+            if not budget:
+                continue
+            try:
+                received = self._mailbox.receive([(url, UPPER_POLL_SECONDS)], budget, self._stop.stop)
+            except Exception:
+                delay = backoff.next()
+                logger.exception(f"polling an upper priority level failed; retrying in {delay:.1f} s")
+                self._stop.stop.wait(delay)
+                continue
+            backoff.reset()
+            if received:
+                self._admit(received)
+
+    def _admit(self, received: list[Held]) -> None:
+        self._ledger.admit(received)  # held from now on: the heartbeat keeps them invisible
+        self._attempts.read(received)
+        self._pool.hand(received)  # after a stop, the slots give them back at once
 
     def _teardown(self) -> None:
         """Leave nothing held: finish or give back every task and message, then stop the threads."""

@@ -47,8 +47,13 @@ class Ledger:
         with self._lock:
             self.stats[key] += 1
 
-    def wait_for_budget(self, stop: StopControl) -> int:
-        """Block until a slot is free; returns how many messages to ask for (0 once stopping)."""
+    def wait_for_budget(self, stop: StopControl, *, ahead: bool = False) -> int:
+        """Block until a slot is free; returns how many messages to ask for (0 once stopping).
+
+        ``ahead``: for an upper priority level, whose messages jump the backlog: it may take as many
+        as the agent has slots beyond the backlog, at once (no refill hysteresis), so that a backlog
+        of lower work received just before never holds it back for more than a task per slot.
+        """
         max_tasks = self._config.max_tasks
         with self._lock:
             while not stop.stopping:
@@ -59,7 +64,10 @@ class Ledger:
                 # be reported behind while the slots start their next tasks.
                 busy = self._in_flight - min(self._reporting, self._config.slots)
                 limit = in_flight_limit(self._config.slots, self._config.prefetch, self._estimate())
-                budget = refill_budget(limit, self._config.slots, busy)
+                if ahead:
+                    budget = receive_budget(limit + self._config.slots, busy)
+                else:
+                    budget = refill_budget(limit, self._config.slots, busy)
                 if max_tasks is not None:  # counts every task not finished with
                     budget = min(budget, receive_budget(max_tasks, self._in_flight, max_tasks, self._finished))
                 if budget:

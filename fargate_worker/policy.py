@@ -68,9 +68,8 @@ def receive_budget(slots: int, in_flight: int, max_tasks: int | None = None, fin
 #: tasks take. Enough to hide a receive's round trip behind work; small, because a message held
 #: here is one another (idle) agent cannot have: what it holds is the tail of a run's imbalance.
 BACKLOG_SECONDS = 0.15
-#: While the upper priority levels are empty, they are checked at most this often while the agent
-#: works through a backlog: the most a higher-priority task waits behind lower ones received after it.
-UPPER_CHECK_SECONDS = 0.25
+#: The long poll of each upper priority level's own poller (SQS takes up to 20).
+UPPER_POLL_SECONDS = 10
 
 
 def in_flight_limit(slots: int, prefetch: int, seconds_per_task: float | None,
@@ -110,10 +109,9 @@ def poll_plan(urls: Sequence[str], wait: int, *, upper: bool = True) -> list[tup
 
     With ``upper``, every level above the bottom without waiting, highest first; then a long poll of
     ``wait`` seconds on the bottom level, which is where priority 0 (the default) lands: the common
-    case is picked up the moment it is sent. The agent asks for ``upper`` at a bounded rate
-    (:data:`UPPER_CHECK_SECONDS`) while those levels are empty, and on every round while they have
-    work: empty checks of every level on every round were most of its receive calls. On SQS a short
-    poll samples only some servers, so an empty answer only delays that work to a later check.
+    case is picked up the moment it is sent. The agent asks for ``upper`` only when idle: each upper
+    level also has a long poll of its own (empty checks of every level on every round were most of
+    its receive calls), and on SQS a short poll samples only some servers anyway.
     """
     if not urls:
         return []

@@ -73,7 +73,18 @@ def client(stack: LocalStack) -> Iterator[skyloom.Client]:
         yield c
     finally:
         c.close()
-        stack.workers.start()  # whatever a test killed, the next one starts with every worker up
+        _restart_and_wait(stack)  # whatever a test killed, the next one starts with every worker up
+
+
+def _restart_and_wait(stack: LocalStack) -> None:
+    """Start the workers a test killed, and wait until each has started its agent: a test that wants
+    one task per agent must not race a worker still booting."""
+    pool = stack.workers
+    dead = [i for i in range(len(pool.pids)) if not pool.alive(i)]
+    sizes = {i: pool.log_path(i).stat().st_size if pool.log_path(i).exists() else 0 for i in dead}
+    pool.start()
+    for i in dead:
+        _wait_until(lambda i=i: b"agent starting" in pool.log_path(i).read_bytes()[sizes[i]:])  # type: ignore[misc]
 
 
 def _wait_for_mark(marks: Path, tag: str, timeout: float = TIMEOUT) -> int:
