@@ -35,6 +35,12 @@ _LOCK = threading.Lock()
 URL_FRESH_SECONDS = 30.0
 
 DoneCallback = Callable[["Future[Any]"], object]
+#: Result states after which nothing changes but a deletion.
+_FINAL = frozenset({"Completed", "Aborted", "Deleted"})
+
+
+def is_final(status: str) -> bool:
+    return status in _FINAL
 
 
 class Future(Generic[T]):

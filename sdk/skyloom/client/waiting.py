@@ -18,8 +18,8 @@ every wait on that session goes through it:
   one per future; starts of long requests are at least :data:`MIN_ROUND_SECONDS` apart so a stream
   of completions is read in batches.
 - **Values.** Values come inline up to the server's budget per answer; what did not fit (and large
-  values, which come as presigned URLs) is fetched by :meth:`SessionWaiter.load` in as few requests
-  as the budget allows.
+  values, which come as presigned URLs) is fetched by :mod:`skyloom.client.values` in as few
+  requests as the budget allows.
 - **Callbacks.** ``add_done_callback`` and ``await`` are served by one background thread per
   session (:meth:`SessionWaiter.watch`), which is just another waiter.
 """
@@ -30,11 +30,12 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from skyloom.client.futures import DoneCallback, Future, run_callbacks
+from skyloom.client import values
+from skyloom.client.futures import DoneCallback, Future, is_final, run_callbacks
 from skyloom.core.protocol import MAX_IDS_PER_REQUEST, WAIT_MAX_SECONDS, ResultData, ResultInfo, WaitMode
 from skyloom.errors import NotFound, SkyloomError, WaitTimeout
 
@@ -56,15 +57,6 @@ ALSO_MAX = 200
 _NAP_SECONDS = 1.0
 #: Delegations followed when cancelling (a task that returned a future hands its result on).
 MAX_CANCEL_HOPS = 100
-#: Parallel downloads of presigned URLs when many large values are read at once.
-DOWNLOAD_THREADS = 8
-
-_FINAL = frozenset({"Completed", "Aborted", "Deleted"})
-
-
-def is_final(status: str) -> bool:
-    return status in _FINAL
-
 
 @dataclass(eq=False)
 class _Wait:
@@ -217,23 +209,8 @@ class SessionWaiter:
         self._send(plan)
 
     def load(self, futures: Sequence[Future[Any]]) -> None:
-        """Bring the values (or errors) of settled futures into memory, in as few requests as the
-        server's answer budget allows, then download large values from their presigned URLs."""
-        retried = False
-        while True:
-            need = [f for f in futures if f._needs_detail()]
-            for chunk in _chunks(need, MAX_IDS_PER_REQUEST):
-                self._fill(chunk)
-            urls = [f for f in futures if f._needs_download()]
-            failed = self._download(urls)
-            if not failed:
-                return
-            if retried:
-                raise failed[0][1]
-            # A URL can expire before its turn (the server's presign lifetime may be short): ask again.
-            for f, _ in failed:
-                f._forget_url()
-            retried = True
+        """Bring the values (or errors) of settled futures into memory; see :func:`values.load`."""
+        values.load(self._client, self._sid, futures)
 
     def cancel(self, futures: Sequence[Future[Any]]) -> None:
         """Cancel the tasks producing ``futures`` (following delegations), and settle them."""
@@ -416,8 +393,10 @@ class SessionWaiter:
 
     # ------------------------------------------------------------------------------------ parts
     def _track_locked(self, f: Future[Any]) -> None:
-        refs = self._tracked.setdefault(f.id, [])
-        if not any(r() is f for r in refs):
+        refs = self._tracked.get(f.id)
+        if refs is None:
+            self._tracked[f.id] = [weakref.ref(f)]
+        elif not any(r() is f for r in refs):
             refs.append(weakref.ref(f))
 
     def _also(self, skip: set[str], room: int, now: float) -> list[str]:
@@ -445,47 +424,6 @@ class SessionWaiter:
     def _nap(w: _Wait, now: float) -> float:
         limit = _NAP_SECONDS if w.deadline is None else w.deadline - now
         return max(0.001, min(_NAP_SECONDS, limit))
-
-    def _fill(self, futures: list[Future[Any]]) -> None:
-        """Ask for the values or errors of settled futures (a wait with timeout 0 answers at once)."""
-        ids = list(dict.fromkeys(f.id for f in futures))
-        while ids:
-            answer = self._client.wait_once(self._sid, ids, timeout=0.0, values=True)
-            by_id = {v.result_id: v for v in answer.values}
-            infos = {i.result_id: i for i in answer.results}
-            cut = set(answer.incomplete)
-            for f in futures:
-                info = infos.get(f.id)
-                if info is not None and is_final(info.status):
-                    run_callbacks(f, f._settle(info, by_id.get(f.id), f.id in cut))
-            left = [i for i in ids if i in cut]
-            if len(left) == len(ids):
-                raise SkyloomError(f"the server answered none of the values of results {', '.join(ids[:5])}")
-            ids = left
-
-    def _download(self, futures: list[Future[Any]]) -> list[tuple[Future[Any], SkyloomError]]:
-        """Download the values behind presigned URLs, several at once; returns the failed ones."""
-        if not futures:
-            return []
-
-        def one(f: Future[Any]) -> tuple[Future[Any], SkyloomError] | None:
-            url = f._url
-            if url is None:
-                return None
-            try:
-                f._set_data(self._client.download_url(url[0]))
-            except SkyloomError as exc:
-                return f, exc
-            return None
-
-        if len(futures) == 1:
-            outcomes = [one(futures[0])]
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=min(DOWNLOAD_THREADS, len(futures))) as pool:
-                outcomes = list(pool.map(one, futures))
-        return [o for o in outcomes if o is not None]
 
     def _watch_loop(self, w: _Wait) -> None:
         """The background waiter of callbacks and ``await``: runs while watched futures are pending."""
@@ -526,11 +464,6 @@ class SessionWaiter:
                         failed.append((f, f._fail(exc)))
         for f, callbacks in failed:
             run_callbacks(f, callbacks)
-
-
-def _chunks(items: Sequence[Future[Any]], size: int) -> Iterator[list[Future[Any]]]:
-    for i in range(0, len(items), size):
-        yield list(items[i : i + size])
 
 
 def _timeout(ids: list[str], pending: Iterable[str], timeout: float | None) -> WaitTimeout:
