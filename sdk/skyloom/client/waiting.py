@@ -71,8 +71,8 @@ class _Wait:
     pending: dict[str, None] = field(default_factory=dict)
     #: Ids no request has looked at since this wait began (``timeout=0`` still looks once).
     unchecked: set[str] = field(default_factory=set)
-    #: The latest state seen of each id.
-    latest: dict[str, ResultInfo] = field(default_factory=dict)
+    #: The latest state seen of each id, when the caller wants them (the low-level API does).
+    latest: dict[str, ResultInfo] | None = None
     any_final: bool = False
     failed: bool = False
     error: BaseException | None = None
@@ -189,11 +189,11 @@ class SessionWaiter:
             WaitTimeout: ``timeout`` passed first (after at least one look at every id).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        w = _Wait(list(dict.fromkeys(ids)), mode, deadline)
+        w = _Wait(list(dict.fromkeys(ids)), mode, deadline, latest={})
         self._run(w)
         if not w.satisfied():
             raise _timeout(w.ids, w.pending, timeout)
-        return w.latest
+        return w.latest or {}
 
     def poll(self, futures: Sequence[Future[Any]]) -> None:
         """Ask the server once whether ``futures`` are final, unless a request looked a moment ago."""
@@ -371,7 +371,8 @@ class SessionWaiter:
                 final = is_final(info.status)
                 for x in self._waits:
                     if rid in x.pending:
-                        x.latest[rid] = info
+                        if x.latest is not None:
+                            x.latest[rid] = info
                         if final:
                             del x.pending[rid]
                             x.any_final = True
@@ -432,6 +433,7 @@ class SessionWaiter:
             with self._cond:
                 for rid in [i for i in w.pending if not any(r() is not None for r in self._tracked.get(i, ()))]:
                     del w.pending[rid]  # every future of it is gone, so is every callback
+                w.ids = list(w.pending)  # the watcher lives long: keep only what it still waits for
                 if self._closed or not w.pending:
                     self._watched = None
                     return
