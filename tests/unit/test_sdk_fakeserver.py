@@ -249,7 +249,7 @@ class FakeServer:
     def _result(self, sid: str, rid: str) -> FakeResult:
         r = self.results.get(rid)
         if r is None or r.session_id != sid:
-            raise ResultNotFound(f"result {rid} not found", field="ids")
+            raise ResultNotFound(f"result {rid} not found", field="ids", details={"missing": [rid]})
         return r
 
     def _create_results(self, sid: str, body: Any) -> Any:

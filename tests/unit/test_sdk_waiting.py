@@ -234,6 +234,28 @@ def test_an_unknown_id_fails_only_the_wait_that_named_it() -> None:
     assert got == [42]
 
 
+def test_an_unknown_id_in_the_shared_request_fails_only_its_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN short rounds far apart, so a second wait joins the next shared request
+    monkeypatch.setattr(waiting, "FIRST_ROUND_SECONDS", 0.2)
+    monkeypatch.setattr(waiting, "MIN_ROUND_SECONDS", 1.0)
+    server = FakeServer(auto_run=False)
+    client = Client(server)
+    with client.session() as s:
+        f = double.submit(21)
+    got: list[int] = []
+    t = threading.Thread(target=lambda: got.append(f.result(timeout=30)))
+    t.start()
+    _until(lambda: server.count("/results/wait") >= 1 and server.waiting == 0)
+    # WHEN a wait for an unknown id joins it (the request names both waits' ids)
+    with pytest.raises(skyloom.ResultNotFound):
+        client.wait_results(s.session_id, ["nope"], timeout=30)
+    assert any(set(b["ids"]) == {f.id, "nope"} for b in server.posts("/results/wait"))
+    server.run()
+    t.join(30)
+    # THEN the error went to that wait only
+    assert got == [42]
+
+
 def test_failures_keep_their_details() -> None:
     server = FakeServer()
     with Client(server) as c, c.session():
