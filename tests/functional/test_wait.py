@@ -152,11 +152,11 @@ def test_a_long_wait_for_many_results_costs_a_read_per_recheck(api: ApiClient, d
     # WHEN a client waits for all of them for 1.5 s
     answer = wait(api, sid, ids=ids, timeout=1.5, values=True)
     # THEN no GetItem per result: a first read and a final report of 10 BatchGetItem calls each
-    # (100 keys a call), and in between one call per re-check (it stops at the first pending page)
+    # (100 keys a call), and in between one call per re-check (it stops at the first pending page);
+    # re-checks start 20 ms apart and grow 1.5 times, so 1.5 s holds at most a dozen of them
     assert answer["done"] is False and len(answer["results"]) == 1000
     assert ddb_calls["GetItem"] <= 1  # the session
-    rechecks = ddb_calls["BatchGetItem"] - 2 * 10
-    assert 1 <= rechecks <= 20, ddb_calls
+    assert ddb_calls["BatchGetItem"] <= 2 * 10 + 12, ddb_calls
     # AND an any-mode wait re-reads every pending id each time, still 100 keys a call
     ddb_calls.clear()
     wait(api, sid, ids=ids, timeout=0.5, mode="any")
