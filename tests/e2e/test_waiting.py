@@ -86,8 +86,9 @@ def test_waiting_for_100_running_tasks_is_a_handful_of_requests(
         futures = [square.submit(i) for i in range(100)]
     before = counted.count("/results/wait")
     assert skyloom.gather(futures, timeout=TIMEOUT) == [i * i for i in range(100)]
-    # rounds of 1, 1, 2, 4, 8, 16, 20 s while the tasks run: a few requests, and no per-result read
-    assert counted.count("/results/wait") - before <= 12
+    # one request per round (1, 1, 2, 4, 8, 16, then 20 s) while the tasks run, whatever their number,
+    # plus one to read what the last answer left out; never a per-result read
+    assert counted.count("/results/wait") - before <= 20
     assert counted.count("/data") == 0 and counted.count("/events") == 0 and counted.count("/results/get") == 0
 
 
