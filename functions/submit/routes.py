@@ -269,12 +269,14 @@ def get_results(session_id: SessionId, req: IdsRequest, owner: Owner, settings: 
 @app.post(
     "/sessions/<session_id>/results/wait",
     operation_id="waitResults",
-    summary="Wait (long-poll) until results are final",
+    summary="Wait (long-poll) until results are final, and read many values at once",
     tags=["results"],
     responses=_responses(200, body=True),
 )
 def wait_results(session_id: SessionId, req: WaitRequest, owner: Owner, settings: CurrentSettings) -> WaitResponse:
-    """Wait until all (or any) of the results are final, at most ``timeout`` seconds.
+    """Wait until all (or any, or all unless one fails) of the results are final, at most ``timeout``
+    seconds; with ``values``, the answer carries the values of Completed results (and of the final
+    ones among ``also``) inline or as presigned URLs, up to a byte budget.
 
     The timeout is cut to what this invocation has left, so a long-poll returns ``done: false``
     instead of being killed by a Lambda timeout the caller would see as a 5xx.

@@ -7,13 +7,31 @@ Example:
     ...     return x * x
     >>> with skyloom.connect() as client:
     ...     print(square.submit(7).result())
+    ...     print(sum(square.map(range(100))))                  # like Executor.map
+    ...     print(skyloom.gather([square.submit(i) for i in range(3)]))
     49
+    328350
+    [0, 1, 4]
 """
 
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from skyloom.client import Client, Future, Session, TaskFunction, TaskRequest, connect, task
+from skyloom.client import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    Client,
+    Future,
+    Session,
+    TaskFunction,
+    TaskRequest,
+    as_completed,
+    connect,
+    gather,
+    task,
+    wait,
+)
 from skyloom.errors import (
     ClaimConflict,
     Conflict,
@@ -45,6 +63,9 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "ClaimConflict",
     "Client",
     "Conflict",
@@ -72,8 +93,11 @@ __all__ = [
     "Unauthorized",
     "WaitTimeout",
     "__version__",
+    "as_completed",
     "connect",
     "current_context",
+    "gather",
     "handler",
     "task",
+    "wait",
 ]

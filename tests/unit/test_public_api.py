@@ -9,6 +9,9 @@ import sys
 import skyloom
 
 EXPECTED = {
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "ClaimConflict",
     "Client",
     "Conflict",
@@ -36,22 +39,27 @@ EXPECTED = {
     "Unauthorized",
     "WaitTimeout",
     "__version__",
+    "as_completed",
     "connect",
     "current_context",
+    "gather",
     "handler",
     "task",
+    "wait",
 }
 
 
 def test_exports_are_pinned() -> None:
     assert set(skyloom.__all__) == EXPECTED
-    assert sorted(skyloom.__all__) == skyloom.__all__  # kept sorted, so diffs stay readable
+    # Kept sorted (constants first, as ruff's RUF022 orders it), so diffs stay readable.
+    assert sorted(skyloom.__all__, key=lambda n: (not n.isupper(), n)) == skyloom.__all__
     for name in skyloom.__all__:
         assert getattr(skyloom, name) is not None
 
 
 def test_public_names_are_documented_with_an_example() -> None:
-    for name in ("task", "connect", "Client", "Session", "Future", "TaskContext", "TaskRequest", "handler"):
+    for name in ("task", "connect", "Client", "Session", "Future", "TaskContext", "TaskRequest", "handler",
+                 "wait", "as_completed", "gather"):
         doc = getattr(skyloom, name).__doc__ or ""
         assert "Example:" in doc, f"skyloom.{name} needs a docstring with an example"
 

@@ -7,6 +7,10 @@ the worker agent does (outputs complete, staged work goes live on success, deleg
 owner, failures retry then abort dependents). TaskInput and TaskOutcome are pickled on the way, as
 across the agent's pipe. Errors travel as JSON bodies through ``error_from_response``, so the
 client's error mapping is exercised too.
+
+Requests are served one at a time (a lock), except that a wait long-polls like the real route: it
+sleeps, lock released, until something changes or its timeout passes, and answers with values and
+errors within the same byte budget as :func:`skyloom.core.results.wait_results`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import itertools
 import json
 import pickle
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -36,6 +41,7 @@ from skyloom.core.protocol import (
     b64decode,
     b64encode,
 )
+from skyloom.core.results import WAIT_ANSWER_BUDGET_BYTES
 from skyloom.errors import (
     Conflict,
     InvalidRequest,
@@ -50,7 +56,7 @@ from skyloom.options import TaskOptions
 from skyloom.runtime.executor import run_task
 from skyloom.runtime.outcome import TaskInput, TaskOutcome
 
-FINAL = ("Completed", "Aborted")
+FINAL = ("Completed", "Aborted", "Deleted")
 #: The order of state changes across every fake, standing in for ``updated_at`` in the events feed.
 _CHANGES = itertools.count(1)
 
@@ -141,17 +147,31 @@ class FakeServer:
     #: real feed's settle horizon; 0 settles every change at once.
     settle_reads: int = 0
     _unsettled: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Bytes of values and errors per wait answer (the real route's budget unless a test shrinks it).
+    wait_budget: int = WAIT_ANSWER_BUDGET_BYTES
+    #: Long-polling waits (timeout > 0) in flight now, and the most at once.
+    waiting: int = 0
+    most_waiting: int = 0
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _changed: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._changed = threading.Condition(self._lock)
 
     # ------------------------------------------------------------------ Transport protocol
     def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
-        self.calls.append((method, path, body))
-        if self.inject:
-            status, err = self.inject.pop(0)
-            raise error_from_response(status, json.dumps(err).encode(), f"{method} {path}")
-        try:
-            return self._route(method, path, json.loads(json.dumps(body)) if body is not None else None)
-        except SkyloomError as exc:
-            raise error_from_response(exc.http_status, json.dumps(exc.to_json()).encode(), path) from None
+        with self._lock:
+            self.calls.append((method, path, body))
+            try:
+                if self.inject:
+                    status, err = self.inject.pop(0)
+                    raise error_from_response(status, json.dumps(err).encode(), f"{method} {path}")
+                try:
+                    return self._route(method, path, json.loads(json.dumps(body)) if body is not None else None)
+                except SkyloomError as exc:
+                    raise error_from_response(exc.http_status, json.dumps(exc.to_json()).encode(), path) from None
+            finally:
+                self._changed.notify_all()
 
     def put_url(self, url: str, data: bytes) -> None:
         self.blob_calls.append(("PUT", url))
@@ -168,6 +188,10 @@ class FakeServer:
     def posts(self, suffix: str) -> list[Any]:
         """Bodies of the POST requests whose path ends with ``suffix``."""
         return [b for m, p, b in self.calls if m == "POST" and p.endswith(suffix)]
+
+    def count(self, part: str) -> int:
+        """Requests whose path contains ``part``."""
+        return sum(1 for _, p, _ in self.calls if part in p)
 
     def task_of_output(self, result_id: str) -> FakeTask:
         return next(t for t in self.tasks.values() if result_id in t.outputs)
@@ -186,6 +210,7 @@ class FakeServer:
             ("GET", r"/sessions/(\w+)/results/(\w+)", self._get_result),
             ("POST", r"/sessions/(\w+)/tasks", self._submit),
             ("POST", r"/sessions/(\w+)/tasks/get", self._get_tasks),
+            ("POST", r"/sessions/(\w+)/tasks/cancel", self._cancel_tasks),
             ("GET", r"/sessions/(\w+)/events(?:\?(.*))?", self._events),
         ]
         for m, pattern, fn in routes:
@@ -224,7 +249,7 @@ class FakeServer:
     def _result(self, sid: str, rid: str) -> FakeResult:
         r = self.results.get(rid)
         if r is None or r.session_id != sid:
-            raise ResultNotFound(f"result {rid} not found", field="ids")
+            raise ResultNotFound(f"result {rid} not found", field="ids", details={"missing": [rid]})
         return r
 
     def _create_results(self, sid: str, body: Any) -> Any:
@@ -263,21 +288,73 @@ class FakeServer:
 
     def _wait(self, sid: str, body: Any) -> Any:
         req = WaitRequest.model_validate(body)
-        self._maybe_run()
-        rs = [self._result(sid, rid) for rid in req.ids]
-        final = [r.status in FINAL for r in rs]
-        return {"results": [r.info() for r in rs], "done": all(final) if req.mode == "all" else any(final)}
+        self._session(sid)
+        deadline = time.monotonic() + req.timeout
+        long = req.timeout > 0
+        self.waiting += long
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        try:
+            while True:
+                self._maybe_run()
+                rs = [self._result(sid, rid) for rid in dict.fromkeys(req.ids)]
+                done = _wait_over(req.mode, rs)
+                left = deadline - time.monotonic()
+                if done or left <= 0:
+                    break
+                self._changed.wait(left)  # the lock is released: other requests go on
+        finally:
+            self.waiting -= long
+        waited = {r.result_id for r in rs}
+        also = [self.results[i] for i in dict.fromkeys(req.also) if i not in waited and i in self.results]
+        also = [r for r in also if r.session_id == sid and r.status in FINAL]
+        infos, values, incomplete, spent = [], [], [], 0
+        for r in rs + also:
+            info = r.info()
+            value = self._value(sid, r) if req.values and r.status == "Completed" else None
+            cost = len(json.dumps(info["error"])) if info["error"] else 0
+            if value is not None:
+                cost = len(value.get("data") or "") + (2048 if value.get("download_url") else 0) + 100
+            if spent and spent + cost > self.wait_budget:
+                incomplete.append(r.result_id)
+                info["error"] = None
+            else:
+                spent += cost
+                if value is not None:
+                    values.append(value)
+            infos.append(info)
+        return {"results": infos, "done": done, "values": values, "incomplete": incomplete}
+
+    def _value(self, sid: str, r: FakeResult) -> dict[str, Any]:
+        data = r.data or b""
+        if len(data) > self.inline_limit:
+            url = f"fake://download/{sid}/{r.result_id}"
+            self.blobs[url] = data
+            return {"result_id": r.result_id, "size": len(data), "download_url": url}
+        return {"result_id": r.result_id, "size": len(data), "data": b64encode(data)}
+
+    def _cancel_tasks(self, sid: str, body: Any) -> Any:
+        self._session(sid)
+        out = []
+        for tid in IdsRequest.model_validate(body).ids:
+            t = self.tasks.get(tid)
+            if t is None or t.session_id != sid:
+                raise TaskNotFound(f"task {tid}", field="ids")
+            if t.status not in ("Completed", "Error", "Cancelled"):
+                t.status = "Cancelled"
+                error = ResultError(task_id=tid, handler=t.handler, status="Cancelled", attempts=t.attempts,
+                                    type="TaskCancelled", message=f"task {tid} was cancelled by tester")
+                for rid in t.outputs:
+                    if self.results[rid].status == "Created" and self.results[rid].owner == tid:
+                        self.results[rid].status, self.results[rid].error = "Aborted", error
+            out.append(t.info())
+        return {"tasks": out}
 
     def _data(self, sid: str, rid: str, body: Any) -> Any:
         self._maybe_run()
         r = self._result(sid, rid)
         if r.status != "Completed" or r.data is None:
             raise Conflict(f"result {rid} is {r.status}")
-        if len(r.data) > self.inline_limit:
-            url = f"fake://download/{sid}/{rid}"
-            self.blobs[url] = r.data
-            return {"result_id": rid, "size": len(r.data), "download_url": url}
-        return {"result_id": rid, "size": len(r.data), "data": b64encode(r.data)}
+        return self._value(sid, r)
 
     def _submit(self, sid: str, body: Any) -> Any:
         session = self._session(sid)
@@ -365,6 +442,11 @@ class FakeServer:
 
     def run(self) -> None:
         """Run ready tasks until nothing changes, like workers plus the resolve function."""
+        with self._lock:
+            self._run_ready()
+            self._changed.notify_all()
+
+    def _run_ready(self) -> None:
         progress = True
         while progress:
             progress = False
@@ -442,6 +524,15 @@ class FakeServer:
         for rid in t.outputs:
             r = self.results[rid]
             r.status, r.error = "Aborted", error
+
+
+def _wait_over(mode: str, rs: list[FakeResult]) -> bool:
+    final = [r for r in rs if r.status in FINAL]
+    if mode == "any":
+        return bool(final)
+    if mode == "first_failure" and any(r.status != "Completed" for r in final):
+        return True
+    return len(final) == len(rs)
 
 
 # ------------------------------------------------------------------------------------- tests

@@ -1,4 +1,8 @@
-"""Waiting follows the session's events feed: one reader per session, backing off while idle."""
+"""Waiting is server-side: one long poll per session at a time, whose answers carry the values.
+
+Counts, never timings: the fake server records every request, and blocks a wait like the real
+route (until something changes or its timeout passes).
+"""
 
 from __future__ import annotations
 
@@ -25,93 +29,235 @@ def fail(message: str) -> int:
     raise ValueError(message)
 
 
-class CountingServer(FakeServer):
-    """Records how many events reads were on the wire at once."""
-
-    def __init__(self, **kw: Any):
-        super().__init__(**kw)
-        self._gate = threading.Lock()
-        self.reading = 0
-        self.most_reading = 0
-
-    def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
-        if "/events" not in path:
-            with self._gate:
-                return super().request(method, path, body, timeout=timeout)
-        with self._gate:
-            self.reading += 1
-            self.most_reading = max(self.most_reading, self.reading)
-        time.sleep(0.01)  # long enough for overlapping readers to show
-        try:
-            with self._gate:
-                return super().request(method, path, body, timeout=timeout)
-        finally:
-            with self._gate:
-                self.reading -= 1
-
-    def count(self, part: str) -> int:
-        return sum(1 for _, p, _ in self.calls if part in p)
+@skyloom.task(max_retries=0)
+def fail_loudly(i: int) -> int:
+    raise ValueError(f"trade {i}: " + "x" * 2000)
 
 
-def test_many_futures_cost_a_few_feed_reads_and_no_status_reads() -> None:
-    # GIVEN fifty futures of one session
-    server = CountingServer()
+@skyloom.task
+def blob(i: int) -> bytes:
+    return bytes([i % 256]) * 1000
+
+
+def reads(server: FakeServer) -> dict[str, int]:
+    """Requests that wait for or read results (submissions left out)."""
+    return {part: server.count(part) for part in ("/results/wait", "/results/get", "/data", "/events")}
+
+
+def timeouts(server: FakeServer) -> list[float]:
+    return [float(b.get("timeout", 10.0)) for b in server.posts("/results/wait")]
+
+
+# ------------------------------------------------------------------------------ request counts
+@pytest.mark.parametrize("how", ["gather", "in turn", "session.wait"])
+def test_waiting_for_and_reading_1000_results_is_a_handful_of_requests(how: str) -> None:
+    # GIVEN a thousand submitted functions
+    server = FakeServer()
+    with Client(server) as c, c.session() as s:
+        futures = [double.submit(i) for i in range(1000)]
+        # WHEN they are waited for and read: all at once, one after the other, or at the low level
+        if how == "gather":
+            values = skyloom.gather(futures)
+        elif how == "in turn":
+            values = [f.result(timeout=30) for f in futures]
+        else:
+            values = [2 * i for i, info in enumerate(s.wait(futures, timeout=30)) if info.status == "Completed"]
+    # THEN the values are right, and a handful of waits carried them: no per-result reads at all
+    assert values == [2 * i for i in range(1000)]
+    counts = reads(server)
+    assert counts["/results/get"] == counts["/data"] == counts["/events"] == 0
+    assert counts["/results/wait"] <= {"gather": 2, "in turn": 6, "session.wait": 1}[how], counts
+    assert all(len(b["ids"]) + len(b.get("also", [])) <= MAX_IDS_PER_REQUEST for b in server.posts("/results/wait"))
+
+
+def test_a_future_read_after_its_siblings_answer_costs_nothing() -> None:
+    server = FakeServer()
     with Client(server) as c, c.session():
         futures = [double.submit(i) for i in range(50)]
-        # WHEN each is waited for in turn
-        values = [f.result(timeout=10) for f in futures]
-    # THEN the values are right, the feed was read a handful of times, and nothing polled the results
-    assert values == [2 * i for i in range(50)]
-    assert server.count("/events") <= 3
-    assert server.count("/results/wait") == 0 and server.count("/results/get") == 0
+        assert futures[0].result() == 0
+        n = len(server.calls)
+        # the first answer settled its siblings, with their values
+        assert [f.result() for f in futures[1:]] == [2 * i for i in range(1, 50)]
+        assert all(f.done() for f in futures)
+    assert len(server.calls) == n
 
 
-def test_threads_waiting_at_once_share_one_reader() -> None:
+def test_done_on_many_futures_asks_a_few_times() -> None:
+    server = FakeServer()
+    with Client(server) as c, c.session():
+        futures = [double.submit(i) for i in range(500)]
+        c.flush()
+        before = server.count("/results/wait")
+        assert all(f.done() for f in futures)
+    # each look also covers the oldest tracked siblings (ALSO_MAX of them)
+    assert server.count("/results/wait") - before <= 500 // (waiting.ALSO_MAX + 1) + 1
+
+
+def test_values_beyond_the_answer_budget_come_in_a_few_more_requests() -> None:
+    # GIVEN answers that hold about ten 1-KB values
+    server = FakeServer(wait_budget=14_000)
+    with Client(server) as c, c.session():
+        futures = [blob.submit(i) for i in range(100)]
+        values = skyloom.gather(futures)
+    # THEN every value arrives, about ten per request
+    assert values == [bytes([i]) * 1000 for i in range(100)]
+    assert server.count("/results/wait") <= 100 // 9 + 3
+
+
+def test_errors_beyond_the_answer_budget_keep_their_details() -> None:
+    # GIVEN forty failures whose errors do not fit in one answer
+    server = FakeServer(wait_budget=10_000)
+    with Client(server) as c, c.session():
+        futures = [fail_loudly.submit(i) for i in range(40)]
+        done, not_done = skyloom.wait(futures)
+        # THEN each one still raises its own error, with the remote traceback
+        assert not not_done and len(done) == 40
+        for i in (0, 17, 39):
+            err = futures[i].exception()
+            assert isinstance(err, skyloom.TaskFailed)
+            assert f"trade {i}: " in str(err) and "in fail_loudly" in (err.remote_traceback or "")
+
+
+# -------------------------------------------------------------------------------- long polls
+def test_threads_waiting_at_once_share_one_long_request() -> None:
     # GIVEN eight threads waiting on eight futures that nothing runs yet
-    server = CountingServer(auto_run=False)
+    server = FakeServer(auto_run=False)
     client = Client(server)
     with client.session():
         futures = [double.submit(i) for i in range(8)]
     got: dict[int, int] = {}
-    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, futures[i].result(timeout=10)))
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(i, futures[i].result(timeout=30)))
                for i in range(8)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    _until(lambda: server.waiting == 1)
     # WHEN the work runs
-    with server._gate:
-        server.run()
+    server.run()
     for t in threads:
-        t.join(10)
-    # THEN every thread got its value, and the feed never had two readers at once
+        t.join(30)
+    # THEN every thread got its value, and the server never had two long polls of this client at once
     assert got == {i: 2 * i for i in range(8)}
-    assert server.most_reading == 1
+    assert server.most_waiting == 1
 
 
-def test_an_idle_feed_is_read_less_and_less_often() -> None:
-    server = CountingServer(auto_run=False)
+def test_an_idle_wait_is_a_few_long_requests_that_grow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waiting, "FIRST_ROUND_SECONDS", 0.2)
+    server = FakeServer(auto_run=False)
     client = Client(server)
     with client.session():
         f = double.submit(1)
-    start = time.monotonic()
     with pytest.raises(skyloom.WaitTimeout, match="1 of 1 results still not final"):
-        f.result(timeout=1.5)
-    elapsed = time.monotonic() - start
-    # 20 polls a second at first, slowing to one a second: far fewer than a fixed fast pace.
-    assert 1.5 <= elapsed < 3.0
-    assert 3 <= server.count("/events") <= 10
+        f.result(timeout=1.6)
+    asked = timeouts(server)
+    # one request per round, not a busy loop; rounds double while nobody new waits
+    assert 2 <= len(asked) <= 6, asked
+    assert max(asked) >= 2 * waiting.FIRST_ROUND_SECONDS
 
 
-def test_unsettled_changes_end_a_wait_without_waiting_for_the_horizon() -> None:
-    # GIVEN a feed on which changes settle late (here: never)
-    server = CountingServer(settle_reads=10**6)
-    with Client(server) as c, c.session():
-        # THEN results are still seen final, from the feed's recent changes
-        assert double.submit(21).result(timeout=5) == 42
+def test_a_newcomer_looks_at_once_beside_a_long_poll() -> None:
+    # GIVEN a thread long-polling for a result nothing produces
+    server = FakeServer(auto_run=False)
+    client = Client(server)
+    with client.session() as s:
+        stuck = double.submit(1)
+        (ready,) = s.create_results([b"ready"])
+    outcome: list[BaseException] = []
+
+    def wait_stuck() -> None:
+        try:
+            stuck.result(timeout=4)
+        except skyloom.WaitTimeout as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait_stuck)
+    waiter.start()
+    _until(lambda: server.waiting == 1)
+    # WHEN another wait comes for a result that is already final
+    (info,) = client.wait_results(s.session_id, [ready], timeout=30)
+    # THEN it is answered by a quick look of its own while the long poll goes on
+    assert info.status == "Completed" and waiter.is_alive()
+    assert {"ids": [ready], "timeout": 0.0} in [{k: b.get(k) for k in ("ids", "timeout")}
+                                               for b in server.posts("/results/wait")]
+    waiter.join(30)
+    assert len(outcome) == 1
+
+
+def test_timeout_zero_reports_what_is_already_final() -> None:
+    server = FakeServer()
+    client = Client(server)
+    with client.session() as s:
+        (rid,) = s.create_results([b"ready"])
+        (info,) = s.wait([rid], timeout=0)
+    assert info.status == "Completed"
+
+
+def test_ids_from_elsewhere_are_waited_a_request_at_a_time() -> None:
+    # GIVEN 2500 results the waiting client did not create (another process, the low level)
+    server = FakeServer()
+    client = Client(server)
+    sid = client.create_session().session_id
+    ids = [f"r{i}" for i in range(2500)]
+    client.create_results(sid, [ResultSpec(id=i, data="") for i in ids])
+    # WHEN they are waited for
+    infos = client.wait_results(sid, [*ids, ids[0]], timeout=5)
+    # THEN they come back in order, in one request per thousand ids
+    assert [i.result_id for i in infos] == ids and {i.status for i in infos} == {"Completed"}
+    assert all(len(b["ids"]) <= MAX_IDS_PER_REQUEST for b in server.posts("/results/wait"))
+    assert server.count("/results/wait") == 3
+
+
+def test_an_unknown_id_is_an_error_every_time() -> None:
+    server = FakeServer()
+    client = Client(server)
+    sid = client.create_session().session_id
+    for _ in range(2):
+        with pytest.raises(skyloom.ResultNotFound):
+            client.wait_results(sid, ["nope"], timeout=1)
+
+
+def test_an_unknown_id_fails_only_the_wait_that_named_it() -> None:
+    # GIVEN a thread waiting for a real future while the shared request is in flight
+    server = FakeServer(auto_run=False)
+    client = Client(server)
+    with client.session() as s:
+        f = double.submit(21)
+    got: list[int] = []
+    t = threading.Thread(target=lambda: got.append(f.result(timeout=30)))
+    t.start()
+    _until(lambda: server.waiting == 1)
+    # WHEN another wait names an id that does not exist
+    with pytest.raises(skyloom.ResultNotFound):
+        client.wait_results(s.session_id, ["nope"], timeout=5)
+    server.run()
+    t.join(30)
+    # THEN only that wait failed
+    assert got == [42]
+
+
+def test_an_unknown_id_in_the_shared_request_fails_only_its_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN short rounds far apart, so a second wait joins the next shared request
+    monkeypatch.setattr(waiting, "FIRST_ROUND_SECONDS", 0.2)
+    monkeypatch.setattr(waiting, "MIN_ROUND_SECONDS", 1.0)
+    server = FakeServer(auto_run=False)
+    client = Client(server)
+    with client.session() as s:
+        f = double.submit(21)
+    got: list[int] = []
+    t = threading.Thread(target=lambda: got.append(f.result(timeout=30)))
+    t.start()
+    _until(lambda: server.count("/results/wait") >= 1 and server.waiting == 0)
+    # WHEN a wait for an unknown id joins it (the request names both waits' ids)
+    with pytest.raises(skyloom.ResultNotFound):
+        client.wait_results(s.session_id, ["nope"], timeout=30)
+    assert any(set(b["ids"]) == {f.id, "nope"} for b in server.posts("/results/wait"))
+    server.run()
+    t.join(30)
+    # THEN the error went to that wait only
+    assert got == [42]
 
 
 def test_failures_keep_their_details() -> None:
-    server = CountingServer()
+    server = FakeServer()
     with Client(server) as c, c.session():
         f = double.submit(fail.submit("boom"))
         with pytest.raises(skyloom.DependencyAborted, match="ValueError: boom") as info:
@@ -120,7 +266,7 @@ def test_failures_keep_their_details() -> None:
 
 
 def test_tasks_carry_their_function_name_but_run_under_one_handler() -> None:
-    server = CountingServer()
+    server = FakeServer()
     with Client(server) as c, c.session() as s:
         f = double.submit(fail.submit("x"))
     (task,) = [t for t in server.tasks.values() if f.id in t.outputs]
@@ -131,78 +277,9 @@ def test_tasks_carry_their_function_name_but_run_under_one_handler() -> None:
         skyloom.TaskRequest("h", ["r"], label="x" * 1000)
 
 
-def test_timeout_zero_reports_what_is_already_final() -> None:
-    server = CountingServer()
-    client = Client(server)
-    with client.session() as s:
-        (rid,) = s.create_results([b"ready"])
-        (info,) = s.wait([rid], timeout=0)
-    assert info.status == "Completed"
-
-
-def test_ids_from_elsewhere_are_checked_once_then_followed() -> None:
-    # GIVEN 2500 results the waiting client did not create (another process, the low level)
-    server = CountingServer()
-    client = Client(server)
-    sid = client.create_session().session_id
-    ids = [f"r{i}" for i in range(2500)]
-    client.create_results(sid, [ResultSpec(id=i, data="") for i in ids])
-    # WHEN they are waited for twice
-    infos = client.wait_results(sid, [*ids, ids[0]], timeout=5)
-    gets = server.count("/results/get")
-    client.wait_results(sid, ids[:10], timeout=5)
-    # THEN they come back in order; the server was asked once per id chunk, then the feed answers
-    assert [i.result_id for i in infos] == ids and {i.status for i in infos} == {"Completed"}
-    assert all(len(b["ids"]) <= MAX_IDS_PER_REQUEST for b in server.posts("/results/get"))
-    assert server.count("/results/get") == gets + 1  # the second wait only reads the final states
-
-
-def test_a_long_feed_is_drained_without_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(waiting, "MAX_EVENTS", 100)
-    server = CountingServer()
-    client = Client(server)
-    with client.session() as s:
-        ids = s.create_results([b"x"] * 450)
-        start = time.monotonic()
-        assert len(s.wait(ids, timeout=5)) == 450
-    assert time.monotonic() - start < 1.0 and server.count("/events") >= 5
-
-
-def test_an_unknown_id_is_an_error_every_time() -> None:
-    server = CountingServer()
-    client = Client(server)
-    sid = client.create_session().session_id
-    for _ in range(2):
-        with pytest.raises(skyloom.ResultNotFound):
-            client.wait_results(sid, ["nope"], timeout=1)
-
-
-class LosingFeedServer(CountingServer):
-    """A feed that never shows the changes of ``lost`` results: writes that became visible only
-    after the feed's cursor had passed their time (a slow write; GSI reads are eventually consistent)."""
-
-    def __init__(self, **kw: Any):
-        super().__init__(**kw)
-        self.lost: set[str] = set()
-
-    def _events(self, sid: str, query: str | None, body: Any) -> Any:
-        page = super()._events(sid, query, body)
-        for part in ("events", "recent"):
-            page[part] = [e for e in page[part] if e["id"] not in self.lost]
-        return page
-
-
-def test_a_change_the_feed_missed_delays_a_wait_but_never_hangs_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN a result whose completion the events feed never shows (LocalStack exposed it: a commit
-    # stamped at T became visible after the feed had settled past T)
-    monkeypatch.setattr(waiting, "PENDING_RECHECK_SECONDS", 0.2)
-    server = LosingFeedServer()
-    with Client(server) as c, c.session():
-        f = double.submit(21)
-        server.lost.add(f.id)
-        # WHEN it is waited for
-        start = time.monotonic()
-        value = f.result(timeout=5)
-    # THEN the wait asked the server directly after a while, and ended
-    assert value == 42 and time.monotonic() - start < 2.0
-    assert server.count("/results/get") >= 1
+def _until(condition: Any, limit: float = 30.0) -> None:
+    """Poll a condition of the test's own making (not a timing assertion: it only bounds a hang)."""
+    end = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < end, "condition never held"
+        time.sleep(0.01)

@@ -3,8 +3,23 @@
 from skyloom.client.connect import connect
 from skyloom.client.functions import TaskFunction, task
 from skyloom.client.futures import Future
+from skyloom.client.gathering import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, gather, wait
 from skyloom.client.lowlevel import Client
 from skyloom.client.session import Session
 from skyloom.client.specs import TaskRequest
 
-__all__ = ["Client", "Future", "Session", "TaskFunction", "TaskRequest", "connect", "task"]
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "Client",
+    "Future",
+    "Session",
+    "TaskFunction",
+    "TaskRequest",
+    "as_completed",
+    "connect",
+    "gather",
+    "task",
+    "wait",
+]

@@ -9,11 +9,15 @@ behaves the same whether it is submitted by a client or by another task.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from skyloom.client.specs import TaskRequest
+
+if TYPE_CHECKING:
+    from skyloom.client.futures import Future
+    from skyloom.client.waiting import SessionWaiter
 
 
 class Backend(Protocol):
@@ -36,12 +40,17 @@ class Backend(Protocol):
         """Submit ``task``, creating its new ``outputs`` (id -> name) first."""
         ...
 
-    def result_bytes(self, result_id: str, timeout: float | None) -> bytes:
-        """The value of a result, waiting for it; raises the task's failure if it was aborted."""
+    def future(self, result_id: str, task_id: str | None) -> Future[Any]:
+        """The future of a result submitted here (a client session also follows it)."""
         ...
 
-    def is_done(self, result_id: str) -> bool:
-        """Whether the result is final (Completed or Aborted), without waiting."""
+    def waiter(self, futures: Sequence[Future[Any]]) -> SessionWaiter:
+        """What waits for ``futures`` of this backend, after sending what is buffered; futures whose
+        submission was refused are failed with that error first.
+
+        Raises:
+            RuntimeError: inside a task, whose subtasks start only after it succeeds.
+        """
         ...
 
 

@@ -18,8 +18,9 @@ import inspect
 import site
 import sys
 import sysconfig
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -97,6 +98,39 @@ class TaskFunction(Generic[P, R]):
             >>> total.submit(*[price.submit(t) for t in trades]).result()
         """
         return _submit(_current_backend(), self, args, kwargs)
+
+    def map(self, *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1) -> Iterator[R]:
+        """Submit ``fn(*args)`` for each ``args`` of ``zip(*iterables)`` now; yield the values in order.
+
+        The semantics of ``concurrent.futures.Executor.map``: every task is submitted before this
+        returns (in a few requests), the iterator waits for each value in turn and raises the first
+        failure it meets, and ``timeout`` counts from this call (``WaitTimeout``, a ``TimeoutError``).
+        Waiting is shared: one server-side wait brings the values of many tasks. Leaving the loop
+        early cancels the tasks whose values were not read. For futures instead of values, use
+        ``[fn.submit(x) for x in xs]``.
+
+        Args:
+            chunksize: calls per task; a chunk runs its calls one after the other on one worker,
+                which pays off for calls much shorter than a task's overhead. With chunks, a call
+                cannot return a future (delegation needs the task's own result).
+
+        Example:
+            >>> for price in price_trade.map(trades, chunksize=50):
+            ...     book(price)
+            >>> total = sum(square.map(range(1000)))
+        """
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be at least 1, got {chunksize}")
+        calls = list(zip(*iterables, strict=False))
+        b = _current_backend()
+        end = None if timeout is None else time.monotonic() + timeout
+        if chunksize == 1:
+            shipped = _Shipped.of(self)
+            futures = [_submit(b, shipped, args, {}) for args in calls]
+            return _in_order(futures, end, chunked=False)
+        chunk_fn = _Shipped.of(self, chunked=True)
+        chunks = [calls[i : i + chunksize] for i in range(0, len(calls), chunksize)]
+        return _in_order([_submit(b, chunk_fn, (c,), {}) for c in chunks], end, chunked=True)
 
     def options(self, **options: Unpack[TaskOptionsArgs]) -> TaskFunction[P, R]:
         """The same function with some options (:class:`~skyloom.options.TaskOptionsArgs`)
@@ -190,7 +224,55 @@ def _current_backend() -> Backend:
     )
 
 
-def _submit(b: Backend, fn: TaskFunction[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
+@dataclass(frozen=True)
+class _Shipped:
+    """What a task runs, pickled for the workers once: a function and its options and label."""
+
+    function: bytes
+    options: TaskOptions
+    name: str
+
+    @staticmethod
+    def of(fn: TaskFunction[Any, Any], *, chunked: bool = False) -> _Shipped:
+        d = fn.definition
+        if not chunked:
+            return _Shipped(shipped_function(fn._base), d.options, d.name)
+        # The same bytes for every chunk (and every map of it), so a large function is stored once.
+        return _Shipped(cloudpickle.dumps(_Chunk(fn._base)), d.options, d.name)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Runs a chunk of ``fn.map`` calls in one task, returning their values as a list."""
+
+    fn: TaskFunction[Any, Any]
+
+    def __call__(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        return [self.fn(*args) for args in calls]
+
+
+def _in_order(futures: list[Future[Any]], end: float | None, *, chunked: bool) -> Iterator[Any]:
+    """Values of ``futures`` in order (flattened for chunks); cancels the unread ones if left early."""
+    read = 0
+    try:
+        for f in futures:
+            value = f.result(None if end is None else max(0.0, end - time.monotonic()))
+            read += 1
+            if chunked:
+                yield from value
+            else:
+                yield value
+    finally:
+        if read < len(futures):
+            from skyloom.client.gathering import cancel
+
+            cancel(futures[read:])
+
+
+def _submit(
+    b: Backend, what: TaskFunction[Any, Any] | _Shipped, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Future[Any]:
+    fn = what if isinstance(what, _Shipped) else _Shipped.of(what)
     deps: list[str] = []
     index: dict[str, int] = {}
 
@@ -210,7 +292,7 @@ def _submit(b: Backend, fn: TaskFunction[Any, R], args: tuple[Any, ...], kwargs:
 
     call_args = replace_nested(args, Future, dependency)
     call_kwargs = replace_nested(kwargs, Future, dependency)
-    shipped = shipped_function(fn._base)
+    shipped = fn.function
     function: bytes | DependencyRef = ref(b.blob_ref(shipped)) if len(shipped) > FUNCTION_INLINE_MAX else shipped
     body = cloudpickle.dumps(CallSpec(function, call_args, call_kwargs))
     if len(body) > PAYLOAD_INLINE_MAX:
@@ -224,13 +306,13 @@ def _submit(b: Backend, fn: TaskFunction[Any, R], args: tuple[Any, ...], kwargs:
         expected_outputs=[out],
         payload=payload,
         data_dependencies=deps,
-        options=fn.definition.options,
+        options=fn.options,
         task_id=b.new_id(),
         # Every function runs under the one dispatch handler; the label tells people which one.
-        label=fn.definition.name,
+        label=fn.name,
     )
-    b.enqueue(request, {out: fn.definition.name})
-    return Future(out, b)
+    b.enqueue(request, {out: fn.name})
+    return b.future(out, request.task_id)
 
 
 # ------------------------------------------------------------------------------ function shipping

@@ -14,14 +14,14 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 from urllib.parse import urlencode
 
 from pydantic import BaseModel
 
 from skyloom.client import backend
 from skyloom.client.specs import TaskRequest
-from skyloom.client.waiting import SessionFeed
+from skyloom.client.waiting import SessionWaiter
 from skyloom.core import limits
 from skyloom.core.protocol import (
     MAX_IDS_PER_REQUEST,
@@ -40,6 +40,9 @@ from skyloom.core.protocol import (
     TaskInfo,
     TaskSpec,
     TasksResponse,
+    WaitMode,
+    WaitRequest,
+    WaitResponse,
     b64decode,
     b64encode,
 )
@@ -98,7 +101,7 @@ class Client:
         # Weak: a session nobody holds has nothing buffered (its linger timer holds it until sent).
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
         self._default: Session | None = None
-        self._feeds: dict[str, SessionFeed] = {}
+        self._waiters: dict[str, SessionWaiter] = {}
         self._on_close: list[Callable[[], None]] = []
         self._closed = False
 
@@ -177,13 +180,14 @@ class Client:
         ids: Sequence[str],
         *,
         timeout: float | None = None,
-        mode: Literal["all", "any"] = "all",
+        mode: WaitMode = "all",
     ) -> list[ResultInfo]:
-        """Wait until all (or any) of ``ids`` are final, and return their states in order.
+        """Wait until all (or any, or all unless one fails) of ``ids`` are final; return their states
+        in order.
 
-        Waits follow the session's events feed (:meth:`feed`): one reader per session serves every
-        thread and future waiting on it, however many ids they wait for, and the states are read
-        once at the end. Final means Completed, Aborted or Deleted: check ``status`` (or use
+        The server waits (long polls of up to 20 s, repeated as needed) and one request at a time
+        per session serves every thread waiting on it, however many ids they wait for (see
+        :meth:`waiter`). Final means Completed, Aborted or Deleted: check ``status`` (or use
         futures, which raise the failure).
 
         Raises:
@@ -196,15 +200,42 @@ class Client:
         unique = list(dict.fromkeys(ids))
         if not unique:
             return []
-        self.feed(session_id).wait(unique, timeout, mode)
-        return self.get_results(session_id, unique)
+        latest = dict(self.waiter(session_id).wait_ids(unique, timeout, mode))
+        unseen = [i for i in unique if i not in latest]  # an ``any`` wait may end before looking at all
+        if unseen:
+            latest.update((r.result_id, r) for r in self.get_results(session_id, unseen))
+        return [latest[i] for i in unique]
 
-    def feed(self, session_id: str) -> SessionFeed:
-        """The reader of the session's events feed that every wait of this client goes through."""
+    def wait_once(
+        self,
+        session_id: str,
+        ids: Sequence[str],
+        *,
+        timeout: float = 0.0,
+        mode: WaitMode = "all",
+        also: Sequence[str] = (),
+        values: bool = False,
+    ) -> WaitResponse:
+        """One ``waitResults`` request: the server waits up to ``timeout`` seconds (at most 20).
+
+        Args:
+            also: results to report (with values) if final, without waiting for them.
+            values: carry the values of Completed results, inline or as presigned URLs, up to the
+                server's budget per answer (the rest is listed in ``incomplete``).
+
+        Example:
+            >>> answer = client.wait_once(sid, ids, timeout=10, values=True)
+            >>> answer.done, [v.result_id for v in answer.values]
+        """
+        body = WaitRequest(ids=list(ids), timeout=timeout, mode=mode, also=list(also), values=values)
+        return self._call("POST", f"/sessions/{session_id}/results/wait", body, WaitResponse)
+
+    def waiter(self, session_id: str) -> SessionWaiter:
+        """The waiter every wait of this client on the session goes through (one request at a time)."""
         with self._lock:
-            found = self._feeds.get(session_id)
+            found = self._waiters.get(session_id)
             if found is None:
-                found = self._feeds[session_id] = SessionFeed(self, session_id)
+                found = self._waiters[session_id] = SessionWaiter(self, session_id)
             return found
 
     def download(self, session_id: str, result_id: str) -> bytes:
@@ -219,6 +250,10 @@ class Client:
         if d.download_url:
             return self._t.get_url(d.download_url)
         raise SkyloomError(f"the server gave neither data nor a download URL for result {result_id}")
+
+    def download_url(self, url: str) -> bytes:
+        """The bytes behind a presigned download URL the API handed out (in ``ResultData``)."""
+        return self._t.get_url(url)
 
     # ------------------------------------------------------------------------------------- tasks
     def submit_tasks(
@@ -428,6 +463,10 @@ class Client:
         self._closed = True
         if backend.fallback() == self.default_session:
             backend.set_fallback(None)
+        with self._lock:
+            waiters = list(self._waiters.values())
+        for w in waiters:
+            w.close()
         try:
             self.flush()
         finally:

@@ -15,21 +15,20 @@ import time
 from collections.abc import Mapping, Sequence
 from contextvars import Token
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import cloudpickle
 
 from skyloom.client import backend
-from skyloom.client.failures import failure_of
-from skyloom.client.futures import Future
+from skyloom.client.futures import Future, run_callbacks
 from skyloom.client.lowlevel import new_id
 from skyloom.client.specs import TaskRequest
-from skyloom.core.protocol import ResultInfo, ResultSpec, SessionInfo, TaskInfo, b64encode
-from skyloom.errors import Conflict, SkyloomError
+from skyloom.core.protocol import ResultInfo, ResultSpec, SessionInfo, TaskInfo, WaitMode, b64encode
+from skyloom.errors import SkyloomError
 
 if TYPE_CHECKING:
     from skyloom.client.lowlevel import Client
-    from skyloom.client.waiting import SessionFeed
+    from skyloom.client.waiting import SessionWaiter
 
 T = TypeVar("T")
 
@@ -89,10 +88,6 @@ class Session:
             self._info = self._client.get_session(self._id)
         return self._info
 
-    @property
-    def _feed(self) -> SessionFeed:
-        return self._client.feed(self._id)
-
     def refresh(self) -> SessionInfo:
         self._info = self._client.get_session(self._id)
         return self._info
@@ -112,7 +107,6 @@ class Session:
                 continue
             rid = new_id()
             ids.append(rid)
-            self._feed.track([rid])
             if isinstance(item, bytes | bytearray):
                 specs.append(ResultSpec(id=rid, data=b64encode(bytes(item))))
             else:
@@ -130,7 +124,10 @@ class Session:
             >>> curve = session.put(load_curve())          # uploaded once
             >>> prices = [price.submit(t, curve) for t in trades]
         """
-        return Future(self.blob_ref(cloudpickle.dumps(value)), self)
+        data = cloudpickle.dumps(value)
+        f: Future[T] = Future(self.blob_ref(data), self)
+        f._settle_value(data)  # known here: reading it back needs no request
+        return f
 
     def upload(self, data: bytes, *, name: str | None = None) -> str:
         """Store ``data`` as a Completed result; returns its id. See :meth:`Client.upload`."""
@@ -153,7 +150,7 @@ class Session:
         results: Sequence[str | Future[Any]],
         *,
         timeout: float | None = None,
-        mode: Literal["all", "any"] = "all",
+        mode: WaitMode = "all",
     ) -> list[ResultInfo]:
         """Wait for results (ids or futures) to be final; see :meth:`Client.wait_results`."""
         self.flush()
@@ -203,7 +200,6 @@ class Session:
             if len(data) <= self._client.inline_limit:
                 # Rides in the next batch, before the tasks that read it: no extra request.
                 rid = new_id()
-                self._feed.track([rid])
                 self._results.append(ResultSpec(id=rid, data=b64encode(data)))
                 self._bytes += len(data)
                 self._blobs[key] = rid
@@ -216,7 +212,6 @@ class Session:
             return self._blobs.setdefault(key, rid)
 
     def enqueue(self, task: TaskRequest, outputs: Mapping[str, str | None]) -> None:
-        self._feed.track(outputs)
         with self._buf_lock:
             self._last_at = time.monotonic()
             if not self._tasks and not self._results:
@@ -230,23 +225,20 @@ class Session:
         if full:
             self._send_buffer()
 
-    def result_bytes(self, result_id: str, timeout: float | None) -> bytes:
-        self._send_buffer()
-        self._raise_if_failed(result_id)
-        status = self._feed.wait([result_id], timeout)[result_id]
-        if status == "Completed":
-            return self._client.download(self._id, result_id)
-        if status == "Aborted":
-            # The feed says that it failed; the result itself says why (root task, traceback).
-            (info,) = self._client.get_results(self._id, [result_id])
-            raise failure_of(info)
-        raise Conflict(f"result {result_id} is {status}; its value is gone", field="result_id")
+    def future(self, result_id: str, task_id: str | None) -> Future[Any]:
+        f: Future[Any] = Future(result_id, self, task_id)
+        self._client.waiter(self._id).track([f])
+        return f
 
-    def is_done(self, result_id: str) -> bool:
+    def waiter(self, futures: Sequence[Future[Any]]) -> SessionWaiter:
         self._send_buffer()
-        if result_id in self._failed:
-            return True
-        return result_id in self._feed.poll([result_id])
+        with self._buf_lock:
+            refused = [(f, self._failed[f.id]) for f in futures if f.id in self._failed]
+            # Reported through the futures: flush() need not raise them again.
+            self._unreported = [e for e in self._unreported if all(e is not exc for _, exc in refused)]
+        for f, exc in refused:
+            run_callbacks(f, f._fail(exc))
+        return self._client.waiter(self._id)
 
     # ------------------------------------------------------------------------- context manager
     def __enter__(self) -> Session:
@@ -311,14 +303,6 @@ class Session:
                 self._failed[rid] = exc
             self._blobs = {k: v for k, v in self._blobs.items() if v not in lost}
             self._unreported.append(exc)
-
-    def _raise_if_failed(self, result_id: str) -> None:
-        exc = self._failed.get(result_id)
-        if exc is None:
-            return
-        with self._buf_lock:
-            self._unreported = [e for e in self._unreported if e is not exc]
-        raise exc
 
 
 def _with_id(t: TaskRequest, task_id: str) -> TaskRequest:

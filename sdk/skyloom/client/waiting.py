@@ -1,212 +1,477 @@
-"""Waiting for results: one reader of a session's events feed, shared by everything waiting on it.
+"""Waiting for results: one server-side long poll per session at a time, shared by every waiter.
 
-A thousand futures waited on one after the other must not cost a thousand long-polls, and ten
-threads waiting at once must not poll ten times. So each client keeps one :class:`SessionFeed` per
-session: whichever waiting thread finds nobody reading becomes the reader, fetches the next page of
-``GET /sessions/{id}/events`` (from the cursor it kept), records the final states it learns and
-wakes the others. The rest sleep until a page arrives. Polls back off while nothing happens and
-resume at once when something does; ``recent`` changes (not yet settled on the server) are used too,
-so a result is seen as final a poll after it is written rather than a second later.
+The server waits (``POST /sessions/{id}/results/wait``, see :func:`skyloom.core.results.wait_results`)
+and answers with the values of small results inline, so a client waiting for and reading 1,000
+results makes a handful of requests. Each client keeps one :class:`SessionWaiter` per session, and
+every wait on that session goes through it:
 
-The feed is read from the start of the session, once, which is what lets it answer for the results
-this client created without asking the server about each: their final states are remembered as they
-pass. For any other id the first wait checks the server once (after registering the id, so a change
-cannot fall between that check and the feed).
-
-The feed can still miss a change: its cursor passes a time once the server's settle horizon has, and
-a write stamped before that horizon may become visible in the index after it (a slow or retried
-write; GSI reads are only eventually consistent). So a wait that has gone on for
-:data:`PENDING_RECHECK_SECONDS` asks the server for the states of the ids it still waits for, then
-again at growing intervals: a missed change delays a wait, it never hangs it.
+- **One long request at a time.** Whichever waiting thread finds no request in flight sends one for
+  the ids that every current wait still needs (``all`` mode for a lone wait, ``any`` for several),
+  then shares the answer; the others sleep until it comes. The request's length (its server-side
+  timeout) starts at :data:`FIRST_ROUND_SECONDS` and doubles, up to the API's 20 s, for as long as
+  no new wait arrives: a long steady wait costs one request per 20 s, and a wait that arrives
+  during a request is served at most one round later. A new wait first takes a quick look of its
+  own (timeout 0) while a long request is in flight, so ids that are already final never wait.
+- **Siblings ride along.** The futures this client submitted are *tracked*: the oldest pending ones
+  travel in each request's ``also`` list, and the answer settles every one that is final, with its
+  value. ``[f.result() for f in futures]`` therefore costs a request per batch of completions, not
+  one per future; starts of long requests are at least :data:`MIN_ROUND_SECONDS` apart so a stream
+  of completions is read in batches.
+- **Values.** Values come inline up to the server's budget per answer; what did not fit (and large
+  values, which come as presigned URLs) is fetched by :mod:`skyloom.client.values` in as few
+  requests as the budget allows.
+- **Callbacks.** ``add_done_callback`` and ``await`` are served by one background thread per
+  session (:meth:`SessionWaiter.watch`), which is just another waiter.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Literal
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from skyloom.core.protocol_queries import MAX_EVENTS, Event
-from skyloom.errors import WaitTimeout
+from skyloom.client import values
+from skyloom.client.futures import DoneCallback, Future, is_final, run_callbacks
+from skyloom.core.protocol import MAX_IDS_PER_REQUEST, WAIT_MAX_SECONDS, ResultData, ResultInfo, WaitMode
+from skyloom.errors import NotFound, SkyloomError, WaitTimeout
 
 if TYPE_CHECKING:
     from skyloom.client.lowlevel import Client
 
-#: Final result states, ranked: a later state may replace an earlier one, never the reverse.
-_RANK = {"Completed": 1, "Aborted": 1, "Deleted": 2}
-#: Polling pace: right after a change, and the slowest while nothing changes.
-MIN_POLL_SECONDS = 0.05
-MAX_POLL_SECONDS = 1.0
-_BACKOFF = 1.5
-#: How long a thread sleeps at most before it looks at its own deadline again.
-_RECHECK_SECONDS = 1.0
-#: A wait still pending after this long asks the server directly for its ids' states, then again
-#: after twice as long each time, up to :data:`MAX_PENDING_RECHECK_SECONDS`.
-PENDING_RECHECK_SECONDS = 5.0
-MAX_PENDING_RECHECK_SECONDS = 30.0
+logger = logging.getLogger(__name__)
+
+#: The first long request of a round asks the server to wait this long; steady waits double it.
+FIRST_ROUND_SECONDS = 1.0
+#: Long requests start at least this far apart: at most ten a second while results stream in.
+MIN_ROUND_SECONDS = 0.1
+#: An ``any`` wait over more ids than one request holds looks at them a window at a time, this long each.
+SPLIT_ROUND_SECONDS = 1.0
+#: Tracked futures that ride along in a request's ``also``: two BatchGetItem pages on the server,
+#: and the oldest pending ones, which a client reading its futures in order meets first.
+ALSO_MAX = 200
+#: A sleeping waiter looks at its deadline at least this often.
+_NAP_SECONDS = 1.0
+#: Delegations followed when cancelling (a task that returned a future hands its result on).
+MAX_CANCEL_HOPS = 100
+
+@dataclass(eq=False)
+class _Wait:
+    """One caller waiting for ``ids``; updated by whichever thread reads an answer."""
+
+    ids: list[str]
+    mode: WaitMode
+    deadline: float | None
+    round_cap: float = WAIT_MAX_SECONDS
+    on_settled: Callable[[int], None] | None = None
+    #: Ids not final yet, in the caller's order.
+    pending: dict[str, None] = field(default_factory=dict)
+    #: Ids no request has looked at since this wait began (``timeout=0`` still looks once).
+    unchecked: set[str] = field(default_factory=set)
+    #: The latest state seen of each id, when the caller wants them (the low-level API does).
+    latest: dict[str, ResultInfo] | None = None
+    any_final: bool = False
+    failed: bool = False
+    error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.pending = dict.fromkeys(self.ids)
+        self.unchecked = set(self.ids)
+
+    def add(self, ids: Iterable[str]) -> None:
+        for i in ids:
+            if i not in self.pending:
+                self.ids.append(i)
+                self.pending[i] = None
+                self.unchecked.add(i)
+
+    def satisfied(self) -> bool:
+        if self.error is not None or not self.pending:
+            return True
+        if self.mode == "any":
+            return self.any_final
+        return self.mode == "first_failure" and self.failed
 
 
-def is_final(status: str) -> bool:
-    return status in _RANK
+@dataclass(frozen=True)
+class _Plan:
+    """One request to send: what it asks, and the waits registered when it started."""
+
+    ids: list[str]
+    also: list[str]
+    mode: WaitMode
+    timeout: float
+    values: bool
+    waits: list[_Wait]
+    long: bool
+    started: float
 
 
-class SessionFeed:
-    """The events-feed reader of one session, for every wait of one client on that session."""
+class SessionWaiter:
+    """Every wait of one client on one session. Get it with :meth:`Client.waiter`."""
 
     def __init__(self, client: Client, session_id: str):
         self._client = client
-        self._session_id = session_id
+        self._sid = session_id
         self._cond = threading.Condition()
-        self._cursor: str | None = None
-        #: Ids whose final state the feed records as it passes (created here, or waited on before).
-        self._known: set[str] = set()
-        self._final: dict[str, str] = {}
-        self._reading = False
-        self._polls = 0
-        self._next_poll = 0.0
-        self._delay = MIN_POLL_SECONDS
-        self._recent: set[tuple[str, str, str]] = set()
+        self._waits: list[_Wait] = []
+        #: Futures to settle when their result is final, by id, oldest first.
+        self._tracked: dict[str, list[weakref.ref[Future[Any]]]] = {}
+        #: When a request last looked at each pending id (as waited for or in ``also``).
+        self._seen: dict[str, float] = {}
+        #: The end (monotonic) of the long request in flight, or None.
+        self._busy_until: float | None = None
+        self._next_start = 0.0
+        self._round = FIRST_ROUND_SECONDS
+        self._newcomer = False
+        self._watched: _Wait | None = None
+        self._closed = False
+
+    @property
+    def session_id(self) -> str:
+        return self._sid
 
     # ------------------------------------------------------------------------------- interface
-    def track(self, ids: Iterable[str]) -> None:
-        """Remember the final states of ``ids`` from now on: results created through this client,
-        before they exist on the server, so their completion can never pass unnoticed."""
+    def track(self, futures: Iterable[Future[Any]]) -> None:
+        """Settle ``futures`` whenever an answer says they are final (and let them ride along)."""
         with self._cond:
-            self._known.update(ids)
+            for f in futures:
+                self._track_locked(f)
 
-    def poll(self, ids: Sequence[str]) -> dict[str, str]:
-        """The final states of ``ids`` that are known now, after one read of the feed at most."""
-        self._register(ids)
-        with self._cond:
-            idle = not self._reading and time.monotonic() >= self._next_poll
-            if idle and any(i not in self._final for i in ids):
-                self._reading = True
-            else:
-                idle = False
-        if idle:
-            self._read_page()
-        with self._cond:
-            return {i: self._final[i] for i in ids if i in self._final}
+    def settle(
+        self,
+        futures: Sequence[Future[Any]],
+        *,
+        timeout: float | None,
+        mode: WaitMode = "all",
+        check: bool = False,
+        round_cap: float = WAIT_MAX_SECONDS,
+        on_settled: Callable[[int], None] | None = None,
+    ) -> bool:
+        """Wait until all (or any, or all unless one fails) of ``futures`` are final.
 
-    def wait(
-        self, ids: Sequence[str], timeout: float | None, mode: Literal["all", "any"] = "all"
-    ) -> dict[str, str]:
-        """Wait until all (or any) of ``ids`` are final; returns the final states known by then.
+        Args:
+            round_cap: the longest request to send (a progress bar asks for short ones).
+            on_settled: called with the number of ids that became final, as answers arrive.
+
+        Returns:
+            Whether the condition holds; False when ``timeout`` passed first.
 
         Raises:
-            WaitTimeout: ``timeout`` passed first (after at least one read of the feed that started
-                after this call, so ``timeout=0`` still reports what is already final).
+            WaitTimeout: ``timeout`` passed first and ``check`` is set.
         """
-        unique = list(dict.fromkeys(ids))
-        if not unique:
-            return {}
         deadline = None if timeout is None else time.monotonic() + timeout
-        first_fresh = self._register(unique)
-        recheck_every = PENDING_RECHECK_SECONDS
-        next_recheck = time.monotonic() + recheck_every
+        with self._cond:
+            open_ = [f for f in futures if f._status is None]
+            for f in open_:
+                self._track_locked(f)
+        if not open_:
+            return True
+        if mode == "any" and len(open_) < len(futures):
+            return True
+        if mode == "first_failure" and any(f._failed() for f in futures):
+            return True
+        w = _Wait(list(dict.fromkeys(f.id for f in open_)), mode, deadline, round_cap, on_settled)
+        self._run(w)
+        if w.satisfied():
+            return True
+        if check:
+            raise _timeout(w.ids, w.pending, timeout)
+        return False
+
+    def wait_ids(self, ids: Sequence[str], timeout: float | None, mode: WaitMode = "all") -> dict[str, ResultInfo]:
+        """Wait for result ids (the low-level API); returns the latest state seen of each.
+
+        Raises:
+            WaitTimeout: ``timeout`` passed first (after at least one look at every id).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        w = _Wait(list(dict.fromkeys(ids)), mode, deadline, latest={})
+        self._run(w)
+        if not w.satisfied():
+            raise _timeout(w.ids, w.pending, timeout)
+        return w.latest or {}
+
+    def poll(self, futures: Sequence[Future[Any]]) -> None:
+        """Ask the server once whether ``futures`` are final, unless a request looked a moment ago."""
+        now = time.monotonic()
+        with self._cond:
+            open_ = [f for f in futures if f._status is None]
+            recent = all(now - self._seen.get(f.id, -MIN_ROUND_SECONDS) < MIN_ROUND_SECONDS for f in open_)
+            if not open_ or recent:
+                return
+            for f in open_:
+                self._track_locked(f)
+            plan = self._quick_plan(list(dict.fromkeys(f.id for f in open_)), now, also=True)
+        self._send(plan)
+
+    def load(self, futures: Sequence[Future[Any]]) -> None:
+        """Bring the values (or errors) of settled futures into memory; see :func:`values.load`."""
+        values.load(self._client, self._sid, futures)
+
+    def cancel(self, futures: Sequence[Future[Any]]) -> None:
+        """Cancel the tasks producing ``futures`` (following delegations), and settle them."""
+        with self._cond:
+            open_ = [f for f in futures if f._status is None]
+            for f in open_:
+                self._track_locked(f)
+        todo: dict[str, str | None] = {f.id: f.task_id for f in open_}
+        for _ in range(MAX_CANCEL_HOPS):
+            tasks = sorted({t for t in todo.values() if t})
+            if tasks:
+                self._client.cancel_tasks(self._sid, tasks)
+            infos = self._client.get_results(self._sid, list(todo))
+            self._apply(infos, [], [])
+            todo = {
+                i.result_id: i.owner_task_id
+                for i in infos
+                if not is_final(i.status) and i.owner_task_id and i.owner_task_id != todo[i.result_id]
+            }
+            if not todo:
+                return
+
+    def watch(self, future: Future[Any]) -> None:
+        """Settle ``future`` from a background thread (its callbacks run when it is final), unless
+        another wait settles it first."""
+        with self._cond:
+            if future._status is not None:
+                return
+            self._track_locked(future)
+            if self._watched is None:
+                self._watched = _Wait([], "any", None)
+                thread = threading.Thread(target=self._watch_loop, args=(self._watched,), daemon=True,
+                                          name=f"skyloom-watch-{self._sid[:8]}")
+                thread.start()
+            self._watched.add([future.id])
+            self._newcomer = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop the background thread (at its next turn); waits of other threads go on."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # ----------------------------------------------------------------------------------- rounds
+    def _run(self, w: _Wait) -> None:
+        """Until ``w`` holds, fails, or passes its deadline after one look at each of its ids."""
+        with self._cond:
+            self._waits.append(w)
+            self._newcomer = True
+        try:
+            while True:
+                with self._cond:
+                    if w.satisfied():
+                        return
+                    now = time.monotonic()
+                    late = w.deadline is not None and now >= w.deadline
+                    if late and not w.unchecked:
+                        return
+                    if self._busy_until is not None:
+                        if not w.unchecked:
+                            self._cond.wait(self._nap(w, now))
+                            continue
+                        # A long request is in flight without our ids: look at them on our own, at once.
+                        plan = self._quick_plan(self._unchecked_of(w), now, also=False)
+                    else:
+                        pause = self._next_start - now
+                        if pause > 0 and not late:
+                            self._cond.wait(min(pause, self._nap(w, now)))
+                            continue
+                        plan = self._long_plan(w, now)
+                self._send(plan)
+        finally:
+            with self._cond:
+                self._waits.remove(w)
+                for i in w.ids:  # forget what no wait and no future needs any more
+                    if i not in self._tracked and not any(i in x.pending for x in self._waits):
+                        self._seen.pop(i, None)
+
+    def _long_plan(self, w: _Wait, now: float) -> _Plan:
+        """The shared request: every pending id of every wait, least recently looked at first."""
+        waits = [x for x in self._waits if not x.satisfied()]
+        order: dict[str, int] = {}
+        for x in waits:
+            for i in x.pending:
+                order.setdefault(i, len(order))
+        candidates = sorted(order, key=lambda i: (self._seen.get(i, 0.0), order[i]))
+        ids = candidates[:MAX_IDS_PER_REQUEST]
+        mode: WaitMode = waits[0].mode if len(waits) == 1 else "any"
+        timeout = min([self._round, *(x.round_cap for x in waits)])
+        if len(ids) < len(candidates) and mode != "all":
+            timeout = min(timeout, SPLIT_ROUND_SECONDS)  # the other ids get their turn soon
+        if w.deadline is not None:
+            timeout = min(timeout, max(0.0, w.deadline - now))
+        also = self._also(set(ids), MAX_IDS_PER_REQUEST - len(ids), now)
+        self._busy_until = now + timeout
+        return self._plan(ids, also, mode, timeout, now, long=True)
+
+    def _quick_plan(self, ids: list[str], now: float, *, also: bool) -> _Plan:
+        extra = self._also(set(ids), MAX_IDS_PER_REQUEST - len(ids), now) if also else []
+        return self._plan(ids[:MAX_IDS_PER_REQUEST], extra, "all", 0.0, now, long=False)
+
+    def _plan(self, ids: list[str], also: list[str], mode: WaitMode, timeout: float, now: float, *,
+              long: bool) -> _Plan:
+        for i in (*ids, *also):
+            self._seen[i] = now
+        values = bool(also) or any(i in self._tracked for i in ids)
+        return _Plan(ids, also, mode, timeout, values, list(self._waits), long, now)
+
+    def _send(self, plan: _Plan) -> None:
+        """Send one request and share its answer (or its error) with every wait."""
+        try:
+            answer = self._client.wait_once(
+                self._sid, plan.ids, timeout=plan.timeout, mode=plan.mode, also=plan.also, values=plan.values
+            )
+        except BaseException as exc:
+            with self._cond:
+                if plan.long:
+                    self._end_round(plan)
+                blamed = isinstance(exc, SkyloomError) and self._blame(plan, exc)
+                self._cond.notify_all()
+            if not blamed:
+                raise
+            return
+        with self._cond:
+            if plan.long:
+                self._end_round(plan)
+            looked = set(plan.ids) | set(plan.also)
+            for x in plan.waits:
+                x.unchecked -= looked
+        self._apply(answer.results, answer.values, answer.incomplete)
+
+    def _end_round(self, plan: _Plan) -> None:
+        self._busy_until = None
+        self._next_start = plan.started + MIN_ROUND_SECONDS
+        # Longer rounds only while nobody new waits: a newcomer is never more than a round late.
+        self._round = FIRST_ROUND_SECONDS if self._newcomer else min(self._round * 2, WAIT_MAX_SECONDS)
+        self._newcomer = False
+
+    def _blame(self, plan: _Plan, exc: SkyloomError) -> bool:
+        """Give an unknown-id error to the waits that asked for those ids; True if any took it."""
+        missing = set((exc.details or {}).get("missing") or []) if isinstance(exc, NotFound) else set()
+        blamed = False
+        for x in self._waits:
+            if missing & x.pending.keys():
+                x.error, blamed = exc, True
+        return blamed
+
+    def _apply(self, infos: Sequence[ResultInfo], values: Sequence[ResultData], incomplete: Sequence[str]) -> None:
+        """Record what an answer says, settle futures and wake the waits; callbacks run after."""
+        by_id = {v.result_id: v for v in values}
+        cut = set(incomplete)
+        settled: list[tuple[Future[Any], list[DoneCallback]]] = []
+        progress: dict[int, tuple[Callable[[int], None], int]] = {}
+        with self._cond:
+            for info in infos:
+                rid = info.result_id
+                final = is_final(info.status)
+                for x in self._waits:
+                    if rid in x.pending:
+                        if x.latest is not None:
+                            x.latest[rid] = info
+                        if final:
+                            del x.pending[rid]
+                            x.any_final = True
+                            x.failed = x.failed or info.status != "Completed"
+                            if x.on_settled is not None:
+                                progress[id(x)] = (x.on_settled, progress.get(id(x), (x.on_settled, 0))[1] + 1)
+                if not final:
+                    continue
+                self._seen.pop(rid, None)
+                for ref in self._tracked.pop(rid, ()):
+                    f = ref()
+                    if f is not None:
+                        settled.append((f, f._settle(info, by_id.get(rid), rid in cut)))
+            self._cond.notify_all()
+        for f, callbacks in settled:
+            run_callbacks(f, callbacks)
+        for report, n in progress.values():
+            report(n)
+
+    # ------------------------------------------------------------------------------------ parts
+    def _track_locked(self, f: Future[Any]) -> None:
+        refs = self._tracked.get(f.id)
+        if refs is None:
+            self._tracked[f.id] = [weakref.ref(f)]
+        elif not any(r() is f for r in refs):
+            refs.append(weakref.ref(f))
+
+    def _also(self, skip: set[str], room: int, now: float) -> list[str]:
+        """The oldest tracked futures still pending, not looked at a moment ago; forgets the dead."""
+        out: list[str] = []
+        dead: list[str] = []
+        limit = min(ALSO_MAX, room)
+        for rid, refs in self._tracked.items():
+            if len(out) >= limit:
+                break
+            if not any(r() is not None for r in refs):
+                dead.append(rid)
+            elif rid not in skip and now - self._seen.get(rid, -MIN_ROUND_SECONDS) >= MIN_ROUND_SECONDS:
+                out.append(rid)
+        for rid in dead:
+            del self._tracked[rid]
+            self._seen.pop(rid, None)
+        return out
+
+    @staticmethod
+    def _unchecked_of(w: _Wait) -> list[str]:
+        return [i for i in w.pending if i in w.unchecked][:MAX_IDS_PER_REQUEST]
+
+    @staticmethod
+    def _nap(w: _Wait, now: float) -> float:
+        limit = _NAP_SECONDS if w.deadline is None else w.deadline - now
+        return max(0.001, min(_NAP_SECONDS, limit))
+
+    def _watch_loop(self, w: _Wait) -> None:
+        """The background waiter of callbacks and ``await``: runs while watched futures are pending."""
+        backoff = 1.0
         while True:
             with self._cond:
-                done = [i for i in unique if i in self._final]
-                if len(done) == len(unique) or (mode == "any" and done):
-                    return {i: self._final[i] for i in done}
-                now = time.monotonic()
-                pending = [i for i in unique if i not in self._final] if now >= next_recheck else []
-            if pending:
-                # A change the feed missed (written late, behind its cursor) must not hang the wait.
-                recheck_every = min(MAX_PENDING_RECHECK_SECONDS, recheck_every * 2)
-                next_recheck = time.monotonic() + recheck_every
-                self._check_server(pending)
-                continue
-            with self._cond:
-                now = time.monotonic()
-                # Past the deadline, a read that started after this call decides (timeout=0 included).
-                fresh = self._polls >= first_fresh
-                if deadline is not None and now >= deadline and fresh:
-                    raise _timeout(unique, self._final, timeout)
-                pause = max(0.0, self._next_poll - now)
-                if self._reading or (deadline is not None and fresh and now + pause >= deadline):
-                    # Someone else reads (and wakes us), or the deadline comes before our turn.
-                    limit = _RECHECK_SECONDS if deadline is None or not fresh else deadline - now
-                    self._cond.wait(max(0.001, min(_RECHECK_SECONDS, limit)))
-                    continue
-                self._reading = True
-            self._read_page(pause)
-
-    # ------------------------------------------------------------------------------------ steps
-    def _register(self, ids: Sequence[str]) -> int:
-        """Make the feed record ``ids``; check the server once for those it could have missed.
-
-        The check comes after the registration: a state reached before it is in the answer, one
-        reached after it is in a page the feed reads later. Returns the number of the first feed
-        read that starts after this registration.
-        """
-        with self._cond:
-            unknown = [i for i in ids if i not in self._known]
-            self._known.update(unknown)
-            first_fresh = self._polls + (2 if self._reading else 1)
-        if unknown:
+                for rid in [i for i in w.pending if not any(r() is not None for r in self._tracked.get(i, ()))]:
+                    del w.pending[rid]  # every future of it is gone, so is every callback
+                w.ids = list(w.pending)  # the watcher lives long: keep only what it still waits for
+                if self._closed or not w.pending:
+                    self._watched = None
+                    return
+                w.any_final = False
             try:
-                self._check_server(unknown)
-            except BaseException:
-                with self._cond:  # not vouched for after all: the next wait checks again
-                    self._known.difference_update(unknown)
-                raise
-        return first_fresh
+                self._run(w)
+            except SkyloomError as exc:
+                w.error = exc
+            error, w.error = w.error, None
+            if error is None:
+                backoff = 1.0
+                continue
+            if isinstance(error, NotFound):
+                self._fail_watched(w, error)
+                continue
+            logger.warning("waiting for session %s in the background failed, retrying: %s", self._sid, error)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
 
-    def _check_server(self, ids: Sequence[str]) -> None:
-        """Ask the server for the states of ``ids`` directly, and share what it says."""
-        infos = self._client.get_results(self._session_id, ids)
+    def _fail_watched(self, w: _Wait, exc: BaseException) -> None:
+        details = exc.details if isinstance(exc, SkyloomError) and exc.details else {}
+        missing = set(details.get("missing") or [])
+        failed: list[tuple[Future[Any], list[DoneCallback]]] = []
         with self._cond:
-            self._record((r.result_id, r.status) for r in infos)
-            self._cond.notify_all()
-
-    def _read_page(self, pause: float = 0.0) -> None:
-        """After ``pause``, fetch the next page of the feed and share what it says.
-
-        The caller has set ``_reading``: one reader at a time, released here whatever happens.
-        """
-        try:
-            if pause > 0:
-                time.sleep(pause)
-            page = self._client.events(self._session_id, after=self._cursor, limit=MAX_EVENTS)
-        except BaseException:
-            with self._cond:
-                self._reading = False
-                self._cond.notify_all()
-            raise
-        with self._cond:
-            self._reading = False
-            self._polls += 1
-            self._cursor = page.cursor
-            self._record(_final_results(page.events))
-            self._record(_final_results(page.recent))
-            recent = {(str(e.kind), e.id, e.status) for e in page.recent}
-            changed = bool(page.events) or bool(recent - self._recent)
-            self._recent = recent
-            if page.more:
-                self._delay = 0.0
-            elif changed:
-                self._delay = MIN_POLL_SECONDS
-            else:
-                self._delay = min(MAX_POLL_SECONDS, max(MIN_POLL_SECONDS, self._delay * _BACKOFF))
-            self._next_poll = time.monotonic() + self._delay
-            self._cond.notify_all()
-
-    def _record(self, states: Iterable[tuple[str, str]]) -> None:
-        for rid, status in states:
-            if rid in self._known and _RANK.get(status, 0) >= max(1, _RANK.get(self._final.get(rid, ""), 0)):
-                self._final[rid] = status
+            for rid in [i for i in w.pending if not missing or i in missing]:
+                del w.pending[rid]
+                for ref in self._tracked.pop(rid, ()):
+                    f = ref()
+                    if f is not None:
+                        failed.append((f, f._fail(exc)))
+        for f, callbacks in failed:
+            run_callbacks(f, callbacks)
 
 
-def _final_results(events: Iterable[Event]) -> Iterable[tuple[str, str]]:
-    return ((e.id, e.status) for e in events if e.kind == "result" and is_final(e.status))
-
-
-def _timeout(ids: list[str], final: dict[str, str], timeout: float | None) -> WaitTimeout:
-    pending = [i for i in ids if i not in final]
-    shown = ", ".join(pending[:5]) + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
+def _timeout(ids: list[str], pending: Iterable[str], timeout: float | None) -> WaitTimeout:
+    left = [i for i in ids if i in set(pending)]
+    shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
     return WaitTimeout(
-        f"{len(pending)} of {len(ids)} results still not final after {timeout or 0:g} s: {shown}",
-        details={"pending": pending[:100]},
+        f"{len(left)} of {len(ids)} results still not final after {timeout or 0:g} s: {shown}",
+        details={"pending": left[:100]},
     )

@@ -64,7 +64,8 @@ RESULTS_PER_REQUEST: Final = Limit(
     "Twice the tasks per request: a typical task brings one input and one output.",
 )
 IDS_PER_REQUEST: Final = Limit(
-    "ids_per_request", 1000, "ids", "`ids` of getResults, waitResults, completeUploads, getTasks, cancelTasks",
+    "ids_per_request", 1000, "ids",
+    "`ids` of getResults, completeUploads, getTasks, cancelTasks; `ids` and `also` together of waitResults",
     "Read in BatchGetItem pages of 100 keys: 10 round trips, and an answer that stays far below "
     "Lambda's 6 MB response limit.",
 )

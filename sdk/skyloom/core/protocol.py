@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from skyloom.core import limits
 from skyloom.errors import InvalidArgument, InvalidRequest
@@ -209,22 +218,14 @@ class IdsRequest(_Request):
     @field_validator("ids")
     @classmethod
     def _ids_valid(cls, v: list[str]) -> list[str]:
-        import re
-
-        for i in v:
-            if not re.match(ID_PATTERN, i):
-                raise ValueError(f"id {i[:80]!r} does not match {ID_PATTERN}")
-        return v
+        return _check_ids(v)
 
 
-class WaitRequest(IdsRequest):
-    timeout: float = Field(default=10.0, ge=0, le=WAIT_MAX_SECONDS)
-    mode: Literal["all", "any"] = "all"
-
-
-class WaitResponse(_Body):
-    results: list[ResultInfo]
-    done: bool
+def _check_ids(ids: list[str]) -> list[str]:
+    for i in ids:
+        if not re.match(ID_PATTERN, i):
+            raise ValueError(f"id {i[:80]!r} does not match {ID_PATTERN}")
+    return ids
 
 
 class ResultData(_Body):
@@ -232,6 +233,59 @@ class ResultData(_Body):
     size: int
     data: str | None = None
     download_url: str | None = None
+
+
+#: When a wait ends: every result final (``all``), one of them (``any``), or every result final unless one
+#: ends without a value first (``first_failure``: Aborted or Deleted; ``concurrent.futures.FIRST_EXCEPTION``).
+WaitMode = Literal["all", "any", "first_failure"]
+
+
+class WaitRequest(IdsRequest):
+    """Wait (long-poll) until results are final, and read many of them in one answer."""
+
+    timeout: float = Field(
+        default=10.0, ge=0, le=WAIT_MAX_SECONDS,
+        description="Seconds the server waits at most; 0 answers at once. The answer comes before API "
+        "Gateway's 29 s integration timeout whatever is asked.",
+    )
+    mode: WaitMode = "all"
+    also: list[str] = Field(
+        default_factory=list, max_length=MAX_IDS_PER_REQUEST,
+        description="Results not waited for but reported, with their values, if they are final when the "
+        "answer is made (a client waiting for one result learns about its siblings in the same answer). "
+        "Ids unknown in the session are ignored. `ids` and `also` hold at most "
+        f"{MAX_IDS_PER_REQUEST} ids together.",
+    )
+    values: bool = Field(
+        default=False,
+        description="Carry the values of Completed results in `values`: small ones inline (base64), "
+        "large ones as presigned S3 URLs.",
+    )
+
+    @field_validator("also")
+    @classmethod
+    def _also_valid(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        _check_ids(v)
+        waited = info.data.get("ids")
+        if waited is not None and len(waited) + len(v) > MAX_IDS_PER_REQUEST:
+            raise ValueError(
+                f"ids and also hold {len(waited) + len(v)} ids together, more than {MAX_IDS_PER_REQUEST}"
+            )
+        return v
+
+
+class WaitResponse(_Body):
+    """Each id of ``ids`` in order, then the final results among ``also``.
+
+    Values (when asked) and the errors of Aborted results fill a byte budget per answer, in the order
+    of ``results``; the ids whose value or error did not fit are listed in ``incomplete``: ask for them
+    again (a wait with timeout 0 answers at once). The first one always fits.
+    """
+
+    results: list[ResultInfo]
+    done: bool
+    values: list[ResultData] = Field(default_factory=list)
+    incomplete: list[str] = Field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------- tasks

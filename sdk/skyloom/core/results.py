@@ -205,19 +205,139 @@ def complete_uploads(settings: Settings, owner: str, session_id: str, ids: list[
     return out
 
 
+#: The server re-checks a wait first after this long, then each time :data:`RECHECK_GROWTH` times later,
+#: at most every :data:`RECHECK_MAX_SECONDS`: a result that completes at once is seen at once, and a
+#: long wait settles to about one check a second.
+RECHECK_FIRST_SECONDS = 0.02
+RECHECK_GROWTH = 1.5
+RECHECK_MAX_SECONDS = 1.0
+#: Bytes of values and errors in one wait answer: with the states of 1,000 results (about 0.4 MB) and
+#: the escaping of the Lambda proxy answer, it stays well under Lambda's 6 MB response limit.
+WAIT_ANSWER_BUDGET_BYTES = 3 * 1024 * 1024
+#: Keys per BatchGetItem call (DynamoDB's limit).
+_BATCH_KEYS = 100
+
+
 def wait_results(settings: Settings, owner: str, session_id: str, req: WaitRequest) -> WaitResponse:
-    """A bounded server-side long-poll, so clients do not hammer the API in a busy loop."""
+    """A bounded server-side long poll over strongly consistent reads, and a batch read of values.
+
+    Cost, and why it is shaped so: the first check reads every id (BatchGetItem, 100 keys a call);
+    each re-check reads only the ids still pending, so a wait of 1,000 ids costs at most 10 calls per
+    re-check, and a result is read with its value once, when it is final. In ``all`` mode a re-check
+    stops at the first 100 ids that still hold a pending one (the wait cannot end before they are
+    final), so a long wait for many results costs about one call per re-check. Re-checks start 20 ms
+    apart and grow to one a second, so a 20-s wait of 1,000 pending ids makes about 30 checks where a
+    fixed fast pace would make hundreds. The reads are the table's, not the ``by_change`` index's:
+    the index is eventually consistent and would need a settle horizon and a fallback read anyway.
+
+    The route cuts ``timeout`` to what the invocation has left, and the protocol caps it at 20 s, so
+    the answer always comes well before API Gateway's 29 s integration timeout. ``also`` ids are read
+    once, at the end; values and errors fill :data:`WAIT_ANSWER_BUDGET_BYTES`, the rest is listed in
+    ``incomplete``.
+    """
     session = load_session(owner, session_id)
     deadline = time.monotonic() + req.timeout
-    pause = 0.05
-    while True:
-        found = load_results(session, req.ids)
-        final = [r for r in found.values() if r.status in RESULT_FINAL]
-        done = len(final) == len(found) if req.mode == "all" else bool(final)
-        if done or time.monotonic() >= deadline:
-            return WaitResponse(results=[result_info(found[i]) for i in dict.fromkeys(req.ids)], done=done)
-        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 1.5, 0.5)
+    waited = list(dict.fromkeys(req.ids))
+    found = load_results(session, waited)
+    unread: list[str] = []
+    pause = RECHECK_FIRST_SECONDS
+    while not _wait_over(req.mode, [found[i] for i in waited]):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(pause, left))
+        pause = min(pause * RECHECK_GROWTH, RECHECK_MAX_SECONDS)
+        unread = _recheck(found, [i for i in waited if found[i].status not in RESULT_FINAL], req.mode == "all")
+    done = _wait_over(req.mode, [found[i] for i in waited])
+    if unread and not done:
+        _recheck(found, [i for i in unread if found[i].status not in RESULT_FINAL], False)  # report progress
+    also = _read_also(session, req.also, set(waited))
+    return _wait_answer(settings, [found[i] for i in waited] + also, done=done, values=req.values)
+
+
+def _wait_over(mode: str, rs: Sequence[ResultModel]) -> bool:
+    final = [r for r in rs if r.status in RESULT_FINAL]
+    if mode == "any":
+        return bool(final)
+    if mode == "first_failure" and any(r.status != ResultStatus.COMPLETED.value for r in final):
+        return True
+    return len(final) == len(rs)
+
+
+def _recheck(found: dict[str, ResultModel], pending: list[str], stop_early: bool) -> list[str]:
+    """Read ``pending`` again into ``found``, 100 ids a call; returns the ids left unread.
+
+    With ``stop_early`` the reading stops after the first call that still finds a pending result.
+    """
+    for start in range(0, len(pending), _BATCH_KEYS):
+        chunk = pending[start : start + _BATCH_KEYS]
+        for r in ResultModel.batch_get(chunk, consistent_read=True):
+            found[r.result_id] = r
+        if stop_early and any(found[i].status not in RESULT_FINAL for i in chunk):
+            return pending[start + _BATCH_KEYS :]
+    return []
+
+
+def _read_also(session: SessionModel, ids: Sequence[str], skip: set[str]) -> list[ResultModel]:
+    """The final results of the session among ``ids``, in order; other ids are ignored, so nothing
+    is said about results of other sessions or ids not created yet."""
+    wanted = [i for i in dict.fromkeys(ids) if i not in skip]
+    if not wanted:
+        return []
+    found = {r.result_id: r for r in ResultModel.batch_get(wanted, consistent_read=True)}
+    return [
+        found[i] for i in wanted
+        if i in found and found[i].session_id == session.session_id and found[i].status in RESULT_FINAL
+    ]
+
+
+def _wait_answer(settings: Settings, rs: list[ResultModel], *, done: bool, values: bool) -> WaitResponse:
+    """The answer: every state, and values and errors in order while the budget lasts.
+
+    A detail's size is known before it is built (base64 of the inline bytes, a URL's usual length),
+    so values beyond the budget are never encoded or presigned.
+    """
+    infos: list[ResultInfo] = []
+    data: list[ResultData] = []
+    incomplete: list[str] = []
+    spent = 0
+    for r in rs:
+        info = result_info(r)
+        with_value = values and r.status == ResultStatus.COMPLETED.value
+        cost = _detail_bytes(r, info, with_value)
+        if spent and spent + cost > WAIT_ANSWER_BUDGET_BYTES:
+            incomplete.append(r.result_id)
+            info = info.model_copy(update={"error": None})
+        else:
+            spent += cost
+            if with_value:
+                data.append(result_data(settings, r))
+        infos.append(info)
+    return WaitResponse(results=infos, done=done, values=data, incomplete=incomplete)
+
+
+#: What a presigned URL and a value's JSON framing take in an answer, for the budget.
+_URL_BYTES = 2048
+_FRAMING_BYTES = 100
+
+
+def _detail_bytes(r: ResultModel, info: ResultInfo, with_value: bool) -> int:
+    if info.error is not None:
+        return len(info.error.model_dump_json())
+    if not with_value:
+        return 0
+    if r.inline is not None:
+        return 4 * ((len(r.inline) + 2) // 3) + _FRAMING_BYTES
+    return (_URL_BYTES if r.s3_key else 0) + _FRAMING_BYTES
+
+
+def result_data(settings: Settings, r: ResultModel) -> ResultData:
+    """The value of a Completed result: inline (base64) when small, else a presigned download URL."""
+    if r.inline is not None:
+        return ResultData(result_id=r.result_id, size=len(r.inline), data=b64encode(r.inline))
+    if r.s3_key is None:  # Completed with an empty inline value stored as absent
+        return ResultData(result_id=r.result_id, size=0, data="")
+    return ResultData(result_id=r.result_id, size=int(r.size or 0), download_url=blobs.presign_get(settings, r.s3_key))
 
 
 def read_result(settings: Settings, owner: str, session_id: str, result_id: str) -> ResultData:
@@ -229,11 +349,7 @@ def read_result(settings: Settings, owner: str, session_id: str, result_id: str)
             field="result_id",
             details={"status": r.status, **({"error": r.error} if r.error else {})},
         )
-    if r.inline is not None:
-        return ResultData(result_id=result_id, size=len(r.inline), data=b64encode(r.inline))
-    if r.s3_key is None:  # Completed with an empty inline value stored as absent
-        return ResultData(result_id=result_id, size=0, data="")
-    return ResultData(result_id=result_id, size=int(r.size or 0), download_url=blobs.presign_get(settings, r.s3_key))
+    return result_data(settings, r)
 
 
 def fetch_values(settings: Settings, ids: Sequence[str]) -> dict[str, bytes]:

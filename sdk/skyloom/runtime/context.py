@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import replace
 from types import MappingProxyType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from skyloom.client.callspec import rewrite_dependency
+from skyloom.client.futures import Future
 from skyloom.client.specs import TaskRequest
 from skyloom.errors import InvalidRequest, ResultAlreadyWritten
 from skyloom.options import TaskOptions
@@ -187,11 +188,11 @@ class TaskContext:
                 self._results[rid] = StagedResult(rid, name=name)
             self.submit_tasks([task])
 
-    def result_bytes(self, result_id: str, timeout: float | None) -> NoReturn:
-        self._cannot_wait(result_id)
+    def future(self, result_id: str, task_id: str | None) -> Future[Any]:
+        return Future(result_id, self, task_id)
 
-    def is_done(self, result_id: str) -> NoReturn:
-        self._cannot_wait(result_id)
+    def waiter(self, futures: Sequence[Future[Any]]) -> NoReturn:
+        self._cannot_wait(", ".join(f.id for f in futures[:3]))
 
     # ------------------------------------------------------------------------- for the runtime
     def delegate(self, result_id: str, output: str) -> None:
