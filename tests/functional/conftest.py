@@ -62,16 +62,20 @@ def b64(data: bytes) -> str:
 
 
 def _serialize_moto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One in-process moto request at a time, as local mode's server serializes DynamoDB.
+    """One in-process moto DynamoDB request at a time, as local mode's server serializes DynamoDB.
 
     Real services make each request atomic; moto's backends are plain dicts, so two test threads
     racing writers (which is the point of some tests) would otherwise break moto itself
     ("dictionary changed size during iteration") rather than exercise our conditional writes.
+    Other services pass through: an SQS long poll (an agent's upper-level poller) would otherwise
+    hold the lock for its whole wait.
     """
     lock = threading.Lock()
     process = BotocoreStubber.process_request
 
     def serialized(self: BotocoreStubber, request: Any) -> Any:
+        if "dynamodb" not in str(getattr(request, "url", "")):
+            return process(self, request)
         with lock:
             return process(self, request)
 
