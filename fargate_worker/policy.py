@@ -68,6 +68,9 @@ def receive_budget(slots: int, in_flight: int, max_tasks: int | None = None, fin
 #: tasks take. Enough to hide a receive's round trip behind work; small, because a message held
 #: here is one another (idle) agent cannot have: what it holds is the tail of a run's imbalance.
 BACKLOG_SECONDS = 0.15
+#: The most an agent holds received ahead of its slots: three receives' worth, so that a refill of
+#: ten is under way while twenty tasks still wait (a receive costs as long as many short tasks).
+MAX_BACKLOG = 3 * MAX_RECEIVE
 #: The long poll of each upper priority level's own poller (SQS takes up to 20).
 UPPER_POLL_SECONDS = 10
 
@@ -75,7 +78,7 @@ UPPER_POLL_SECONDS = 10
 def in_flight_limit(slots: int, prefetch: int, seconds_per_task: float | None,
                     horizon: float = BACKLOG_SECONDS) -> int:
     """How many messages an agent may hold: one per slot, plus a backlog worth ``horizon`` seconds
-    of work per slot (at least ``prefetch``, at most one receive's worth).
+    of work per slot (at least ``prefetch``, at most :data:`MAX_BACKLOG`).
 
     Short tasks are then received ten at a time instead of one per free slot, which is what makes
     ReceiveMessage a fraction of a call per task; long ones keep ``slots + prefetch``.
@@ -86,21 +89,22 @@ def in_flight_limit(slots: int, prefetch: int, seconds_per_task: float | None,
     if not prefetch or not seconds_per_task or seconds_per_task <= 0:
         return base
     ahead = math.ceil(slots * horizon / seconds_per_task)
-    return max(base, min(slots + MAX_RECEIVE, slots + ahead))
+    return max(base, min(slots + MAX_BACKLOG, slots + ahead))
 
 
 def refill_budget(limit: int, slots: int, held: int) -> int:
     """How many messages to receive now, holding ``held`` of at most ``limit`` (0: not yet).
 
-    One receive per backlog's worth: the agent waits until its backlog has run down to a third
-    before asking again (at once when a slot may be idle), so each call fills most of a batch.
+    The agent waits until there is room for a full receive (or, for a small backlog, until it has
+    run down to a third) before asking again, at once when a slot may be idle: each call then
+    fills most of a batch instead of fetching the one or two messages that just finished.
     """
-    budget = max(0, min(limit - held, MAX_RECEIVE))
+    room = max(0, limit - held)
     backlog = limit - slots
     unstarted = held - slots
-    if unstarted > 0 and backlog > 1 and budget < backlog - backlog // 3:
+    if unstarted > 0 and backlog > 1 and room < min(MAX_RECEIVE, backlog - backlog // 3):
         return 0
-    return budget
+    return min(room, MAX_RECEIVE)
 
 
 def poll_plan(urls: Sequence[str], wait: int, *, upper: bool = True) -> list[tuple[str, int]]:

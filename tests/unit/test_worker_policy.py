@@ -121,8 +121,8 @@ def test_worker_id_names_host_and_pid_and_is_unique() -> None:
 def test_short_tasks_are_received_a_batch_ahead_long_ones_one_per_slot() -> None:
     # Unmeasured: one per slot plus prefetch, as before any task ran.
     assert in_flight_limit(slots=2, prefetch=1, seconds_per_task=None) == 3
-    # Zero-work tasks: a whole receive ahead, never more.
-    assert in_flight_limit(slots=1, prefetch=1, seconds_per_task=0.005) == 1 + MAX_RECEIVE
+    # Zero-work tasks: three receives ahead, never more.
+    assert in_flight_limit(slots=1, prefetch=1, seconds_per_task=0.001) == 1 + 3 * MAX_RECEIVE
     # 100 ms tasks: a little over the horizon's worth per slot.
     assert in_flight_limit(slots=1, prefetch=1, seconds_per_task=0.1, horizon=0.15) == 3
     # No prefetch: one task per slot, however short.
@@ -134,7 +134,10 @@ def test_short_tasks_are_received_a_batch_ahead_long_ones_one_per_slot() -> None
 @pytest.mark.parametrize(
     ("limit", "slots", "held", "budget"),
     [
-        (11, 1, 0, 10),  # idle: a full batch
+        (31, 1, 0, 10),  # idle: a full batch
+        (31, 1, 21, 10),  # room for a full receive while twenty wait: refill
+        (31, 1, 23, 0),  # not yet: a receive of eight would waste part of a call
+        (11, 1, 0, 10),  # a backlog of ten:
         (11, 1, 1, 10),  # one running, nothing ahead: refill at once
         (11, 1, 9, 0),  # eight ahead: not yet (a receive for two messages would waste a call)
         (11, 1, 4, 7),  # run down to three ahead: refill
