@@ -36,6 +36,13 @@ def dependents(result_id: str) -> list[str]:
     return [e.task_id for e in EdgeModel.query(result_id, consistent_read=True)]
 
 
+def carried_dependents(image: dict[str, Any]) -> list[str] | None:
+    """The dependents a result's stream image carries (complete when present: see
+    ``ResultModel.dependents``); None when the edges must be looked up (pure)."""
+    ids = image.get("dependents")
+    return sorted(ids) if ids else None
+
+
 def transition(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | None:
     """The result status this record newly reached, or None if nothing to resolve (pure).
 
@@ -56,8 +63,9 @@ def transition(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | 
     return None
 
 
-def on_completed(settings: Settings, result_id: str) -> Resolved:
-    winners = readiness.release_and_ready(settings, [(t, result_id) for t in dependents(result_id)])
+def on_completed(settings: Settings, result_id: str, carried: list[str] | None = None) -> Resolved:
+    waiting = carried if carried is not None else dependents(result_id)
+    winners = readiness.release_and_ready(settings, [(t, result_id) for t in waiting])
     readiness.enqueue_tasks(settings, winners)
     return Resolved(queued=len(winners), tasks=[t.task_id for t in winners])
 
@@ -78,12 +86,16 @@ def resolve_batch(
     """Resolve a whole stream batch at once: completions are grouped so that a task released by
     many results of the batch is written once, and edge lookups run concurrently."""
     completed: list[str] = []
+    carried: dict[str, list[str]] = {}
     completed_at: dict[str, float] = {}
     out = Resolved()
     for old, new in changes:
         reached = transition(old, new)
         if reached == ResultStatus.COMPLETED.value and new is not None:
             completed.append(str(new["result_id"]))
+            ids = carried_dependents(new)
+            if ids is not None:
+                carried[str(new["result_id"])] = ids
             if new.get("completed_at") is not None:
                 completed_at[str(new["result_id"])] = float(new["completed_at"])
         elif reached == ResultStatus.ABORTED.value and new is not None:
@@ -91,7 +103,10 @@ def resolve_batch(
             out.cancelled += aborted.cancelled
             out.tasks += aborted.tasks
     if completed:
-        edges = list(_pool.map(dependents, completed)) if len(completed) > 1 else [dependents(completed[0])]
+        lookups = [rid for rid in completed if rid not in carried]
+        found = dict(zip(lookups, _pool.map(dependents, lookups) if len(lookups) > 1 else map(dependents, lookups),
+                         strict=True))
+        edges = [carried[rid] if rid in carried else found[rid] for rid in completed]
         pairs = [(task_id, rid) for rid, tasks in zip(completed, edges, strict=True) for task_id in tasks]
         winners = readiness.release_and_ready(settings, pairs)
         readiness.enqueue_tasks(settings, winners)
@@ -112,7 +127,7 @@ def resolve_record(settings: Settings, old: dict[str, Any] | None, new: dict[str
     if reached is None or new is None:
         return Resolved()
     if reached == ResultStatus.COMPLETED.value:
-        return on_completed(settings, str(new["result_id"]))
+        return on_completed(settings, str(new["result_id"]), carried_dependents(new))
     error = new.get("error")
     if isinstance(error, str):  # JSONAttribute is stored as a JSON string
         error = json.loads(error)

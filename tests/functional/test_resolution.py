@@ -17,7 +17,7 @@ from functions.resolve import resolution
 from skyloom.core import clock, execution, readiness
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
-from skyloom.core.models import TaskModel
+from skyloom.core.models import ResultModel, TaskModel
 from skyloom.core.resources import RESULTS
 from skyloom.runtime.outcome import TaskOutcome
 from tests.functional.conftest import ApiClient, Db, FakeLambdaContext
@@ -156,10 +156,10 @@ def test_a_completion_between_the_edge_and_its_flag_still_readies_the_dependent(
 
     # WHEN r completes after the dependent's edge is written but before r is flagged, so that its
     # stream record says "no dependents" and resolve looks nothing up
-    def complete_then_flag(result_id: str) -> None:
+    def complete_then_flag(result_id: str, task_ids: set[str]) -> None:
         run_task(aws_stack, "p", {"r": b"done"})
         resolve(stream.batch())
-        real_flag(result_id)
+        real_flag(result_id, task_ids)
 
     monkeypatch.setattr(readiness, "_flag", complete_then_flag)
     submit(api, sid, [{"id": "t", "handler": "h", "data_dependencies": ["r"], "expected_outputs": ["out"]}],
@@ -194,9 +194,34 @@ def test_resolve_looks_up_dependents_only_of_results_someone_waits_on(
     run_task(aws_stack, "lonely", {"rl": b"1"})
     run_task(aws_stack, "a", {"ra": b"2"})
     resolve(stream.batch())
-    # THEN only the result with a dependent was looked up, and that dependent is ready
-    assert looked_up == ["ra"]
+    # THEN nothing was looked up (ra carries its dependent, rl has none), and the dependent is ready
+    assert looked_up == []
     assert status("b") == "Submitted"
+
+
+def test_a_result_with_more_dependents_than_it_carries_is_looked_up(
+    api: ApiClient, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN results that carry at most one dependent, and r waited on by two tasks submitted apart
+    monkeypatch.setattr(readiness, "DEPENDENTS_ON_ITEM", 1)
+    sid = api.session()
+    submit(api, sid, [{"id": "p", "handler": "h", "expected_outputs": ["r"]}], [{"id": "r"}])
+    for t in ("t1", "t2"):
+        submit(api, sid, [{"id": t, "handler": "h", "data_dependencies": ["r"], "expected_outputs": [f"o{t}"]}],
+               [{"id": f"o{t}"}])
+    item = ResultModel.get("r", consistent_read=True)
+    assert item.has_dependents and item.dependents is None  # the second one did not fit
+    stream = StreamReader(aws_stack)
+    stream.batch()
+    looked_up: list[str] = []
+    real_dependents = resolution.dependents
+    monkeypatch.setattr(resolution, "dependents", lambda rid: looked_up.append(rid) or real_dependents(rid))
+    # WHEN r completes
+    run_task(aws_stack, "p", {"r": b"v"})
+    resolve(stream.batch())
+    # THEN its edges were looked up and both dependents are ready
+    assert looked_up == ["r"]
+    assert status("t1") == status("t2") == "Submitted"
 
 
 def test_racing_writers_never_lose_or_duplicate_a_ready_task(api: ApiClient, db: Db, aws_stack: Settings) -> None:

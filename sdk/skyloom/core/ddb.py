@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from pynamodb.exceptions import PynamoDBException, TransactWriteError
+from pynamodb.exceptions import PynamoDBException, TransactWriteError, UpdateError
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
+from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from skyloom.core.models import connection
@@ -29,6 +32,21 @@ def failed_indexes(exc: TransactWriteError) -> list[int]:
         i for i, reason in enumerate(exc.cancellation_reasons)
         if reason is not None and reason.code == "ConditionalCheckFailed"
     ]
+
+
+def update_if(item: Model, actions: Sequence[Action], condition: Condition | None) -> bool:
+    """Apply one conditional update; False if its condition refused it, any other failure raises.
+
+    The one way Skyloom writes "move this item if it is still in the state I saw": losing the race
+    is an answer (someone else did it, or this is a replay), never an error.
+    """
+    try:
+        item.update(actions=list(actions), condition=condition)
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    return True
 
 
 Op = Callable[[TransactWrite], None]

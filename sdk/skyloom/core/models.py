@@ -212,6 +212,10 @@ class ResultModel(Model):
     #: before the first edge, so that resolve skips the edge lookup of every result nobody depends
     #: on (most results: a task's final value). Absent on items older than the flag: look them up.
     has_dependents = BooleanAttribute(null=True)
+    #: The tasks waiting on it, carried on the item up to ``readiness.DEPENDENTS_ON_ITEM`` of them, so
+    #: that resolve reads them from the stream record instead of querying the edges; absent (with
+    #: ``has_dependents``) when there are more, or on items older than it: the edges say then.
+    dependents = UnicodeSetAttribute(null=True)
 
     by_session = ResultsBySession()
     by_change = ResultsByChange()

@@ -14,10 +14,11 @@ from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.condition import size
 
 from skyloom.core import clock, dispatching
 from skyloom.core.config import Settings
-from skyloom.core.ddb import condition_failed
+from skyloom.core.ddb import condition_failed, update_if
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.models import EdgeModel, ResultModel, TaskModel
 from skyloom.core.states import ResultStatus, TaskStatus
@@ -96,17 +97,33 @@ def release_and_ready(settings: Settings, pairs: Iterable[tuple[str, str]]) -> l
     return [t for t in found if t is not None]
 
 
+#: Dependents carried on a result item (``ResultModel.dependents``); past this, the edges alone.
+#: 100 ids of 32 characters are ~3.3 KB of a 400 KB item: a fan-in stays cheap, a broadcast input
+#: read by thousands of tasks does not grow its item without bound.
+DEPENDENTS_ON_ITEM = 100
+
+
+def _waiting_on(tasks: Sequence[TaskModel]) -> dict[str, set[str]]:
+    waiting: dict[str, set[str]] = defaultdict(set)
+    for t in tasks:
+        for rid in t.remaining or ():
+            waiting[rid].add(t.task_id)
+    return waiting
+
+
 def flag_dependents(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) -> set[str]:
     """Mark the results (not yet written) that a task of the same write waits on; returns their ids.
 
-    A result created together with its dependents then carries ``has_dependents`` from its first
-    write, and :func:`register_edges` has no flag of its own to write for it.
+    A result created together with its dependents then carries ``has_dependents`` (and, when there
+    are few, their ids) from its first write, and :func:`register_edges` has nothing to write to it.
     """
-    waited = {rid for t in tasks for rid in (t.remaining or ())}
-    flagged = {r.result_id for r in results if r.result_id in waited}
+    waiting = _waiting_on(tasks)
+    flagged = {r.result_id for r in results if r.result_id in waiting}
     for r in results:
         if r.result_id in flagged:
             r.has_dependents = True
+            ids = waiting[r.result_id]
+            r.dependents = set(ids) if len(ids) <= DEPENDENTS_ON_ITEM else None
     return flagged
 
 
@@ -124,20 +141,34 @@ def register_edges(tasks: Sequence[TaskModel], *, flagged: Collection[str] = ())
         for t in tasks:
             for rid in t.remaining or ():
                 batch.save(EdgeModel(result_id=rid, task_id=t.task_id, session_id=t.session_id))
-    unflagged = sorted({rid for t in tasks for rid in (t.remaining or ())} - set(flagged))
+    waiting = _waiting_on(tasks)
+    unflagged = [(rid, waiting[rid]) for rid in sorted(set(waiting) - set(flagged))]
     if len(unflagged) > 1:
-        list(_pool.map(_flag, unflagged))
+        list(_pool.map(lambda item: _flag(*item), unflagged))
     elif unflagged:
-        _flag(unflagged[0])
+        _flag(*unflagged[0])
 
 
-def _flag(result_id: str) -> None:
+def _flag(result_id: str, task_ids: set[str]) -> None:
+    """Flag an existing result as waited on by ``task_ids``: their ids join its ``dependents`` while
+    it carries few (the first condition), else it is marked as having more than it can carry."""
+    exists = ResultModel.result_id.exists()
     try:
-        ResultModel(result_id).update(actions=[ResultModel.has_dependents.set(True)],
-                                      condition=ResultModel.result_id.exists())
+        if len(task_ids) <= DEPENDENTS_ON_ITEM:
+            # Written False at creation: nobody waited yet, so the set it starts is complete. (An item
+            # older than the flag may have edges and no set: it must not start one.)
+            room = size(ResultModel.dependents) <= DEPENDENTS_ON_ITEM - len(task_ids)  # type: ignore[no-untyped-call]
+            few = exists & ((ResultModel.has_dependents == False) | (ResultModel.dependents.exists() & room))  # noqa: E712
+            if update_if(ResultModel(result_id), [ResultModel.has_dependents.set(True),
+                                                  ResultModel.dependents.add(task_ids)], few):
+                return
+        # Too many to carry (or the ids it carried were dropped): the edges alone say who waits.
+        update_if(ResultModel(result_id), [ResultModel.has_dependents.set(True), ResultModel.dependents.remove()],
+                  exists)
     except UpdateError as exc:
         if not condition_failed(exc):  # gone: its dependents are cancelled with it
             raise
+
 
 
 def recheck(settings: Settings, tasks: Sequence[TaskModel]) -> list[TaskModel]:
