@@ -27,7 +27,7 @@ from skyloom.core.execution import Commit
 from skyloom.core.models import TaskModel
 from skyloom.core.resources import PartitionSpec
 from skyloom.errors import Conflict
-from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome
+from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -179,7 +179,7 @@ class FakeOps:
                          dict(task.options))
 
     def complete(self, settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome,
-                 metrics: dict[str, float]) -> bool:
+                 metrics: dict[str, float], log: TaskLog | None = None) -> bool:
         self._record("complete", task.task_id, dict(metrics))
         self.status[task.task_id] = "Completed"
         return True
@@ -190,7 +190,7 @@ class FakeOps:
         return [self.complete(settings, c.task, c.worker_id, c.outcome, c.metrics) for c in commits]
 
     def fail(self, settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *,
-             timed_out: bool = False) -> str:
+             timed_out: bool = False, log: TaskLog | None = None) -> str:
         self._record("fail", task.task_id, (error, timed_out))
         self.status[task.task_id] = self.fail_status
         return self.fail_status
