@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -47,8 +48,10 @@ def chatter(inp: TaskInput) -> TaskOutcome:
             print(line)
         print("the last line")
         return TaskOutcome(outputs={"out": b""})
-    if h == "say_then_sleep":
+    if h == "say_then_sleep":  # with a payload: a file to create once printed (the test then kills)
         print("before the timeout")
+        if inp.payload:
+            Path(inp.payload.decode()).touch()
         time.sleep(60)
     if h == "say_then_die":
         print("before dying")
@@ -115,7 +118,7 @@ def test_a_task_that_prints_a_lot_keeps_only_the_tail_and_says_so(child: ChildPr
 
 
 def test_a_timed_out_task_keeps_what_it_printed(child: ChildProcess) -> None:
-    result = child.execute(task("say_then_sleep"), timeout=2.0)
+    result = child.execute(task("say_then_sleep"), timeout=5.0)
     assert result.ending is Ending.TIMEOUT
     assert text(result.log) == "before the timeout\n"
 
@@ -126,12 +129,18 @@ def test_a_dying_task_keeps_what_it_printed(child: ChildProcess) -> None:
     assert text(result.log) == "before dying\n"
 
 
-def test_a_killed_task_keeps_what_it_printed(child: ChildProcess) -> None:
-    child.start()
-    timer = threading.Timer(1.0, child.kill)
-    timer.start()
-    result = child.execute(task("say_then_sleep"))
-    timer.join()
+def test_a_killed_task_keeps_what_it_printed(child: ChildProcess, tmp_path: Path) -> None:
+    marker = tmp_path / "printed"
+
+    def kill_once_printed() -> None:  # what the agent does when the lease is lost
+        while not marker.exists():
+            time.sleep(0.01)
+        child.kill()
+
+    killer = threading.Thread(target=kill_once_printed)
+    killer.start()
+    result = child.execute(task("say_then_sleep", str(marker).encode()))
+    killer.join()
     assert result.ending is Ending.KILLED
     assert text(result.log) == "before the timeout\n"
 
