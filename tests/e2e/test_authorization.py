@@ -300,6 +300,7 @@ def cli_attempts(w: World, tmp: Path) -> list[list[str]]:
         ["sessions", "purge", e], ["sessions", "delete", e, "--yes"],
         ["tasks", "list", s],
         ["tasks", "show", w.tid], ["tasks", "show", w.tid, "--session", s],
+        ["tasks", "logs", w.tid], ["tasks", "logs", w.tid, "--session", s, "--attempt", "1"],
         ["tasks", "cancel", s, w.tid], ["tasks", "cancel", w.b_sid, w.tid],
         ["results", "list", s],
         ["results", "show", w.out], ["results", "show", w.out, "--session", s],
