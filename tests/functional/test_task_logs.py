@@ -4,10 +4,12 @@ owner only, and a purge deletes them like every other value of the session."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import boto3
 import pytest
 
-from skyloom.core import clock, execution, tasklogs
+from skyloom.core import clock, execution, limits, tasklogs
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.models import TaskModel
@@ -117,3 +119,14 @@ def test_purge_deletes_the_logs_and_keeps_their_sizes(
     assert [a["log_bytes"] for a in task.attempts] == [SMALL.size, LARGE.size]
     r = api.call("GET", f"/sessions/{sid}/tasks/t/logs")
     assert r.status == 200 and [a["text"] for a in r.json["attempts"]] == ["", ""]
+
+
+def test_past_the_answer_limit_the_latest_attempts_come_and_the_earlier_are_counted(
+    api: ApiClient, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = fail_then_succeed(api, aws_stack, monkeypatch)
+    monkeypatch.setattr(tasklogs, "TASK_LOG_ATTEMPTS", dataclasses.replace(limits.TASK_LOG_ATTEMPTS, value=1))
+    r = api.call("GET", f"/sessions/{sid}/tasks/t/logs").json
+    assert [a["number"] for a in r["attempts"]] == [2] and r["earlier"] == 1
+    # an earlier attempt is still there when asked for by number
+    assert api.call("GET", f"/sessions/{sid}/tasks/t/logs?attempt=1").json["attempts"][0]["text"] == SMALL.text()
