@@ -31,6 +31,32 @@ class TaskInput:
 
 
 @dataclass(frozen=True)
+class TaskLog:
+    """What one attempt printed on stdout and stderr, merged in the order a terminal shows them.
+
+    The worker keeps a bounded tail (the end of a log says why a task failed); ``cut`` counts the
+    bytes printed before it, so that a reader is told the log is not whole.
+    """
+
+    tail: bytes
+    cut: int = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes the attempt printed in all."""
+        return self.cut + len(self.tail)
+
+    def text(self) -> str:
+        """The tail as text (undecodable bytes replaced), without the cut notice: see :func:`render_log`."""
+        return self.tail.decode("utf-8", errors="replace")
+
+
+def render_log(text: str, cut: int) -> str:
+    """A log tail as a reader gets it: ``... N bytes cut ...`` first when the beginning is gone."""
+    return f"... {cut} bytes cut ...\n{text}" if cut else text
+
+
+@dataclass(frozen=True)
 class StagedResult:
     """A result created by the running task; with ``data`` it is born Completed."""
 
@@ -77,28 +103,3 @@ class TaskOutcome:
     def ok(self) -> bool:
         return self.error is None
 
-
-@dataclass(frozen=True)
-class TaskLog:
-    """What one attempt printed on stdout and stderr, merged in the order a terminal shows them.
-
-    The worker keeps a bounded tail (the end of a log says why a task failed); ``cut`` counts the
-    bytes printed before it, so that a reader is told the log is not whole.
-    """
-
-    tail: bytes
-    cut: int = 0
-
-    @property
-    def size(self) -> int:
-        """Bytes the attempt printed in all."""
-        return self.cut + len(self.tail)
-
-    def text(self) -> str:
-        """The tail as text (undecodable bytes replaced), without the cut notice: see :func:`render_log`."""
-        return self.tail.decode("utf-8", errors="replace")
-
-
-def render_log(text: str, cut: int) -> str:
-    """A log tail as a reader gets it: ``... N bytes cut ...`` first when the beginning is gone."""
-    return f"... {cut} bytes cut ...\n{text}" if cut else text
