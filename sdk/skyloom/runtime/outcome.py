@@ -102,4 +102,3 @@ class TaskOutcome:
     @property
     def ok(self) -> bool:
         return self.error is None
-
