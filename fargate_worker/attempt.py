@@ -27,7 +27,7 @@ from skyloom.core.execution import Commit
 from skyloom.core.models import TaskModel
 from skyloom.core.states import TaskStatus
 from skyloom.errors import SkyloomError
-from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome
+from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome
 
 #: Error type of an attempt whose inputs could not be loaded.
 INPUT_ERROR = "InputFetchFailed"
@@ -42,11 +42,13 @@ class ExecutionOps(Protocol):
     def heartbeat(self, settings: Settings, task: TaskModel, worker_id: str) -> bool: ...
     def load_inputs(self, settings: Settings, task: TaskModel) -> TaskInput: ...
     def complete(
-        self, settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome, metrics: dict[str, float]
+        self, settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome, metrics: dict[str, float],
+        log: TaskLog | None = None,
     ) -> bool: ...
     def complete_many(self, settings: Settings, commits: Sequence[Commit]) -> list[bool]: ...
     def fail(
-        self, settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *, timed_out: bool = False
+        self, settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *, timed_out: bool = False,
+        log: TaskLog | None = None,
     ) -> str: ...
     def release(self, settings: Settings, task: TaskModel, worker_id: str) -> bool: ...
 
@@ -173,11 +175,11 @@ class Attempts:
         if v.action is Action.COMPLETE and v.outcome is not None:
             start = time.monotonic()
             with _phase(held, "upload"):
-                committed = self._ops.complete(self.settings, task, self.worker_id, v.outcome, metrics)
+                committed = self._ops.complete(self.settings, task, self.worker_id, v.outcome, metrics, v.log)
             metrics["upload"] = time.monotonic() - start
             self._after_commit(task, metrics, committed)
         elif v.error is not None:
-            status = self._ops.fail(self.settings, task, self.worker_id, v.error, timed_out=v.timed_out)
+            status = self._ops.fail(self.settings, task, self.worker_id, v.error, timed_out=v.timed_out, log=v.log)
             self._ledger.count("failed")
             # fail() says what became of the task: queued again (retried), ended, or not ours any more.
             self._emit(task, metrics, {"lost": None, TaskStatus.SUBMITTED.value: "retried"}.get(status, "failed"))
@@ -204,7 +206,7 @@ class Attempts:
             for held, _, _, _ in group:
                 phases.enter_context(_phase(held, "upload"))
             committed = self._ops.complete_many(
-                self.settings, [Commit(task, self.worker_id, v.outcome, metrics)
+                self.settings, [Commit(task, self.worker_id, v.outcome, metrics, v.log)
                                 for _, task, v, metrics in group if v.outcome is not None])
         spent = time.monotonic() - start
         for (held, task, _, metrics), ok in zip(group, committed, strict=True):

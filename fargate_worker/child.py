@@ -8,6 +8,9 @@ the failure. So every task runs in a child process, reached over a pipe:
   :class:`TaskOutcome` (a failure to pickle the outcome becomes a ``RemoteError`` in the child, so
   a bad return value is a failed task, never a dead pipe; so does an outcome larger than the
   worker's ``max_output_bytes``, checked before it is pickled, so that it never crosses the pipe);
+- what the task prints on stdout and stderr goes to a third pipe, which the agent reads while the
+  task runs into a bounded ring (:mod:`fargate_worker.capture`); each run's :class:`ChildResult`
+  carries its tail, also when the task timed out, died or was killed;
 - one child serves many tasks (starting an interpreter and importing user modules costs 0.1-1 s);
   after it dies, times out or is killed it is discarded, and the next task spawns a fresh one.
 
@@ -35,10 +38,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome
+from fargate_worker.capture import OutputPipe, flush_child_output, redirect_child_output, wait_reading
+from skyloom.core.limits import TASK_LOG_BYTES
+from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome
 
 log = logging.getLogger("skyloom-worker.child")
 
@@ -63,6 +68,8 @@ _CLOSE_GRACE_SECONDS = 2.0
 _PR_SET_PDEATHSIG = 1
 #: The child's first message. Outcomes are pickles (they start with 0x80), so it cannot clash.
 _READY = b"ready"
+#: How much of what a child printed while failing to start is quoted in the error.
+_START_OUTPUT_CHARS = 2000
 
 
 class ChildStartError(RuntimeError):
@@ -88,6 +95,8 @@ class ChildResult:
     #: The child's peak resident memory during this run in bytes (Linux ``VmHWM``, reset before
     #: the run); None if unknown (not Linux, or the child did not return).
     memory_peak: int | None = None
+    #: What the task printed during this run (its tail); None if it never reached a child.
+    log: TaskLog | None = None
 
 
 class ChildProcess:
@@ -104,16 +113,19 @@ class ChildProcess:
     """
 
     def __init__(self, target: TaskTarget | None = None, *, name: str = "skyloom-child",
-                 max_output_bytes: int | None = None) -> None:
+                 max_output_bytes: int | None = None, max_log_bytes: int = TASK_LOG_BYTES.value) -> None:
         self._target = target
         self._name = name
         #: Largest outcome (:func:`outcome_bytes`) a task may return; None: no limit.
         self._max_output_bytes = max_output_bytes
+        #: How much of what a task prints is kept: the last bytes of each run.
+        self._max_log_bytes = max_log_bytes
         self._ctx = multiprocessing.get_context("spawn")
         #: Guards _proc/_conn/_kill_requested against kill() from another thread.
         self._lock = threading.Lock()
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
+        self._output: OutputPipe | None = None
         self._kill_requested = False
         #: How many processes this handle started (observability; tests check respawns with it).
         self.spawned = 0
@@ -154,33 +166,35 @@ class ChildProcess:
         child = self._ready_child()  # the start of a fresh child is neither compute nor timeout
         if child is None:
             return self._killed(0.0)
-        proc, conn = child
+        proc, conn, out = child
+        out.drain()
+        out.take()  # printed between runs (a leftover thread of the last task): no attempt's own
         # The child serves many tasks: its peak must be this run's, not the largest so far.
         peak_known = _reset_peak_rss(proc.pid)
         start = time.monotonic()
         try:
             conn.send_bytes(data)
         except OSError:  # the child died between tasks or while reading a large input
-            return self._ended(proc, start)
-        remaining = None if timeout is None else max(0.0, start + timeout - time.monotonic())
-        ready = wait([conn, proc.sentinel], remaining)
+            return self._ended(proc, out, start)
+        ready = wait_reading(out, [conn, proc.sentinel], None if timeout is None else start + timeout)
         if conn in ready:
             try:
                 reply = conn.recv_bytes()
             except (EOFError, OSError):  # the pipe closed: the child is gone
-                return self._ended(proc, start)
+                return self._ended(proc, out, start)
             seconds = time.monotonic() - start
             peak = _peak_rss(proc.pid) if peak_known else None
-            return ChildResult(_decode(reply), Ending.RETURNED, seconds, peak)
+            out.drain()  # the child flushed before it answered: the run's every byte is in the pipe
+            return ChildResult(_decode(reply), Ending.RETURNED, seconds, peak, out.take())
         if proc.sentinel in ready:
-            return self._ended(proc, start)
-        self._discard(kill=True)
+            return self._ended(proc, out, start)
+        self._discard(kill=True)  # reads what the task printed until it was killed
         err = RemoteError(
             type=TIMEOUT_ERROR,
             message=f"the task ran longer than its max_duration of {timeout:g} s and was killed",
             traceback="",
         )
-        return ChildResult(TaskOutcome(error=err), Ending.TIMEOUT, time.monotonic() - start)
+        return ChildResult(TaskOutcome(error=err), Ending.TIMEOUT, time.monotonic() - start, log=out.take())
 
     def kill(self) -> None:
         """Kill the running task now (lease lost, shutdown). Safe from any thread; the thread in
@@ -195,25 +209,27 @@ class ChildProcess:
         self._discard(kill=False)
 
     # ---------------------------------------------------------------------------- internals
-    def _ready_child(self) -> tuple[BaseProcess, Connection] | None:
+    def _ready_child(self) -> tuple[BaseProcess, Connection, OutputPipe] | None:
         """The live child, starting one if there is none or the last one died idle.
 
         Returns None if kill() stopped it while starting. Spawning holds the lock (so kill() sees
-        the new process) but waiting for the ready message does not.
+        the new process) but waiting for the ready message does not. What the child prints while
+        it imports is read meanwhile (a full pipe would block its start), and said if it fails.
         """
         with self._lock:
-            if self._proc is not None and self._conn is not None and self._proc.exitcode is None:
-                return self._proc, self._conn
+            if (self._proc is not None and self._conn is not None and self._output is not None
+                    and self._proc.exitcode is None):
+                return self._proc, self._conn, self._output
             if self._proc is not None:
                 self._reap_locked()
-            proc, conn = self._spawn_locked()
-        ready = wait([conn, proc.sentinel], START_TIMEOUT_SECONDS)
+            proc, conn, out = self._spawn_locked()
+        ready = wait_reading(out, [conn, proc.sentinel], time.monotonic() + START_TIMEOUT_SECONDS)
         reply = b""
         if conn in ready:
             with contextlib.suppress(EOFError, OSError):
                 reply = conn.recv_bytes()
         if reply == _READY:
-            return proc, conn
+            return proc, conn, out
         with self._lock:
             killed = self._kill_requested
         hung = not ready
@@ -221,48 +237,57 @@ class ChildProcess:
         if killed:
             return None
         why = f"no answer within {START_TIMEOUT_SECONDS:g} s" if hung else death_message(code)
-        raise ChildStartError(f"could not start a child process: {why}")
+        printed = out.take().text()[-_START_OUTPUT_CHARS:].strip()
+        said = f"; it printed:\n{printed}" if printed else ""
+        raise ChildStartError(f"could not start a child process: {why}{said}")
 
-    def _spawn_locked(self) -> tuple[BaseProcess, Connection]:
+    def _spawn_locked(self) -> tuple[BaseProcess, Connection, OutputPipe]:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        out = OutputPipe(self._ctx, self._max_log_bytes)
         proc = self._ctx.Process(
-            target=_child_main, args=(child_conn, self._target, os.getpid(), self._max_output_bytes), name=self._name,
+            target=_child_main, args=(child_conn, self._target, os.getpid(), self._max_output_bytes, out.writer),
+            name=self._name,
             # Not daemonic: a daemonic process may not start processes, and user code may use
             # multiprocessing. close() makes sure it exits with the agent.
             daemon=False,
         )
         proc.start()
         child_conn.close()
-        self._proc, self._conn = proc, parent_conn
+        out.close_writer()
+        self._proc, self._conn, self._output = proc, parent_conn, out
         self.spawned += 1
         log.debug("started child process %s (pid %s)", self._name, proc.pid)
-        return proc, parent_conn
+        return proc, parent_conn, out
 
-    def _killed(self, seconds: float) -> ChildResult:
+    def _killed(self, seconds: float, log: TaskLog | None = None) -> ChildResult:
         err = RemoteError(type=KILLED_ERROR, message="the task was stopped by the agent", traceback="")
-        return ChildResult(TaskOutcome(error=err), Ending.KILLED, seconds)
+        return ChildResult(TaskOutcome(error=err), Ending.KILLED, seconds, log=log)
 
-    def _ended(self, proc: BaseProcess, start: float) -> ChildResult:
-        """The child exited during a run: killed by us, or died on its own."""
+    def _ended(self, proc: BaseProcess, out: OutputPipe, start: float) -> ChildResult:
+        """The child exited during a run: killed by us, or died on its own. What it printed until
+        then is kept: the pipe is read to its end before it is closed."""
         with self._lock:
             killed = self._kill_requested
         pid = proc.pid
         code = self._discard(kill=True)
         seconds = time.monotonic() - start
         if killed:
-            return self._killed(seconds)
+            return self._killed(seconds, out.take())
         err = RemoteError(type=DIED_ERROR, message=death_message(code), traceback="")
         log.warning("child process %s died: %s", pid, err.message)
-        return ChildResult(TaskOutcome(error=err), Ending.DIED, seconds)
+        return ChildResult(TaskOutcome(error=err), Ending.DIED, seconds, log=out.take())
 
     def _discard(self, *, kill: bool) -> int | None:
-        """Forget the current child and wait for it to be gone; returns its exit code."""
+        """Forget the current child and wait for it to be gone; returns its exit code. Its output
+        pipe is read (what is left of it) and closed; its ring stays with whoever holds it."""
         with self._lock:
-            proc, conn = self._proc, self._conn
-            self._proc = self._conn = None
+            proc, conn, out = self._proc, self._conn, self._output
+            self._proc = self._conn = self._output = None
         if conn is not None:
             conn.close()  # an idle child reads EOF and exits
         if proc is None:
+            if out is not None:
+                out.close()
             return None
         if kill:
             _kill(proc)
@@ -272,13 +297,17 @@ class ChildProcess:
             proc.join()
         code = proc.exitcode
         proc.close()
+        if out is not None:
+            out.close()
         return code
 
     def _reap_locked(self) -> None:
-        proc, conn = self._proc, self._conn
-        self._proc = self._conn = None
+        proc, conn, out = self._proc, self._conn, self._output
+        self._proc = self._conn = self._output = None
         if conn is not None:
             conn.close()
+        if out is not None:
+            out.close()
         if proc is not None:
             proc.join(_CLOSE_GRACE_SECONDS)
             if proc.exitcode is not None:
@@ -375,11 +404,14 @@ def check_output_size(outcome: TaskOutcome, limit: int | None) -> TaskOutcome:
 
 # ------------------------------------------------------------------------------- child side
 def _child_main(conn: Connection, target: TaskTarget | None, parent_pid: int,
-                max_output_bytes: int | None = None) -> None:
+                max_output_bytes: int | None, output: Connection) -> None:
     """The child's loop: get ready, then receive an input, run it, send the outcome; exit when
-    the pipe closes."""
+    the pipe closes. Everything it prints goes to ``output``, flushed before each answer."""
     _detach_from_agent(parent_pid)
+    redirect_child_output(output)
+    stdout, stderr = sys.stdout, sys.stderr
     run, setup_error = _resolve(target)
+    flush_child_output(stdout, stderr)
     conn.send_bytes(_READY)
     while True:
         try:
@@ -387,7 +419,9 @@ def _child_main(conn: Connection, target: TaskTarget | None, parent_pid: int,
         except (EOFError, OSError):
             return  # the agent closed the pipe (or died): nothing left to do
         outcome = TaskOutcome(error=setup_error) if run is None else _call(run, data)
-        conn.send_bytes(_dump(check_output_size(outcome, max_output_bytes)))
+        reply = _dump(check_output_size(outcome, max_output_bytes))
+        flush_child_output(stdout, stderr)
+        conn.send_bytes(reply)
 
 
 def _resolve(target: TaskTarget | None) -> tuple[TaskTarget | None, RemoteError | None]:

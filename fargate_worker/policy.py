@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from fargate_worker.child import ChildResult, Ending, outcome_bytes
-from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome
+from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome
 
 #: SQS returns at most 10 messages per receive.
 MAX_RECEIVE = 10
@@ -35,6 +35,7 @@ class Verdict:
     outcome: TaskOutcome | None = None  # for COMPLETE
     error: RemoteError | None = None  # for FAIL
     timed_out: bool = False
+    log: TaskLog | None = None  # what the attempt printed, stored with its record (COMPLETE, FAIL)
 
 
 def verdict(ran: ChildResult | RemoteError, *, lease_lost: bool) -> Verdict:
@@ -49,10 +50,10 @@ def verdict(ran: ChildResult | RemoteError, *, lease_lost: bool) -> Verdict:
     if ran.ending is Ending.KILLED:  # we kill only on a lost lease (above) or a forced stop
         return Verdict(Action.RELEASE)
     if ran.ending is Ending.TIMEOUT:
-        return Verdict(Action.FAIL, error=ran.outcome.error, timed_out=True)
+        return Verdict(Action.FAIL, error=ran.outcome.error, timed_out=True, log=ran.log)
     if ran.outcome.error is not None:  # the task raised, or its child died
-        return Verdict(Action.FAIL, error=ran.outcome.error)
-    return Verdict(Action.COMPLETE, outcome=ran.outcome)
+        return Verdict(Action.FAIL, error=ran.outcome.error, log=ran.log)
+    return Verdict(Action.COMPLETE, outcome=ran.outcome, log=ran.log)
 
 
 def receive_budget(slots: int, in_flight: int, max_tasks: int | None = None, finished: int = 0) -> int:

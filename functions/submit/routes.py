@@ -25,7 +25,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.submit import errors, openapi
 from functions.submit.identity import current_owner, principal_of
-from skyloom.core import events, limits, models, queries, results, sessions, submission, tasks
+from skyloom.core import events, limits, models, queries, results, sessions, submission, tasklogs, tasks
 from skyloom.core.config import Settings
 from skyloom.core.protocol import (
     ID_PATTERN,
@@ -42,6 +42,7 @@ from skyloom.core.protocol import (
     SubmitTasksRequest,
     SubmitTasksResponse,
     TaskInfo,
+    TaskLogs,
     TasksResponse,
     WaitRequest,
     WaitResponse,
@@ -353,6 +354,28 @@ def get_task(session_id: SessionId, task_id: TaskId, owner: Owner, settings: Cur
     """One task's status, attempts and error."""
     (info,) = tasks.get_tasks(settings, owner, session_id, [task_id])
     return info
+
+
+AttemptNumber = Annotated[
+    int | None,
+    Query(ge=1, le=limits.MAX_RETRIES.value + 1,
+          description="Only this attempt (1 is the first); without it, every ended attempt, oldest first."),
+]
+
+
+@app.get(
+    "/sessions/<session_id>/tasks/<task_id>/logs",
+    operation_id="getTaskLogs",
+    summary="Read what a task's attempts printed",
+    tags=["tasks"],
+    responses=_responses(200, body=False),
+)
+def get_task_logs(
+    session_id: SessionId, task_id: TaskId, owner: Owner, settings: CurrentSettings, attempt: AttemptNumber = None
+) -> TaskLogs:
+    """The tail of each ended attempt's stdout and stderr (at most `task_log_bytes` each, the cut
+    said); the last `task_log_attempts` attempts without `attempt`."""
+    return tasklogs.task_logs(settings, owner, session_id, task_id, attempt)
 
 
 # ------------------------------------------------------------------------ listings and events

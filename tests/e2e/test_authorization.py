@@ -210,6 +210,7 @@ def route_attempts(w: World) -> list[tuple[str, str, Any]]:
                                 "tasks": [{"handler": "e2e.reverse", "expected_outputs": ["planted"]}]}),
         ("POST", f"{s}/tasks/get", {"ids": [w.tid]}),
         ("GET", f"{s}/tasks/{w.tid}", None),
+        ("GET", f"{s}/tasks/{w.tid}/logs", None),
         ("GET", f"{s}/tasks", None),
         ("POST", f"{s}/tasks/cancel", {"ids": [w.tid]}),
         ("GET", f"{s}/events", None),
@@ -221,6 +222,7 @@ def route_attempts(w: World) -> list[tuple[str, str, Any]]:
         ("POST", f"{b}/results/wait", {"ids": [w.out], "timeout": 0}),
         ("POST", f"{b}/results/complete", {"ids": [w.big]}),
         ("GET", f"{b}/tasks/{w.tid}", None),
+        ("GET", f"{b}/tasks/{w.tid}/logs", None),
         ("POST", f"{b}/tasks/get", {"ids": [w.tid]}),
         ("POST", f"{b}/tasks/cancel", {"ids": [w.tid]}),
         ("POST", f"{b}/tasks", {"results": [{"id": "mine-1"}],  # depend on A's value
@@ -298,6 +300,7 @@ def cli_attempts(w: World, tmp: Path) -> list[list[str]]:
         ["sessions", "purge", e], ["sessions", "delete", e, "--yes"],
         ["tasks", "list", s],
         ["tasks", "show", w.tid], ["tasks", "show", w.tid, "--session", s],
+        ["tasks", "logs", w.tid], ["tasks", "logs", w.tid, "--session", s, "--attempt", "1"],
         ["tasks", "cancel", s, w.tid], ["tasks", "cancel", w.b_sid, w.tid],
         ["results", "list", s],
         ["results", "show", w.out], ["results", "show", w.out, "--session", s],

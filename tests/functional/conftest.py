@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 import boto3
 import pytest
@@ -206,14 +207,16 @@ def api_gateway_event(
     )
     if base64_body and body is not None:
         body = b64(body.encode("utf-8"))
+    path, _, query_string = path.partition("?")
+    query = parse_qs(query_string)
     return {
         "resource": "/{proxy+}",
         "path": path,
         "httpMethod": method,
         "headers": all_headers,
         "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
         "pathParameters": {"proxy": path.lstrip("/")},
         "stageVariables": None,
         "requestContext": {

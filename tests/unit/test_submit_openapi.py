@@ -58,6 +58,7 @@ def test_every_route_is_documented(doc: dict[str, Any]) -> None:
         ("POST", "/sessions/{session_id}/tasks"),
         ("POST", "/sessions/{session_id}/tasks/get"),
         ("GET", "/sessions/{session_id}/tasks/{task_id}"),
+        ("GET", "/sessions/{session_id}/tasks/{task_id}/logs"),
         ("POST", "/sessions/{session_id}/cancel"),
         ("POST", "/sessions/{session_id}/pause"),
         ("POST", "/sessions/{session_id}/resume"),

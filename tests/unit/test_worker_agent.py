@@ -27,7 +27,7 @@ from skyloom.core.execution import Commit
 from skyloom.core.models import TaskModel
 from skyloom.core.resources import PartitionSpec
 from skyloom.errors import Conflict
-from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome
+from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -147,6 +147,8 @@ class FakeOps:
     commit_seconds: float = 0.0
     #: The task ids of each grouped commit.
     groups: list[list[str]] = field(default_factory=list)
+    #: What each reported attempt printed, as handed to complete() or fail().
+    logs: dict[str, TaskLog | None] = field(default_factory=dict)
 
     def add(self, task_id: str, handler: str = "ok", status: str = "Submitted", **options: Any) -> TaskMessage:
         self.status[task_id], self.handler[task_id], self.options[task_id] = status, handler, options
@@ -179,19 +181,21 @@ class FakeOps:
                          dict(task.options))
 
     def complete(self, settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome,
-                 metrics: dict[str, float]) -> bool:
+                 metrics: dict[str, float], log: TaskLog | None = None) -> bool:
         self._record("complete", task.task_id, dict(metrics))
+        self.logs[task.task_id] = log
         self.status[task.task_id] = "Completed"
         return True
 
     def complete_many(self, settings: Settings, commits: list[Commit]) -> list[bool]:
         self.groups.append([c.task.task_id for c in commits])
         time.sleep(self.commit_seconds)
-        return [self.complete(settings, c.task, c.worker_id, c.outcome, c.metrics) for c in commits]
+        return [self.complete(settings, c.task, c.worker_id, c.outcome, c.metrics, c.log) for c in commits]
 
     def fail(self, settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *,
-             timed_out: bool = False) -> str:
+             timed_out: bool = False, log: TaskLog | None = None) -> str:
         self._record("fail", task.task_id, (error, timed_out))
+        self.logs[task.task_id] = log
         self.status[task.task_id] = self.fail_status
         return self.fail_status
 
@@ -226,10 +230,14 @@ class FakeChild:
         if h == "big":  # a child that says how much memory the task took at its peak
             return ChildResult(TaskOutcome(outputs={"out": b"result"}), Ending.RETURNED, 0.25, 300 << 20)
         if h == "raise":
-            return ChildResult(TaskOutcome(error=ERR), Ending.RETURNED, 0.1)
+            return ChildResult(TaskOutcome(error=ERR), Ending.RETURNED, 0.1, log=TaskLog(b"about to raise\n"))
+        if h == "printing":
+            return ChildResult(TaskOutcome(outputs={"out": b"result"}), Ending.RETURNED, 0.1,
+                               log=TaskLog(b"step 3 of 3\n", cut=100))
         if h == "timeout":
             assert timeout == inp.options["max_duration"]
-            return ChildResult(TaskOutcome(error=RemoteError(TIMEOUT_ERROR, "slow", "")), Ending.TIMEOUT, timeout)
+            return ChildResult(TaskOutcome(error=RemoteError(TIMEOUT_ERROR, "slow", "")), Ending.TIMEOUT, timeout,
+                               log=TaskLog(b"still going\n"))
         assert h == "slow", h
         self.running.set()
         while not (self.killed.is_set() or FakeChild.finish.is_set()):
@@ -366,6 +374,18 @@ def test_a_timeout_is_reported_as_such(h: Harness) -> None:
     h.make(burst=True).run()
     [(_, (error, timed_out))] = h.ops.of("fail")
     assert timed_out and error.type == TIMEOUT_ERROR
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_what_each_attempt_printed_reaches_its_commit_or_failure(h: Harness, overlap: bool) -> None:
+    # GIVEN tasks that print and succeed, raise, or time out (reported by a reporter thread or the slot)
+    h.submit("ok", "printing")
+    h.submit("bad", "raise")
+    h.submit("slowpoke", "timeout", max_duration=1.5)
+    h.make(burst=True, overlap_reports=overlap).run()
+    # THEN each report carries its attempt's log, also the timed-out one
+    assert h.ops.logs == {"ok": TaskLog(b"step 3 of 3\n", cut=100), "bad": TaskLog(b"about to raise\n"),
+                          "slowpoke": TaskLog(b"still going\n")}
 
 
 def test_inputs_that_cannot_be_loaded_fail_the_attempt(h: Harness) -> None:

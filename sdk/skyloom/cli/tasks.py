@@ -1,8 +1,9 @@
-"""``skyloom tasks``: list a session's tasks, show one in full, cancel some.
+"""``skyloom tasks``: list a session's tasks, show one in full, read what it printed, cancel some.
 
-``show`` answers "why is this task where it is": its options, every attempt with its error and
-traceback, where the time went (waiting on data, in the queue, fetching, computing, uploading), the
-inputs and outputs with their sizes, and its parent and children.
+``show`` answers "why is this task where it is": its options, every attempt with its error,
+traceback and the last lines it printed, where the time went (waiting on data, in the queue,
+fetching, computing, uploading), the inputs and outputs with their sizes, and its parent and
+children. ``logs`` prints what the attempts printed, whole (as the worker kept it).
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ from skyloom.cli.common import (
     styled,
     task_name,
 )
-from skyloom.core.protocol import ResultInfo, TaskInfo
+from skyloom.core.protocol import AttemptLog, ResultInfo, TaskInfo, TaskLogs
 
-app = typer.Typer(help="List, inspect and cancel tasks.", no_args_is_help=True)
+app = typer.Typer(help="List, inspect and cancel tasks, and read what they printed.", no_args_is_help=True)
+
+#: Lines of each attempt's log that ``show`` prints (``logs`` prints them all).
+SHOW_LOG_LINES = 10
 
 
 def duration(t: TaskInfo) -> float | None:
@@ -122,6 +126,8 @@ def show(
         io_ids = list(dict.fromkeys([*t.data_dependencies, *t.expected_outputs]))
         io = {r.result_id: r for r in client.get_results(sid, io_ids)} if io_ids else {}
         children = list(client.iter_tasks(sid, parent=task_id, limit=1000))
+        # One more request only when some attempt printed something.
+        logs = client.task_logs(sid, task_id) if any(a.log_bytes for a in t.attempts) else None
         if as_json:
             print_json({
                 "task": t,
@@ -129,12 +135,44 @@ def show(
                 "inputs": [io[i] for i in t.data_dependencies if i in io],
                 "outputs": [io[i] for i in t.expected_outputs if i in io],
                 "children": [c.task_id for c in children],
+                "logs": logs.attempts if logs is not None else [],
             })
             return
-        _render(t, io, children)
+        _render(t, io, children, {a.number: a for a in logs.attempts} if logs is not None else {})
 
 
-def _render(t: TaskInfo, io: dict[str, ResultInfo], children: list[TaskInfo]) -> None:
+@app.command()
+def logs(
+    task_id: Annotated[str, typer.Argument(help="A task id.")],
+    attempt: Annotated[
+        int | None, typer.Option("--attempt", help="Only this attempt (1 is the first, -1 the last).")
+    ] = None,
+    session: SessionOption = None,
+    endpoint: EndpointOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What a task's attempts printed on stdout and stderr (the last 64 KiB of each, the cut said)."""
+    with connected(endpoint) as client:
+        sid = find_session(client, "task", task_id, session)
+        found = client.task_logs(sid, task_id, attempt=attempt if attempt is None or attempt > 0 else None)
+    if attempt is not None and attempt < 0:  # counted from the end, which only the whole list knows
+        found = found.model_copy(update={"attempts": found.attempts[attempt:][:1], "earlier": 0})
+    if as_json:
+        print_json(found)
+        return
+    if found.earlier:
+        typer.echo(f"({found.earlier} earlier attempts not shown: ask with --attempt N)", err=True)
+    typer.echo(_log_text(found, whole=attempt is None), nl=False)
+
+
+def _log_text(found: TaskLogs, *, whole: bool) -> str:
+    """Every attempt under a line naming it; one asked-for attempt as it printed, nothing added."""
+    if whole:
+        return found.render()
+    return "".join(a.text for a in found.attempts)
+
+
+def _render(t: TaskInfo, io: dict[str, ResultInfo], children: list[TaskInfo], logs: dict[int, AttemptLog]) -> None:
     out = console()
     runs = f"{t.label} ({t.handler})" if t.label else t.handler
     out.print(f"[bold]task {t.task_id}[/bold]  {runs}  {styled(t.status)}  session {t.session_id}")
@@ -167,6 +205,14 @@ def _render(t: TaskInfo, io: dict[str, ResultInfo], children: list[TaskInfo]) ->
             out.print(f"  {a.error_type or 'error'}: {a.message or ''}")
         if a.traceback:
             out.print(a.traceback.rstrip(), markup=False, highlight=False)
+        log = logs.get(a.number)
+        if log is not None and log.text:
+            lines = log.text.rstrip("\n").splitlines()
+            shown = lines[-SHOW_LOG_LINES:]
+            more = f", last {len(shown)} lines: skyloom tasks logs {t.task_id} --attempt {a.number}" \
+                if len(lines) > len(shown) else ""
+            out.print(f"  printed {fmt_bytes(log.bytes)}{more}")
+            out.print("\n".join(f"  | {line}" for line in shown), markup=False, highlight=False)
     if t.error:
         out.print(f"[red]final error[/red]: {t.error.get('type') or ''} {t.error.get('message') or ''}".rstrip())
     if children:

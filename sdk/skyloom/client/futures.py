@@ -163,6 +163,38 @@ class Future(Generic[T]):
         """Whether the task producing this result was cancelled (not one of its inputs)."""
         return isinstance(self._failure, TaskCancelled)
 
+    # ------------------------------------------------------------------------------------- logs
+    def logs(self, attempt: int | None = None) -> str:
+        """What the task of this future printed on stdout and stderr, as the worker kept it (the last
+        64 KiB of each attempt, ``... N bytes cut ...`` first when more was printed).
+
+        An attempt's log is there once the attempt has ended: a retried task shows why it failed
+        before it succeeds. Delegation does not follow: a subtask's log is its own future's.
+
+        Args:
+            attempt: only this attempt, as printed (1 is the first, -1 the last); None: every ended
+                attempt, oldest first, each under a line naming the task and the attempt.
+
+        Returns:
+            The text; empty if no attempt has ended or none printed anything.
+
+        Raises:
+            ValueError: the future has no task (a value stored with ``put``).
+
+        Example:
+            >>> f = price.submit(trade); f.exception()
+            >>> print(f.logs())        # every attempt
+            >>> print(f.logs(-1))      # the last one only
+        """
+        if self._task_id is None:
+            raise ValueError(f"result {self._id} was stored with put(): no task printed it")
+        client = self._backend.waiter([self]).client
+        if attempt is not None and attempt < 0:
+            every = client.task_logs(self.session_id, self._task_id).attempts
+            return every[attempt].text if len(every) >= -attempt else ""
+        logs = client.task_logs(self.session_id, self._task_id, attempt=attempt)
+        return logs.render() if attempt is None else "".join(a.text for a in logs.attempts)
+
     def add_done_callback(self, fn: DoneCallback) -> None:
         """Call ``fn(future)`` when the future is done: at once if it is, else from the thread that
         learns it (a background thread of the client when nobody else waits). Exceptions raised by

@@ -38,6 +38,7 @@ from skyloom.core.protocol import (
     SubmitTasksRequest,
     SubmitTasksResponse,
     TaskInfo,
+    TaskLogs,
     TaskSpec,
     TasksResponse,
     WaitMode,
@@ -287,6 +288,18 @@ class Client:
 
     def get_tasks(self, session_id: str, ids: Sequence[str]) -> list[TaskInfo]:
         return self._ids_call(session_id, "tasks/get", ids, TasksResponse, "tasks")
+
+    def task_logs(self, session_id: str, task_id: str, *, attempt: int | None = None) -> TaskLogs:
+        """What a task's ended attempts printed on stdout and stderr (the tail of each, the cut said).
+
+        Args:
+            attempt: only this attempt (1 is the first); None: every ended attempt, oldest first.
+
+        Example:
+            >>> print(client.task_logs(sid, tid).render())
+        """
+        return self._call("GET", f"/sessions/{session_id}/tasks/{task_id}/logs{_query(attempt=attempt)}", None,
+                          TaskLogs)
 
     # ------------------------------------------------------------------------ lifecycle (issue 3)
     def cancel_session(self, session_id: str) -> SessionInfo:

@@ -134,6 +134,11 @@ class SessionWaiter:
     def session_id(self) -> str:
         return self._sid
 
+    @property
+    def client(self) -> Client:
+        """The client it asks (what a future reads its task's details with)."""
+        return self._client
+
     # ------------------------------------------------------------------------------- interface
     def track(self, futures: Iterable[Future[Any]]) -> None:
         """Settle ``futures`` whenever an answer says they are final (and let them ride along)."""

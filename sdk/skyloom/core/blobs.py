@@ -29,6 +29,12 @@ def result_key(session_id: str, result_id: str, writer: str) -> str:
     return f"sessions/{session_id}/results/{result_id}/{writer}"
 
 
+def log_key(session_id: str, task_id: str, writer: str) -> str:
+    """Where an attempt's log goes when it is too large for its attempt record: under the session's
+    prefix, so that purging the session deletes it with the values."""
+    return f"sessions/{session_id}/logs/{task_id}/{writer}"
+
+
 def session_prefix(session_id: str) -> str:
     return f"sessions/{session_id}/"
 

@@ -20,7 +20,7 @@ from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
-from skyloom.core import access, blobs, clock, readiness, sessions
+from skyloom.core import access, blobs, clock, readiness, sessions, tasklogs
 from skyloom.core.cancellation import abort_output, cancel_task
 from skyloom.core.config import Settings
 from skyloom.core.ddb import TRANSACTION_MAX_ITEMS, Op, condition_failed, failed_indexes, transact, transact_idempotent
@@ -31,7 +31,7 @@ from skyloom.core.results import fetch_values
 from skyloom.core.states import ResultStatus, SessionStatus, TaskStatus, retry_decision
 from skyloom.errors import InvalidRequest
 from skyloom.options import TaskOptions
-from skyloom.runtime.outcome import RemoteError, StagedResult, TaskInput, TaskOutcome
+from skyloom.runtime.outcome import RemoteError, StagedResult, TaskInput, TaskLog, TaskOutcome
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +397,9 @@ def _write_staged(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) ->
     transact_idempotent([put(r) for r in results] + [put(t) for t in tasks], already)
 
 
-def _attempt_record(task: TaskModel, worker_id: str, outcome: str, error: RemoteError | None = None) -> dict[str, Any]:
+def _attempt_record(task: TaskModel, worker_id: str, outcome: str, error: RemoteError | None = None,
+                    log: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One ended attempt, as the task item keeps it; ``log``: its log's fields (``tasklogs``)."""
     rec: dict[str, Any] = {
         "number": int(task.attempt or 0),
         "worker": worker_id,
@@ -409,6 +411,7 @@ def _attempt_record(task: TaskModel, worker_id: str, outcome: str, error: Remote
         rec.update(
             error_type=error.type, message=error.message[:4000], traceback=error.traceback[-MAX_TRACEBACK_CHARS:]
         )
+    rec.update(log or {})
     return rec
 
 
@@ -420,6 +423,8 @@ class Commit:
     worker_id: str
     outcome: TaskOutcome
     metrics: dict[str, float]
+    #: What the attempt printed, stored with its attempt record.
+    log: TaskLog | None = None
 
 
 @dataclass
@@ -439,10 +444,12 @@ GROUP_MAX_BYTES = 3 * 1024 * 1024
 
 
 def complete(
-    settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome, metrics: dict[str, float]
+    settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome, metrics: dict[str, float],
+    log: TaskLog | None = None,
 ) -> bool:
-    """Record a successful attempt. False if the lease was lost (another worker owns the task)."""
-    return complete_many(settings, [Commit(task, worker_id, outcome, metrics)])[0]
+    """Record a successful attempt (and what it printed). False if the lease was lost (another
+    worker owns the task)."""
+    return complete_many(settings, [Commit(task, worker_id, outcome, metrics, log)])[0]
 
 
 def complete_many(settings: Settings, commits: Sequence[Commit]) -> list[bool]:
@@ -519,7 +526,7 @@ def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
     failure it reported, or an output contract it broke, recorded as a failed attempt)."""
     task, worker_id, outcome = c.task, c.worker_id, c.outcome
     if outcome.error is not None:
-        return fail(settings, task, worker_id, outcome.error) != "lost"
+        return fail(settings, task, worker_id, outcome.error, log=c.log) != "lost"
     held = _held_by(task, worker_id)
     taken = not claimed(task)
     read_attempt = int(task.attempt or 0)
@@ -533,7 +540,7 @@ def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
     except _Violation as exc:
         task.attempt = read_attempt
         err = RemoteError(type="OutputContractViolation", message=str(exc), traceback="", retryable=False)
-        return fail(settings, task, worker_id, err) != "lost"
+        return fail(settings, task, worker_id, err, log=c.log) != "lost"
     keys = _store_values(settings, task.session_id, outcome.outputs, token)
     _write_staged(staged_results, staged_tasks)
     metrics = {**c.metrics, "upload": round(time.monotonic() - started, 6)}
@@ -544,7 +551,8 @@ def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
         TaskModel.ended_at.set(now),
         TaskModel.updated_at.set(now),
         TaskModel.metrics.set(metrics),
-        TaskModel.attempts.set([*(task.attempts or []), _attempt_record(task, worker_id, "completed")]),
+        TaskModel.attempts.set([*(task.attempts or []), _attempt_record(
+            task, worker_id, "completed", log=tasklogs.attempt_fields(settings, task, c.log))]),
         TaskModel.lease_owner.remove(),
         TaskModel.lease_expires.remove(),
     ]
@@ -645,9 +653,10 @@ def root_error(task: TaskModel, status: str, error: RemoteError) -> dict[str, An
 
 
 def _record_failure(
-    settings: Settings, task: TaskModel, error: RemoteError, *, timed_out: bool, worker: str, held: Condition
+    settings: Settings, task: TaskModel, error: RemoteError, *, timed_out: bool, worker: str, held: Condition,
+    log: dict[str, Any] | None = None,
 ) -> str:
-    attempts = [*(task.attempts or []), _attempt_record(task, worker, "timeout" if timed_out else "error", error)]
+    attempts = [*(task.attempts or []), _attempt_record(task, worker, "timeout" if timed_out else "error", error, log)]
     max_retries = int((task.options or {}).get("max_retries", settings.default_max_retries))
     now = clock.now()
     if error.retryable and retry_decision(int(task.attempt or 0), max_retries):
@@ -705,15 +714,17 @@ def retry_delay(settings: Settings, attempt: int) -> int:
     return int(min(900.0, settings.retry_backoff_seconds * 2 ** max(0, attempt - 1)))
 
 
-def fail(settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *, timed_out: bool = False) -> str:
-    """Record a failed attempt: re-queue it if retries remain, else end it and abort its outputs.
+def fail(settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *, timed_out: bool = False,
+         log: TaskLog | None = None) -> str:
+    """Record a failed attempt (and what it printed): re-queue it if retries remain, else end it
+    and abort its outputs.
 
     Returns the new status, or "lost" if the lease was no longer ours.
     """
     if not claimed(task) and not _claim_taken(settings, task, worker_id):
         return "lost"  # a failure of a task run on its receipt is recorded as any other: claim it first
     return _record_failure(settings, task, error, timed_out=timed_out, worker=worker_id,
-                           held=_held_by(task, worker_id))
+                           held=_held_by(task, worker_id), log=tasklogs.attempt_fields(settings, task, log))
 
 
 def expire_lease(settings: Settings, task: TaskModel) -> str:

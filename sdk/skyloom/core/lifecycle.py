@@ -13,7 +13,7 @@ from typing import Any
 
 from pynamodb.exceptions import UpdateError
 
-from skyloom.core import blobs, clock, readiness
+from skyloom.core import blobs, clock, readiness, tasklogs
 from skyloom.core.aws import client
 from skyloom.core.cancellation import cancel_task
 from skyloom.core.config import Settings
@@ -111,7 +111,7 @@ def _require_ended(s: SessionModel, action: str) -> None:
 
 
 def purge_session(settings: Settings, owner: str, session_id: str) -> SessionInfo:
-    """Delete every value of the session (S3 objects, inline values, payloads); metadata stays."""
+    """Delete every value of the session (S3 objects, inline values, payloads, task logs); metadata stays."""
     _require_ended(load_session(owner, session_id), "purge")
     s = transition_session(owner, session_id, SessionStatus.PURGED)
     _purge_data(settings, session_id)
@@ -151,7 +151,9 @@ def _purge_data(settings: Settings, session_id: str) -> None:
         TaskModel(t.task_id).update(actions=[TaskModel.payload.remove()], condition=TaskModel.task_id.exists())
 
     _each(forget_value, [r for r in session_results(session_id) if r.inline is not None or r.s3_key])
-    _each(forget_payload, [t for t in session_tasks(session_id) if t.payload])
+    tasks = session_tasks(session_id)
+    _each(forget_payload, [t for t in tasks if t.payload])
+    _each(tasklogs.forget_logs, [t for t in tasks if tasklogs.has_logs(t)])
 
 
 def _delete_prefix(settings: Settings, prefix: str) -> None:

@@ -175,6 +175,19 @@ EVENTS_PER_PAGE: Final = Limit(
     minimum=1,
 )
 
+# ------------------------------------------------------------------------------------ task logs
+TASK_LOG_BYTES: Final = Limit(
+    "task_log_bytes", 64 * 1024, "bytes", "what one attempt printed (stdout and stderr), as kept by the worker",
+    "The worker keeps the last 64 KiB of each attempt in a ring (a task that prints without end costs "
+    "the agent no more memory) and says how many bytes it cut before them; the end of a log is where a "
+    "failure shows.",
+)
+TASK_LOG_ATTEMPTS: Final = Limit(
+    "task_log_attempts", 32, "attempts", "the attempts answered by getTaskLogs without `attempt`",
+    "32 attempts of at most 64 KiB each keep the answer well under Lambda's 6 MB even once escaped in "
+    "JSON; the earlier ones are counted in `earlier` and read one by one with `attempt`.",
+)
+
 # ------------------------------------------------------------------------------------ the graph
 SUBTASK_DEPTH: Final = Limit(
     "subtask_depth", 1000, "levels", "subtasks staged by a running task (a task submitted by a client is level 0)",
@@ -212,6 +225,8 @@ ALL: Final[tuple[Limit, ...]] = (
     PAGE_SIZE,
     EVENTS_PER_PAGE,
     SUBTASK_DEPTH,
+    TASK_LOG_BYTES,
+    TASK_LOG_ATTEMPTS,
 )
 
 

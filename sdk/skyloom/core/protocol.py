@@ -325,6 +325,38 @@ class Attempt(_Body):
     error_type: str | None = None
     message: str | None = None
     traceback: str | None = None
+    #: Bytes the attempt printed on stdout and stderr (its log: getTaskLogs); None if nothing.
+    log_bytes: int | None = None
+
+
+class AttemptLog(_Body):
+    """What one attempt printed on stdout and stderr, merged as a terminal shows them."""
+
+    number: int
+    worker: str | None = None
+    outcome: str
+    started_at: float | None = None
+    ended_at: float | None = None
+    text: str = Field(default="", description="The kept tail; starts with `... N bytes cut ...` when cut")
+    bytes: int = Field(default=0, description="Bytes printed in all")
+    cut: int = Field(default=0, description="Bytes printed before the kept tail")
+
+
+class TaskLogs(_Body):
+    """The logs of a task's ended attempts, oldest first (a running attempt's log comes when it ends)."""
+
+    task_id: str
+    session_id: str
+    attempts: list[AttemptLog]
+    earlier: int = Field(default=0, description="Earlier attempts left out of this answer (ask with `attempt`)")
+
+    def render(self) -> str:
+        """Every attempt's log as one text, each under a line naming the task and the attempt."""
+        parts = []
+        for a in self.attempts:
+            parts.append(f"--- task {self.task_id} attempt {a.number} ({a.outcome}, worker {a.worker or '?'}) ---\n")
+            parts.append(a.text if not a.text or a.text.endswith("\n") else a.text + "\n")
+        return "".join(parts)
 
 
 class TaskInfo(_Body):

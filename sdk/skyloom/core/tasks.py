@@ -24,7 +24,8 @@ def task_info(t: TaskModel) -> TaskInfo:
         options=dict(t.options or {}),
         parent_task_id=t.parent_task_id,
         attempt=int(t.attempt or 0),
-        attempts=[Attempt(**a) for a in (t.attempts or [])],
+        # The log text and its key stay out: the task's view says how much was printed, getTaskLogs reads it.
+        attempts=[Attempt(**{k: v for k, v in a.items() if k in Attempt.model_fields}) for a in (t.attempts or [])],
         error=t.error,
         created_at=t.created_at,
         submitted_at=t.submitted_at,

@@ -4,6 +4,10 @@ The child never talks to AWS: it receives every input as bytes and returns outpu
 task *staged* (results it created, subtasks it submitted). The agent makes staged work live only if
 the attempt succeeds, which is how a failed attempt discards its subtasks for free. Both dataclasses
 are pickled across a pipe, so they hold plain data only.
+
+What the task prints does not travel in the outcome: the agent reads the child's stdout and stderr
+from a pipe of their own while the task runs (so a killed task keeps what it printed) and hands the
+tail on as a :class:`TaskLog`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,32 @@ class TaskInput:
     #: Effective task options (a TaskOptions dict).
     options: dict[str, Any]
     attempt: int = 1
+
+
+@dataclass(frozen=True)
+class TaskLog:
+    """What one attempt printed on stdout and stderr, merged in the order a terminal shows them.
+
+    The worker keeps a bounded tail (the end of a log says why a task failed); ``cut`` counts the
+    bytes printed before it, so that a reader is told the log is not whole.
+    """
+
+    tail: bytes
+    cut: int = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes the attempt printed in all."""
+        return self.cut + len(self.tail)
+
+    def text(self) -> str:
+        """The tail as text (undecodable bytes replaced), without the cut notice: see :func:`render_log`."""
+        return self.tail.decode("utf-8", errors="replace")
+
+
+def render_log(text: str, cut: int) -> str:
+    """A log tail as a reader gets it: ``... N bytes cut ...`` first when the beginning is gone."""
+    return f"... {cut} bytes cut ...\n{text}" if cut else text
 
 
 @dataclass(frozen=True)
