@@ -245,6 +245,19 @@ def bind(settings: Settings) -> None:
         _bound = settings
 
 
+def reset_connections() -> None:
+    """Forget the cached connections (and their botocore clients): the next call builds new ones.
+
+    For hooks on client creation installed after this process made its first DynamoDB call
+    (:func:`skyloom.core.aws.on_every_client`): pynamodb's clients are not reachable otherwise.
+    """
+    global _connection
+    with _bind_lock:
+        for model, _spec in _BINDINGS:
+            model._connection = None
+        _connection = None
+
+
 def bound_settings() -> Settings:
     if _bound is None:
         raise RuntimeError("skyloom.core.models.bind(settings) was not called in this process")
