@@ -20,13 +20,14 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
 from skyloom.core import access, blobs, clock, readiness, sessions
-from skyloom.core.cancellation import abort_output, cancel_task
+from skyloom.core.cancellation import cancel_task
 from skyloom.core.config import Settings
-from skyloom.core.ddb import Op, condition_failed, failed_indexes, transact, transact_idempotent
+from skyloom.core.ddb import Op, condition_failed, failed_indexes, transact, transact_idempotent, update_if
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.graph import delegations, subtask_depth, uncovered_outputs, unknown_outputs
 from skyloom.core.models import ResultModel, SessionModel, TaskModel
 from skyloom.core.results import fetch_values
+from skyloom.core.settlement import abort_output, ending_actions, settle
 from skyloom.core.states import ResultStatus, SessionStatus, TaskStatus, retry_decision
 from skyloom.errors import InvalidRequest
 from skyloom.options import TaskOptions
@@ -473,52 +474,26 @@ def _record_failure(
     now = clock.now()
     if error.retryable and retry_decision(int(task.attempt or 0), max_retries):
         delay = retry_delay(settings, int(task.attempt or 1))
-        try:
-            TaskModel(task.task_id).update(
-                actions=[
-                    TaskModel.attempts.set(attempts),
-                    TaskModel.lease_owner.remove(),
-                    TaskModel.lease_expires.remove(),
-                    *readiness.queued_actions(settings, task.task_id, now, delay=delay),  # type: ignore[list-item]
-                ],
-                condition=held,
-            )
-        except UpdateError as exc:
-            if condition_failed(exc):
-                return "lost"
-            raise
+        requeue = [
+            TaskModel.attempts.set(attempts),
+            TaskModel.lease_owner.remove(),
+            TaskModel.lease_expires.remove(),
+            *readiness.queued_actions(settings, task.task_id, now, delay=delay),
+        ]
+        if not update_if(TaskModel(task.task_id), requeue, held):  # type: ignore[arg-type]
+            return "lost"
         readiness.enqueue_tasks(settings, [task], delay_seconds=delay)
         return TaskStatus.SUBMITTED.value
 
-    status = (TaskStatus.TIMEOUT if timed_out else TaskStatus.ERROR).value
-    err = root_error(task, status, error)
-
-    def end_task(tx: TransactWrite) -> None:
-        tx.update(
-            TaskModel(task.task_id),
-            actions=[
-                TaskModel.status.set(status),
-                TaskModel.error.set(err),
-                TaskModel.attempts.set(attempts),
-                TaskModel.ended_at.set(now),
-                TaskModel.updated_at.set(now),
-                TaskModel.lease_owner.remove(),
-                TaskModel.lease_expires.remove(),
-                TaskModel.due_shard.remove(),
-                TaskModel.due_at.remove(),
-            ],
-            condition=held,
-        )
-
-    ops: list[Op] = [end_task, *(abort_output(rid, task.task_id, err) for rid in task.expected_outputs or [])]
-    try:
-        transact(ops)
-    except TransactWriteError as exc:
-        if 0 in failed_indexes(exc):
-            return "lost"
-        # An output was no longer ours (already aborted by a cancellation): end the task alone.
-        transact([end_task])
-    return status
+    status = TaskStatus.TIMEOUT if timed_out else TaskStatus.ERROR
+    err = root_error(task, status.value, error)
+    ended = settle(
+        task.task_id,
+        actions=ending_actions(status, err, now, attempts=attempts),
+        condition=held,
+        outputs={rid: abort_output(rid, task.task_id, err) for rid in task.expected_outputs or []},
+    )
+    return status.value if ended else "lost"
 
 
 def retry_delay(settings: Settings, attempt: int) -> int:
@@ -585,33 +560,12 @@ def fail_undeliverable(settings: Settings, task_id: str, reason: str) -> bool:
         return False
     if t.status != TaskStatus.SUBMITTED.value:
         return False
-    status = TaskStatus.ERROR.value
-    err = root_error(t, status, RemoteError(type="UndeliverableMessage", message=reason, traceback=""))
-    now = clock.now()
+    err = root_error(t, TaskStatus.ERROR.value, RemoteError(type="UndeliverableMessage", message=reason, traceback=""))
+    # Still queued, and queued by the same attempt: a claim in between means it was deliverable.
     queued: Condition = (TaskModel.status == TaskStatus.SUBMITTED.value) & (TaskModel.attempt == t.attempt)
-
-    def end_task(tx: TransactWrite) -> None:
-        tx.update(
-            TaskModel(task_id),
-            actions=[
-                TaskModel.status.set(status),
-                TaskModel.error.set(err),
-                TaskModel.ended_at.set(now),
-                TaskModel.updated_at.set(now),
-                TaskModel.due_shard.remove(),
-                TaskModel.due_at.remove(),
-            ],
-            condition=queued,
-        )
-
-    ops: list[Op] = [end_task, *(abort_output(rid, task_id, err) for rid in t.expected_outputs or [])]
-    try:
-        transact(ops)
-    except TransactWriteError as exc:
-        if 0 in failed_indexes(exc):
-            return False  # claimed meanwhile: the message was not so undeliverable after all
-        try:
-            transact([end_task])  # an output was no longer this task's (delegated or already aborted)
-        except TransactWriteError:
-            return False
-    return True
+    return settle(
+        task_id,
+        actions=ending_actions(TaskStatus.ERROR, err, clock.now()),
+        condition=queued,
+        outputs={rid: abort_output(rid, task_id, err) for rid in t.expected_outputs or []},
+    )
