@@ -43,6 +43,44 @@ def client(service: str, settings: Settings) -> Any:
         return found
 
 
+# --------------------------------------------------------------------------- what a failure means
+#: Error codes AWS answers when it is busy rather than when the request is wrong (botocore retries
+#: them a few times; past those retries, the caller may still try again later).
+THROTTLING_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+    "RequestThrottled", "SlowDown", "TransactionInProgressException", "LimitExceededException",
+})
+#: Reasons DynamoDB cancels a transaction for when none of its conditions refused it.
+TRANSIENT_CANCELLATIONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+
+
+def transient_error(exc: BaseException) -> bool:
+    """True when an AWS call failed because AWS was unreachable or busy, not because of the request:
+    a connection error, a 5xx, throttling, a transaction cancelled by a conflict. Such a call may
+    succeed if made again later, and nothing of it was the caller's fault. Looks through wrappers
+    (pynamodb's exceptions keep the botocore error as ``cause``)."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, HTTPClientError | ConnectionError):
+            return True
+        if isinstance(current, ClientError):
+            response: dict[str, Any] = dict(current.response or {})
+            status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            code = str(response.get("Error", {}).get("Code") or "")
+            reasons = {str(r.get("Code")) for r in response.get("CancellationReasons") or [] if isinstance(r, dict)}
+            if code == "TransactionCanceledException":
+                return bool(reasons & TRANSIENT_CANCELLATIONS) and "ConditionalCheckFailed" not in reasons
+            return status >= 500 or code in THROTTLING_CODES
+        cause = getattr(current, "cause", None)
+        current = cause if isinstance(cause, BaseException) else (current.__cause__ or current.__context__)
+    return False
+
+
 # ------------------------------------------------------------------------- hooks on every client
 _hooks: list[Callable[[Any], None]] = []
 _hooks_lock = threading.Lock()

@@ -21,6 +21,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from skyloom.core import aws
 from skyloom.core.models import connection
 
 T = TypeVar("T")
@@ -32,7 +33,7 @@ CONDITIONAL_FAILED = "ConditionalCheckFailedException"
 #: The cancellation reason of an item whose own condition refused the transaction.
 CONDITION_REFUSED = "ConditionalCheckFailed"
 #: Cancellation reasons that say nothing about the items, only about the moment: retried as is.
-TRANSIENT_CANCELLATIONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+TRANSIENT_CANCELLATIONS = aws.TRANSIENT_CANCELLATIONS
 #: Attempts of one transaction cancelled for a transient reason, and the first and largest pause
 #: between two (doubling, jittered). A conflict lasts as long as the other transaction (a few ms
 #: on DynamoDB), so the first retry comes soon; seven retries ride out ~5 s of a hot item.
