@@ -206,3 +206,50 @@ def test_a_change_the_feed_missed_delays_a_wait_but_never_hangs_it(monkeypatch: 
     # THEN the wait asked the server directly after a while, and ended
     assert value == 42 and time.monotonic() - start < 2.0
     assert server.count("/results/get") >= 1
+
+
+class FlakyServer(FakeServer):
+    """Fails the next ``outage`` feed reads as a transport whose retries are spent would."""
+
+    def __init__(self, error: Exception, outage: int, **kw: Any):
+        super().__init__(**kw)
+        self.error, self.outage = error, outage
+
+    def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
+        if "/events" in path and self.outage > 0:
+            self.outage -= 1
+            self.calls.append((method, path, body))
+            raise self.error
+        return super().request(method, path, body, timeout=timeout)
+
+
+@pytest.mark.parametrize("error", [
+    skyloom.ConnectionFailed("cannot reach Skyloom after 6 attempts"),
+    skyloom.SkyloomError("Service Unavailable (GET /sessions/s/events -> 503)"),
+])
+def test_a_wait_with_time_left_outlasts_an_outage(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    monkeypatch.setattr(waiting, "OUTAGE_PAUSE_SECONDS", 0.01)
+    # GIVEN a future, and an endpoint that fails the next three reads of the feed for a transient reason
+    server = FlakyServer(error, outage=0)
+    with Client(server) as c, c.session():
+        f = double.submit(21)
+        server.outage = 3
+        # WHEN the client waits with time left THEN it outlasts the outage
+        assert f.result(timeout=10) == 42
+    assert server.outage == 0
+
+
+def test_a_wait_does_not_outlast_its_deadline_nor_a_real_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waiting, "OUTAGE_PAUSE_SECONDS", 0.01)
+    server = FlakyServer(skyloom.ConnectionFailed("down"), outage=10**6)
+    with Client(server) as c, c.session():
+        f = double.submit(1)
+        started = time.monotonic()
+        with pytest.raises(skyloom.ConnectionFailed):
+            f.result(timeout=0.3)  # the outage outlasts the wait: its own error, once time is up
+        assert time.monotonic() - started < 5
+        server.error, server.outage = skyloom.NotFound("no such session"), 10**6
+        reads = sum(1 for _, p, _ in server.calls if "/events" in p)
+        with pytest.raises(skyloom.NotFound):
+            f.result(timeout=10)  # not transient: raised at once, after one read
+        assert sum(1 for _, p, _ in server.calls if "/events" in p) == reads + 1

@@ -13,6 +13,11 @@ this client created without asking the server about each: their final states are
 pass. For any other id the first wait checks the server once (after registering the id, so a change
 cannot fall between that check and the feed).
 
+A wait outlasts a network glitch: a read that fails for a transient reason (the endpoint unreachable
+or answering 5xx/429 through every retry of the transport) is tried again every
+:data:`OUTAGE_PAUSE_SECONDS` until the wait's own deadline (at most :data:`MAX_OUTAGE_SECONDS` of
+outage for a wait without one): a waiter with time left never fails for a few seconds of outage.
+
 The feed can still miss a change: its cursor passes a time once the server's settle horizon has, and
 a write stamped before that horizon may become visible in the index after it (a slow or retried
 write; GSI reads are only eventually consistent). So a wait that has gone on for
@@ -22,16 +27,20 @@ again at growing intervals: a missed change delays a wait, it never hangs it.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Literal, TypeVar
 
+from skyloom.client.http import transient
 from skyloom.core.protocol_queries import MAX_EVENTS, Event
 from skyloom.errors import WaitTimeout
 
 if TYPE_CHECKING:
     from skyloom.client.lowlevel import Client
+
+_T = TypeVar("_T")
 
 #: Final result states, ranked: a later state may replace an earlier one, never the reverse.
 _RANK = {"Completed": 1, "Aborted": 1, "Deleted": 2}
@@ -45,6 +54,10 @@ _RECHECK_SECONDS = 1.0
 #: after twice as long each time, up to :data:`MAX_PENDING_RECHECK_SECONDS`.
 PENDING_RECHECK_SECONDS = 5.0
 MAX_PENDING_RECHECK_SECONDS = 30.0
+#: Pause between two reads failing for a transient reason, and the longest outage a wait without
+#: a deadline outlasts before it raises.
+OUTAGE_PAUSE_SECONDS = 1.0
+MAX_OUTAGE_SECONDS = 60.0
 
 
 def is_final(status: str) -> bool:
@@ -102,9 +115,10 @@ class SessionFeed:
         if not unique:
             return {}
         deadline = None if timeout is None else time.monotonic() + timeout
-        first_fresh = self._register(unique)
+        first_fresh = self._outlast(lambda: self._register(unique), deadline)
         recheck_every = PENDING_RECHECK_SECONDS
         next_recheck = time.monotonic() + recheck_every
+        outage: float | None = None  # when reads began to fail
         while True:
             with self._cond:
                 done = [i for i in unique if i in self._final]
@@ -116,7 +130,7 @@ class SessionFeed:
                 # A change the feed missed (written late, behind its cursor) must not hang the wait.
                 recheck_every = min(MAX_PENDING_RECHECK_SECONDS, recheck_every * 2)
                 next_recheck = time.monotonic() + recheck_every
-                self._check_server(pending)
+                self._outlast(functools.partial(self._check_server, pending), deadline)
                 continue
             with self._cond:
                 now = time.monotonic()
@@ -131,9 +145,33 @@ class SessionFeed:
                     self._cond.wait(max(0.001, min(_RECHECK_SECONDS, limit)))
                     continue
                 self._reading = True
-            self._read_page(pause)
+            try:
+                self._read_page(pause)
+                outage = None
+            except Exception as exc:
+                outage = time.monotonic() if outage is None else outage
+                if not self._may_outlast(exc, deadline, outage):
+                    raise
+                time.sleep(OUTAGE_PAUSE_SECONDS)  # the next turn reads again (or another waiter does)
 
     # ------------------------------------------------------------------------------------ steps
+    def _outlast(self, read: Callable[[], _T], deadline: float | None) -> _T:
+        """``read()``, tried again while it fails for a transient reason and the wait has time."""
+        started = time.monotonic()
+        while True:
+            try:
+                return read()
+            except Exception as exc:
+                if not self._may_outlast(exc, deadline, started):
+                    raise
+            time.sleep(OUTAGE_PAUSE_SECONDS)
+
+    @staticmethod
+    def _may_outlast(exc: Exception, deadline: float | None, since: float) -> bool:
+        now = time.monotonic()
+        limit = deadline if deadline is not None else since + MAX_OUTAGE_SECONDS
+        return transient(exc) and now + OUTAGE_PAUSE_SECONDS < limit
+
     def _register(self, ids: Sequence[str]) -> int:
         """Make the feed record ``ids``; check the server once for those it could have missed.
 
