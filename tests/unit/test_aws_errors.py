@@ -51,3 +51,19 @@ def test_a_wrapped_error_is_looked_through() -> None:
             raise RuntimeError("while loading inputs") from inner
     except RuntimeError as outer:
         assert transient_error(outer)
+
+
+def test_dynamodb_calls_retry_with_dynamodbs_own_short_backoff() -> None:
+    # pynamodb's clients and ours: botocore's DynamoDB policy (10 attempts from 50 ms), not the
+    # generic one (pauses drawn up to 1, 2, 4 s) that made one 500 cost half a second.
+    from pynamodb.connection import Connection
+
+    from skyloom.core import aws, models
+    from skyloom.core.config import Settings
+
+    assert models.DYNAMODB_RETRIES  # importing the models sets pynamodb's default
+
+    pynamodb_client = Connection(region="us-east-1", host="http://127.0.0.1:9").client
+    ours = aws.client("dynamodb", Settings(aws_endpoint="http://127.0.0.1:9"))
+    for c in (pynamodb_client, ours):
+        assert c.meta.config.retries == {"mode": "legacy", "total_max_attempts": 10}

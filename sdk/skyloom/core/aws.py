@@ -23,6 +23,8 @@ _CONFIG = Config(
     connect_timeout=5,
     read_timeout=70,
 )
+#: DynamoDB's own retry policy, as for pynamodb's clients (see ``skyloom.core.models.DYNAMODB_RETRIES``).
+_DYNAMODB_CONFIG = _CONFIG.merge(Config(retries={"mode": "legacy", "total_max_attempts": 10}))
 
 
 def client(service: str, settings: Settings) -> Any:
@@ -37,7 +39,7 @@ def client(service: str, settings: Settings) -> Any:
                 service,  # type: ignore[call-overload]
                 region_name=settings.region,
                 endpoint_url=settings.aws_endpoint,
-                config=_CONFIG,
+                config=_DYNAMODB_CONFIG if service == "dynamodb" else _CONFIG,
             )
             _clients[key] = found
         return found

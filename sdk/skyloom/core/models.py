@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pynamodb.settings
 from pynamodb.attributes import (
     BinaryAttribute,
     JSONAttribute,
@@ -25,6 +26,14 @@ from pynamodb.models import Model
 
 from skyloom.core.config import Settings
 from skyloom.core.resources import EDGES, RESULTS, SESSIONS, TASKS
+
+#: How DynamoDB calls are retried: as AWS's SDKs retry DynamoDB, with botocore's own DynamoDB policy
+#: ("legacy" mode: 10 attempts, pauses of 50 ms doubling, ~25 s in all). pynamodb's default is
+#: botocore's generic "standard" mode: 4 attempts, pauses drawn up to 1 s, 2 s then 4 s, so one
+#: 500 among thousands of 10 ms calls cost ~0.5 s, and a network blackout of a few seconds failed
+#: the call while its retry quota drained. A deployment's ``PYNAMODB_CONFIG`` file still wins.
+DYNAMODB_RETRIES: dict[str, Any] = {"mode": "legacy", "total_max_attempts": 10}
+pynamodb.settings.default_settings_dict["retry_configuration"] = DYNAMODB_RETRIES  # type: ignore[assignment]
 
 
 class _Meta:
