@@ -25,8 +25,9 @@ A busy system on AWS meets these every day, and each one is injected because of 
 ``blackout``
     A process loses the network for a few seconds (an ENI or NAT hiccup, a degraded Spot host, a
     frozen Lambda sandbox): every call fails with ``EndpointConnectionError`` (botocore retries a
-    few times, quickly) for ``seconds`` every ``every`` seconds, one process at a time, chosen at
-    random among the processes of the stack that call AWS.
+    few times) for ``seconds`` every ``every`` seconds, one process at a time, chosen at random
+    among the processes of the stack that call AWS. Each process decides alone from what it reads
+    in the counts directory, so a process starting or dying mid-window may make it two or none.
 
 How: a handler on botocore's ``before-send`` event of every client of the process
 (:func:`skyloom.core.aws.on_every_client`, which reaches boto3's and pynamodb's clients alike)
@@ -74,6 +75,8 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 from botocore.exceptions import EndpointConnectionError
 
 from skyloom.core import aws, models
+from skyloom.core.config import _float, _int
+from skyloom.runtime.lifeline import alive
 
 ENV_PREFIX = aws.FAULTS_ENV_PREFIX
 TRANSACTION_OPERATION = "TransactWriteItems"
@@ -89,14 +92,6 @@ class FaultKind(StrEnum):
     SERVER_ERROR = "server_error"
     BATCH_FAILURE = "batch_failure"
     BLACKOUT = "blackout"
-
-
-def _rate(environ: Mapping[str, str], name: str) -> float:
-    raw = environ.get(ENV_PREFIX + name, "").strip()
-    try:
-        return float(raw) if raw else 0.0
-    except ValueError:
-        raise ValueError(f"{ENV_PREFIX}{name} must be a share between 0 and 1, not {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -146,17 +141,17 @@ class FaultConfig:
                 seconds, every = float(left), float(right)
             except ValueError:
                 raise ValueError(f"{ENV_PREFIX}BLACKOUT must be SECONDS/EVERY (e.g. 3/20), not {blackout!r}") from None
-        limit = env.get(ENV_PREFIX + "LIMIT", "").strip()
+        limit = _int(env, ENV_PREFIX + "LIMIT", -1)
         return cls(
-            transaction_conflict=_rate(env, "TRANSACTION_CONFLICT"),
-            server_error=_rate(env, "SERVER_ERROR"),
-            throttling=_rate(env, "THROTTLING"),
-            batch_failure=_rate(env, "BATCH_FAILURE"),
+            transaction_conflict=_float(env, ENV_PREFIX + "TRANSACTION_CONFLICT", 0.0),
+            server_error=_float(env, ENV_PREFIX + "SERVER_ERROR", 0.0),
+            throttling=_float(env, ENV_PREFIX + "THROTTLING", 0.0),
+            batch_failure=_float(env, ENV_PREFIX + "BATCH_FAILURE", 0.0),
             blackout_seconds=seconds,
             blackout_every=every,
-            seed=int(env.get(ENV_PREFIX + "SEED", "0").strip() or 0),
+            seed=_int(env, ENV_PREFIX + "SEED", 0),
             operations=frozenset(o.strip() for o in env.get(ENV_PREFIX + "OPERATIONS", "").split(",") if o.strip()),
-            limit=int(limit) if limit else None,
+            limit=None if limit < 0 else limit,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -213,21 +208,9 @@ class _Blackout:
         return self._mine and self._start <= now < self._start + self._seconds
 
     def _processes(self) -> set[int]:
-        pids = {int(body["pid"]) for body in aws.read_dumps(self._directory)
-                if body.get("calls") and isinstance(body.get("pid"), int) and _alive(int(body["pid"]))}
-        if aws.api_call_counts():
-            pids.add(os.getpid())
-        return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        """What every process reads alike: the counts files (a process joins at its first dump)."""
+        return {int(body["pid"]) for body in aws.read_dumps(self._directory)
+                if body.get("calls") and isinstance(body.get("pid"), int) and alive(int(body["pid"]))}
 
 
 # ------------------------------------------------------------------------------------- the state
