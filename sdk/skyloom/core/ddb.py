@@ -10,7 +10,6 @@ transaction succeeds a moment later, so :func:`transact` retries it itself.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -21,7 +20,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
-from skyloom.core import aws
+from skyloom.core import aws, clock
 from skyloom.core.models import connection
 
 T = TypeVar("T")
@@ -88,13 +87,6 @@ def _transact_once(ops: Sequence[Op], token: str | None) -> None:
             op(tx)
 
 
-def backoff_seconds(attempt: int, bounds: tuple[float, float] = TRANSACTION_BACKOFF_SECONDS) -> float:
-    """The pause after failed attempt ``attempt`` (1-based): doubling from ``bounds[0]`` up to
-    ``bounds[1]``, drawn from the upper half so that writers who collided do not collide again."""
-    ceiling = min(bounds[1], bounds[0] * 2.0 ** max(0, attempt - 1))
-    return ceiling / 2 + random.random() * ceiling / 2
-
-
 def transact(ops: Sequence[Op], *, token: str | None = None) -> None:
     """Run up to 100 write operations atomically.
 
@@ -114,7 +106,7 @@ def transact(ops: Sequence[Op], *, token: str | None = None) -> None:
         except TransactWriteError as exc:
             if attempt >= TRANSACTION_ATTEMPTS or not transiently_cancelled(exc):
                 raise
-        time.sleep(backoff_seconds(attempt))
+        time.sleep(clock.backoff(attempt, TRANSACTION_BACKOFF_SECONDS))
         attempt += 1
 
 
