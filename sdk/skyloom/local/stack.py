@@ -201,6 +201,11 @@ class LocalStack:
         return self._settings
 
     @property
+    def faults(self) -> FaultConfig:
+        """The AWS faults injected into this stack's processes (disabled: none)."""
+        return self._faults
+
+    @property
     def workers(self) -> WorkerPool:
         return self._require(self._workers, "worker pool")
 
