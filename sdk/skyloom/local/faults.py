@@ -269,9 +269,11 @@ def injecting(config: FaultConfig) -> Iterator[None]:
 
 def start_from_env() -> None:
     """Activate the configuration of the environment, if it enables anything (at import of
-    :mod:`skyloom.core.aws`, in every process of a local stack started with faults)."""
+    :mod:`skyloom.core.aws`, in every process of a local stack started with faults). A process
+    that is to start the stack itself (``skyloom local up``) has no counts directory yet: with a
+    blackout configured, it leaves injection to the :class:`~skyloom.local.LocalStack`."""
     config = FaultConfig.from_env()
-    if config.enabled:
+    if config.enabled and (not config.blackout_seconds or aws.counting_directory() is not None):
         activate(config)
 
 
