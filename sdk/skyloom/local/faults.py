@@ -87,6 +87,8 @@ NOWHERE = "https://skyloom-injected-fault.invalid/"
 
 
 class FaultKind(StrEnum):
+    """What went wrong (see the module docstring for each): the first key of the counts."""
+
     TRANSACTION_CONFLICT = "transaction_conflict"
     THROTTLING = "throttling"
     SERVER_ERROR = "server_error"
