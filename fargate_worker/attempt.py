@@ -4,6 +4,13 @@ slot) -> execute in the slot's child -> report (a reporter or the slot) -> settl
 Crash safety comes from the order of the writes: a message is settled only once DynamoDB says
 what became of its task, so a crash before that leaves the message to come back and the lease to
 expire (see :mod:`fargate_worker.agent`).
+
+AWS's own failures are not the task's: a claim, an input fetch, a commit, a failure record or a
+give-back that fails because AWS is unreachable or busy past botocore's retries (a network blackout
+of a few seconds, a run of 5xx, throttling) is tried again with backoff for up to
+:data:`AWS_RETRY_SECONDS`, while the heartbeat keeps the message and the lease alive; inputs that
+stay unreachable give the task back uncounted. Only then is the task left to the lease sweeper,
+which charges it a lost worker: an agent cut off longer than that looks dead, and may be.
 """
 
 from __future__ import annotations
@@ -11,16 +18,17 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, TypeVar
 
 from fargate_worker.child import ChildProcess, ChildResult, Ending
 from fargate_worker.ledger import Ledger
 from fargate_worker.messages import Held, Mailbox
-from fargate_worker.policy import Action, Verdict, bytes_in, bytes_out, max_duration
+from fargate_worker.policy import AWS_UNAVAILABLE, Action, Backoff, Verdict, bytes_in, bytes_out, max_duration
 from fargate_worker.shutdown import StopControl
 from fargate_worker.telemetry import AttemptTrace, emit_task_metrics, emit_task_started, logger
 from skyloom.core import clock
+from skyloom.core.aws import transient_error
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.execution import Commit
@@ -31,6 +39,14 @@ from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome
 
 #: Error type of an attempt whose inputs could not be loaded.
 INPUT_ERROR = "InputFetchFailed"
+#: How long a step of an attempt keeps trying an AWS call that fails for AWS's reasons: a blackout
+#: of seconds is outlasted. Retrying cannot harm a task that changed hands meanwhile: every write is
+#: conditional on the lease, so the next try is refused, and that answer ends the tries.
+AWS_RETRY_SECONDS = 30.0
+#: First and largest pause between two of those tries.
+AWS_RETRY_BACKOFF = (0.25, 5.0)
+
+_T = TypeVar("_T")
 
 
 class ExecutionOps(Protocol):
@@ -93,9 +109,11 @@ class Attempts:
 
     def _claim(self, held: Held) -> TaskModel | None:
         if held.read:
-            task = self._ops.take(self.settings, held.message, held.snapshot)
+            task = self._outlast("taking the task",
+                                 lambda: self._ops.take(self.settings, held.message, held.snapshot))
         else:
-            task = self._ops.claim(self.settings, held.message, self.worker_id)
+            task = self._outlast("claiming the task",
+                                 lambda: self._ops.claim(self.settings, held.message, self.worker_id))
         if task is None:
             self._ledger.count("unclaimable")
             logger.info("message not claimable (duplicate, finished or cancelled task); deleting it",
@@ -115,9 +133,11 @@ class Attempts:
         missing input ends in Error after max_retries instead of bouncing between workers forever."""
         start = time.monotonic()
         try:
-            inp = self._ops.load_inputs(self.settings, task)
+            inp = self._outlast("loading the task's inputs", lambda: self._ops.load_inputs(self.settings, task))
         except Exception as exc:
             logger.exception("could not load the task's inputs")
+            if transient_error(exc):  # AWS's doing: the task is given back uncounted
+                return RemoteError(type=AWS_UNAVAILABLE, message=f"AWS stayed unavailable: {exc}", traceback="")
             return RemoteError(
                 type=INPUT_ERROR, message=f"the worker could not load the task's inputs: {exc}",
                 traceback=traceback.format_exc(), retryable=not isinstance(exc, SkyloomError),
@@ -174,12 +194,16 @@ class Attempts:
             return
         if v.action is Action.COMPLETE and v.outcome is not None:
             start = time.monotonic()
+            outcome = v.outcome
             with _phase(held, "upload"):
-                committed = self._ops.complete(self.settings, task, self.worker_id, v.outcome, metrics, v.log)
+                committed = self._outlast("committing the outcome", lambda: self._ops.complete(
+                    self.settings, task, self.worker_id, outcome, metrics, v.log))
             metrics["upload"] = time.monotonic() - start
             self._after_commit(task, metrics, committed)
         elif v.error is not None:
-            status = self._ops.fail(self.settings, task, self.worker_id, v.error, timed_out=v.timed_out, log=v.log)
+            error = v.error
+            status = self._outlast("recording the failed attempt", lambda: self._ops.fail(
+                self.settings, task, self.worker_id, error, timed_out=v.timed_out, log=v.log))
             self._ledger.count("failed")
             # fail() says what became of the task: queued again (retried), ended, or not ours any more.
             self._emit(task, metrics, {"lost": None, TaskStatus.SUBMITTED.value: "retried"}.get(status, "failed"))
@@ -205,9 +229,10 @@ class Attempts:
         with contextlib.ExitStack() as phases:
             for held, _, _, _ in group:
                 phases.enter_context(_phase(held, "upload"))
-            committed = self._ops.complete_many(
-                self.settings, [Commit(task, self.worker_id, v.outcome, metrics, v.log)
-                                for _, task, v, metrics in group if v.outcome is not None])
+            commits = [Commit(task, self.worker_id, v.outcome, metrics, v.log)
+                       for _, task, v, metrics in group if v.outcome is not None]
+            committed = self._outlast("committing the outcomes",
+                                      lambda: self._ops.complete_many(self.settings, commits))
         spent = time.monotonic() - start
         for (held, task, _, metrics), ok in zip(group, committed, strict=True):
             metrics["upload"] = spent
@@ -239,7 +264,8 @@ class Attempts:
     def release(self, held: Held, task: TaskModel) -> None:
         """Give a claimed task back without counting the attempt; its message is visible at once."""
         try:
-            released = self._ops.release(self.settings, task, self.worker_id)
+            released = self._outlast("giving the task back",
+                                     lambda: self._ops.release(self.settings, task, self.worker_id))
         except Exception:
             logger.exception("could not release the task: its lease will expire and the sweeper re-queues it")
             return
@@ -255,6 +281,23 @@ class Attempts:
             return
         self._ledger.count("returned")
         self._mailbox.make_visible(held)
+
+    def _outlast(self, what: str, call: Callable[[], _T]) -> _T:
+        """``call()``, tried again with backoff while it fails for AWS's reasons (see the module
+        docstring), for up to :data:`AWS_RETRY_SECONDS`; a forced stop ends the tries. Every call
+        retried here is a conditional write or a read: trying again changes nothing twice."""
+        backoff = Backoff(*AWS_RETRY_BACKOFF)
+        deadline = time.monotonic() + AWS_RETRY_SECONDS
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if not transient_error(exc) or time.monotonic() >= deadline or self._stop.force.is_set():
+                    raise
+                delay = backoff.next()
+                logger.warning(f"{what} failed for AWS's reasons; trying again in {delay:.2f} s",
+                               extra={"error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            self._stop.force.wait(delay)
 
     @contextlib.contextmanager
     def task_context(self, task: TaskModel) -> Iterator[None]:

@@ -20,6 +20,9 @@ from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome
 
 #: SQS returns at most 10 messages per receive.
 MAX_RECEIVE = 10
+#: Error type of an attempt stopped because AWS stayed unreachable or busy (its inputs could not be
+#: read): AWS's doing, not the task's, so the task is given back uncounted.
+AWS_UNAVAILABLE = "AwsUnavailable"
 
 
 class Action(StrEnum):
@@ -45,6 +48,8 @@ def verdict(ran: ChildResult | RemoteError, *, lease_lost: bool) -> Verdict:
     """
     if lease_lost:
         return Verdict(Action.DROP)
+    if isinstance(ran, RemoteError) and ran.type == AWS_UNAVAILABLE:
+        return Verdict(Action.RELEASE)
     if isinstance(ran, RemoteError):
         return Verdict(Action.FAIL, error=ran)
     if ran.ending is Ending.KILLED:  # we kill only on a lost lease (above) or a forced stop

@@ -11,11 +11,9 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from pynamodb.exceptions import UpdateError
-
 from skyloom.core import clock, readiness, sessions
 from skyloom.core.config import Settings
-from skyloom.core.ddb import condition_failed
+from skyloom.core.ddb import update_if
 from skyloom.core.dispatching import redispatch_interval
 from skyloom.core.execution import expire_lease, finalize, staged_children
 from skyloom.core.models import TaskModel
@@ -31,31 +29,37 @@ def overdue(settings: Settings, now: float, limit: int) -> list[TaskModel]:
     return found
 
 
-def _push_back(settings: Settings, task: TaskModel, now: float) -> bool:
-    """Re-arm a queued task's timer, later each time; only the sweeper that wins this write re-sends
-    the message."""
+def _arm_resend(settings: Settings, task: TaskModel, now: float) -> float | None:
+    """Claim this re-send: move a queued task's timer to the next pass due after ``base``. Only the
+    sweeper that wins this write sends; it returns the new ``due_at`` (None if another won, or the
+    task was claimed). The timer is short on purpose: if the send then fails, or this process dies
+    before it, the message is tried again soon, not after the task's whole wait."""
+    due = now + settings.redispatch_after_seconds
+    armed = update_if(
+        TaskModel(task.task_id),
+        [TaskModel.due_at.set(due)],
+        (TaskModel.status == TaskStatus.SUBMITTED.value) & (TaskModel.due_at == task.due_at),
+    )
+    return due if armed else None
+
+
+def _defer_next_resend(settings: Settings, task: TaskModel, now: float, armed: float) -> None:
+    """After a successful send, check again later each time: after as long again as the task has
+    waited (see :func:`~skyloom.core.dispatching.redispatch_interval`). Conditional on the timer this
+    pass armed, so a claim or another sweeper's pass in between wins."""
     waited = now - float(task.submitted_at if task.submitted_at is not None else now)
-    try:
-        TaskModel(task.task_id).update(
-            actions=[TaskModel.due_at.set(now + redispatch_interval(settings.redispatch_after_seconds, waited))],
-            condition=(TaskModel.status == TaskStatus.SUBMITTED.value) & (TaskModel.due_at == task.due_at),
+    due = now + redispatch_interval(settings.redispatch_after_seconds, waited)
+    if due > armed:
+        update_if(
+            TaskModel(task.task_id),
+            [TaskModel.due_at.set(due)],
+            (TaskModel.status == TaskStatus.SUBMITTED.value) & (TaskModel.due_at == armed),
         )
-    except UpdateError as exc:
-        if condition_failed(exc):
-            return False
-        raise
-    return True
 
 
 def _clear_timer(task: TaskModel) -> None:
-    try:
-        TaskModel(task.task_id).update(
-            actions=[TaskModel.due_shard.remove(), TaskModel.due_at.remove()],
-            condition=TaskModel.due_at == task.due_at,
-        )
-    except UpdateError as exc:
-        if not condition_failed(exc):
-            raise
+    update_if(TaskModel(task.task_id), [TaskModel.due_shard.remove(), TaskModel.due_at.remove()],
+              TaskModel.due_at == task.due_at)
 
 
 def _unpark(settings: Settings, task: TaskModel, now: float) -> str:
@@ -74,24 +78,20 @@ def _unpark(settings: Settings, task: TaskModel, now: float) -> str:
 
 
 def _rearm(settings: Settings, task: TaskModel, now: float) -> None:
-    try:
-        TaskModel(task.task_id).update(
-            actions=[TaskModel.due_at.set(now + settings.redispatch_after_seconds)],
-            condition=TaskModel.due_at == task.due_at,
-        )
-    except UpdateError as exc:
-        if not condition_failed(exc):
-            raise
+    update_if(TaskModel(task.task_id), [TaskModel.due_at.set(now + settings.redispatch_after_seconds)],
+              TaskModel.due_at == task.due_at)
 
 
 def repair(settings: Settings, task: TaskModel, now: float) -> str:
     """Do what an overdue task needs; returns what was done (for logs and metrics)."""
     status = task.status
     if status == TaskStatus.SUBMITTED.value:
-        if _push_back(settings, task, now):
-            readiness.enqueue_tasks(settings, [task])
-            return "redispatched"
-        return "raced"
+        armed = _arm_resend(settings, task, now)
+        if armed is None:
+            return "raced"
+        readiness.enqueue_tasks(settings, [task])  # a failure raises with the short timer armed
+        _defer_next_resend(settings, task, now, armed)
+        return "redispatched"
     if status == TaskStatus.PROCESSING.value:
         if task.lease_expires is not None and task.lease_expires < now:
             return f"lease_expired:{expire_lease(settings, task)}"

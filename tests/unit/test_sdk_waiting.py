@@ -16,6 +16,7 @@ import skyloom
 from skyloom.client import waiting
 from skyloom.client.lowlevel import Client
 from skyloom.core.protocol import MAX_IDS_PER_REQUEST, ResultSpec
+from skyloom.errors import ConnectionFailed, Unauthorized
 from tests.unit.test_sdk_fakeserver import FakeServer
 
 
@@ -283,3 +284,47 @@ def _until(condition: Any, limit: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < end, "condition never held"
         time.sleep(0.01)
+
+
+class _FlakyServer(FakeServer):
+    """A server whose wait route is unreachable for its first ``outage`` requests."""
+
+    def __init__(self, outage: int) -> None:
+        super().__init__()
+        self.outage = outage
+
+    def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
+        if path.endswith("/results/wait") and self.outage > 0:
+            self.outage -= 1
+            raise ConnectionFailed("injected: the endpoint is unreachable")
+        return super().request(method, path, body, timeout=timeout)
+
+
+def test_a_wait_with_time_left_outlasts_a_network_outage(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waiting, "OUTAGE_PAUSE_SECONDS", 0.01)
+    server = _FlakyServer(outage=3)
+    with Client(server) as c, c.session():
+        assert double.submit(21).result(timeout=30) == 42
+    assert server.outage == 0
+
+
+def test_a_wait_gives_up_on_an_outage_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(waiting, "OUTAGE_PAUSE_SECONDS", 0.01)
+    server = _FlakyServer(outage=10**9)
+    with Client(server) as c, c.session(), pytest.raises((ConnectionFailed, skyloom.WaitTimeout)):
+        double.submit(1).result(timeout=0.5)
+
+
+def test_a_wait_raises_a_non_transient_error_at_once() -> None:
+    class Refusing(FakeServer):
+        waits = 0
+
+        def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
+            if path.endswith("/results/wait"):
+                Refusing.waits += 1
+                raise Unauthorized("injected: not yours")
+            return super().request(method, path, body, timeout=timeout)
+
+    with Client(Refusing()) as c, c.session(), pytest.raises(Unauthorized):
+        double.submit(1).result(timeout=30)
+    assert Refusing.waits == 1

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
+from fargate_worker import attempt
 from fargate_worker.agent import Agent
 from fargate_worker.attempt import INPUT_ERROR
 from fargate_worker.child import TIMEOUT_ERROR, ChildResult, Ending
@@ -141,6 +143,8 @@ class FakeOps:
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
     lease_ok: bool = True
     failures: dict[str, int] = field(default_factory=dict)
+    #: Failures for AWS's reasons (botocore could not reach the endpoint), by operation.
+    outages: dict[str, int] = field(default_factory=dict)
     #: What fail() answers: "Error" (no retries left), "Submitted" (retried) or "lost".
     fail_status: str = "Error"
     #: How long a (grouped) commit takes.
@@ -159,6 +163,9 @@ class FakeOps:
         if self.failures.get(op, 0) > 0:
             self.failures[op] -= 1
             raise ConnectionError(f"injected {op} failure")
+        if self.outages.get(op, 0) > 0:
+            self.outages[op] -= 1
+            raise EndpointConnectionError(endpoint_url=f"https://dynamodb/{op}")
 
     def of(self, op: str) -> list[tuple[str, Any]]:
         return [(t, d) for o, t, d in self.calls if o == op]
@@ -546,6 +553,50 @@ def test_aws_errors_do_not_kill_the_agent(h: Harness) -> None:
     assert [x for x, _ in h.ops.of("complete")] == ["t1", "t2"]
     assert h.ops.status == {"t1": "Processing", "t2": "Completed"}
     assert h.sqs.left() == 1 and h.sqs.visible_now() == 0
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(attempt, "AWS_RETRY_BACKOFF", (0.01, 0.02))
+
+
+@pytest.mark.parametrize("op", ["claim", "load_inputs", "complete"])
+def test_a_step_failing_for_aws_reasons_is_tried_again_not_charged(h: Harness, quick_retries: None, op: str) -> None:
+    # GIVEN AWS unreachable for the first two tries of one step of the attempt
+    h.submit("t1")
+    h.ops.outages[op] = 2
+    # WHEN the agent runs
+    assert h.make(burst=True).run() == 0
+    # THEN the step was tried again and the task completed, with no attempt charged to it
+    assert len(h.ops.of(op)) == 3
+    assert h.ops.status == {"t1": "Completed"} and not h.ops.of("fail")
+    assert h.sqs.left() == 0
+
+
+def test_a_failure_record_failing_for_aws_reasons_is_tried_again(h: Harness, quick_retries: None) -> None:
+    h.submit("t1", "raise")
+    h.ops.outages["fail"] = 2
+    assert h.make(burst=True).run() == 0
+    assert len(h.ops.of("fail")) == 3 and h.ops.status == {"t1": "Error"}
+    assert h.sqs.left() == 0
+
+
+def test_inputs_that_stay_unreachable_give_the_task_back_uncounted(
+    h: Harness, quick_retries: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN AWS unreachable for longer than an attempt keeps trying
+    monkeypatch.setattr(attempt, "AWS_RETRY_SECONDS", 0.1)
+    h.submit("t1")
+    h.ops.outages["load_inputs"] = 10**6
+    agent = h.make(max_tasks=1)
+    t, codes = run_in_thread(agent)
+    wait_for(lambda: bool(h.ops.of("release")))
+    agent.request_stop()
+    t.join(10)
+    assert codes == [0]
+    # THEN the task is given back, not failed: AWS's outage is not the task's attempt
+    assert not h.ops.of("fail") and not h.children[0].ran
+    assert h.ops.status["t1"] == "Submitted"
 
 
 def test_an_unknown_partition_exits_2(h: Harness) -> None:

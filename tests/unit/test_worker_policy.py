@@ -10,6 +10,7 @@ import pytest
 
 from fargate_worker.child import DIED_ERROR, TIMEOUT_ERROR, ChildResult, Ending
 from fargate_worker.policy import (
+    AWS_UNAVAILABLE,
     MAX_RECEIVE,
     Action,
     Backoff,
@@ -41,6 +42,7 @@ def _result(ending: Ending, error: RemoteError | None = None) -> ChildResult:
         (_result(Ending.TIMEOUT, RemoteError(TIMEOUT_ERROR, "slow", "")), False, Action.FAIL, True),
         (_result(Ending.KILLED, RemoteError("TaskKilled", "", "")), False, Action.RELEASE, False),
         (ERR, False, Action.FAIL, False),  # inputs could not be loaded
+        (RemoteError(AWS_UNAVAILABLE, "unreachable", ""), False, Action.RELEASE, False),  # AWS's doing
         # A lost lease wins over everything: another worker may own the task, write nothing.
         (_result(Ending.RETURNED), True, Action.DROP, False),
         (_result(Ending.KILLED, RemoteError("TaskKilled", "", "")), True, Action.DROP, False),

@@ -18,7 +18,6 @@ Processing numbers and per-phase times need read access to the tasks table (alwa
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -246,16 +245,7 @@ def _total_calls(directory: Path | None) -> dict[str, dict[str, int]]:
         return {}
     aws.dump_api_call_counts()
     time.sleep(SETTLE_SECONDS)
-    total: dict[str, dict[str, int]] = {}
-    for path in directory.glob("calls-*.json"):
-        try:
-            calls: dict[str, dict[str, int]] = json.loads(path.read_text())["calls"]
-        except (OSError, ValueError, KeyError):
-            continue
-        for svc, ops in calls.items():
-            for op, n in ops.items():
-                total.setdefault(svc, {})[op] = total.get(svc, {}).get(op, 0) + int(n)
-    return total
+    return aws.collect_counts(directory)
 
 
 def _diff(after: dict[str, dict[str, int]], before: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:

@@ -97,6 +97,13 @@ def error_from_response(status: int, raw: bytes, where: str) -> SkyloomError:
     return cls(message, field=field, details=details)
 
 
+def transient(exc: BaseException) -> bool:
+    """True for a failure worth trying again later, after the transport's own retries: the endpoint
+    unreachable, or an answer naming no Skyloom condition (a 5xx, throttling: API Gateway's or a
+    function's own failure to reach AWS). Every Skyloom request is idempotent, so any may be retried."""
+    return isinstance(exc, ConnectionFailed) or type(exc) is SkyloomError
+
+
 def sigv4_headers(
     credentials: Credentials,
     region: str,

@@ -36,13 +36,19 @@ from typing import TYPE_CHECKING, Any
 
 from skyloom.client import values
 from skyloom.client.futures import DoneCallback, Future, is_final, run_callbacks
-from skyloom.core.protocol import MAX_IDS_PER_REQUEST, WAIT_MAX_SECONDS, ResultData, ResultInfo, WaitMode
+from skyloom.client.http import transient
+from skyloom.core.protocol import MAX_IDS_PER_REQUEST, WAIT_MAX_SECONDS, ResultData, ResultInfo, WaitMode, WaitResponse
 from skyloom.errors import NotFound, SkyloomError, WaitTimeout
 
 if TYPE_CHECKING:
     from skyloom.client.lowlevel import Client
 
 logger = logging.getLogger(__name__)
+
+#: Pause between two wait requests failing for a transient reason, and the longest outage a wait
+#: without a deadline outlasts before it raises.
+OUTAGE_PAUSE_SECONDS = 1.0
+MAX_OUTAGE_SECONDS = 60.0
 
 #: The first long request of a round asks the server to wait this long; steady waits double it.
 FIRST_ROUND_SECONDS = 1.0
@@ -328,9 +334,7 @@ class SessionWaiter:
     def _send(self, plan: _Plan) -> None:
         """Send one request and share its answer (or its error) with every wait."""
         try:
-            answer = self._client.wait_once(
-                self._sid, plan.ids, timeout=plan.timeout, mode=plan.mode, also=plan.also, values=plan.values
-            )
+            answer = self._outlast(plan)
         except BaseException as exc:
             with self._cond:
                 if plan.long:
@@ -347,6 +351,25 @@ class SessionWaiter:
             for x in plan.waits:
                 x.unchecked -= looked
         self._apply(answer.results, answer.values, answer.incomplete)
+
+    def _outlast(self, plan: _Plan) -> WaitResponse:
+        """The plan's request, sent again while it fails for a transient reason (the endpoint
+        unreachable, a 5xx) and its waits have time left: a network glitch or an API outage delays a
+        wait, it does not fail it. Without a deadline, an outage is outlasted for
+        :data:`MAX_OUTAGE_SECONDS`. Waits are reads: sending one again changes nothing."""
+        started = time.monotonic()
+        deadlines = [w.deadline for w in plan.waits if w.deadline is not None]
+        limit = min(deadlines) if deadlines and len(deadlines) == len(plan.waits) else started + MAX_OUTAGE_SECONDS
+        while True:
+            try:
+                return self._client.wait_once(
+                    self._sid, plan.ids, timeout=plan.timeout, mode=plan.mode, also=plan.also, values=plan.values
+                )
+            except Exception as exc:
+                if not transient(exc) or time.monotonic() + OUTAGE_PAUSE_SECONDS >= limit:
+                    raise
+                logger.warning("waiting for results: %s; trying again", exc)
+            time.sleep(OUTAGE_PAUSE_SECONDS)
 
     def _end_round(self, plan: _Plan) -> None:
         self._busy_until = None

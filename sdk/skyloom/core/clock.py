@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 import zlib
@@ -13,6 +14,14 @@ def now() -> float:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def backoff(attempt: int, bounds: tuple[float, float]) -> float:
+    """The pause after failed try ``attempt`` (1-based): doubling from ``bounds[0]`` up to
+    ``bounds[1]``, drawn from the upper half so that callers who failed together do not retry
+    together."""
+    ceiling = min(bounds[1], bounds[0] * 2.0 ** max(0, attempt - 1))
+    return ceiling / 2 + random.random() * ceiling / 2
 
 
 def due_shard(task_id: str, shards: int) -> str:

@@ -1,7 +1,16 @@
-"""Small helpers around pynamodb for conditional writes and chunked transactions."""
+"""Small helpers around pynamodb for conditional writes and transactions.
+
+Two outcomes of a conditional write are normal, not errors: it was applied, or its condition
+refused it (a lost race, a replay). :func:`update_if` says which. A transaction has a third
+normal outcome on a busy table: DynamoDB cancels it although every condition held
+(``TransactionConflict``: another transaction was writing one of its items; ``ThrottlingError``:
+the table's capacity ran out). Nothing was written, botocore does not retry it, and the same
+transaction succeeds a moment later, so :func:`transact` retries it itself.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -11,6 +20,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from skyloom.core import aws, clock
 from skyloom.core.models import connection
 
 T = TypeVar("T")
@@ -19,6 +29,15 @@ T = TypeVar("T")
 TRANSACTION_MAX_ITEMS = 100
 
 CONDITIONAL_FAILED = "ConditionalCheckFailedException"
+#: The cancellation reason of an item whose own condition refused the transaction.
+CONDITION_REFUSED = "ConditionalCheckFailed"
+#: Cancellation reasons that say nothing about the items, only about the moment: retried as is.
+TRANSIENT_CANCELLATIONS = aws.TRANSIENT_CANCELLATIONS
+#: Attempts of one transaction cancelled for a transient reason, and the first and largest pause
+#: between two (doubling, jittered). A conflict lasts as long as the other transaction (a few ms
+#: on DynamoDB), so the first retry comes soon; seven retries ride out ~5 s of a hot item.
+TRANSACTION_ATTEMPTS = 8
+TRANSACTION_BACKOFF_SECONDS = (0.02, 2.0)
 
 
 def condition_failed(exc: BaseException) -> bool:
@@ -30,8 +49,15 @@ def failed_indexes(exc: TransactWriteError) -> list[int]:
     """Positions of the items whose condition cancelled a transaction (empty if it failed otherwise)."""
     return [
         i for i, reason in enumerate(exc.cancellation_reasons)
-        if reason is not None and reason.code == "ConditionalCheckFailed"
+        if reason is not None and reason.code == CONDITION_REFUSED
     ]
+
+
+def transiently_cancelled(exc: TransactWriteError) -> bool:
+    """True when DynamoDB cancelled the transaction for the moment only (a conflict with another
+    transaction, throttling) and no item's condition refused it: the same transaction may succeed."""
+    codes = {reason.code for reason in exc.cancellation_reasons if reason is not None}
+    return bool(codes & TRANSIENT_CANCELLATIONS) and CONDITION_REFUSED not in codes
 
 
 def update_if(item: Model, actions: Sequence[Action], condition: Condition | None) -> bool:
@@ -52,16 +78,36 @@ def update_if(item: Model, actions: Sequence[Action], condition: Condition | Non
 Op = Callable[[TransactWrite], None]
 
 
-def transact(ops: Sequence[Op], *, token: str | None = None) -> None:
-    """Run up to 100 write operations atomically."""
-    if len(ops) > TRANSACTION_MAX_ITEMS:
-        raise ValueError(f"{len(ops)} items exceed the {TRANSACTION_MAX_ITEMS}-item transaction limit")
+def _transact_once(ops: Sequence[Op], token: str | None) -> None:
     kwargs: dict[str, Any] = {"connection": connection()}
     if token:
         kwargs["client_request_token"] = token
     with TransactWrite(**kwargs) as tx:
         for op in ops:
             op(tx)
+
+
+def transact(ops: Sequence[Op], *, token: str | None = None) -> None:
+    """Run up to 100 write operations atomically.
+
+    A cancellation for a transient reason (see :func:`transiently_cancelled`) is retried with
+    backoff, up to :data:`TRANSACTION_ATTEMPTS` in all; each op is called again to build the retry.
+    A cancellation by conditions, or any other failure, raises ``TransactWriteError`` at once.
+    (A hand-written loop: botocore's retry handlers cannot be told to retry one cancellation
+    reason, and the condition is on the answer's reasons, not on an exception type.)
+    """
+    if len(ops) > TRANSACTION_MAX_ITEMS:
+        raise ValueError(f"{len(ops)} items exceed the {TRANSACTION_MAX_ITEMS}-item transaction limit")
+    attempt = 1
+    while True:
+        try:
+            _transact_once(ops, token)
+            return
+        except TransactWriteError as exc:
+            if attempt >= TRANSACTION_ATTEMPTS or not transiently_cancelled(exc):
+                raise
+        time.sleep(clock.backoff(attempt, TRANSACTION_BACKOFF_SECONDS))
+        attempt += 1
 
 
 def transact_idempotent(

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from skyloom.core import clock
 from skyloom.core.aws import client
 from skyloom.core.config import Settings
 from skyloom.core.graph import queue_level
@@ -95,6 +97,13 @@ def redispatch_interval(base: float, queued_for: float) -> float:
     return min(MAX_REDISPATCH_INTERVAL_SECONDS, max(base, queued_for))
 
 
+#: Tries of a batch send whose entries SQS refused on its own side (it reports them entry by entry in
+#: a successful answer, which botocore cannot retry), with short pauses between: a message not sent
+#: waits for the sweeper's re-send, minutes later in production.
+SEND_TRIES = 4
+SEND_BACKOFF_SECONDS = (0.05, 0.5)
+
+
 class DispatchFailed(RuntimeError):
     """Some messages could not be sent; their tasks stay queued and the sweeper re-sends them."""
 
@@ -102,7 +111,7 @@ class DispatchFailed(RuntimeError):
 def enqueue(settings: Settings, messages: Iterable[TaskMessage], *, delay_seconds: int = 0) -> int:
     """Send one message per task, batched; returns how many were sent.
 
-    Raises DispatchFailed if SQS refused some entries after a retry. Callers may let that propagate:
+    Raises DispatchFailed if SQS refused some entries through :data:`SEND_TRIES` tries. Callers may let that propagate:
     the task is already recorded as queued, so nothing is lost, only delayed until the next sweep.
     """
     by_queue: dict[tuple[str, int], list[TaskMessage]] = defaultdict(list)
@@ -124,13 +133,15 @@ def enqueue(settings: Settings, messages: Iterable[TaskMessage], *, delay_second
                  "DelaySeconds": delay_seconds}
                 for i, m in enumerate(chunk)
             ]
-            for _ in range(2):
+            for attempt in range(1, SEND_TRIES + 1):
                 resp = sqs.send_message_batch(QueueUrl=url, Entries=entries)
-                bad = {f["Id"] for f in resp.get("Failed", [])}
+                failures = resp.get("Failed", [])
+                bad = {f["Id"] for f in failures}
                 sent += len(entries) - len(bad)
                 entries = [e for e in entries if e["Id"] in bad]
-                if not entries:
-                    break
+                if not entries or attempt == SEND_TRIES or any(f.get("SenderFault") for f in failures):
+                    break  # sent, out of tries, or refused for what it is (it would be again)
+                time.sleep(clock.backoff(attempt, SEND_BACKOFF_SECONDS))
             failed.extend(chunk[int(str(e["Id"]))].task_id for e in entries)
     if failed:
         raise DispatchFailed(f"{len(failed)} task message(s) not sent, e.g. {failed[:3]}")

@@ -21,13 +21,22 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
 from skyloom.core import access, blobs, clock, readiness, sessions, tasklogs
-from skyloom.core.cancellation import abort_output, cancel_task
+from skyloom.core.cancellation import cancel_task
 from skyloom.core.config import Settings
-from skyloom.core.ddb import TRANSACTION_MAX_ITEMS, Op, condition_failed, failed_indexes, transact, transact_idempotent
+from skyloom.core.ddb import (
+    TRANSACTION_MAX_ITEMS,
+    Op,
+    condition_failed,
+    failed_indexes,
+    transact,
+    transact_idempotent,
+    update_if,
+)
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.graph import delegations, subtask_depth, uncovered_outputs, unknown_outputs
 from skyloom.core.models import ResultModel, SessionModel, TaskModel
 from skyloom.core.results import fetch_values
+from skyloom.core.settlement import abort_output, ending_actions, settle
 from skyloom.core.states import ResultStatus, SessionStatus, TaskStatus, retry_decision
 from skyloom.errors import InvalidRequest
 from skyloom.options import TaskOptions
@@ -124,7 +133,11 @@ def claimed(task: TaskModel) -> bool:
 def _claim_taken(settings: Settings, task: TaskModel, worker_id: str) -> bool:
     """Claim, in place, a task taken by :func:`take` that runs longer than a heartbeat: Submitted at
     the attempt read -> Processing at the next attempt. False: another attempt or a cancellation
-    came first (the running copy is then to be stopped)."""
+    came first (the running copy is then to be stopped).
+
+    A refusal is checked once against the item: when AWS applied the claim but its answer was lost,
+    botocore's retry of the same write is refused by its own first success, and the task is ours.
+    """
     now = clock.now()
     number = int(task.attempt or 0) + 1
     try:
@@ -134,9 +147,16 @@ def _claim_taken(settings: Settings, task: TaskModel, worker_id: str) -> bool:
             condition=_held_by(task, worker_id) & _due(now),
         )
     except UpdateError as exc:
-        if condition_failed(exc):
+        if not condition_failed(exc):
+            raise
+        try:
+            stored = TaskModel.get(task.task_id, consistent_read=True)
+        except TaskModel.DoesNotExist:
             return False
-        raise
+        if not (stored.status == TaskStatus.PROCESSING.value and stored.lease_owner == worker_id
+                and stored.attempt == number):
+            return False
+        task.refresh(consistent_read=True)
     return True
 
 
@@ -383,6 +403,14 @@ def _check_references(
 
 
 def _write_staged(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) -> None:
+    """Write the items an attempt staged, before its commit (they are unreachable until it).
+
+    Idempotent, so that a commit retried after AWS failed it is no different from the first try: an
+    item that exists already is this attempt's own earlier write when it names the same staging
+    parent (and, for a task, attempt); staged ids are fresh uuids, so anything else is a real clash.
+    """
+    items: list[ResultModel | TaskModel] = [*results, *tasks]
+
     def put(item: ResultModel | TaskModel) -> Op:
         key = ResultModel.result_id if isinstance(item, ResultModel) else TaskModel.task_id
 
@@ -391,10 +419,18 @@ def _write_staged(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) ->
 
         return op
 
-    def already(i: int) -> bool:  # staged ids are fresh uuids: a clash is a bug, never a replay
-        return False
+    def already(i: int) -> bool:
+        item = items[i]
+        try:
+            if isinstance(item, TaskModel):
+                task = TaskModel.get(item.task_id, consistent_read=True)
+                return bool(task.parent_task_id == item.parent_task_id and task.parent_attempt == item.parent_attempt)
+            result = ResultModel.get(item.result_id, consistent_read=True)
+            return bool(result.parent_task_id == item.parent_task_id)
+        except (TaskModel.DoesNotExist, ResultModel.DoesNotExist):
+            return False
 
-    transact_idempotent([put(r) for r in results] + [put(t) for t in tasks], already)
+    transact_idempotent([put(item) for item in items], already)
 
 
 def _attempt_record(task: TaskModel, worker_id: str, outcome: str, error: RemoteError | None = None,
@@ -463,6 +499,18 @@ def complete_many(settings: Settings, commits: Sequence[Commit]) -> list[bool]:
     cancellation reasons say which). A crash before the commit leaves only unreachable staged
     items; after it, the sweeper sees ``finalize_pending`` and activates the children.
     """
+    # A taken task's attempt number is advanced in memory for its commit: put it back if this call
+    # fails, so that a retry (the agent outlasts AWS's failures) builds the same commit again.
+    read_attempts = [c.task.attempt for c in commits]
+    try:
+        return _complete_many(settings, commits)
+    except BaseException:
+        for c, attempt in zip(commits, read_attempts, strict=True):
+            c.task.attempt = attempt
+        raise
+
+
+def _complete_many(settings: Settings, commits: Sequence[Commit]) -> list[bool]:
     results: list[bool] = [False] * len(commits)
     prepared: dict[int, _Prepared] = {}
     seen: set[str] = set()
@@ -661,52 +709,26 @@ def _record_failure(
     now = clock.now()
     if error.retryable and retry_decision(int(task.attempt or 0), max_retries):
         delay = retry_delay(settings, int(task.attempt or 1))
-        try:
-            TaskModel(task.task_id).update(
-                actions=[
-                    TaskModel.attempts.set(attempts),
-                    TaskModel.lease_owner.remove(),
-                    TaskModel.lease_expires.remove(),
-                    *readiness.queued_actions(settings, task.task_id, now, delay=delay),  # type: ignore[list-item]
-                ],
-                condition=held,
-            )
-        except UpdateError as exc:
-            if condition_failed(exc):
-                return "lost"
-            raise
+        requeue = [
+            TaskModel.attempts.set(attempts),
+            TaskModel.lease_owner.remove(),
+            TaskModel.lease_expires.remove(),
+            *readiness.queued_actions(settings, task.task_id, now, delay=delay),
+        ]
+        if not update_if(TaskModel(task.task_id), requeue, held):  # type: ignore[arg-type]
+            return "lost"
         readiness.enqueue_tasks(settings, [task], delay_seconds=delay)
         return TaskStatus.SUBMITTED.value
 
-    status = (TaskStatus.TIMEOUT if timed_out else TaskStatus.ERROR).value
-    err = root_error(task, status, error)
-
-    def end_task(tx: TransactWrite) -> None:
-        tx.update(
-            TaskModel(task.task_id),
-            actions=[
-                TaskModel.status.set(status),
-                TaskModel.error.set(err),
-                TaskModel.attempts.set(attempts),
-                TaskModel.ended_at.set(now),
-                TaskModel.updated_at.set(now),
-                TaskModel.lease_owner.remove(),
-                TaskModel.lease_expires.remove(),
-                TaskModel.due_shard.remove(),
-                TaskModel.due_at.remove(),
-            ],
-            condition=held,
-        )
-
-    ops: list[Op] = [end_task, *(abort_output(rid, task.task_id, err) for rid in task.expected_outputs or [])]
-    try:
-        transact(ops)
-    except TransactWriteError as exc:
-        if 0 in failed_indexes(exc):
-            return "lost"
-        # An output was no longer ours (already aborted by a cancellation): end the task alone.
-        transact([end_task])
-    return status
+    status = TaskStatus.TIMEOUT if timed_out else TaskStatus.ERROR
+    err = root_error(task, status.value, error)
+    ended = settle(
+        task.task_id,
+        actions=ending_actions(status, err, now, attempts=attempts),
+        condition=held,
+        outputs={rid: abort_output(rid, task.task_id, err) for rid in task.expected_outputs or []},
+    )
+    return status.value if ended else "lost"
 
 
 def retry_delay(settings: Settings, attempt: int) -> int:
@@ -780,33 +802,12 @@ def fail_undeliverable(settings: Settings, task_id: str, reason: str) -> bool:
         return False
     if t.status != TaskStatus.SUBMITTED.value:
         return False
-    status = TaskStatus.ERROR.value
-    err = root_error(t, status, RemoteError(type="UndeliverableMessage", message=reason, traceback=""))
-    now = clock.now()
+    err = root_error(t, TaskStatus.ERROR.value, RemoteError(type="UndeliverableMessage", message=reason, traceback=""))
+    # Still queued, and queued by the same attempt: a claim in between means it was deliverable.
     queued: Condition = (TaskModel.status == TaskStatus.SUBMITTED.value) & (TaskModel.attempt == t.attempt)
-
-    def end_task(tx: TransactWrite) -> None:
-        tx.update(
-            TaskModel(task_id),
-            actions=[
-                TaskModel.status.set(status),
-                TaskModel.error.set(err),
-                TaskModel.ended_at.set(now),
-                TaskModel.updated_at.set(now),
-                TaskModel.due_shard.remove(),
-                TaskModel.due_at.remove(),
-            ],
-            condition=queued,
-        )
-
-    ops: list[Op] = [end_task, *(abort_output(rid, task_id, err) for rid in t.expected_outputs or [])]
-    try:
-        transact(ops)
-    except TransactWriteError as exc:
-        if 0 in failed_indexes(exc):
-            return False  # claimed meanwhile: the message was not so undeliverable after all
-        try:
-            transact([end_task])  # an output was no longer this task's (delegated or already aborted)
-        except TransactWriteError:
-            return False
-    return True
+    return settle(
+        task_id,
+        actions=ending_actions(TaskStatus.ERROR, err, clock.now()),
+        condition=queued,
+        outputs={rid: abort_output(rid, task_id, err) for rid in t.expected_outputs or []},
+    )

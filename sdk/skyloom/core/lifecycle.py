@@ -11,13 +11,11 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pynamodb.exceptions import UpdateError
-
 from skyloom.core import blobs, clock, readiness, tasklogs
 from skyloom.core.aws import client
 from skyloom.core.cancellation import cancel_task
 from skyloom.core.config import Settings
-from skyloom.core.ddb import condition_failed
+from skyloom.core.ddb import update_if
 from skyloom.core.models import EdgeModel, ResultModel, SessionModel, TaskModel
 from skyloom.core.protocol import SessionInfo, TaskInfo
 from skyloom.core.sessions import load_session, session_info, transition_session
@@ -71,15 +69,12 @@ def cancel_session(settings: Settings, owner: str, session_id: str) -> tuple[Ses
 
 def _abort_unowned(result_id: str, err: dict[str, Any]) -> None:
     now = clock.now()
-    try:
-        ResultModel(result_id).update(
-            actions=[ResultModel.status.set(ResultStatus.ABORTED.value), ResultModel.error.set(err),
-                     ResultModel.completed_at.set(now), ResultModel.updated_at.set(now)],
-            condition=ResultModel.status == ResultStatus.CREATED.value,
-        )
-    except UpdateError as exc:
-        if not condition_failed(exc):
-            raise
+    update_if(
+        ResultModel(result_id),
+        [ResultModel.status.set(ResultStatus.ABORTED.value), ResultModel.error.set(err),
+         ResultModel.completed_at.set(now), ResultModel.updated_at.set(now)],
+        ResultModel.status == ResultStatus.CREATED.value,
+    )
 
 
 def pause_session(settings: Settings, owner: str, session_id: str) -> SessionInfo:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pynamodb.settings
 from pynamodb.attributes import (
     BinaryAttribute,
     BooleanAttribute,
@@ -26,6 +27,14 @@ from pynamodb.models import Model
 
 from skyloom.core.config import Settings
 from skyloom.core.resources import EDGES, RESULTS, SESSIONS, TASKS
+
+#: How DynamoDB calls are retried: as AWS's SDKs retry DynamoDB, with botocore's own DynamoDB policy
+#: ("legacy" mode: 10 attempts, pauses of 50 ms doubling, ~25 s in all). pynamodb's default is
+#: botocore's generic "standard" mode: 4 attempts, pauses drawn up to 1 s, 2 s then 4 s, so one
+#: 500 among thousands of 10 ms calls cost ~0.5 s, and a network blackout of a few seconds failed
+#: the call while its retry quota drained. A deployment's ``PYNAMODB_CONFIG`` file still wins.
+DYNAMODB_RETRIES: dict[str, Any] = {"mode": "legacy", "total_max_attempts": 10}
+pynamodb.settings.default_settings_dict["retry_configuration"] = DYNAMODB_RETRIES  # type: ignore[assignment]
 
 
 class _Meta:
@@ -255,6 +264,19 @@ def bind(settings: Settings) -> None:
             model._connection = None
         _connection = None
         _bound = settings
+
+
+def reset_connections() -> None:
+    """Forget the cached connections (and their botocore clients): the next call builds new ones.
+
+    For hooks on client creation installed after this process made its first DynamoDB call
+    (:func:`skyloom.core.aws.on_every_client`): pynamodb's clients are not reachable otherwise.
+    """
+    global _connection
+    with _bind_lock:
+        for model, _spec in _BINDINGS:
+            model._connection = None
+        _connection = None
 
 
 def bound_settings() -> Settings:

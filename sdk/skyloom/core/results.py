@@ -11,12 +11,12 @@ import time
 from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist
 from pynamodb.transactions import TransactWrite
 
 from skyloom.core import blobs, clock
 from skyloom.core.config import Settings
-from skyloom.core.ddb import Op, condition_failed, transact_idempotent
+from skyloom.core.ddb import Op, transact_idempotent, update_if
 from skyloom.core.graph import check_unique
 from skyloom.core.models import ResultModel, SessionModel
 from skyloom.core.protocol import (
@@ -186,21 +186,18 @@ def complete_uploads(settings: Settings, owner: str, session_id: str, ids: list[
             continue
         size = sizes[rid]
         now = clock.now()
-        try:
-            r.update(
-                actions=[
-                    ResultModel.status.set(ResultStatus.COMPLETED.value),
-                    ResultModel.size.set(size),
-                    ResultModel.completed_at.set(now),
-                    ResultModel.updated_at.set(now),
-                ],
-                condition=(ResultModel.status == ResultStatus.CREATED.value)
-                & ResultModel.owner_task_id.does_not_exist(),
-            )
-        except UpdateError as exc:
-            if not condition_failed(exc):
-                raise
-            raise Conflict(f"result {rid} is produced by a task or already written", field=f"ids.{i}") from None
+        completed = update_if(
+            r,
+            [
+                ResultModel.status.set(ResultStatus.COMPLETED.value),
+                ResultModel.size.set(size),
+                ResultModel.completed_at.set(now),
+                ResultModel.updated_at.set(now),
+            ],
+            (ResultModel.status == ResultStatus.CREATED.value) & ResultModel.owner_task_id.does_not_exist(),
+        )
+        if not completed:
+            raise Conflict(f"result {rid} is produced by a task or already written", field=f"ids.{i}")
         out.append(result_info(r))
     return out
 

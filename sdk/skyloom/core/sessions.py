@@ -7,11 +7,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist, PutError
 
 from skyloom.core import access, clock
 from skyloom.core.config import Settings
-from skyloom.core.ddb import condition_failed
+from skyloom.core.ddb import update_if
 from skyloom.core.models import SessionModel
 from skyloom.core.protocol import CreateSessionRequest, SessionInfo
 from skyloom.core.states import SessionStatus, session_sources
@@ -134,14 +134,12 @@ def transition_session(owner: str, session_id: str, target: SessionStatus) -> Se
     if s.status == target.value:
         return s
     sources = [x.value for x in session_sources(target)]
-    try:
-        s.update(
-            actions=[SessionModel.status.set(target.value), SessionModel.updated_at.set(clock.now())],
-            condition=SessionModel.status.is_in(*sources) & (SessionModel.owner == owner),
-        )
-    except UpdateError as exc:
-        if not condition_failed(exc):
-            raise
+    moved = update_if(
+        s,
+        [SessionModel.status.set(target.value), SessionModel.updated_at.set(clock.now())],
+        SessionModel.status.is_in(*sources) & (SessionModel.owner == owner),
+    )
+    if not moved:
         current = load_session(owner, session_id)
         if current.status == target.value:
             return current
@@ -149,7 +147,7 @@ def transition_session(owner: str, session_id: str, target: SessionStatus) -> Se
             f"session {session_id} is {current.status}; it cannot become {target.value}",
             field="session_id",
             details={"status": current.status},
-        ) from None
+        )
     return s
 
 

@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+from skyloom.core.aws import FAULTS_ENV_PREFIX
 from skyloom.local.credentials import LOCAL_ACCOUNT_ID, scrubbed
 from skyloom.runtime.lifeline import PARENT_PID_ENV
 
@@ -164,8 +165,9 @@ class Emulator:
 
     def _environment(self) -> dict[str, str]:
         # moto calls boto3 internally: a developer's AWS_PROFILE that names no local profile
-        # would make every request fail with ProfileNotFound.
-        env = scrubbed(os.environ)
+        # would make every request fail with ProfileNotFound. The emulator stands for AWS itself:
+        # faults are injected into the stack's calls to it, never into moto's own.
+        env = {k: v for k, v in scrubbed(os.environ).items() if not k.startswith(FAULTS_ENV_PREFIX)}
         env.update(
             {
                 PARENT_PID_ENV: str(os.getpid()),

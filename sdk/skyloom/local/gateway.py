@@ -44,6 +44,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials
 
+from skyloom.local import faults
 from skyloom.local.credentials import LOCAL_ACCOUNT_ID, LocalCredentialStore, local_user_arn
 from skyloom.local.invoke import Handler, LambdaContext
 
@@ -426,6 +427,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if body is None:
             self._send(_error(400, "Bad request body", "BadRequestException", request_id))
             self.close_connection = True
+            return
+        fault = faults.api_gateway_fault()  # local mode's fault injection (off unless configured)
+        if fault is not None:
+            if fault.status == 0:  # this process is cut off the network: no answer at all
+                self.close_connection = True
+                return
+            self._send(_error(fault.status, fault.message, fault.error_type, request_id))
             return
         self._send(gateway.handle(self.command, self.path, list(self.headers.items()), body, self.client_address[0]))
 

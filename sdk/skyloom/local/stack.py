@@ -36,6 +36,7 @@ from typing import TypeVar
 
 from skyloom.core import aws, models
 from skyloom.core.config import Settings
+from skyloom.local import faults
 from skyloom.local.containers import ContainerPool
 from skyloom.local.credentials import (
     ENDPOINT_ENV,
@@ -47,6 +48,7 @@ from skyloom.local.credentials import (
 )
 from skyloom.local.discovery import skyloom_home
 from skyloom.local.emulator import Emulator
+from skyloom.local.faults import FaultConfig
 from skyloom.local.gateway import Gateway
 from skyloom.local.invoke import Handler, HandlerRef, cold_start, load_handler
 from skyloom.local.provision import Provisioned, provision
@@ -116,6 +118,10 @@ class LocalStack:
         unique_names: With ``aws_endpoint``, suffix the stack prefix and bucket with a random token
             so that this stack's resources are its own. Off to use resources provisioned beforehand
             under the configured names (the LocalStack init hook).
+        faults: AWS faults to inject into every process of the stack (:mod:`skyloom.local.faults`):
+            this process's functions and gateway, the submit containers and the workers; the
+            ``SKYLOOM_FAULTS_*`` environment when None (off unless set). Injection starts once the
+            resources exist; counts of the faults fired: :meth:`fault_counts`.
 
     Example:
         >>> with LocalStack(workers=2) as stack:
@@ -139,6 +145,7 @@ class LocalStack:
         export_environment: bool = True,
         aws_endpoint: str | None = None,
         unique_names: bool = True,
+        faults: FaultConfig | None = None,
     ) -> None:
         self._worker_count = workers
         self._base_settings = settings or Settings()
@@ -155,6 +162,10 @@ class LocalStack:
             aws_endpoint = os.environ.get(AWS_ENDPOINT_ENV, "")
         self._external_endpoint = aws_endpoint.rstrip("/") or None
         self._unique_names = unique_names
+        self._faults = faults if faults is not None else FaultConfig.from_env()
+        self._counts_dir: str | None = None
+        self._previous_counts_dir: str | None = None
+        self._injecting = False
         self._previous_binding: Settings | None = None
         self._emulator: Emulator | None = None
         self._provisioned: Provisioned | None = None
@@ -188,6 +199,11 @@ class LocalStack:
     def settings(self) -> Settings:
         """The settings in force (``aws_endpoint`` set to the emulator once started)."""
         return self._settings
+
+    @property
+    def faults(self) -> FaultConfig:
+        """The AWS faults injected into this stack's processes (disabled: none)."""
+        return self._faults
 
     @property
     def workers(self) -> WorkerPool:
@@ -230,6 +246,7 @@ class LocalStack:
             self._export_environment()
             self._provisioned = provision(self._settings)
             self._bind_models()
+            self._start_faults()
             self._start_functions()
             self._start_workers()
         except BaseException:
@@ -258,6 +275,7 @@ class LocalStack:
                 step()
             except Exception:
                 logger.exception("stopping the %s failed", name)
+        self._stop_faults()
         self._workers = self._scheduler = self._poller = self._gateway = self._emulator = None
         self._containers = None
         self._restore_environment()
@@ -320,17 +338,60 @@ class LocalStack:
     def _local_environment(self) -> dict[str, str]:
         env = self._settings.to_env()
         env.update(aws_environment(self._settings.region))
+        if self._faults.enabled and self._counts_dir is not None:
+            # Every process of the stack injects the same faults and dumps its counts (and, for a
+            # blackout, finds the others) in one directory.
+            env.update(self._faults.to_env())
+            env[aws.COUNT_API_CALLS_ENV] = self._counts_dir
         return env
+
+    def _start_faults(self) -> None:
+        """Fault injection, when configured: the counts directory for every process, and this
+        process's own injection. After provisioning, so that the resources exist whatever the rates."""
+        if not self._faults.enabled:
+            return
+        self._counts_dir = os.environ.get(aws.COUNT_API_CALLS_ENV) or str(self.run_dir / "calls")
+        os.makedirs(self._counts_dir, exist_ok=True)
+        self._export_overlay(self._local_environment())
+        if self._export:
+            self._previous_counts_dir = aws.counting_directory()
+            aws.start_counting_api_calls(self._counts_dir)
+            faults.activate(self._faults)
+            self._injecting = True
+        logger.info("injecting AWS faults: %s (counts in %s)", self._faults, self._counts_dir)
+
+    def _stop_faults(self) -> None:
+        if self._injecting:
+            faults.deactivate()
+            aws.dump_api_call_counts()
+            if self._previous_counts_dir is not None:
+                aws.start_counting_api_calls(self._previous_counts_dir)
+            self._injecting = False
+
+    def fault_counts(self) -> dict[str, dict[str, int]]:
+        """The faults fired so far by every process of the stack: kind -> ``service.Operation`` ->
+        count. Other processes dump every ``aws.DUMP_EVERY_SECONDS`` (and at exit): wait that long
+        after the work for their last ones."""
+        if self._counts_dir is None:
+            return {}
+        aws.dump_api_call_counts()
+        return aws.collect_counts(self._counts_dir, "faults")
 
     def _export_environment(self) -> None:
         """Make ``Settings.from_env()`` in this process (the functions) describe this stack."""
         if not self._export:
             return
-        overlay = self._local_environment()
-        for name in (*overlay, *removed_variables()):
-            self._saved_env.setdefault(name, os.environ.get(name))
         for name in removed_variables():
+            self._saved_env.setdefault(name, os.environ.get(name))
             os.environ.pop(name, None)
+        self._export_overlay(self._local_environment())
+
+    def _export_overlay(self, overlay: Mapping[str, str]) -> None:
+        """Set ``overlay`` in ``os.environ`` (when exporting), remembering what it replaces."""
+        if not self._export:
+            return
+        for name in overlay:
+            self._saved_env.setdefault(name, os.environ.get(name))
         os.environ.update(overlay)
 
     def _restore_environment(self) -> None:
