@@ -9,12 +9,15 @@ session id so SQS fair queues share a partition's workers between sessions.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from skyloom.core import clock
 from skyloom.core.aws import client
@@ -108,6 +111,29 @@ class DispatchFailed(RuntimeError):
     """Some messages could not be sent; their tasks stay queued and the sweeper re-sends them."""
 
 
+#: Batches of one enqueue sent at once (each a network round trip).
+_senders = ThreadPoolExecutor(max_workers=8, thread_name_prefix="skyloom-enqueue")
+
+
+def _send_batch(sqs: Any, url: str, chunk: Sequence[TaskMessage], delay_seconds: int) -> tuple[int, list[str]]:
+    """Send up to 10 messages; how many were sent, and the task ids SQS kept refusing."""
+    entries = [
+        {"Id": str(i), "MessageBody": m.body(), "MessageGroupId": m.session_id, "DelaySeconds": delay_seconds}
+        for i, m in enumerate(chunk)
+    ]
+    sent = 0
+    for attempt in range(1, SEND_TRIES + 1):
+        resp = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        failures = resp.get("Failed", [])
+        bad = {f["Id"] for f in failures}
+        sent += len(entries) - len(bad)
+        entries = [e for e in entries if e["Id"] in bad]
+        if not entries or attempt == SEND_TRIES or any(f.get("SenderFault") for f in failures):
+            break  # sent, out of tries, or refused for what it is (it would be again)
+        time.sleep(clock.backoff(attempt, SEND_BACKOFF_SECONDS))
+    return sent, [chunk[int(str(e["Id"]))].task_id for e in entries]
+
+
 def enqueue(settings: Settings, messages: Iterable[TaskMessage], *, delay_seconds: int = 0) -> int:
     """Send one message per task, batched; returns how many were sent.
 
@@ -123,26 +149,16 @@ def enqueue(settings: Settings, messages: Iterable[TaskMessage], *, delay_second
     sent = 0
     failed: list[str] = []
     # Highest priority level first: an idle agent polling the queues must find the urgent tasks
-    # there before the others arrive (resuming a session queues every level at once).
+    # there before the others arrive (resuming a session queues every level at once). Within a
+    # level the batches go out concurrently: a 500-task submission is 50 calls, a round trip each.
     for (partition, level), msgs in sorted(by_queue.items(), key=lambda item: -item[0][1]):
         url = queue_url(settings, partition, level)
-        for start in range(0, len(msgs), 10):
-            chunk = msgs[start : start + 10]
-            entries = [
-                {"Id": str(i), "MessageBody": m.body(), "MessageGroupId": m.session_id,
-                 "DelaySeconds": delay_seconds}
-                for i, m in enumerate(chunk)
-            ]
-            for attempt in range(1, SEND_TRIES + 1):
-                resp = sqs.send_message_batch(QueueUrl=url, Entries=entries)
-                failures = resp.get("Failed", [])
-                bad = {f["Id"] for f in failures}
-                sent += len(entries) - len(bad)
-                entries = [e for e in entries if e["Id"] in bad]
-                if not entries or attempt == SEND_TRIES or any(f.get("SenderFault") for f in failures):
-                    break  # sent, out of tries, or refused for what it is (it would be again)
-                time.sleep(clock.backoff(attempt, SEND_BACKOFF_SECONDS))
-            failed.extend(chunk[int(str(e["Id"]))].task_id for e in entries)
+        chunks = [msgs[start : start + 10] for start in range(0, len(msgs), 10)]
+        send = functools.partial(_send_batch, sqs, url, delay_seconds=delay_seconds)
+        outcomes = list(_senders.map(send, chunks)) if len(chunks) > 1 else [send(chunks[0])]
+        for n, refused in outcomes:
+            sent += n
+            failed.extend(refused)
     if failed:
         raise DispatchFailed(f"{len(failed)} task message(s) not sent, e.g. {failed[:3]}")
     return sent
