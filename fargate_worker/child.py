@@ -38,7 +38,7 @@ from enum import StrEnum
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
-from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome
+from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome, portable_args
 
 log = logging.getLogger("skyloom-worker.child")
 
@@ -468,4 +468,5 @@ def _remote_error(
         message=f"{prefix}{qualified}: {exc}" if type_name else str(exc),
         traceback="".join(traceback.format_exception(exc)),
         retryable=retryable,
+        args=None if type_name else portable_args(exc),
     )

@@ -494,6 +494,7 @@ class FakeServer:
                     type=outcome.error.type,
                     message=outcome.error.message,
                     traceback=outcome.error.traceback,
+                    args=outcome.error.args,
                 ),
             )
             return

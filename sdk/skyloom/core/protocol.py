@@ -193,6 +193,9 @@ class ResultError(_Body):
     type: str | None = None
     message: str
     traceback: str | None = None
+    #: The exception's args when they are JSON scalars: the client rebuilds the task's own
+    #: exception type with them (``except ValueError`` around ``future.result()``).
+    args: list[str | int | float | bool | None] | None = None
 
 
 class ResultInfo(_Body):
