@@ -894,19 +894,25 @@ def test_emulator_and_agents_stop_when_their_stack_is_killed(tmp_path: Path) -> 
     wait_for(lambda: not any(_running(p) for p in orphans), timeout=60, what="every process to stop")
 
 
-def test_cli_up_publishes_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_cli_up_publishes_serves_and_stops_on_sigterm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``skyloom local up`` as a user runs it, with the real functions and no workers."""
     env = {**os.environ, "SKYLOOM_HOME": str(tmp_path / "home")}
     env.pop("SKYLOOM_ENDPOINT", None)
+    monkeypatch.setenv("SKYLOOM_HOME", env["SKYLOOM_HOME"])
     cli = Path(sys.executable).with_name("skyloom")
     command = [str(cli), "local", "up", "--workers", "0", "--run-dir", str(tmp_path / "run")]
     up = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         state_file = tmp_path / "home" / "local.json"
-        wait_for(lambda: state_file.exists() or up.poll() is not None, timeout=60, what="state file")
+        starting_file = tmp_path / "home" / "starting.json"
+        # While it starts, it says so; a client asking then waits for this stack instead of starting one.
+        wait_for(lambda: starting_file.exists() or state_file.exists() or up.poll() is not None, timeout=60,
+                 what="starting marker")
+        found = discover(wait=60)
         assert up.poll() is None, up.stderr.read() if up.stderr else ""
         state = json.loads(state_file.read_text())
-        assert state["pid"] == up.pid
+        assert state["pid"] == up.pid and found == state["endpoint"] and state["kind"] == "cli"
+        assert not starting_file.exists()
         # The published endpoint serves the real submit function to a signed caller.
         reply = send("GET", f"{state['endpoint']}/sessions/does-not-exist")
         assert reply.status == 404, reply.body

@@ -28,7 +28,7 @@ from skyloom.client.connect import ENV_ENDPOINT, _credentials, _is_loopback, _re
 from skyloom.client.http import HttpTransport
 from skyloom.client.lowlevel import Client
 from skyloom.core.protocol import TaskInfo
-from skyloom.errors import NotFound, SkyloomError
+from skyloom.errors import ConnectionFailed, NotFound, SkyloomError
 
 NO_ENDPOINT = f"no Skyloom endpoint: run `skyloom local up` or set {ENV_ENDPOINT}"
 
@@ -97,17 +97,21 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 # ----------------------------------------------------------------------------------- connecting
 def resolve_endpoint(endpoint: str | None) -> str:
-    """``--endpoint``/``SKYLOOM_ENDPOINT`` (typer reads both), else a running local stack."""
+    """``--endpoint``/``SKYLOOM_ENDPOINT`` (typer reads both), else the running local stack (one
+    ``skyloom local up`` runs, or a client process's embedded one)."""
     if endpoint:
         return endpoint.rstrip("/")
     env = os.environ.get(ENV_ENDPOINT)
     if env:
         return env.rstrip("/")
     try:
-        from skyloom.local.discovery import discover
+        from skyloom.local.discovery import START_WAIT_SECONDS, discover
     except ImportError:  # the [local] extra is not installed: nothing to discover
         raise CliError(NO_ENDPOINT) from None
-    found = discover()
+    try:
+        found = discover(wait=START_WAIT_SECONDS)  # a `skyloom local up` still starting is waited for
+    except ConnectionFailed as exc:
+        raise CliError(str(exc)) from None
     if not found:
         raise CliError(NO_ENDPOINT)
     return found

@@ -1,7 +1,8 @@
 """``skyloom local``: run Skyloom on this machine.
 
 ``up`` keeps a stack in the foreground for any number of clients (and publishes it for
-:func:`skyloom.local.discover`); ``run`` wraps one command in a stack's lifetime, which is what
+:func:`skyloom.local.discover`; while it starts, a marker makes clients wait for it rather than
+start their own); ``run`` wraps one command in a stack's lifetime, which is what
 demos and CI want: the stack is up before the command starts and gone when ``run`` returns the
 command's exit status.
 """
@@ -25,9 +26,16 @@ import typer
 from skyloom.cli.common import quiet_local_functions
 from skyloom.core.config import Settings
 from skyloom.local.credentials import ENDPOINT_ENV
-from skyloom.local.discovery import LocalState, publish, read_state, unpublish
+from skyloom.local.discovery import (
+    LocalState,
+    mark_starting,
+    publish,
+    read_state,
+    unmark_starting,
+    unpublish,
+)
 from skyloom.local.provision import provision as provision_resources
-from skyloom.local.stack import AWS_ENDPOINT_ENV, LocalStack
+from skyloom.local.stack import AWS_ENDPOINT_ENV, LocalStack, default_run_dir
 
 app = typer.Typer(help="Run Skyloom locally: AWS emulated on loopback, functions in-process, worker processes.")
 
@@ -80,7 +88,10 @@ def up(
     _configure_logging(verbose=True)
     other = read_state()
     if other is not None:
-        typer.echo(f"note: another local stack (pid {other.pid}) is up at {other.endpoint}", err=True)
+        typer.echo(f"note: another local stack (pid {other.pid}, {other.kind}) is up at {other.endpoint}", err=True)
+    run_dir = run_dir or default_run_dir()
+    # Before anything slow: a client connecting meanwhile waits for this stack instead of starting one.
+    mark_starting(str(run_dir))
     stack = LocalStack(
         workers=workers,
         settings=_settings(),
@@ -104,6 +115,7 @@ def up(
                 run_dir=str(stack.run_dir),
             )
         )
+        unmark_starting()  # after publishing: a waiting client sees the stack before the marker goes
         typer.echo(f"Skyloom local stack up: {stack.endpoint}  (AWS {stack.emulator} {stack.aws_endpoint})")
         typer.echo(f"logs: {stack.run_dir}")
         typer.echo(f"export {ENDPOINT_ENV}={stack.endpoint}")
@@ -112,7 +124,7 @@ def up(
     except (KeyboardInterrupt, _Stop):
         typer.echo("stopping...", err=True)
     finally:
-        _stop_uninterrupted(stack, unpublish)
+        _stop_uninterrupted(stack, unmark_starting, unpublish)
         signal.signal(signal.SIGTERM, previous)
 
 

@@ -173,6 +173,11 @@ class LocalStack:
         return self._require(self._gateway, "gateway").url
 
     @property
+    def running(self) -> bool:
+        """Started and not stopped since: whether :attr:`endpoint` serves."""
+        return self._started and self._gateway is not None
+
+    @property
     def aws_endpoint(self) -> str:
         """URL of the emulated AWS (moto, or the endpoint given), for boto3's ``endpoint_url``."""
         if self._external_endpoint is not None:
