@@ -55,6 +55,11 @@ SessionOption = Annotated[
     str | None, typer.Option("--session", help="The session holding the id (default: search your sessions).")
 ]
 
+#: A listing's session, as an argument (``skyloom tasks list S``) or an option (``--session S``):
+#: people type both, and the README wrote the option.
+SessionArg = Annotated[str | None, typer.Argument(help="A session id (or --session).", show_default=False)]
+ListSessionOption = Annotated[str | None, typer.Option("--session", "-s", help="A session id (or as argument).")]
+
 T = TypeVar("T")
 
 
@@ -141,6 +146,16 @@ def connected(endpoint: str | None) -> Iterator[Client]:
         fail(exc.message.splitlines()[0] if exc.message else type(exc).__name__)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def listing_session(argument: str | None, option: str | None) -> str:
+    """The session of a listing, given as SESSION or ``--session``; both must agree if both are given."""
+    if argument and option and argument != option:
+        fail(f"two sessions given: SESSION {argument} and --session {option}; give one", code=2)
+    session = argument or option
+    if not session:
+        fail("which session? give SESSION or --session (skyloom sessions list shows yours)", code=2)
+    return session
 
 
 def find_session(client: Client, kind: str, object_id: str, session: str | None) -> str:
