@@ -900,8 +900,9 @@ def test_cli_up_publishes_serves_and_stops_on_sigterm(tmp_path: Path, monkeypatc
     env.pop("SKYLOOM_ENDPOINT", None)
     monkeypatch.setenv("SKYLOOM_HOME", env["SKYLOOM_HOME"])
     cli = Path(sys.executable).with_name("skyloom")
-    command = [str(cli), "local", "up", "--workers", "0", "--run-dir", str(tmp_path / "run")]
+    command = [str(cli), "local", "up", "--workers", "0", "--run-dir", str(tmp_path / "run"), "--sweep-interval", "0.2"]
     up = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    functions_log = tmp_path / "run" / "functions.log"
     try:
         state_file = tmp_path / "home" / "local.json"
         starting_file = tmp_path / "home" / "starting.json"
@@ -917,11 +918,17 @@ def test_cli_up_publishes_serves_and_stops_on_sigterm(tmp_path: Path, monkeypatc
         reply = send("GET", f"{state['endpoint']}/sessions/does-not-exist")
         assert reply.status == 404, reply.body
         assert send("GET", f"{state['endpoint']}/sessions", sign_as=None).status == 403
+        # The sweeper's metrics (EMF JSON) go to the run directory, not the console.
+        wait_for(lambda: '"SweeperRuns"' in functions_log.read_text(), timeout=30, what="a sweep's metrics")
     finally:
         up.send_signal(signal.SIGTERM)
         out, err = up.communicate(timeout=30)
     assert up.returncode == 0, err
     assert f"export SKYLOOM_ENDPOINT={state['endpoint']}" in out
+    # The console is for people: no JSON, no library chatter, no warnings.
+    assert not [line for line in out.splitlines() + err.splitlines() if line.lstrip().startswith("{")], out + err
+    assert "botocore" not in err and "Warning" not in err, err
+    assert "Found credentials" in (tmp_path / "run" / "stack.log").read_text()
     assert not state_file.exists()
     assert not _port_open(state["endpoint"])
     assert not _port_open(state["aws_endpoint"])
