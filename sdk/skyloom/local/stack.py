@@ -371,9 +371,8 @@ class LocalStack:
 
     def _start_functions(self) -> None:
         region, stack = self._settings.region, self._settings.stack
-        if self._export:
-            # Before the functions' modules are imported: their loggers keep the stream they find.
-            console.install()
+        # Before the functions' modules are imported: their loggers keep the stream they find.
+        console.install()
         log = self._functions_log = console.SharedLog(self.run_dir / FUNCTIONS_LOG)
         submit = self._submit_function()
         if self._containers is None:
