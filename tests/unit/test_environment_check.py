@@ -122,3 +122,10 @@ def test_installed_handlers_are_not_checked(client: Client, server: FakeServer) 
         (out,) = client.create_results(s.session_id, [ResultSpec(name="out")])
         client.submit_tasks(s.session_id, [TaskRequest("echo", expected_outputs=[out.result_id], payload=b"x")])
     assert not [p for _, p, _ in server.calls if p == "/environment"]
+
+
+def test_the_sessions_default_partition_is_checked(client: Client, server: FakeServer) -> None:
+    python, pickler = client_versions()
+    server.worker_versions = {"default": (python, pickler), "gpu": (python, "0.0.1")}
+    with client.session(partition="gpu"), pytest.raises(skyloom.EnvironmentMismatch, match="'gpu'"):
+        double.submit(1).result(timeout=10)
