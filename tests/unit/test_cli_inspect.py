@@ -130,6 +130,9 @@ def test_listings_take_the_session_as_argument_or_option() -> None:
         assert r.exit_code == 2 and "give SESSION or --session" in r.stderr
         r = invoke(kind, "list", "s1", "--session", "s2", "--endpoint", "http://127.0.0.1:9")
         assert r.exit_code == 2 and "two sessions given" in r.stderr
+        # -s stays --status, as before --session existed
+        r = invoke(kind, "list", "--session", "s1", "-s", "Error", "--endpoint", "http://127.0.0.1:9")
+        assert r.exit_code == 1 and "cannot reach Skyloom" in r.stderr, r.stderr
 
 
 def test_parse_when_accepts_ages_iso_and_epoch() -> None:

@@ -58,7 +58,7 @@ SessionOption = Annotated[
 #: A listing's session, as an argument (``skyloom tasks list S``) or an option (``--session S``):
 #: people type both, and the README wrote the option.
 SessionArg = Annotated[str | None, typer.Argument(help="A session id (or --session).", show_default=False)]
-ListSessionOption = Annotated[str | None, typer.Option("--session", "-s", help="A session id (or as argument).")]
+ListSessionOption = Annotated[str | None, typer.Option("--session", help="A session id (or as argument).")]
 
 T = TypeVar("T")
 
