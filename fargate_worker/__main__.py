@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from fargate_worker.agent import Agent
 from fargate_worker.settings import WorkerConfigError, load
 from fargate_worker.telemetry import logger
-from skyloom.core import models
+from skyloom.core import environment, models
 from skyloom.runtime import lifeline
 
 
@@ -27,6 +27,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def record_environment(partition: str) -> None:
+    """Publish this worker's Python and cloudpickle for clients to check before they ship functions
+    (``GET /environment``). A failure is logged, not fatal: the worker can still run tasks."""
+    try:
+        environment.record(partition, environment.local_versions())
+    except Exception:
+        logger.exception("could not record the worker's Python and cloudpickle versions")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -38,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error(f"invalid configuration: {exc}")
         return 2
     models.bind(settings)
+    record_environment(config.partition)
     agent = Agent(settings, config)
     # Local mode: drain and exit like on SIGTERM if the stack that started this agent is gone.
     lifeline.watch_parent_from_env(lambda: agent.request_stop("the local stack that started this agent is gone"))

@@ -43,7 +43,7 @@ from multiprocessing.process import BaseProcess
 
 from fargate_worker.capture import OutputPipe, flush_child_output, redirect_child_output, wait_reading
 from skyloom.core.limits import TASK_LOG_BYTES
-from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome
+from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome, portable_args
 
 log = logging.getLogger("skyloom-worker.child")
 
@@ -502,4 +502,5 @@ def _remote_error(
         message=f"{prefix}{qualified}: {exc}" if type_name else str(exc),
         traceback="".join(traceback.format_exception(exc)),
         retryable=retryable,
+        args=None if type_name else portable_args(exc),
     )

@@ -25,7 +25,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.submit import errors, openapi
 from functions.submit.identity import current_owner, principal_of
-from skyloom.core import events, limits, models, queries, results, sessions, submission, tasklogs, tasks
+from skyloom.core import environment, events, limits, models, queries, results, sessions, submission, tasklogs, tasks
 from skyloom.core.config import Settings
 from skyloom.core.protocol import (
     ID_PATTERN,
@@ -33,6 +33,7 @@ from skyloom.core.protocol import (
     MAX_LABEL_LENGTH,
     CreateResultsRequest,
     CreateSessionRequest,
+    EnvironmentInfo,
     ErrorBody,
     IdsRequest,
     ResultData,
@@ -46,6 +47,7 @@ from skyloom.core.protocol import (
     TasksResponse,
     WaitRequest,
     WaitResponse,
+    WorkerVersions,
 )
 from skyloom.core.protocol_queries import (
     DEFAULT_EVENTS,
@@ -505,6 +507,27 @@ def session_events(
 ) -> EventsPage:
     """State changes oldest first, each the object's latest state; poll with the returned cursor."""
     return events.session_events(owner, session_id, after, queries.check_limit(limit, DEFAULT_EVENTS, MAX_EVENTS))
+
+
+# ------------------------------------------------------------------------------------ environment
+@app.get(
+    "/environment",
+    operation_id="workerEnvironment",
+    summary="The Python and cloudpickle versions each partition's workers run",
+    tags=["environment"],
+    responses=_responses(200, body=False, session=False),
+)
+def worker_environment(owner: Owner, settings: CurrentSettings) -> EnvironmentInfo:
+    """What the last agent to start in each partition recorded; a client compares it with its own
+    before shipping functions by value (one read per client)."""
+    found = environment.read([p.name for p in settings.partitions])
+    return EnvironmentInfo(
+        partitions={
+            name: WorkerVersions(python=v.python, cloudpickle=v.cloudpickle, recorded_at=at)
+            for name, (v, at) in found.items()
+        },
+        default_partition=settings.default_partition,
+    )
 
 
 # ---------------------------------------------------------------------------------------- openapi

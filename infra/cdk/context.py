@@ -7,7 +7,8 @@ Partitions are declared in ONE place, the ``skyloom:partitions`` context list, a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from constructs import Node
@@ -21,6 +22,11 @@ KMS_KEY = "skyloom:kmsKeyArn"
 AUTO_DELETE_KEY = "skyloom:autoDeleteData"
 ALARM_TOPIC_KEY = "skyloom:alarmTopicArn"
 EC2_SPOT_KEY = "skyloom:ec2Spot"
+#: Third-party packages of each partition's worker image: ``{"partition": ["numpy==2.1.3", ...]}``.
+WORKER_PACKAGES_KEY = "skyloom:workerPackages"
+#: An exact pin, ``name[extras]==version``: what the image builds is what cdk.json says, and nothing
+#: in it can reach the Dockerfile's shell as anything but one word.
+_PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?==[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
 #: False leaves out the results-stream -> resolve mapping. Only for emulators that cannot run it
 #: (moto: see tests/infra/test_deploy_moto.py); a deployment without it resolves nothing.
 STREAM_MAPPING_KEY = "skyloom:streamMapping"
@@ -69,6 +75,8 @@ class DeployContext:
     alarm_topic_arn: str | None = None
     ec2_spot: Ec2SpotSpec | None = None
     stream_mapping: bool = True
+    #: Pinned third-party packages per partition (absent: the plain Skyloom image).
+    worker_packages: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def partitions(self) -> tuple[PartitionSpec, ...]:
@@ -141,6 +149,36 @@ def _parse_ec2_spot(raw: Any, partitions: tuple[PartitionSpec, ...]) -> Ec2SpotS
     )
 
 
+def parse_worker_packages(raw: Any, partitions: tuple[PartitionSpec, ...]) -> dict[str, tuple[str, ...]]:
+    """``skyloom:workerPackages`` -> pinned packages per partition.
+
+    Raises:
+        ContextError: not an object of lists, an unknown partition, or a package that is not an
+            exact ``name==version`` pin.
+    """
+    raw = _loads(raw, WORKER_PACKAGES_KEY)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ContextError(f"{WORKER_PACKAGES_KEY} must be an object: partition name -> list of pinned packages")
+    names = {p.name for p in partitions}
+    found: dict[str, tuple[str, ...]] = {}
+    for partition, packages in raw.items():
+        if partition not in names:
+            raise ContextError(f"{WORKER_PACKAGES_KEY}: unknown partition {partition!r} (partitions: {sorted(names)})")
+        if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
+            raise ContextError(f"{WORKER_PACKAGES_KEY}.{partition} must be a list of strings, got {packages!r}")
+        bad = [p for p in packages if not _PIN.match(p)]
+        if bad:
+            raise ContextError(
+                f"{WORKER_PACKAGES_KEY}.{partition}: {bad} must be exact pins like numpy==2.1.3 "
+                "(the image is rebuilt only when the pins change)"
+            )
+        if packages:
+            found[partition] = tuple(packages)
+    return found
+
+
 def _bool(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() in ("1", "true", "yes"))
 
@@ -160,5 +198,6 @@ def read(node: Node) -> DeployContext:
         auto_delete_data=_bool(node.try_get_context(AUTO_DELETE_KEY)),
         alarm_topic_arn=node.try_get_context(ALARM_TOPIC_KEY) or None,
         ec2_spot=_parse_ec2_spot(node.try_get_context(EC2_SPOT_KEY), partitions),
+        worker_packages=parse_worker_packages(node.try_get_context(WORKER_PACKAGES_KEY), partitions),
         stream_mapping=node.try_get_context(STREAM_MAPPING_KEY) not in (False, "false"),
     )

@@ -77,6 +77,7 @@ class SkyloomStack(Stack):
             data=data,
             queues_by_partition=by_partition,
             image=worker_image,
+            packages=deploy.worker_packages,
             ec2_spot=deploy.ec2_spot,
         )
         self.dashboard = Dashboard(

@@ -8,11 +8,13 @@
   Partitions listed in ``skyloom:ec2Spot`` run instead on an EC2 Spot Auto Scaling group (bigger or
   GPU instances) through an ASG capacity provider.
 - Task: the ``fargate_worker/Dockerfile`` image (repository root as context; built by Docker at
-  deploy time only), user 10001 (non-root), ``initProcessEnabled`` (PID 1 reaps orphans),
-  ``stopTimeout`` 120 s (Fargate's maximum) above the agent's 100 s grace. The root filesystem is
-  read-only; :data:`SCRATCH_PATH` (``/tmp``, also ``TMPDIR`` and the XDG cache) is a task-storage
-  volume, the only place task code can write. The agent itself writes no files: its child processes
-  talk over socket pairs, and its logs go to stdout.
+  deploy time only, always for linux/amd64, the workers' platform, whatever machine deploys; one
+  image per distinct set of ``skyloom:workerPackages``), user 10001 (non-root),
+  ``initProcessEnabled`` (PID 1 reaps orphans), ``stopTimeout`` 120 s (Fargate's maximum) above
+  the agent's 100 s grace. The root filesystem is read-only; :data:`SCRATCH_PATH` (``/tmp``, also
+  ``TMPDIR`` and the XDG cache) is a task-storage volume, the only place task code can write. The
+  agent itself writes no files: its child processes talk over socket pairs, and its logs go to
+  stdout.
 - Encryption at rest: the log groups (worker, VPC flow logs), Fargate's ephemeral task storage and
   the EC2 Spot drain-hook topic use the customer-managed key when one is configured; otherwise AWS
   encrypts them with its own keys (CloudWatch Logs and Fargate storage always are; the topic gets
@@ -34,6 +36,7 @@ from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -46,6 +49,9 @@ from infra.cdk.functions import DataResources
 from skyloom.core.config import Settings
 from skyloom.core.resources import PartitionSpec
 
+#: The workers' platform: Fargate tasks are X86_64 (``runtime_platform``) and the EC2 Spot group runs
+#: x86_64 ECS-optimized AMIs. An image built on an arm64 laptop must still be amd64.
+IMAGE_PLATFORM = ecr_assets.Platform.LINUX_AMD64
 #: ECS stopTimeout: SIGTERM -> SIGKILL. Fargate's maximum; the agent drains within its 100 s grace.
 STOP_TIMEOUT = Duration.seconds(120)
 GRACE_SECONDS = 100
@@ -106,8 +112,17 @@ class Workers(Construct):
         queues_by_partition: dict[str, list[sqs.Queue]],
         image: str | None,
         ec2_spot: Ec2SpotSpec | None,
+        packages: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        self._root = root
+        self._packages = dict(packages or {})
+        if image and self._packages:
+            raise ValueError(
+                "skyloom:workerImage (a prebuilt image) and skyloom:workerPackages cannot be combined: "
+                "install the packages in the prebuilt image, or drop skyloom:workerImage"
+            )
+        self._images: dict[tuple[str, ...], ecs.ContainerImage] = {}
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
@@ -147,11 +162,7 @@ class Workers(Construct):
             encryption_key=data.key,
         )
         # The image: built from the repository root by Docker at deploy time, or a prebuilt one.
-        self.image = (
-            ecs.ContainerImage.from_registry(image)
-            if image
-            else ecs.ContainerImage.from_asset(str(root), file="fargate_worker/Dockerfile")
-        )
+        self.image = ecs.ContainerImage.from_registry(image) if image else self._built_image(())
         self.ec2_provider = self._ec2_spot(ec2_spot, data.key) if ec2_spot else None
         ec2_partitions = set(ec2_spot.partitions) if ec2_spot else set()
         self.services: dict[str, ecs.BaseService] = {}
@@ -195,13 +206,29 @@ class Workers(Construct):
         )
         return env
 
+    def _built_image(self, packages: tuple[str, ...]) -> ecs.ContainerImage:
+        """The Dockerfile's image with ``packages`` installed, built once per distinct set."""
+        if packages not in self._images:
+            self._images[packages] = ecs.ContainerImage.from_asset(
+                str(self._root),
+                file="fargate_worker/Dockerfile",
+                platform=IMAGE_PLATFORM,
+                build_args={"PACKAGES": " ".join(packages)} if packages else None,
+            )
+        return self._images[packages]
+
+    def image_of(self, partition: str) -> ecs.ContainerImage:
+        """The image a partition's workers run: its packages' build, else the shared image."""
+        packages = self._packages.get(partition)
+        return self._built_image(packages) if packages else self.image
+
     def _add_agent(self, task_def: ecs.TaskDefinition, env: dict[str, str], spec: PartitionSpec, on_ec2: bool) -> None:
         # No host path: on Fargate the volume is the task's (encrypted) ephemeral storage, on EC2 a
         # Docker volume on the instance's encrypted EBS disk. Either way it dies with the task.
         task_def.add_volume(name=SCRATCH_VOLUME)
         container = task_def.add_container(
             "agent",
-            image=self.image,
+            image=self.image_of(spec.name),
             environment=env,
             stop_timeout=STOP_TIMEOUT,
             user=WORKER_UID,

@@ -135,6 +135,17 @@ class ConnectionFailed(SkyloomError):
     code = "connection_failed"
 
 
+class EnvironmentMismatch(SkyloomError):
+    """The workers run another Python (major.minor) or cloudpickle than this client ships functions with.
+
+    Raised by the client before it submits a function shipped by value, which the workers could not
+    load (or would run differently); ``details`` holds both sides' versions and the partition.
+    """
+
+    http_status = 409
+    code = "environment_mismatch"
+
+
 class WaitTimeout(SkyloomError, TimeoutError):
     """A wait on results ran out of time before they were ready."""
 
@@ -207,6 +218,7 @@ ERRORS_BY_CODE: dict[str, type[SkyloomError]] = {
         ResultAlreadyWritten,
         ClaimConflict,
         ConnectionFailed,
+        EnvironmentMismatch,
         WaitTimeout,
         TaskFailed,
         TaskTimedOut,

@@ -47,7 +47,9 @@ pytestmark = pytest.mark.slow
 TIMEOUT = 120.0
 SECOND_IDENTITY_ENV = "SKYLOOM_TEST_SECOND_IDENTITY"
 #: Operations that do not act on an existing object, so there is nothing of A's to attack.
-NOT_OBJECT_ROUTES = {("POST", "/sessions"), ("GET", "/sessions")}
+#: GET /environment names no object: the workers' Python and cloudpickle versions, the same for every
+#: identity (tests/functional/test_worker_environment.py checks it needs one).
+NOT_OBJECT_ROUTES = {("POST", "/sessions"), ("GET", "/sessions"), ("GET", "/environment")}
 #: CLI commands that never touch an existing session: they start a stack or make their own session.
 NOT_OBJECT_COMMANDS = {"local", "bench"}
 #: How the CLI says "nothing of yours by that id" (a 404, or no session of the caller holds the id).

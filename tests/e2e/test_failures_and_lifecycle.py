@@ -21,6 +21,19 @@ def explode(x: int) -> int:
     raise ValueError(f"bad trade {x}")
 
 
+class PricingError(Exception):
+    """A user's exception type, importable on the workers and the client (the repository's tests)."""
+
+    def __init__(self, trade: str, code: int) -> None:
+        super().__init__(trade, code)
+        self.trade, self.code = trade, code
+
+
+@skyloom.task(max_retries=0)
+def refuse(trade: str) -> int:
+    raise PricingError(trade, 7)
+
+
 @skyloom.task
 def inc(x: int) -> int:
     return x + 1
@@ -67,6 +80,22 @@ def test_last_failure_cascades_through_a_three_level_graph(client: skyloom.Clien
     assert "raise ValueError" in (root.value.remote_traceback or "")
     [t] = client.get_tasks(s.session_id, [failed])
     assert t.status == "Error" and [x.outcome for x in t.attempts] == ["error", "error"]
+
+
+def test_result_raises_the_tasks_own_exception_type(client: skyloom.Client) -> None:
+    # GIVEN a task that raises ValueError and one that raises a user type, and a dependent of it
+    with client.session():
+        bad, mine = explode.options(max_retries=0).submit(3), refuse.submit("T-1")
+        after = inc.submit(mine)
+        # THEN except ValueError / except PricingError catch them, and they are TaskFailed too
+        with pytest.raises(ValueError) as value_error:
+            bad.result(timeout=60)
+        with pytest.raises(PricingError) as info:
+            after.result(timeout=60)
+    exc = value_error.value
+    assert isinstance(exc, skyloom.TaskFailed) and exc.args == ("bad trade 3",)
+    assert "raise ValueError" in (exc.remote_traceback or "") and "raise ValueError" in str(exc)
+    assert isinstance(info.value, skyloom.DependencyAborted) and (info.value.trade, info.value.code) == ("T-1", 7)
 
 
 def test_a_task_past_its_max_duration_times_out(client: skyloom.Client) -> None:

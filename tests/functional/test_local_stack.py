@@ -894,28 +894,41 @@ def test_emulator_and_agents_stop_when_their_stack_is_killed(tmp_path: Path) -> 
     wait_for(lambda: not any(_running(p) for p in orphans), timeout=60, what="every process to stop")
 
 
-def test_cli_up_publishes_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_cli_up_publishes_serves_and_stops_on_sigterm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``skyloom local up`` as a user runs it, with the real functions and no workers."""
     env = {**os.environ, "SKYLOOM_HOME": str(tmp_path / "home")}
     env.pop("SKYLOOM_ENDPOINT", None)
+    monkeypatch.setenv("SKYLOOM_HOME", env["SKYLOOM_HOME"])
     cli = Path(sys.executable).with_name("skyloom")
-    command = [str(cli), "local", "up", "--workers", "0", "--run-dir", str(tmp_path / "run")]
+    command = [str(cli), "local", "up", "--workers", "0", "--run-dir", str(tmp_path / "run"), "--sweep-interval", "0.2"]
     up = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    functions_log = tmp_path / "run" / "functions.log"
     try:
         state_file = tmp_path / "home" / "local.json"
-        wait_for(lambda: state_file.exists() or up.poll() is not None, timeout=60, what="state file")
+        starting_file = tmp_path / "home" / "starting.json"
+        # While it starts, it says so; a client asking then waits for this stack instead of starting one.
+        wait_for(lambda: starting_file.exists() or state_file.exists() or up.poll() is not None, timeout=60,
+                 what="starting marker")
+        found = discover(wait=60)
         assert up.poll() is None, up.stderr.read() if up.stderr else ""
         state = json.loads(state_file.read_text())
-        assert state["pid"] == up.pid
+        assert state["pid"] == up.pid and found == state["endpoint"] and state["kind"] == "cli"
+        assert not starting_file.exists()
         # The published endpoint serves the real submit function to a signed caller.
         reply = send("GET", f"{state['endpoint']}/sessions/does-not-exist")
         assert reply.status == 404, reply.body
         assert send("GET", f"{state['endpoint']}/sessions", sign_as=None).status == 403
+        # The sweeper's metrics (EMF JSON) go to the run directory, not the console.
+        wait_for(lambda: '"SweeperRuns"' in functions_log.read_text(), timeout=30, what="a sweep's metrics")
     finally:
         up.send_signal(signal.SIGTERM)
         out, err = up.communicate(timeout=30)
     assert up.returncode == 0, err
     assert f"export SKYLOOM_ENDPOINT={state['endpoint']}" in out
+    # The console is for people: no JSON, no library chatter, no warnings.
+    assert not [line for line in out.splitlines() + err.splitlines() if line.lstrip().startswith("{")], out + err
+    assert "botocore" not in err and "Warning" not in err, err
+    assert "Found credentials" in (tmp_path / "run" / "stack.log").read_text()
     assert not state_file.exists()
     assert not _port_open(state["endpoint"])
     assert not _port_open(state["aws_endpoint"])

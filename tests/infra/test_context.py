@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from infra.cdk.context import PARTITIONS_KEY, ContextError, parse_partitions
+from infra.cdk.context import (
+    PARTITIONS_KEY,
+    WORKER_PACKAGES_KEY,
+    ContextError,
+    parse_partitions,
+    parse_worker_packages,
+)
 from skyloom.core.resources import PartitionSpec
 from tests.infra.conftest import REPO_ROOT
 
@@ -66,3 +72,28 @@ def test_partition_access_rules_reach_the_functions_and_workers_environment() ->
 def test_malformed_access_rules_are_refused_with_the_key_named(item: dict[str, object], message: str) -> None:
     with pytest.raises(ContextError, match=f"{PARTITIONS_KEY}.*{message}"):
         parse_partitions([{"name": "p", **item}])
+
+
+# --------------------------------------------------------------------------------- worker packages
+def test_worker_packages_are_exact_pins_per_known_partition() -> None:
+    partitions = parse_partitions([{"name": "default"}, {"name": "gpu"}])
+    raw = {"default": ["numpy==2.1.3", "scipy[sparse]==1.14.1"], "gpu": []}
+    assert parse_worker_packages(raw, partitions) == {"default": ("numpy==2.1.3", "scipy[sparse]==1.14.1")}
+    assert parse_worker_packages('{"gpu": ["torch==2.5.1"]}', partitions) == {"gpu": ("torch==2.5.1",)}
+    assert parse_worker_packages(None, partitions) == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (["numpy==2.1.3"], "must be an object"),
+        ({"nope": ["numpy==2.1.3"]}, "unknown partition 'nope'"),
+        ({"default": "numpy==2.1.3"}, r"workerPackages\.default must be a list"),
+        ({"default": ["numpy>=2"]}, "exact pins"),
+        ({"default": ["numpy==2; rm -rf /"]}, "exact pins"),
+    ],
+)
+def test_malformed_worker_packages_are_refused_naming_the_key(raw: object, message: str) -> None:
+    with pytest.raises(ContextError, match=message) as caught:
+        parse_worker_packages(raw, parse_partitions([{"name": "default"}]))
+    assert WORKER_PACKAGES_KEY in str(caught.value)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from skyloom.cli import app
 from skyloom.cli.common import CliError, parse_when, statuses
-from skyloom.cli.graph import Format, render, summary_dot, to_dot
+from skyloom.cli.graph import Format, output_format, render, summary_dot, to_dot
 from skyloom.cli.stats import critical_path, handler_stats, percentile
 from skyloom.cli.watch import WatchState
 from skyloom.core.protocol import ResultInfo, TaskInfo
@@ -102,6 +102,37 @@ def test_render_without_dot_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     assert render("digraph {}", Format.dot) == b"digraph {}"
     with pytest.raises(CliError, match="needs Graphviz's `dot`"):
         render("digraph {}", Format.svg)
+
+
+def test_the_output_file_names_the_format() -> None:
+    # `skyloom graph S -o graph.svg` draws an SVG: a .svg file never holds DOT text.
+    assert output_format(None, Path("graph.svg")) is Format.svg
+    assert output_format(None, Path("g.PNG")) is Format.png and output_format(None, Path("g.gv")) is Format.dot
+    assert output_format(None, None) is Format.dot and output_format(None, Path("graph")) is Format.dot
+    assert output_format(Format.dot, Path("graph.svg")) is Format.dot  # an explicit --format wins
+    with pytest.raises(CliError, match=r"--output graph\.jpeg.*--format"):
+        output_format(None, Path("graph.jpeg"))
+
+
+def test_graph_without_dot_fails_before_any_request(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    r = invoke("graph", "s1", "-o", str(tmp_path / "g.svg"), "--endpoint", "http://127.0.0.1:9")
+    assert r.exit_code == 2 and "needs Graphviz's `dot`" in r.stderr and not (tmp_path / "g.svg").exists()
+
+
+def test_listings_take_the_session_as_argument_or_option() -> None:
+    for kind in ("tasks", "results"):
+        # --session reaches the endpoint (which is unreachable), like the argument does
+        for args in ((kind, "list", "s1"), (kind, "list", "--session", "s1"), (kind, "list", "s1", "--session", "s1")):
+            r = invoke(*args, "--endpoint", "http://127.0.0.1:9")
+            assert r.exit_code == 1 and "cannot reach Skyloom" in r.stderr, (args, r.stderr)
+        r = invoke(kind, "list", "--endpoint", "http://127.0.0.1:9")
+        assert r.exit_code == 2 and "give SESSION or --session" in r.stderr
+        r = invoke(kind, "list", "s1", "--session", "s2", "--endpoint", "http://127.0.0.1:9")
+        assert r.exit_code == 2 and "two sessions given" in r.stderr
+        # -s stays --status, as before --session existed
+        r = invoke(kind, "list", "--session", "s1", "-s", "Error", "--endpoint", "http://127.0.0.1:9")
+        assert r.exit_code == 1 and "cannot reach Skyloom" in r.stderr, r.stderr
 
 
 def test_parse_when_accepts_ages_iso_and_epoch() -> None:

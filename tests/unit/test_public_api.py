@@ -17,6 +17,8 @@ EXPECTED = {
     "Conflict",
     "ConnectionFailed",
     "DependencyAborted",
+    # Raised before shipping functions to workers of another Python/cloudpickle (issue 18).
+    "EnvironmentMismatch",
     "Future",
     "GraphCycle",
     "InvalidRequest",

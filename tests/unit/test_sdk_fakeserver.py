@@ -29,6 +29,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from skyloom.client.environment import client_versions
 from skyloom.client.http import error_from_response
 from skyloom.core.protocol import (
     CreateResultsRequest,
@@ -149,6 +150,8 @@ class FakeServer:
     _unsettled: dict[tuple[str, str], int] = field(default_factory=dict)
     #: Bytes of values and errors per wait answer (the real route's budget unless a test shrinks it).
     wait_budget: int = WAIT_ANSWER_BUDGET_BYTES
+    #: What the workers run per partition, as ``GET /environment`` answers (this process's versions).
+    worker_versions: dict[str, tuple[str, str]] = field(default_factory=lambda: {"default": client_versions()})
     #: Long-polling waits (timeout > 0) in flight now, and the most at once.
     waiting: int = 0
     most_waiting: int = 0
@@ -163,7 +166,9 @@ class FakeServer:
         with self._lock:
             self.calls.append((method, path, body))
             try:
-                if self.inject:
+                # Injected errors aim at the requests a test makes, not at the client's one-time
+                # environment read before its first shipped function.
+                if self.inject and path != "/environment":
                     status, err = self.inject.pop(0)
                     raise error_from_response(status, json.dumps(err).encode(), f"{method} {path}")
                 try:
@@ -199,6 +204,7 @@ class FakeServer:
     # -------------------------------------------------------------------------- routes
     def _route(self, method: str, path: str, body: Any) -> Any:
         routes: list[tuple[str, str, Callable[..., Any]]] = [
+            ("GET", r"/environment", self._environment),
             ("POST", r"/sessions", self._create_session),
             ("GET", r"/sessions/(\w+)", self._get_session),
             ("POST", r"/sessions/(\w+)/close", self._close_session),
@@ -218,6 +224,11 @@ class FakeServer:
             if m == method and match:
                 return fn(*match.groups(), body)
         raise InvalidRequest(f"no route {method} {path}")
+
+    def _environment(self, body: Any) -> Any:
+        partitions = {name: {"python": py, "cloudpickle": cp, "recorded_at": 0.0}
+                      for name, (py, cp) in self.worker_versions.items()}
+        return {"partitions": partitions, "default_partition": "default"}
 
     def _session(self, sid: str) -> dict[str, Any]:
         if sid not in self.sessions:
@@ -494,6 +505,7 @@ class FakeServer:
                     type=outcome.error.type,
                     message=outcome.error.message,
                     traceback=outcome.error.traceback,
+                    args=outcome.error.args,
                 ),
             )
             return

@@ -28,7 +28,7 @@ from skyloom.client.connect import ENV_ENDPOINT, _credentials, _is_loopback, _re
 from skyloom.client.http import HttpTransport
 from skyloom.client.lowlevel import Client
 from skyloom.core.protocol import TaskInfo
-from skyloom.errors import NotFound, SkyloomError
+from skyloom.errors import ConnectionFailed, NotFound, SkyloomError
 
 NO_ENDPOINT = f"no Skyloom endpoint: run `skyloom local up` or set {ENV_ENDPOINT}"
 
@@ -54,6 +54,11 @@ DescOption = Annotated[bool, typer.Option("--desc/--asc", help="Sort order.")]
 SessionOption = Annotated[
     str | None, typer.Option("--session", help="The session holding the id (default: search your sessions).")
 ]
+
+#: A listing's session, as an argument (``skyloom tasks list S``) or an option (``--session S``):
+#: people type both, and the README wrote the option.
+SessionArg = Annotated[str | None, typer.Argument(help="A session id (or --session).", show_default=False)]
+ListSessionOption = Annotated[str | None, typer.Option("--session", help="A session id (or as argument).")]
 
 T = TypeVar("T")
 
@@ -97,17 +102,21 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 # ----------------------------------------------------------------------------------- connecting
 def resolve_endpoint(endpoint: str | None) -> str:
-    """``--endpoint``/``SKYLOOM_ENDPOINT`` (typer reads both), else a running local stack."""
+    """``--endpoint``/``SKYLOOM_ENDPOINT`` (typer reads both), else the running local stack (one
+    ``skyloom local up`` runs, or a client process's embedded one)."""
     if endpoint:
         return endpoint.rstrip("/")
     env = os.environ.get(ENV_ENDPOINT)
     if env:
         return env.rstrip("/")
     try:
-        from skyloom.local.discovery import discover
+        from skyloom.local.discovery import START_WAIT_SECONDS, discover
     except ImportError:  # the [local] extra is not installed: nothing to discover
         raise CliError(NO_ENDPOINT) from None
-    found = discover()
+    try:
+        found = discover(wait=START_WAIT_SECONDS)  # a `skyloom local up` still starting is waited for
+    except ConnectionFailed as exc:
+        raise CliError(str(exc)) from None
     if not found:
         raise CliError(NO_ENDPOINT)
     return found
@@ -137,6 +146,16 @@ def connected(endpoint: str | None) -> Iterator[Client]:
         fail(exc.message.splitlines()[0] if exc.message else type(exc).__name__)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def listing_session(argument: str | None, option: str | None) -> str:
+    """The session of a listing, given as SESSION or ``--session``; both must agree if both are given."""
+    if argument and option and argument != option:
+        fail(f"two sessions given: SESSION {argument} and --session {option}; give one", code=2)
+    session = argument or option
+    if not session:
+        fail("which session? give SESSION or --session (skyloom sessions list shows yours)", code=2)
+    return session
 
 
 def find_session(client: Client, kind: str, object_id: str, session: str | None) -> str:

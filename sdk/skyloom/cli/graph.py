@@ -7,7 +7,9 @@ the picture would be unreadable anyway, so the graph is summarized by handler (a
 function counts as its own, by `module.qualname`, not as `skyloom.call`): one node per
 handler with its counts per state, one edge per handler pair with the number of results between.
 
-DOT is produced here; SVG and PNG need Graphviz's ``dot`` binary, which is looked up on ``PATH``.
+DOT is produced here; SVG, PNG and PDF need Graphviz's ``dot`` binary, which is looked up on
+``PATH``. Without ``--format``, the format is the output file's extension (``-o graph.svg`` draws an
+SVG), and DOT on stdout: a file named ``.svg`` must never hold DOT text.
 """
 
 from __future__ import annotations
@@ -50,6 +52,30 @@ class Format(StrEnum):
     dot = "dot"
     svg = "svg"
     png = "png"
+    pdf = "pdf"
+
+
+#: Output file extensions and the format each means.
+_BY_SUFFIX: dict[str, Format] = {".dot": Format.dot, ".gv": Format.dot, ".svg": Format.svg, ".png": Format.png,
+                                 ".pdf": Format.pdf}
+
+
+def output_format(fmt: Format | None, output: Path | None) -> Format:
+    """The format asked for, else the one ``output``'s extension names, else DOT (stdout, no extension).
+
+    Raises:
+        CliError: naming ``--output``, when its extension names no format we draw.
+    """
+    if fmt is not None:
+        return fmt
+    if output is None or not output.suffix:
+        return Format.dot
+    found = _BY_SUFFIX.get(output.suffix.lower())
+    if found is None:
+        known = ", ".join(sorted(_BY_SUFFIX))
+        raise CliError(f"--output {output}: cannot tell the format from {output.suffix!r} (known: {known}); "
+                       "pass --format")
+    return found
 
 
 def _q(text: str) -> str:
@@ -137,7 +163,10 @@ def render(dot_text: str, fmt: Format) -> bytes:
 
 def command(
     session_id: Annotated[str, typer.Argument(help="A session id.")],
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="dot, svg or png.")] = Format.dot,
+    fmt: Annotated[
+        Format | None,
+        typer.Option("--format", "-f", help="dot, svg, png or pdf (default: -o's extension, else dot)."),
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
     max_nodes: Annotated[int, typer.Option("--max-nodes", min=1, help="Summarize by handler past this.")] = (
         DEFAULT_MAX_NODES
@@ -145,11 +174,17 @@ def command(
     endpoint: EndpointOption = None,
 ) -> None:
     """Draw a session's graph of tasks and results, coloured by state."""
+    try:
+        chosen = output_format(fmt, output)
+        if chosen is not Format.dot and shutil.which("dot") is None:
+            raise CliError(NO_DOT.format(fmt=chosen.value.upper()))  # before any request: say it at once
+    except CliError as exc:
+        fail(str(exc), code=2)
     with connected(endpoint) as client:
         tasks = list(client.iter_tasks(session_id, limit=1000))
         results = list(client.iter_results(session_id, limit=1000))
     try:
-        data = render(to_dot(tasks, results, max_nodes=max_nodes, title=session_id), fmt)
+        data = render(to_dot(tasks, results, max_nodes=max_nodes, title=session_id), chosen)
     except CliError as exc:
         fail(str(exc))
-    write_output(data, output, f"{fmt.value} graph of {len(tasks)} tasks and {len(results)} results")
+    write_output(data, output, f"{chosen.value} graph of {len(tasks)} tasks and {len(results)} results")

@@ -1,7 +1,8 @@
 """``skyloom local``: run Skyloom on this machine.
 
 ``up`` keeps a stack in the foreground for any number of clients (and publishes it for
-:func:`skyloom.local.discover`); ``run`` wraps one command in a stack's lifetime, which is what
+:func:`skyloom.local.discover`; while it starts, a marker makes clients wait for it rather than
+start their own); ``run`` wraps one command in a stack's lifetime, which is what
 demos and CI want: the stack is up before the command starts and gone when ``run`` returns the
 command's exit status.
 """
@@ -25,9 +26,16 @@ import typer
 from skyloom.cli.common import quiet_local_functions
 from skyloom.core.config import Settings
 from skyloom.local.credentials import ENDPOINT_ENV
-from skyloom.local.discovery import LocalState, publish, read_state, unpublish
+from skyloom.local.discovery import (
+    LocalState,
+    mark_starting,
+    publish,
+    read_state,
+    unmark_starting,
+    unpublish,
+)
 from skyloom.local.provision import provision as provision_resources
-from skyloom.local.stack import AWS_ENDPOINT_ENV, LocalStack
+from skyloom.local.stack import AWS_ENDPOINT_ENV, LocalStack, default_run_dir
 
 app = typer.Typer(help="Run Skyloom locally: AWS emulated on loopback, functions in-process, worker processes.")
 
@@ -60,12 +68,43 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+#: The run directory's log of this process: the stack's own messages and the libraries' (boto's
+#: INFO lines, Python warnings), which the console does not show.
+STACK_LOG = "stack.log"
+#: Top-level packages whose messages are the stack's own, shown on the console.
+_OWN = ("skyloom", "functions", "fargate_worker")
+
+
+class _ConsoleFilter(logging.Filter):
+    """Skyloom's messages at INFO (``verbose``) or WARNING; others' at WARNING; Python warnings never
+    (a library's ``UserWarning`` is for its developers: it is in ``stack.log``)."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self._own_level = logging.INFO if verbose else logging.WARNING
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "py.warnings":
+            return False
+        if record.name.split(".")[0] in _OWN:
+            return record.levelno >= self._own_level
+        return record.levelno >= logging.WARNING
+
+
+def _configure_logging(verbose: bool, run_dir: Path) -> None:
+    """Everything at INFO to ``run_dir/stack.log``; the console gets what :class:`_ConsoleFilter` keeps."""
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    on_console = logging.StreamHandler(sys.stderr)
+    on_console.setFormatter(formatter)
+    on_console.addFilter(_ConsoleFilter(verbose))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    in_file = logging.FileHandler(run_dir / STACK_LOG, encoding="utf-8")
+    in_file.setFormatter(formatter)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.addHandler(on_console)
+    root.addHandler(in_file)
+    logging.captureWarnings(True)
 
 
 @app.command()
@@ -76,11 +115,18 @@ def up(
     run_dir: RunDirOption = None,
     aws_endpoint: AwsEndpointOption = None,
 ) -> None:
-    """Start a local stack and keep it up until Ctrl-C or SIGTERM."""
-    _configure_logging(verbose=True)
+    """Start a local stack and keep it up until Ctrl-C or SIGTERM.
+
+    The console shows the stack's own messages; the functions' logs and metrics, the libraries'
+    messages and warnings go to files in the run directory (functions.log, stack.log, ...).
+    """
+    run_dir = run_dir or default_run_dir()
+    _configure_logging(True, run_dir)
     other = read_state()
     if other is not None:
-        typer.echo(f"note: another local stack (pid {other.pid}) is up at {other.endpoint}", err=True)
+        typer.echo(f"note: another local stack (pid {other.pid}, {other.kind}) is up at {other.endpoint}", err=True)
+    # Before anything slow: a client connecting meanwhile waits for this stack instead of starting one.
+    mark_starting(str(run_dir))
     stack = LocalStack(
         workers=workers,
         settings=_settings(),
@@ -104,6 +150,7 @@ def up(
                 run_dir=str(stack.run_dir),
             )
         )
+        unmark_starting()  # after publishing: a waiting client sees the stack before the marker goes
         typer.echo(f"Skyloom local stack up: {stack.endpoint}  (AWS {stack.emulator} {stack.aws_endpoint})")
         typer.echo(f"logs: {stack.run_dir}")
         typer.echo(f"export {ENDPOINT_ENV}={stack.endpoint}")
@@ -112,7 +159,7 @@ def up(
     except (KeyboardInterrupt, _Stop):
         typer.echo("stopping...", err=True)
     finally:
-        _stop_uninterrupted(stack, unpublish)
+        _stop_uninterrupted(stack, unmark_starting, unpublish)
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -165,14 +212,17 @@ def run(
     sweep_interval: SweepOption = 5.0,
     run_dir: RunDirOption = None,
     aws_endpoint: AwsEndpointOption = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the functions' logs.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the stack's progress (all logs are in the run directory).")
+    ] = False,
 ) -> None:
     """Start a local stack, run COMMAND against it, stop the stack, exit with COMMAND's status.
 
     COMMAND sees SKYLOOM_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION of the
     stack. Example: skyloom local run --workers 2 -- python examples/portfolio.py
     """
-    _configure_logging(verbose)
+    run_dir = run_dir or default_run_dir()
+    _configure_logging(verbose, run_dir)
     if not verbose:
         quiet_local_functions()
     stack = LocalStack(

@@ -18,7 +18,9 @@ from skyloom.cli.common import (
     JsonOption,
     LimitOption,
     Listing,
+    ListSessionOption,
     NextOption,
+    SessionArg,
     SessionOption,
     StatusOption,
     connected,
@@ -26,6 +28,7 @@ from skyloom.cli.common import (
     find_session,
     fmt_bytes,
     fmt_time,
+    listing_session,
     print_json,
     print_listing,
     sort_items,
@@ -51,7 +54,8 @@ _SORT_KEYS: dict[str, Callable[[ResultInfo], Any]] = {
 
 @app.command("list")
 def list_(
-    session_id: Annotated[str, typer.Argument(help="A session id.")],
+    session_arg: SessionArg = None,
+    session_option: ListSessionOption = None,
     status: StatusOption = None,
     created_after: AfterOption = None,
     created_before: BeforeOption = None,
@@ -64,6 +68,7 @@ def list_(
     as_json: JsonOption = False,
 ) -> None:
     """A session's results, filtered and sorted."""
+    session_id = listing_session(session_arg, session_option)
     listing = Listing(status, created_after, created_before, limit, next_token, all_pages)
     with connected(endpoint) as client:
         items, token = listing.fetch(partial(client.list_results, session_id), lambda p: p.results)

@@ -24,7 +24,9 @@ from skyloom.cli.common import (
     JsonOption,
     LimitOption,
     Listing,
+    ListSessionOption,
     NextOption,
+    SessionArg,
     SessionOption,
     StatusOption,
     connected,
@@ -33,6 +35,7 @@ from skyloom.cli.common import (
     fmt_bytes,
     fmt_seconds,
     fmt_time,
+    listing_session,
     print_json,
     print_listing,
     sort_items,
@@ -66,7 +69,8 @@ _SORT_KEYS: dict[str, Callable[[TaskInfo], Any]] = {
 
 @app.command("list")
 def list_(
-    session_id: Annotated[str, typer.Argument(help="A session id.")],
+    session_arg: SessionArg = None,
+    session_option: ListSessionOption = None,
     status: StatusOption = None,
     handler: Annotated[
         str | None, typer.Option("--handler", help="Keep tasks of this handler or function (module.qualname).")
@@ -83,6 +87,7 @@ def list_(
     as_json: JsonOption = False,
 ) -> None:
     """A session's tasks, filtered and sorted."""
+    session_id = listing_session(session_arg, session_option)
     listing = Listing(status, created_after, created_before, limit, next_token, all_pages)
     with connected(endpoint) as client:
         fetch = partial(client.list_tasks, session_id, handler=handler, partition=partition)

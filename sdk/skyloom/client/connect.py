@@ -1,9 +1,10 @@
 """``skyloom.connect()``: find an endpoint and credentials, and return a ready client.
 
-Endpoint, first match wins: the argument, ``SKYLOOM_ENDPOINT``, a stack started with ``skyloom
-local up``, else an embedded local stack owned by the client and stopped with it. The local
-modules need the optional ``skyloom[local]`` extra (moto), so they are imported only on those last
-two paths: a worker or a Lambda never loads them.
+Endpoint, first match wins: the argument, ``SKYLOOM_ENDPOINT``, the running local stack (``skyloom
+local up``, waited for while it starts), else an embedded local stack this process starts, says so
+on stderr, publishes for the CLI and keeps for every later ``connect()`` until it exits
+(:mod:`skyloom.local.embedded`). The local modules need the optional ``skyloom[local]`` extra
+(moto), so they are imported only on those last two paths: a worker or a Lambda never loads them.
 """
 
 from __future__ import annotations
@@ -53,50 +54,41 @@ def connect(
             the local stack's credentials on loopback, the boto3 chain elsewhere.
 
     Raises:
-        ConnectionFailed: no endpoint is configured and no local stack can be started.
+        ConnectionFailed: no endpoint is configured and no local stack can be started, or one
+            that another process is starting is not up after two minutes.
         Unauthorized: a remote endpoint and no AWS credentials anywhere.
 
     Example:
         >>> with skyloom.connect() as client:     # a local stack unless configured for AWS
         ...     print(portfolio.submit(trades).result())
     """
-    stack: Any = None
     local = False
     if endpoint is None:
         endpoint = os.environ.get(ENV_ENDPOINT) or None
     if endpoint is None:
-        endpoint, stack = _local_endpoint()
+        endpoint = _local_endpoint()
         local = True
-    try:
-        creds = _credentials(credentials, local or _is_loopback(endpoint))
-        transport = HttpTransport(endpoint, region=region or _region(endpoint), credentials=creds)
-    except BaseException:
-        if stack is not None:
-            stack.stop()
-        raise
+    creds = _credentials(credentials, local or _is_loopback(endpoint))
+    transport = HttpTransport(endpoint, region=region or _region(endpoint), credentials=creds)
     client = Client(transport)
-    if stack is not None:
-        client.on_close(stack.stop)
-        # A script that never closes its client must not leave emulator and workers behind.
+    if local:
+        # Registered after the embedded stack's own exit hook, so it runs first: what a script that
+        # never closes its client still buffers is sent before the stack stops.
         atexit.register(client.close)
     backend.set_fallback(client.default_session)
     return client
 
 
-def _local_endpoint() -> tuple[str, Any]:
-    """The endpoint of a running ``skyloom local up``, or of an embedded stack started now."""
+def _local_endpoint() -> str:
+    """The running local stack's endpoint (waiting for one that is starting), or an embedded one."""
     try:
-        local: Any = importlib.import_module("skyloom.local")
+        embedded: Any = importlib.import_module("skyloom.local.embedded")
     except ImportError as exc:
         raise ConnectionFailed(
             f"no Skyloom endpoint configured: pass connect(endpoint=...) or set {ENV_ENDPOINT}; "
             f"the embedded local stack needs `pip install 'skyloom[local]'` ({exc})"
         ) from exc
-    found = local.discover()
-    if found:
-        return str(found), None
-    stack = local.LocalStack(workers=2).start()
-    return str(stack.endpoint), stack
+    return str(embedded.local_endpoint())
 
 
 def _credentials(given: CredentialsLike | None, local: bool) -> Credentials:

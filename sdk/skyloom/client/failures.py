@@ -2,11 +2,14 @@
 
 The control plane records, on every result it aborts, the task that failed at the root of the
 chain and its last error. Rebuilding a typed exception from it lets ``future.result()`` raise
-``TaskFailed`` with the remote traceback, as if the function had run locally.
+``TaskFailed`` with the remote traceback, as if the function had run locally; when the task's own
+exception type is importable here, the exception is an instance of that type too
+(:mod:`skyloom.client.native`), so ``except ValueError`` catches a task's ``ValueError``.
 """
 
 from __future__ import annotations
 
+from skyloom.client.native import native_failure
 from skyloom.core.protocol import ResultInfo
 from skyloom.errors import DependencyAborted, TaskCancelled, TaskFailed, TaskTimedOut
 
@@ -18,7 +21,7 @@ _BY_STATUS: dict[str, type[TaskFailed]] = {
 
 
 def failure_of(info: ResultInfo) -> TaskFailed:
-    """The exception for an Aborted result.
+    """The exception for an Aborted result, of the task's own exception type too when it can be.
 
     A root task other than the result's owner means the owner never ran because an input aborted:
     that is :class:`DependencyAborted`, still carrying the root task's error so the real cause is
@@ -43,7 +46,7 @@ def failure_of(info: ResultInfo) -> TaskFailed:
     )
     if err.traceback:
         message += "\n\nRemote traceback:\n" + err.traceback.rstrip()
-    return cls(
+    failure = cls(
         message,
         task_id=err.task_id,
         handler=err.handler,
@@ -52,3 +55,4 @@ def failure_of(info: ResultInfo) -> TaskFailed:
         remote_traceback=err.traceback,
         details={"result_id": info.result_id, "status": err.status, "owner_task_id": info.owner_task_id},
     )
+    return native_failure(failure, err.type, err.args, remote_message=err.message)

@@ -253,14 +253,16 @@ class Future(Generic[T]):
 
         Called again for a settled future to add the value or error an earlier answer left out.
         """
+        # Built outside the lock: it may import the task's exception type (native exceptions).
+        failure = failure_of(info) if info.status == "Aborted" and not missing else None
         with _LOCK:
             if self._value is not _UNSET or self._status == "Failed":
                 return []
             first = self._status is None
             self._status = info.status
             self._missing = missing
-            if info.status == "Aborted" and not missing:
-                self._failure = failure_of(info)
+            if failure is not None:
+                self._failure = failure
             elif info.status == "Deleted":
                 self._failure = Conflict(f"result {self._id} is Deleted; its value is gone", field="result_id")
             if value is not None:

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 from pydantic import BaseModel
 
 from skyloom.client import backend
+from skyloom.client.environment import CALL_HANDLER, EnvironmentCheck
 from skyloom.client.specs import TaskRequest
 from skyloom.client.waiting import SessionWaiter
 from skyloom.core import limits
@@ -29,6 +30,7 @@ from skyloom.core.protocol import (
     MAX_TASKS_PER_REQUEST,
     CreateResultsRequest,
     CreateSessionRequest,
+    EnvironmentInfo,
     IdsRequest,
     ResultData,
     ResultInfo,
@@ -105,6 +107,7 @@ class Client:
         self._waiters: dict[str, SessionWaiter] = {}
         self._on_close: list[Callable[[], None]] = []
         self._closed = False
+        self._environment = EnvironmentCheck(lambda: self._call("GET", "/environment", None, EnvironmentInfo))
 
     @property
     def endpoint(self) -> str:
@@ -269,11 +272,19 @@ class Client:
         Each request carries the results its tasks produce or read, so a task never arrives before
         a result it names. Payloads above the inline limit are uploaded and passed by reference.
 
+        Raises:
+            EnvironmentMismatch: functions shipped by value (``skyloom.call``) go to workers of
+                another Python or cloudpickle (checked once per client, before anything is sent).
+
         Example:
             >>> out, = [r.result_id for r in client.create_results(sid, [ResultSpec()])]
             >>> client.submit_tasks(sid, [TaskRequest("echo", expected_outputs=[out], payload=b"hi")])
         """
         specs = [self._task_spec(session_id, t) for t in tasks]
+        shipped = [t for t in specs if t.handler == CALL_HANDLER]
+        if shipped:
+            default = self._session_partition(session_id)
+            self._environment.check(t.options.partition or default for t in shipped)
         filled = [r if r.id else r.model_copy(update={"id": new_id()}) for r in results]
         plan, leftover = _plan_requests(specs, filled)
         out = SubmitTasksResponse(tasks=[], results=[])
@@ -526,6 +537,13 @@ class Client:
             resp = self._call("POST", f"/sessions/{session_id}/{op}", IdsRequest(ids=chunk), model)
             out += getattr(resp, key)
         return out
+
+    def _session_partition(self, session_id: str) -> str | None:
+        """The session's default partition if this client already knows it (no request)."""
+        with self._lock:
+            known = next((s for s in self._sessions if s.session_id == session_id), None)
+        info = known._cached_info() if known is not None else None
+        return info.options.partition if info is not None else None
 
     def _task_spec(self, session_id: str, t: TaskRequest | TaskSpec) -> TaskSpec:
         if isinstance(t, TaskSpec):

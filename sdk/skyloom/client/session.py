@@ -88,6 +88,10 @@ class Session:
             self._info = self._client.get_session(self._id)
         return self._info
 
+    def _cached_info(self) -> SessionInfo | None:
+        """What is known without a request (the client's environment check reads the defaults)."""
+        return self._info
+
     def refresh(self) -> SessionInfo:
         self._info = self._client.get_session(self._id)
         return self._info

@@ -697,6 +697,7 @@ def root_error(task: TaskModel, status: str, error: RemoteError) -> dict[str, An
         "type": error.type,
         "message": error.message[:4000],
         "traceback": error.traceback[-MAX_TRACEBACK_CHARS:],
+        "args": error.args,
     }
 
 

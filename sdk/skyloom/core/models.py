@@ -241,7 +241,32 @@ class EdgeModel(Model):
     expires_at = NumberAttribute(null=True)
 
 
-_BINDINGS = ((SessionModel, SESSIONS), (TaskModel, TASKS), (ResultModel, RESULTS), (EdgeModel, EDGES))
+# ------------------------------------------------------------------------- worker environments
+class WorkerEnvironmentModel(Model):
+    """The Python and cloudpickle versions a partition's workers run (:mod:`skyloom.core.environment`).
+
+    One item per partition in the sessions table, under a key no session id can take (``#`` is not
+    an id character), without the owner and creation time the owner index needs: no listing,
+    query or sweep of sessions ever meets it.
+    """
+
+    class Meta(_Meta):
+        pass
+
+    session_id = UnicodeAttribute(hash_key=True)
+    partition = UnicodeAttribute()
+    python = UnicodeAttribute()
+    cloudpickle = UnicodeAttribute()
+    recorded_at = NumberAttribute()
+
+
+_BINDINGS = (
+    (SessionModel, SESSIONS),
+    (WorkerEnvironmentModel, SESSIONS),
+    (TaskModel, TASKS),
+    (ResultModel, RESULTS),
+    (EdgeModel, EDGES),
+)
 _bind_lock = threading.Lock()
 _bound: Settings | None = None
 _connection: Connection | None = None

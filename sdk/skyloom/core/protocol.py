@@ -151,6 +151,22 @@ class CreateSessionRequest(_Request):
     name: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
 
 
+class WorkerVersions(_Body):
+    """What the workers of one partition run, as the last agent to start there recorded it."""
+
+    python: str
+    cloudpickle: str
+    recorded_at: float
+
+
+class EnvironmentInfo(_Body):
+    """The workers' versions per partition (only partitions where an agent has started), and the
+    partition a task without one runs on; the client checks them before shipping functions."""
+
+    partitions: dict[str, WorkerVersions]
+    default_partition: str
+
+
 class SessionInfo(_Body):
     session_id: str
     status: str
@@ -193,6 +209,9 @@ class ResultError(_Body):
     type: str | None = None
     message: str
     traceback: str | None = None
+    #: The exception's args when they are JSON scalars: the client rebuilds the task's own
+    #: exception type with them (``except ValueError`` around ``future.result()``).
+    args: list[str | int | float | bool | None] | None = None
 
 
 class ResultInfo(_Body):

@@ -36,7 +36,7 @@ from typing import TypeVar
 
 from skyloom.core import aws, models
 from skyloom.core.config import Settings
-from skyloom.local import faults
+from skyloom.local import console, faults
 from skyloom.local.containers import ContainerPool
 from skyloom.local.credentials import (
     ENDPOINT_ENV,
@@ -66,6 +66,8 @@ DISPATCH_HANDLER = "functions.dispatch.handler:handler"
 _exporting_lock = threading.Lock()
 #: The stack whose settings this process's environment and models currently describe.
 _exporting: LocalStack | None = None
+#: The run directory's log of the functions that run in this process (resolve, dispatch).
+FUNCTIONS_LOG = "functions.log"
 #: Run directories kept under ``$SKYLOOM_HOME/runs`` when none is given; older ones are deleted.
 KEEP_RUNS = 10
 #: An AWS endpoint (e.g. LocalStack's ``http://127.0.0.1:4566``) that local stacks use instead of
@@ -174,6 +176,7 @@ class LocalStack:
         self._poller: StreamPoller | None = None
         self._scheduler: Scheduler | None = None
         self._workers: WorkerPool | None = None
+        self._functions_log: console.SharedLog | None = None
         self._saved_env: dict[str, str | None] = {}
         self._started = False
 
@@ -182,6 +185,11 @@ class LocalStack:
     def endpoint(self) -> str:
         """Base URL of the REST API (``http://127.0.0.1:PORT``)."""
         return self._require(self._gateway, "gateway").url
+
+    @property
+    def running(self) -> bool:
+        """Started and not stopped since: whether :attr:`endpoint` serves."""
+        return self._started and self._gateway is not None
 
     @property
     def aws_endpoint(self) -> str:
@@ -278,6 +286,9 @@ class LocalStack:
         self._stop_faults()
         self._workers = self._scheduler = self._poller = self._gateway = self._emulator = None
         self._containers = None
+        if self._functions_log is not None:
+            self._functions_log.close()
+            self._functions_log = None
         self._restore_environment()
         self._release_process()
         self._started = False
@@ -420,9 +431,14 @@ class LocalStack:
 
     def _start_functions(self) -> None:
         region, stack = self._settings.region, self._settings.stack
+        # Before the functions' modules are imported: their loggers keep the stream they find.
+        console.install()
+        log = self._functions_log = console.SharedLog(self.run_dir / FUNCTIONS_LOG)
         submit = self._submit_function()
-        resolve = load_handler(self._handlers["resolve"])
-        dispatch = load_handler(self._handlers["dispatch"])
+        if self._containers is None:
+            submit = console.logged(submit, log)
+        resolve = console.logged(load_handler(self._handlers["resolve"]), log)
+        dispatch = console.logged(load_handler(self._handlers["dispatch"]), log)
         if self._export:
             for handler in (submit, resolve, dispatch):
                 cold_start(handler)

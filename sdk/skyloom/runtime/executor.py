@@ -15,7 +15,7 @@ from types import TracebackType
 import skyloom.runtime.pycall  # noqa: F401  (registers the built-in skyloom.call handler)
 from skyloom.runtime.admission import check_admitted
 from skyloom.runtime.context import TaskContext
-from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome
+from skyloom.runtime.outcome import RemoteError, TaskInput, TaskOutcome, portable_args
 from skyloom.runtime.registry import resolve_handler
 
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -45,7 +45,11 @@ def run_task(inp: TaskInput) -> TaskOutcome:
 
 
 def remote_error(exc: BaseException) -> RemoteError:
-    """Flatten an exception; ``non_retryable = True`` on it (or its class) means do not retry."""
+    """Flatten an exception; ``non_retryable = True`` on it (or its class) means do not retry.
+
+    The type is recorded module-qualified (bare for builtins) and the args when they are plain
+    scalars: together they let the client raise an instance of the same type (native exceptions).
+    """
     cls = type(exc)
     name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     return RemoteError(
@@ -53,6 +57,7 @@ def remote_error(exc: BaseException) -> RemoteError:
         message=str(exc) or name,
         traceback="".join(traceback.format_exception(cls, exc, _user_frames(exc.__traceback__))),
         retryable=not bool(getattr(exc, "non_retryable", False)),
+        args=portable_args(exc),
     )
 
 

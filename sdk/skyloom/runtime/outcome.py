@@ -12,8 +12,18 @@ tail on as a :class:`TaskLog`.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+#: What an exception's ``args`` may hold to travel with its error: JSON scalars only, so the
+#: control plane stores them as they are and the client rebuilds them without unpickling anything.
+PortableArg = str | int | float | bool | None
+
+#: Longest JSON text of an exception's ``args`` that travels; larger args stay behind (the message
+#: still carries their ``str``), so one huge argument cannot bloat every aborted result's item.
+MAX_ARGS_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,9 @@ class RemoteError:
     traceback: str
     #: False when retrying cannot help (e.g. the handler name is unknown).
     retryable: bool = True
+    #: The exception's ``args`` when they are JSON scalars (see :func:`portable_args`), so that the
+    #: client can rebuild an instance of the task's own exception type with them.
+    args: list[PortableArg] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,3 +115,28 @@ class TaskOutcome:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def portable_args(exc: BaseException) -> list[PortableArg] | None:
+    """``exc.args`` as a JSON-safe list, or None when they cannot travel as plain data.
+
+    Only scalars travel (a bool is kept a bool, a float must be finite): anything else would need
+    pickling, and an error is read by clients that may not be able to unpickle the worker's objects.
+
+    Example:
+        >>> portable_args(ValueError("bad trade", 42))
+        ['bad trade', 42]
+        >>> portable_args(KeyError(object())) is None
+        True
+    """
+    args = getattr(exc, "args", None)
+    if not isinstance(args, tuple):
+        return None
+    for arg in args:
+        if arg is not None and type(arg) not in (str, int, float, bool):
+            return None
+        if type(arg) is float and not math.isfinite(arg):
+            return None
+    if len(json.dumps(list(args))) > MAX_ARGS_CHARS:
+        return None
+    return list(args)
