@@ -13,6 +13,7 @@ deselects them with ``-m "not slow"``.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -55,6 +56,16 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     all have finished before it starts.
     """
     items.sort(key=lambda item: "local_stack" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(autouse=True)
+def _no_embedded_stack_outlives_its_test() -> Iterator[None]:
+    """A test whose ``skyloom.connect()`` started the process's embedded stack must not hand it to
+    the next test (the stack is reused for the process's lifetime, by design)."""
+    yield
+    embedded = sys.modules.get("skyloom.local.embedded")
+    if embedded is not None and embedded.embedded_stack() is not None:
+        embedded.stop_embedded()
 
 
 @dataclass(frozen=True)

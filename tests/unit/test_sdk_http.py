@@ -165,7 +165,9 @@ def test_connect_uses_the_environment_endpoint(monkeypatch: pytest.MonkeyPatch, 
 
 def test_connect_without_endpoint_or_local_extra_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SKYLOOM_ENDPOINT", raising=False)
-    monkeypatch.setitem(sys.modules, "skyloom.local", None)  # as if moto were not installed
+    # As if moto were not installed: the local package and its modules cannot be imported.
+    for name in [n for n in sys.modules if n == "skyloom.local" or n.startswith("skyloom.local.")]:
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(skyloom.ConnectionFailed, match=r"SKYLOOM_ENDPOINT.*skyloom\[local\]"):
         skyloom.connect()
 
