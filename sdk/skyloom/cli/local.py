@@ -140,16 +140,7 @@ def up(
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
         stack.start()
-        publish(
-            LocalState(
-                endpoint=stack.endpoint,
-                aws_endpoint=stack.aws_endpoint,
-                region=stack.settings.region,
-                stack=stack.settings.stack,
-                pid=os.getpid(),
-                run_dir=str(stack.run_dir),
-            )
-        )
+        publish(LocalState.of(stack))
         unmark_starting()  # after publishing: a waiting client sees the stack before the marker goes
         typer.echo(f"Skyloom local stack up: {stack.endpoint}  (AWS {stack.emulator} {stack.aws_endpoint})")
         typer.echo(f"logs: {stack.run_dir}")

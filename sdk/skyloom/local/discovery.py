@@ -18,8 +18,12 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from skyloom.errors import ConnectionFailed
+
+if TYPE_CHECKING:
+    from skyloom.local.stack import LocalStack
 
 #: Directory of local-mode state (state file, run directories).
 HOME_ENV = "SKYLOOM_HOME"
@@ -56,6 +60,12 @@ class LocalState:
     run_dir: str
     #: Who runs it: :data:`KIND_CLI` or :data:`KIND_EMBEDDED` (stops with its client's process).
     kind: str = KIND_CLI
+
+    @classmethod
+    def of(cls, stack: LocalStack, kind: str = KIND_CLI) -> LocalState:
+        """What ``stack``, started by this process, publishes."""
+        return cls(endpoint=stack.endpoint, aws_endpoint=stack.aws_endpoint, region=stack.settings.region,
+                   stack=stack.settings.stack, pid=os.getpid(), run_dir=str(stack.run_dir), kind=kind)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ client of the same stack, not a new stack each time. The stack stops when the pr
 from __future__ import annotations
 
 import atexit
-import os
 import sys
 import threading
 from typing import TextIO
@@ -73,17 +72,7 @@ def local_endpoint(*, wait: float = START_WAIT_SECONDS, announce: TextIO | None 
         try:
             stack = LocalStack(workers=EMBEDDED_WORKERS, run_dir=run_dir).start()
             try:
-                publish(
-                    LocalState(
-                        endpoint=stack.endpoint,
-                        aws_endpoint=stack.aws_endpoint,
-                        region=stack.settings.region,
-                        stack=stack.settings.stack,
-                        pid=os.getpid(),
-                        run_dir=str(stack.run_dir),
-                        kind=KIND_EMBEDDED,
-                    )
-                )
+                publish(LocalState.of(stack, KIND_EMBEDDED))
             except BaseException:
                 stack.stop()
                 raise
