@@ -29,6 +29,11 @@ def _append_env(name: str, value: str, sep: str) -> None:
 
 
 _append_env("SKYLOOM_HANDLER_MODULES", HANDLER_MODULE, ",")
+# The embedded emulator answers DynamoDB with its own serializer and applies plain updates itself;
+# here it also does both moto's way and fails any request where the two differ
+# (skyloom/local/moto_app.py, skyloom/local/moto_updates.py).
+os.environ.setdefault("SKYLOOM_MOTO_VERIFY_SERIALIZER", "1")
+os.environ.setdefault("SKYLOOM_MOTO_UPDATE_CHECK", "1")
 _append_env("PYTHONPATH", str(REPO), os.pathsep)
 
 

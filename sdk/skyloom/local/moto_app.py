@@ -30,8 +30,17 @@ The two fixes are about running for hours rather than for one test:
   message, and a deep queue (a 10,000-task submission) starved the whole emulator. Sends and
   receives run with the counts off (:func:`_without_counts`); listing the visible messages reads
   the clock once (:func:`_visible_now`).
+* moto evaluates every UpdateExpression through a deep syntax tree walked once per rule;
+  :mod:`skyloom.local.moto_updates` applies the plain ones (``SET #a = :v``, ``REMOVE #a``) itself.
 * moto's Query walks every item of the table; :mod:`skyloom.local.moto_indexes` hands it only the
   items filed under the hash key asked for.
+* moto serializes every DynamoDB and DynamoDB Streams answer by walking botocore's shape model
+  attribute by attribute, which cost half of the emulator's time in a throughput run. The answers
+  of the data operations are already in wire shape (``dynamo_to_dict``), so they are written with
+  ``json.dumps`` instead, binary values base64-encoded and datetimes as epoch seconds as the shape
+  walk does (:func:`_serialized_quickly`). ``SKYLOOM_MOTO_VERIFY_SERIALIZER=1`` serializes each
+  answer both ways and fails the request when they differ; tests/functional/test_moto_serializer.py
+  runs a graph that way.
 * If the process that started the emulator dies without stopping it (SIGKILL of a test run), nothing
   else would ever end it. A watchdog thread checks that parent (``SKYLOOM_LOCAL_PARENT_PID``) and
   asks the gunicorn master to shut down when it is gone.
@@ -39,23 +48,30 @@ The two fixes are about running for hours rather than for one test:
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import os
 import signal
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import moto.dynamodb.models as dynamodb_models
+from moto.core.responses import ActionResult
+from moto.core.serialize import TimestampSerializer
 from moto.core.utils import unix_time_millis
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.responses import DynamoHandler
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend
+from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.sqs.models import Message, Queue, SQSBackend
 
-from skyloom.local import moto_indexes
+from skyloom.local import moto_indexes, moto_updates
 from skyloom.runtime import lifeline
 
 _R = TypeVar("_R")
@@ -185,6 +201,53 @@ SQSBackend.send_message = _without_counts(SQSBackend.send_message)  # type: igno
 SQSBackend.receive_message = _without_counts(SQSBackend.receive_message)  # type: ignore[method-assign]
 
 
+#: Operations whose answers are plain wire-shaped data; the others (table descriptions, errors) keep
+#: moto's serializer.
+QUICK_OPERATIONS = frozenset({
+    "GetItem", "BatchGetItem", "Query", "Scan", "PutItem", "UpdateItem", "DeleteItem",
+    "BatchWriteItem", "TransactWriteItems", "TransactGetItems", "GetRecords", "GetShardIterator",
+})
+VERIFY_SERIALIZER_ENV = "SKYLOOM_MOTO_VERIFY_SERIALIZER"
+_JSON_CONTENT_TYPE = "application/x-amz-json-1.0"
+
+
+def _wire(value: Any) -> Any:
+    """What the shape walk makes of a value of an answer: bytes base64, datetimes epoch seconds,
+    ``None`` members left out."""
+    if isinstance(value, dict):
+        return {k: _wire(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_wire(v) for v in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime):
+        return TimestampSerializer._timestamp_unixtimestamp(value)
+    return value
+
+
+def _quick_serializer(original: Callable[[Any, ActionResult], Any]) -> Callable[[Any, ActionResult], Any]:
+    verify = os.environ.get(VERIFY_SERIALIZER_ENV, "") == "1"
+
+    def serialized(self: Any, action_result: ActionResult) -> Any:
+        result = action_result.result
+        if isinstance(result, Exception) or self._get_action() not in QUICK_OPERATIONS:
+            return original(self, action_result)
+        body = json.dumps(_wire(result))
+        if verify:
+            _, _, expected = original(self, action_result)
+            if json.loads(expected) != json.loads(body):
+                raise AssertionError(f"quick serializer differs for {self._get_action()}: {body} != {expected}")
+        headers = {"Content-Type": _JSON_CONTENT_TYPE}
+        headers.update(self.response_headers)
+        return 200, headers, body
+
+    return serialized
+
+
+for _handler in (DynamoHandler, DynamoDBStreamsHandler):
+    _handler.serialized = _quick_serializer(_handler.serialized)  # type: ignore[method-assign,assignment]
+
+
 def _stop_gunicorn() -> None:
     # The gunicorn master is our parent; SIGTERM makes it stop its worker (us) and exit.
     master = os.getppid()
@@ -224,6 +287,7 @@ def _serialize_dynamodb(inner: WsgiApp) -> WsgiApp:
     return serve
 
 
+moto_updates.install()
 moto_indexes.install()
 app = _serialize_dynamodb(DomainDispatcherApplication(create_backend_app))
 _install_fast_exit()

@@ -171,7 +171,11 @@ def _check(indexed: Any, scanned: Any, where: str) -> None:
 
 
 def install() -> None:
-    """Patch moto (idempotent: the emulator imports this once, tests may call it again)."""
+    """Patch moto (idempotent: the emulator imports this once, tests may call it again). The update
+    wrapped is the one installed now (:mod:`skyloom.local.moto_updates` goes first)."""
+    global _original_update_item
+    if DynamoDBBackend.update_item is not _update_item:
+        _original_update_item = DynamoDBBackend.update_item
     Table.put_item = _put_item  # type: ignore[method-assign]
     Table.delete_item = _delete_item  # type: ignore[method-assign]
     Table.query = _query  # type: ignore[method-assign]
