@@ -11,10 +11,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skyloom.core import limits
+from skyloom.core.cost import Prices
 from skyloom.core.resources import DUE_SHARDS, PartitionSpec, TableSpec
+
+if TYPE_CHECKING:
+    from skyloom.core.machine import Machine
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 
@@ -77,6 +81,14 @@ class Settings:
     #: Lifetime of presigned S3 URLs (uploads and downloads); S3 checks it when a transfer starts.
     presign_seconds: int = PRESIGN_DEFAULT_SECONDS
     due_shards: int = DUE_SHARDS
+    #: Price overrides for cost estimates, JSON (``skyloom:prices`` in cdk.json; see
+    #: :mod:`skyloom.core.cost`); empty: the list prices. Kept as text so that settings stay hashable.
+    prices: str = ""
+    #: How long a measurement (``skyloom.metrics.record``) is kept, in days (``skyloom:metricsRetentionDays``).
+    metrics_retention_days: int = 400
+    #: The machine this process runs on: set by a worker agent once at start, stamped on every
+    #: attempt record it writes (:mod:`skyloom.core.machine`). None elsewhere; not in the environment.
+    machine: Machine | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.stack):
@@ -85,6 +97,9 @@ class Settings:
             raise ValueError(
                 f"SKYLOOM_PRESIGN_SECONDS must be between 1 and {PRESIGN_MAX_SECONDS}, got {self.presign_seconds}"
             )
+        if self.metrics_retention_days < 1:
+            raise ValueError(f"SKYLOOM_METRICS_RETENTION_DAYS must be at least 1, got {self.metrics_retention_days}")
+        Prices.parse(self.prices)  # a malformed override fails at start, naming the key, not at the first estimate
 
     # -- names -------------------------------------------------------------------------------
     def table_name(self, spec: TableSpec | str) -> str:
@@ -133,6 +148,8 @@ class Settings:
             default_max_retries=_int(e, "SKYLOOM_DEFAULT_MAX_RETRIES", 2),
             retry_backoff_seconds=_float(e, "SKYLOOM_RETRY_BACKOFF_SECONDS", 1.0),
             presign_seconds=_int(e, "SKYLOOM_PRESIGN_SECONDS", PRESIGN_DEFAULT_SECONDS),
+            prices=e.get("SKYLOOM_PRICES", ""),
+            metrics_retention_days=_int(e, "SKYLOOM_METRICS_RETENTION_DAYS", 400),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -152,7 +169,10 @@ class Settings:
             "SKYLOOM_DEFAULT_MAX_RETRIES": str(self.default_max_retries),
             "SKYLOOM_RETRY_BACKOFF_SECONDS": str(self.retry_backoff_seconds),
             "SKYLOOM_PRESIGN_SECONDS": str(self.presign_seconds),
+            "SKYLOOM_METRICS_RETENTION_DAYS": str(self.metrics_retention_days),
         }
+        if self.prices:
+            env["SKYLOOM_PRICES"] = self.prices
         if self.aws_endpoint:
             env["SKYLOOM_AWS_ENDPOINT"] = self.aws_endpoint
         policies = {

@@ -34,6 +34,7 @@ from skyloom.core.ddb import (
 )
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.graph import delegations, subtask_depth, uncovered_outputs, unknown_outputs
+from skyloom.core.machine import Machine
 from skyloom.core.models import ResultModel, SessionModel, TaskModel
 from skyloom.core.results import fetch_values
 from skyloom.core.settlement import abort_output, ending_actions, settle
@@ -434,8 +435,10 @@ def _write_staged(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) ->
 
 
 def _attempt_record(task: TaskModel, worker_id: str, outcome: str, error: RemoteError | None = None,
-                    log: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One ended attempt, as the task item keeps it; ``log``: its log's fields (``tasklogs``)."""
+                    log: dict[str, Any] | None = None, machine: Machine | None = None) -> dict[str, Any]:
+    """One ended attempt, as the task item keeps it; ``log``: its log's fields (``tasklogs``);
+    ``machine``: where it ran (the writing worker's; the sweeper, which writes a lost worker's
+    record, does not know it)."""
     rec: dict[str, Any] = {
         "number": int(task.attempt or 0),
         "worker": worker_id,
@@ -448,6 +451,8 @@ def _attempt_record(task: TaskModel, worker_id: str, outcome: str, error: Remote
             error_type=error.type, message=error.message[:4000], traceback=error.traceback[-MAX_TRACEBACK_CHARS:]
         )
     rec.update(log or {})
+    if machine is not None:
+        rec["machine"] = machine.model_dump()
     return rec
 
 
@@ -600,7 +605,8 @@ def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
         TaskModel.updated_at.set(now),
         TaskModel.metrics.set(metrics),
         TaskModel.attempts.set([*(task.attempts or []), _attempt_record(
-            task, worker_id, "completed", log=tasklogs.attempt_fields(settings, task, c.log))]),
+            task, worker_id, "completed", log=tasklogs.attempt_fields(settings, task, c.log),
+            machine=settings.machine)]),
         TaskModel.lease_owner.remove(),
         TaskModel.lease_expires.remove(),
     ]
@@ -705,7 +711,8 @@ def _record_failure(
     settings: Settings, task: TaskModel, error: RemoteError, *, timed_out: bool, worker: str, held: Condition,
     log: dict[str, Any] | None = None,
 ) -> str:
-    attempts = [*(task.attempts or []), _attempt_record(task, worker, "timeout" if timed_out else "error", error, log)]
+    attempts = [*(task.attempts or []), _attempt_record(task, worker, "timeout" if timed_out else "error", error, log,
+                                                        machine=settings.machine)]
     max_retries = int((task.options or {}).get("max_retries", settings.default_max_retries))
     now = clock.now()
     if error.retryable and retry_decision(int(task.attempt or 0), max_retries):
