@@ -563,4 +563,4 @@ def _remaining_seconds() -> float | None:
 
 
 # Lifecycle routes register themselves on ``app`` (imported last: they use the names above).
-from functions.submit import lifecycle_routes  # noqa: E402, F401
+from functions.submit import lifecycle_routes, metrics_routes  # noqa: E402, F401

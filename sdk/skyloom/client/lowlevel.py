@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from skyloom.client import backend
 from skyloom.client.environment import CALL_HANDLER, EnvironmentCheck
+from skyloom.client.metrics import Metrics
 from skyloom.client.specs import TaskRequest
 from skyloom.client.waiting import SessionWaiter
 from skyloom.core import limits
@@ -109,6 +110,8 @@ class Client:
         self._on_close: list[Callable[[], None]] = []
         self._closed = False
         self._environment = EnvironmentCheck(lambda: self._call("GET", "/environment", None, EnvironmentInfo))
+        #: Measurements recorded by tasks under business keys, and run-time history (issue 15).
+        self.metrics = Metrics(self._call)
 
     @property
     def endpoint(self) -> str:

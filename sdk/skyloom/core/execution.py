@@ -20,7 +20,7 @@ from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
-from skyloom.core import access, blobs, clock, readiness, sessions, tasklogs
+from skyloom.core import access, blobs, clock, measurements, readiness, sessions, tasklogs
 from skyloom.core.cancellation import cancel_task
 from skyloom.core.config import Settings
 from skyloom.core.ddb import (
@@ -240,7 +240,17 @@ def load_inputs(settings: Settings, task: TaskModel) -> TaskInput:
         expected_outputs=list(task.expected_outputs or []),
         options=dict(task.options or {}),
         attempt=int(task.attempt or 0) + (0 if claimed(task) else 1),
+        metrics=_asked_metrics(task),
     )
+
+
+def _asked_metrics(task: TaskModel) -> dict[tuple[str, str], float]:
+    """The last values of the measurements the task asked for (``options.metrics``): one
+    BatchGetItem with the inputs, so that ``skyloom.metrics.latest`` makes no call of its own."""
+    pairs = [(str(k), str(n)) for k, n in (task.options or {}).get("metrics") or ()]
+    if not pairs:
+        return {}
+    return {pair: v.value for pair, v in measurements.latest(task.owner, pairs).items()}
 
 
 # ---------------------------------------------------------------------------------------- success
@@ -596,6 +606,8 @@ def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
         return fail(settings, task, worker_id, err, log=c.log) != "lost"
     keys = _store_values(settings, task.session_id, outcome.outputs, token)
     _write_staged(staged_results, staged_tasks)
+    measurements.record(settings, owner=task.owner, session_id=task.session_id, task_id=task.task_id,
+                        attempt=int(task.attempt or 0), values=outcome.measurements)
     metrics = {**c.metrics, "upload": round(time.monotonic() - started, 6)}
 
     now = clock.now()
