@@ -3,17 +3,21 @@ windows written once and summarised, and the /metrics routes' validation and ten
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
+from fargate_worker.agent import Agent
 from fargate_worker.durations import DurationBook
+from fargate_worker.settings import WorkerSettings
 from skyloom.core import measurements
 from skyloom.core.config import Settings
 from skyloom.core.measurements import WINDOW_SECONDS, Histogram, bucket_bound, bucket_of
 from skyloom.core.models import MeasurementModel
 from skyloom.runtime.outcome import Recorded
-from tests.functional.conftest import IDENTITY_A, ApiClient
+from tests.functional.conftest import IDENTITY_A, ApiClient, b64
+from tests.functional.test_worker_task_faults import call_payload, plus_one
 
 OWNER = IDENTITY_A
 
@@ -83,3 +87,22 @@ def test_routes_validate_and_scope_by_identity(api: ApiClient, aws_stack: Settin
         r = api.call(method, path, body)
         assert r.status == 400 and field in (r.json.get("field") or ""), (path, r.status, r.raw_body)
     assert api.call("GET", "/pricing").json["rates"]["default"]["spot"] is True
+
+
+def test_an_agent_keeps_run_time_history_of_what_it_completed(api: ApiClient, aws_stack: Settings) -> None:
+    # GIVEN two tasks of one function, labelled as the SDK labels them
+    sid = api.session()
+    for i in range(2):
+        r = api.call("POST", f"/sessions/{sid}/tasks", {
+            "results": [{"id": f"out-{i}"}],
+            "tasks": [{"handler": "skyloom.call", "label": "pricing.plus_one", "expected_outputs": [f"out-{i}"],
+                       "payload": b64(call_payload(plus_one, i))}],
+        })
+        assert r.status == 201, r.raw_body
+    # WHEN an agent runs them and stops
+    assert Agent(aws_stack, WorkerSettings(slots=1, prefetch=0, burst=True)).run() == 0
+    # THEN the minute it held is written at its stop, under the caller's identity and the function
+    stats = measurements.duration_stats(OWNER, "pricing.plus_one", since=time.time() - 600, until=time.time() + 60)
+    assert stats.count == 2 and stats.mean is not None and stats.mean >= 0
+    answer = api.call("GET", "/durations?label=pricing.plus_one").json
+    assert answer["count"] == 2 and answer["p50"] is not None
