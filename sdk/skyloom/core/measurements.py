@@ -17,7 +17,9 @@ and writes only its own, as with sessions. Under it, per name:
   id fixed by the attempt so that a replayed commit writes nothing twice.
 
 A measurement is written when the attempt that recorded it succeeds, like its outputs and its
-subtasks: a failed attempt's measurements are discarded with the rest of what it staged.
+subtasks: a failed attempt's measurements are discarded with the rest of what it staged. They are
+written just before the commit (as staged subtasks are): an attempt whose lease is lost at that very
+moment leaves them behind, which is harmless, since they measure work that did run.
 
 Run-time history (:func:`add_durations`, :func:`duration_stats`): each worker adds its completed
 attempts' compute times to a histogram per (owner, handler or function) and minute, and writes each
