@@ -249,7 +249,9 @@ class Attempts:
             logger.info("task completed", extra={"metrics": metrics})
             self._emit(task, metrics, "completed")
             if self._durations is not None and "compute" in metrics:
-                self._durations.add(task.owner, str(task.label or task.handler), metrics["compute"])
+                # Per handler, and per function for the @skyloom.task ones (they share skyloom.call).
+                for label in dict.fromkeys((str(task.handler), str(task.label or task.handler))):
+                    self._durations.add(task.owner, label, metrics["compute"])
         else:
             logger.warning("lease lost before the commit: this attempt's outputs were discarded")
             self._emit(task, metrics, None)

@@ -106,3 +106,4 @@ def test_an_agent_keeps_run_time_history_of_what_it_completed(api: ApiClient, aw
     assert stats.count == 2 and stats.mean is not None and stats.mean >= 0
     answer = api.call("GET", "/durations?label=pricing.plus_one").json
     assert answer["count"] == 2 and answer["p50"] is not None
+    assert api.call("GET", "/durations?label=skyloom.call").json["count"] == 2  # and per handler
