@@ -5,7 +5,10 @@ Task counts come from the Powertools metrics the code publishes in the ``Skyloom
 ``TasksCancelledByAbort`` (resolve), ``Sweeper_*`` (dispatch), and ``TasksCompleted``/``TasksFailed``
 (service ``skyloom-worker``; shown once the agent publishes them). Queue depth and oldest-message
 age per partition come from SQS; worker count from Container Insights; the busy fraction is in-flight
-messages over running workers, next to the agents' own ``WorkerBusyFraction`` (percent).
+messages over running workers, next to the agents' own ``WorkerBusyFraction`` (percent). Each
+partition's queue velocity (SQS inflow, workers' starts and completions) and shape (the sweeper's
+``PartitionBacklog``, ``PartitionInFlight``, ``PartitionMinWorkers``/``PartitionMaxWorkers``) are the
+terms of a user's own scaling formula (docs/telemetry.md).
 
 Alarms: any message in a dead-letter queue (task queues and resolve's on-failure queue), the results
 stream iterator age above five minutes (resolution falling behind), and function errors. They notify
