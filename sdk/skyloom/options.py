@@ -36,13 +36,21 @@ def check_metric(key: str, name: str) -> None:
     Raises:
         InvalidArgument: ``key`` or ``name`` is not a string of the allowed characters and length.
     """
-    for field_name, value, pattern, limit in (("key", key, _METRIC[0], limits.METRIC_KEY_LENGTH),
-                                              ("name", name, _METRIC[1], limits.METRIC_NAME_LENGTH)):
-        if not isinstance(value, str) or not pattern.match(value) or len(value) > limit.value:
-            raise InvalidArgument(
-                f"measurement {field_name} {value!r} must be 1 to {limit.value} characters matching {pattern.pattern}",
-                field=field_name,
-            )
+    _check("key", key, _METRIC[0], limits.METRIC_KEY_LENGTH)
+    _check("name", name, _METRIC[1], limits.METRIC_NAME_LENGTH)
+
+
+def check_metric_key(key: str) -> None:
+    """Refuse a business key that the store cannot keep (see :func:`check_metric`)."""
+    _check("key", key, _METRIC[0], limits.METRIC_KEY_LENGTH)
+
+
+def _check(field_name: str, value: object, pattern: re.Pattern[str], limit: limits.Limit) -> None:
+    if not isinstance(value, str) or not pattern.match(value) or len(value) > limit.value:
+        raise InvalidArgument(
+            f"measurement {field_name} {value!r} must be 1 to {limit.value} characters matching {pattern.pattern}",
+            field=field_name,
+        )
 
 
 class TaskOptionsArgs(TypedDict, total=False):

@@ -21,7 +21,7 @@ from skyloom.core.protocol_metrics import (
     MetricKeyInfo,
     MetricValue,
 )
-from skyloom.options import check_metric
+from skyloom.options import check_metric, check_metric_key
 
 #: ``Client._call``: (method, path, body, response model) -> parsed response.
 Call = Callable[[str, str, BaseModel | None, type[Any]], Any]
@@ -80,7 +80,7 @@ class Metrics:
 
     def show(self, key: str) -> MetricKeyInfo:
         """Every name recorded under ``key``, each with its last value."""
-        check_metric(key, "x")
+        check_metric_key(key)
         info: MetricKeyInfo = self._call("GET", f"/metrics/{quote(key, safe='')}", None, MetricKeyInfo)
         return info
 
