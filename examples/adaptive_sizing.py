@@ -3,13 +3,14 @@
 A bank's pricing library wants every task between ~0.5 s and ~30 s: shorter ones drown in overhead,
 longer ones lose too much on a Spot reclaim. How many paths make 5 s depends on the trade (its
 payoff, its maturity) and on the machine, and is only known once it has run. So each chunk of paths
-records how long a path took, under the trade's id (``skyloom.metrics.record``), and the next run
-of the same trade, in any later session, reads it at start (``skyloom.metrics.latest``, asked for
-in the task's ``metrics`` option: no call is made) and cuts its paths into chunks of
-``target / seconds_per_path``. The first run knows nothing and probes with small chunks; the runs
-after it land near the target.
+records how long its paths took, and the task that sums a run's chunks records the run's time per
+path under the trade's id (``skyloom.metrics.record``), smoothed with the previous value so that one
+noisy run does not swing the next one. The next run of the same trade, in any later session, reads
+it at start (``skyloom.metrics.latest``, asked for in the task's ``metrics`` option: no call is
+made) and cuts its paths into chunks of ``target / seconds_per_path``. The first run knows nothing
+and probes with small chunks; the runs after it land near the target.
 
-Run it on the local stack: ``skyloom local run python examples/adaptive_sizing.py`` (or with
+Run it on the local stack: ``skyloom local run -- python examples/adaptive_sizing.py`` (or with
 ``SKYLOOM_ENDPOINT`` set). Each session prints, per trade, the paths per task it chose and how long
 its tasks took against the target.
 """
@@ -28,8 +29,12 @@ from typing import NamedTuple
 import skyloom
 
 METRIC = "seconds_per_path"
+#: Each chunk's own time per path, kept as history (``skyloom metrics history TRADE chunk_seconds_per_path``).
+CHUNK_METRIC = "chunk_seconds_per_path"
+#: Weight of the newest run in the smoothed time per path.
+SMOOTHING = 0.5
 #: Paths per task when a trade has no history yet: small, so that the first run is a cheap probe.
-PROBE_PATHS = 2_000
+PROBE_PATHS = 20_000
 #: Never fewer paths than this per task, whatever the history says.
 MIN_PATHS = 500
 
@@ -63,8 +68,8 @@ class Priced(NamedTuple):
 
 @skyloom.task
 def simulate(trade: Trade, paths: int, seed: int) -> Chunk:
-    """Discounted payoffs of a European call over ``paths`` geometric Brownian paths; records the
-    time per path under the trade's id for the next run to size itself from."""
+    """Discounted payoffs of a European call over ``paths`` geometric Brownian paths, and the time
+    they took (recorded under the trade's id as this chunk's time per path)."""
     started = time.perf_counter()
     rng = random.Random(seed)
     drift = (trade.rate - 0.5 * trade.vol ** 2) * trade.maturity
@@ -76,13 +81,19 @@ def simulate(trade: Trade, paths: int, seed: int) -> Chunk:
         total += payoff
         total_sq += payoff * payoff
     seconds = time.perf_counter() - started
-    skyloom.metrics.record(trade.trade_id, METRIC, seconds / paths)
+    skyloom.metrics.record(trade.trade_id, CHUNK_METRIC, seconds / paths)
     return Chunk(total, total_sq, paths, seconds)
 
 
 @skyloom.task
 def combine(trade: Trade, paths_per_task: int, *chunks: Chunk) -> Priced:
+    """The price from every chunk's sums, and the run's time per path for the next run to size from
+    (this task inherits its parent's ``metrics`` option: the previous value is in memory)."""
     n = sum(c.paths for c in chunks)
+    measured = sum(c.seconds for c in chunks) / n
+    previous = skyloom.metrics.latest(trade.trade_id, METRIC)
+    smoothed = measured if previous is None else SMOOTHING * measured + (1 - SMOOTHING) * previous
+    skyloom.metrics.record(trade.trade_id, METRIC, smoothed)
     mean = sum(c.total for c in chunks) / n
     variance = max(0.0, sum(c.total_sq for c in chunks) / n - mean * mean)
     return Priced(trade.trade_id, mean * trade.notional, math.sqrt(variance / n) * trade.notional, paths_per_task,
@@ -125,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sessions", type=int, default=4, help="pricing runs, one session each")
     p.add_argument("--target", type=float, default=1.0, help="seconds each task should take")
-    p.add_argument("--paths", type=int, default=1_000_000, help="Monte Carlo paths per trade")
+    p.add_argument("--paths", type=int, default=2_000_000, help="Monte Carlo paths per trade")
     p.add_argument("--trades", type=int, default=3)
     p.add_argument("--prefix", default="MC-EUR-CALL", help="trade id prefix: the business keys of the history")
     args = p.parse_args(argv)

@@ -31,7 +31,7 @@ def test_second_session_sizes_tasks_from_the_first(local_stack: Any, client: sky
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     ex = _example()
     trades = ex.make_trades(f"MC-{uuid.uuid4().hex[:8]}", 2)
-    total, target = 6_000, 0.05
+    total, target = 3 * ex.PROBE_PATHS, 0.05
     first = ex.run_session(client, trades, total, target)
     assert {r.paths_per_task for r in first} == {ex.PROBE_PATHS} and all(len(r.task_seconds) == 3 for r in first)
     # The history the next session sizes from is the last chunk's time per path, under each trade's id.
