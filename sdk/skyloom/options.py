@@ -14,7 +14,7 @@ from skyloom.errors import InvalidArgument
 #: Partition names are part of SQS queue names: lower case, digits and dashes.
 PARTITION_PATTERN = r"^[a-z][a-z0-9-]*$"
 #: A measurement's business key (a trade id) and name (``skyloom.metrics``): no ``#``, which the
-#: store uses to join them, and no spaces or slashes-only surprises in a URL path.
+#: store uses to join them, and no space or slash, which would not survive a URL path whole.
 METRIC_KEY_PATTERN = r"^[A-Za-z0-9_.:@=+-]+$"
 METRIC_NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 MetricKey = Annotated[
