@@ -7,13 +7,16 @@ codes: 0 after an orderly or signalled stop, 1 if the agent is broken, 2 if misc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
+from fargate_worker import machine
 from fargate_worker.agent import Agent
 from fargate_worker.settings import WorkerConfigError, load
 from fargate_worker.telemetry import logger
 from skyloom.core import environment, models
+from skyloom.core.aws import client
 from skyloom.runtime import lifeline
 
 
@@ -46,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkerConfigError as exc:
         logger.error(f"invalid configuration: {exc}")
         return 2
+    # Where this worker runs, learnt once: every attempt record it writes carries it.
+    settings = dataclasses.replace(settings, machine=machine.describe(
+        capacity_provider=machine.ecs_capacity_provider(lambda: client("ecs", settings))))
+    logger.info("machine", extra={"machine": settings.machine.model_dump() if settings.machine else None})
     models.bind(settings)
     record_environment(config.partition)
     agent = Agent(settings, config)

@@ -42,6 +42,7 @@ from typing import Any
 
 from fargate_worker.attempt import Attempts, ExecutionOps
 from fargate_worker.child import ChildProcess
+from fargate_worker.durations import DurationBook
 from fargate_worker.heartbeat import Heartbeat
 from fargate_worker.ledger import Ledger
 from fargate_worker.messages import Held, Mailbox
@@ -89,8 +90,13 @@ class Agent:
                                 visibility_timeout=settings.visibility_timeout, beat_every=beat_every,
                                 count=self._ledger.count)
         busy = BusyMeter(config.slots)
+        # Run-time history goes where the real operations write; an agent on stand-in operations
+        # (tests) keeps none rather than reach for a table nobody provisioned.
+        self._durations = (DurationBook(settings, worker_id=self.worker_id, partition=config.partition)
+                           if ops is execution else None)
         self._attempts = attempts = Attempts(settings, partition=config.partition, worker_id=self.worker_id, ops=ops,
-                            mailbox=self._mailbox, ledger=self._ledger, stop=self._stop)
+                            mailbox=self._mailbox, ledger=self._ledger, stop=self._stop,
+                            durations=self._durations)
         if child_factory is None:
             child_factory = functools.partial(ChildProcess, max_output_bytes=config.max_output_bytes)
         self._pool = SlotPool(config, attempts=attempts, ledger=self._ledger, stop=self._stop, busy=busy,
@@ -149,6 +155,8 @@ class Agent:
         self._urls = self._resolve_queues()
         self._mailbox.start()
         self._heart.start()
+        if self._durations is not None:
+            self._durations.start()
         self._pool.start()
         for url in self._urls[:-1]:
             t = threading.Thread(target=self._upper_loop, args=(url,), name="poll-upper", daemon=True)
@@ -220,6 +228,8 @@ class Agent:
         self._pool.close()
         self._mailbox.close()  # every delete and give-back sent before the heartbeat stops
         self._heart.stop()
+        if self._durations is not None:
+            self._durations.stop()  # the minutes of run times still held
         self._pool.close_children()
         self._stop.restore_signal_handlers()
         logger.info("agent stopped", extra={"stats": dict(self.stats), "exit_code": self._stop.exit_code})

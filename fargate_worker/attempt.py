@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 from fargate_worker.child import ChildProcess, ChildResult, Ending
+from fargate_worker.durations import DurationBook
 from fargate_worker.ledger import Ledger
 from fargate_worker.messages import Held, Mailbox
 from fargate_worker.policy import AWS_UNAVAILABLE, Action, Backoff, Verdict, bytes_in, bytes_out, max_duration
@@ -73,8 +74,10 @@ class Attempts:
     """Runs the steps of attempts for one agent; stateless between calls, shared by its threads."""
 
     def __init__(self, settings: Settings, *, partition: str, worker_id: str, ops: ExecutionOps,
-                 mailbox: Mailbox, ledger: Ledger, stop: StopControl) -> None:
+                 mailbox: Mailbox, ledger: Ledger, stop: StopControl, durations: DurationBook | None = None) -> None:
         self.settings = settings
+        #: Run times of completed attempts, per handler or function, for the cross-session history.
+        self._durations = durations
         self.worker_id = worker_id
         self._partition = partition
         self._ops = ops
@@ -245,6 +248,10 @@ class Attempts:
         if committed:
             logger.info("task completed", extra={"metrics": metrics})
             self._emit(task, metrics, "completed")
+            if self._durations is not None and "compute" in metrics:
+                # Per handler, and per function for the @skyloom.task ones (they share skyloom.call).
+                for label in dict.fromkeys((str(task.handler), str(task.label or task.handler))):
+                    self._durations.add(task.owner, label, metrics["compute"])
         else:
             logger.warning("lease lost before the commit: this attempt's outputs were discarded")
             self._emit(task, metrics, None)

@@ -18,7 +18,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,20 @@ def emit_task_started(partition: str, handler: str) -> None:
     """An attempt was claimed (``TasksStarted``): with completed, failed and retried, where they went."""
     m = _metrics(partition, handler)
     m.add_metric(name="TasksStarted", unit=MetricUnit.Count, value=1)
+    m.flush_metrics()
+
+
+def emit_label_run_times(partition: str, label: str, values: Sequence[float]) -> None:
+    """A minute of one handler's or function's run times (``FunctionRunTime``): unlike
+    ``TaskComputeTime``, per ``@skyloom.task`` function, which all run as the handler ``skyloom.call``.
+    One metric per function: bounded by the code deployed, not by the data."""
+    if not values:
+        return
+    m = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+    m.add_dimension(name="partition", value=partition)
+    m.add_dimension(name="label", value=label[:250])
+    for v in values:
+        m.add_metric(name="FunctionRunTime", unit=MetricUnit.Seconds, value=float(v))
     m.flush_metrics()
 
 

@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.dispatch import dead_letters
+from functions.dispatch import dead_letters, velocity
 from functions.dispatch.sweeper import sweep
 from skyloom.core.config import Settings
 from skyloom.core.models import bind
@@ -17,6 +17,8 @@ from skyloom.core.models import bind
 logger = Logger(service="skyloom-dispatch")
 tracer = Tracer(service="skyloom-dispatch")
 metrics = Metrics(namespace="Skyloom", service="skyloom-dispatch")
+#: When this container next publishes the partitions' gauges (once a minute, see ``velocity``).
+gauges_cadence = velocity.Cadence()
 
 
 @cache
@@ -38,6 +40,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name=f"Sweeper_{action.split(':')[0]}", unit=MetricUnit.Count, value=count)
     if done:
         logger.info("sweep", extra={"repairs": dict(done)})
+    try:
+        if gauges_cadence.due():
+            velocity.publish(velocity.read(settings()))
+    except Exception:  # the gauges are for people; the sweep's repairs are done and stand
+        logger.exception("could not publish the partitions' backlog and shape")
     return {"repairs": dict(done)}
 
 

@@ -27,6 +27,7 @@ from functions.submit import errors, openapi
 from functions.submit.identity import current_owner, principal_of
 from skyloom.core import environment, events, limits, models, queries, results, sessions, submission, tasklogs, tasks
 from skyloom.core.config import Settings
+from skyloom.core.cost import Prices, Pricing, pricing
 from skyloom.core.protocol import (
     ID_PATTERN,
     MAX_HANDLER_LENGTH,
@@ -530,6 +531,19 @@ def worker_environment(owner: Owner, settings: CurrentSettings) -> EnvironmentIn
     )
 
 
+@app.get(
+    "/pricing",
+    operation_id="getPricing",
+    summary="The prices this stack's cost estimates use, per partition and per AWS request",
+    tags=["environment"],
+    responses=_responses(200, body=False, session=False),
+)
+def get_pricing(owner: Owner, settings: CurrentSettings) -> Pricing:
+    """List prices overridden by the stack's ``skyloom:prices``; ``skyloom stats`` prices a session
+    with them (see docs/cost.md)."""
+    return pricing(settings.partitions, Prices.parse(settings.prices), settings.inline_max_bytes)
+
+
 # ---------------------------------------------------------------------------------------- openapi
 @app.get("/openapi.json", include_in_schema=False)
 def openapi_document(owner: Owner) -> dict[str, Any]:
@@ -549,4 +563,4 @@ def _remaining_seconds() -> float | None:
 
 
 # Lifecycle routes register themselves on ``app`` (imported last: they use the names above).
-from functions.submit import lifecycle_routes  # noqa: E402, F401
+from functions.submit import lifecycle_routes, metrics_routes  # noqa: E402, F401

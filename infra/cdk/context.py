@@ -14,6 +14,7 @@ from typing import Any
 from constructs import Node
 
 from skyloom.core.config import Settings
+from skyloom.core.cost import Prices
 from skyloom.core.resources import PartitionSpec
 
 PARTITIONS_KEY = "skyloom:partitions"
@@ -30,6 +31,11 @@ _PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?==[A-Za-z0
 #: False leaves out the results-stream -> resolve mapping. Only for emulators that cannot run it
 #: (moto: see tests/infra/test_deploy_moto.py); a deployment without it resolves nothing.
 STREAM_MAPPING_KEY = "skyloom:streamMapping"
+#: Price overrides for cost estimates (camelCase keys of :class:`skyloom.core.cost.Prices`), e.g.
+#: ``{"fargateSpotVcpuHour": 0.0135, "partitions": {"gpu": {"vcpuHour": 0.2}}}``; see docs/cost.md.
+PRICES_KEY = "skyloom:prices"
+#: Days a measurement (``skyloom.metrics.record``) is kept before DynamoDB's TTL deletes it.
+METRICS_RETENTION_KEY = "skyloom:metricsRetentionDays"
 
 _PARTITION_FIELDS = {
     "name": "name",
@@ -187,9 +193,14 @@ def read(node: Node) -> DeployContext:
     """Read and validate the ``skyloom:*`` context of the app that ``node`` belongs to."""
     partitions = parse_partitions(node.try_get_context(PARTITIONS_KEY) or [{"name": "default"}])
     prefix = node.try_get_context(STACK_KEY) or "skyloom"
+    prices = _loads(node.try_get_context(PRICES_KEY), PRICES_KEY)
+    retention = node.try_get_context(METRICS_RETENTION_KEY)
     try:
         # The bucket name is left to CloudFormation (globally unique); SKYLOOM_BUCKET is set from it.
-        settings = Settings(stack=prefix, partitions=partitions, bucket=f"{prefix}-data")
+        settings = Settings(stack=prefix, partitions=partitions, bucket=f"{prefix}-data",
+                            prices=Prices.parse(prices, source=PRICES_KEY).model_dump_json(
+                                by_alias=True, exclude_defaults=True) if prices else "",
+                            metrics_retention_days=int(retention) if retention is not None else 400)
     except ValueError as exc:
         raise ContextError(str(exc)) from exc
     return DeployContext(

@@ -5,7 +5,10 @@ Task counts come from the Powertools metrics the code publishes in the ``Skyloom
 ``TasksCancelledByAbort`` (resolve), ``Sweeper_*`` (dispatch), and ``TasksCompleted``/``TasksFailed``
 (service ``skyloom-worker``; shown once the agent publishes them). Queue depth and oldest-message
 age per partition come from SQS; worker count from Container Insights; the busy fraction is in-flight
-messages over running workers, next to the agents' own ``WorkerBusyFraction`` (percent).
+messages over running workers, next to the agents' own ``WorkerBusyFraction`` (percent). Each
+partition's queue velocity (SQS inflow, workers' starts and completions) and shape (the sweeper's
+``PartitionBacklog``, ``PartitionInFlight``, ``PartitionMinWorkers``/``PartitionMaxWorkers``) are the
+terms of a user's own scaling formula (docs/telemetry.md).
 
 Alarms: any message in a dead-letter queue (task queues and resolve's on-failure queue), the results
 stream iterator age above five minutes (resolution falling behind), and function errors. They notify
@@ -87,6 +90,7 @@ class Dashboard(Construct):
                 ),
                 self._workers_widget(partition, queues, services[partition], cluster),
             )
+            self.dashboard.add_widgets(*self._velocity_widgets(partition, queues))
         fns = list(functions.values())
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Lambda errors", left=[f.metric_errors(period=MINUTE) for f in fns], width=8),
@@ -154,6 +158,41 @@ class Dashboard(Construct):
         return cloudwatch.GraphWidget(
             title=f"{partition}: workers and busy fraction", left=[running], right=[busy, reported], width=8
         )
+
+    @staticmethod
+    def _velocity_widgets(partition: str, queues: list[sqs.Queue]) -> list[cloudwatch.GraphWidget]:
+        """Queue velocity (inflow, starts, completions per minute) and shape (backlog, min/max workers):
+        the terms of a user's own scaling or alerting formula (docs/scaling.md)."""
+        sent = {f"s{i}": q.metric_number_of_messages_sent(period=MINUTE, statistic="Sum") for i, q in enumerate(queues)}
+        inflow = cloudwatch.MathExpression(expression=" + ".join(sent), using_metrics=sent, label="inflow (enqueued)",
+                                           period=MINUTE)
+
+        def per_partition(name: str, label: str) -> cloudwatch.MathExpression:
+            # The workers publish per (partition, handler): the sum over handlers is the partition's rate.
+            return cloudwatch.MathExpression(
+                expression=(f"SUM(SEARCH('{{{NAMESPACE},handler,partition,service}} MetricName=\"{name}\" "
+                            f"partition=\"{partition}\" service=\"skyloom-worker\"', 'Sum', 60))"),
+                label=label, period=MINUTE,
+            )
+
+        def gauge(name: str, label: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace=NAMESPACE, metric_name=name, statistic="Maximum", period=MINUTE,
+                                     dimensions_map={"partition": partition, "service": "skyloom-dispatch"},
+                                     label=label)
+
+        return [
+            cloudwatch.GraphWidget(
+                title=f"{partition}: queue velocity (tasks per minute)",
+                left=[inflow, per_partition("TasksStarted", "started"), per_partition("TasksCompleted", "completed")],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title=f"{partition}: backlog and shape",
+                left=[gauge("PartitionBacklog", "backlog"), gauge("PartitionInFlight", "in flight")],
+                right=[gauge("PartitionMinWorkers", "min workers"), gauge("PartitionMaxWorkers", "max workers")],
+                width=12,
+            ),
+        ]
 
     def _alarms(self, functions: dict[str, lambda_.Function], dlqs: list[sqs.Queue]) -> list[cloudwatch.Alarm]:
         alarms: list[cloudwatch.Alarm] = []

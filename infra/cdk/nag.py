@@ -13,7 +13,8 @@ SUPPRESSIONS: list[tuple[str, str]] = [
     ("AwsSolutions-IAM4", "The functions' roles use AWSLambdaBasicExecutionRole (logs only), API Gateway's "
      "CloudWatch role uses AmazonAPIGatewayPushToCloudWatchLogs: AWS-maintained, log-writing only."),
     ("AwsSolutions-IAM5", "Wildcards are confined to sub-resources of one named resource: a table's "
-     "indexes (table/NAME/index/*), the bucket's objects (BUCKET/*), X-Ray and CloudWatch actions that "
+     "indexes (table/NAME/index/*), the bucket's objects (BUCKET/*), the cluster's tasks for the "
+     "workers' one ecs:DescribeTasks of themselves (task/CLUSTER/*), X-Ray and CloudWatch actions that "
      "take no resource, dynamodb:ListStreams (no resource-level permission) and the ECS/ASG service "
      "helpers CDK generates. No data resource is granted with Resource '*'."),
     ("AwsSolutions-APIG2", "Requests are validated in functions/submit by pydantic models (one error "

@@ -179,6 +179,12 @@ class Workers(Construct):
                 queue.grant_consume_messages(task_role)
             for queue in all_queues:
                 queue.grant_send_messages(task_role)
+            # The agent asks ECS once, at start, whether its own task runs on FARGATE_SPOT (the task
+            # metadata does not say): every attempt record names it (fargate_worker/machine.py).
+            task_role.add_to_principal_policy(iam.PolicyStatement(
+                actions=["ecs:DescribeTasks"],
+                resources=[f"arn:{Aws.PARTITION}:ecs:{Aws.REGION}:{Aws.ACCOUNT_ID}:task/{self.cluster.cluster_name}/*"],
+            ))
             scaling = service.auto_scale_task_count(min_capacity=spec.min_workers, max_capacity=spec.max_workers)
             scaling.scale_on_metric(
                 "Backlog",

@@ -17,6 +17,7 @@ Example:
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
+from skyloom import metrics
 from skyloom.client import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -100,6 +101,7 @@ __all__ = [
     "current_context",
     "gather",
     "handler",
+    "metrics",
     "task",
     "wait",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -12,8 +13,44 @@ from skyloom.errors import InvalidArgument
 
 #: Partition names are part of SQS queue names: lower case, digits and dashes.
 PARTITION_PATTERN = r"^[a-z][a-z0-9-]*$"
+#: A measurement's business key (a trade id) and name (``skyloom.metrics``): no ``#``, which the
+#: store uses to join them, and no space or slash, which would not survive a URL path whole.
+METRIC_KEY_PATTERN = r"^[A-Za-z0-9_.:@=+-]+$"
+METRIC_NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+MetricKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=limits.METRIC_KEY_LENGTH.value, pattern=METRIC_KEY_PATTERN)
+]
+MetricName = Annotated[
+    str, StringConstraints(min_length=1, max_length=limits.METRIC_NAME_LENGTH.value, pattern=METRIC_NAME_PATTERN)
+]
 ExtraKey = Annotated[str, StringConstraints(min_length=1, max_length=limits.OPTION_KEY_LENGTH.value)]
 ExtraValue = Annotated[str, StringConstraints(max_length=limits.OPTION_VALUE_LENGTH.value)]
+
+
+_METRIC = re.compile(METRIC_KEY_PATTERN), re.compile(METRIC_NAME_PATTERN)
+
+
+def check_metric(key: str, name: str) -> None:
+    """Refuse a measurement's key or name that the store cannot keep, naming which.
+
+    Raises:
+        InvalidArgument: ``key`` or ``name`` is not a string of the allowed characters and length.
+    """
+    _check("key", key, _METRIC[0], limits.METRIC_KEY_LENGTH)
+    _check("name", name, _METRIC[1], limits.METRIC_NAME_LENGTH)
+
+
+def check_metric_key(key: str) -> None:
+    """Refuse a business key that the store cannot keep (see :func:`check_metric`)."""
+    _check("key", key, _METRIC[0], limits.METRIC_KEY_LENGTH)
+
+
+def _check(field_name: str, value: object, pattern: re.Pattern[str], limit: limits.Limit) -> None:
+    if not isinstance(value, str) or not pattern.match(value) or len(value) > limit.value:
+        raise InvalidArgument(
+            f"measurement {field_name} {value!r} must be 1 to {limit.value} characters matching {pattern.pattern}",
+            field=field_name,
+        )
 
 
 class TaskOptionsArgs(TypedDict, total=False):
@@ -30,6 +67,8 @@ class TaskOptionsArgs(TypedDict, total=False):
         application_name: free label, shown by the CLI.
         application_version: free label, shown by the CLI.
         extra: free key-value options.
+        metrics: (business key, name) pairs whose last recorded values the task reads at start with
+            ``skyloom.metrics.latest(key, name)`` (the worker fetches them with its inputs).
     """
 
     partition: str | None
@@ -39,6 +78,7 @@ class TaskOptionsArgs(TypedDict, total=False):
     application_name: str | None
     application_version: str | None
     extra: Mapping[str, str] | None
+    metrics: Sequence[tuple[str, str]] | None
 
 
 class TaskOptions(BaseModel):
@@ -63,6 +103,10 @@ class TaskOptions(BaseModel):
     application_name: str | None = Field(default=None, max_length=limits.APPLICATION_NAME_LENGTH.value)
     application_version: str | None = Field(default=None, max_length=limits.APPLICATION_VERSION_LENGTH.value)
     extra: dict[ExtraKey, ExtraValue] = Field(default_factory=dict, max_length=limits.OPTION_EXTRAS.value)
+    metrics: tuple[tuple[MetricKey, MetricName], ...] | None = Field(
+        default=None, max_length=limits.METRICS_PER_TASK.value,
+        description="(key, name) pairs whose last recorded values the task reads at start (skyloom.metrics.latest).",
+    )
 
     def __init__(self, **data: Any) -> None:
         """Built directly (SDK code, ``fn.options(...)``), bad options raise
@@ -86,7 +130,10 @@ class TaskOptions(BaseModel):
         if unknown:
             raise TypeError(f"unknown task option(s) {', '.join(unknown)}; "
                             f"known: {', '.join(TaskOptionsArgs.__annotations__)}")
-        return cls(**{**args, "extra": dict(args.get("extra") or {})})
+        extra = dict(args.get("extra") or {})
+        if args.get("metrics") is not None:
+            return cls(**{**args, "extra": extra, "metrics": tuple(tuple(p) for p in args["metrics"] or ())})
+        return cls(**{**args, "extra": extra})
 
     def merged_over(self, base: TaskOptions) -> TaskOptions:
         """These options with every unset field taken from ``base``; ``extra`` is merged."""

@@ -49,9 +49,15 @@ SECOND_IDENTITY_ENV = "SKYLOOM_TEST_SECOND_IDENTITY"
 #: Operations that do not act on an existing object, so there is nothing of A's to attack.
 #: GET /environment names no object: the workers' Python and cloudpickle versions, the same for every
 #: identity (tests/functional/test_worker_environment.py checks it needs one).
-NOT_OBJECT_ROUTES = {("POST", "/sessions"), ("GET", "/sessions"), ("GET", "/environment")}
-#: CLI commands that never touch an existing session: they start a stack or make their own session.
-NOT_OBJECT_COMMANDS = {"local", "bench"}
+#: GET /pricing is the stack's price sheet, the same for everyone. The measurement routes name no
+#: object either: every identity reads its own measurements under any key, never another's
+#: (tests/e2e/test_metrics.py checks that B reading A's key finds nothing).
+NOT_OBJECT_ROUTES = {("POST", "/sessions"), ("GET", "/sessions"), ("GET", "/environment"), ("GET", "/pricing"),
+                     ("POST", "/metrics/latest"), ("GET", "/metrics/{key}"), ("GET", "/metrics/{key}/{name}"),
+                     ("GET", "/durations")}
+#: CLI commands that never touch an existing session: they start a stack or make their own session,
+#: or read the caller's own measurements (``metrics``, as the routes above).
+NOT_OBJECT_COMMANDS = {"local", "bench", "metrics"}
 #: How the CLI says "nothing of yours by that id" (a 404, or no session of the caller holds the id).
 REFUSALS = ("not found", "in any of your sessions", "unknown task id", "unknown result id")
 

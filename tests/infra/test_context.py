@@ -97,3 +97,19 @@ def test_malformed_worker_packages_are_refused_naming_the_key(raw: object, messa
     with pytest.raises(ContextError, match=message) as caught:
         parse_worker_packages(raw, parse_partitions([{"name": "default"}]))
     assert WORKER_PACKAGES_KEY in str(caught.value)
+
+
+def test_prices_and_metrics_retention_reach_the_settings() -> None:
+    from aws_cdk import App
+
+    from infra.cdk.context import METRICS_RETENTION_KEY, PRICES_KEY, read
+    from skyloom.core.cost import Prices
+
+    app = App(context={PRICES_KEY: {"fargateSpotVcpuHour": 0.02, "partitions": {"default": {"gbHour": 0.001}}},
+                       METRICS_RETENTION_KEY: 30})
+    settings = read(app.node).settings
+    prices = Prices.parse(settings.prices)
+    assert prices.fargate_spot_vcpu_hour == 0.02 and prices.partitions["default"].gb_hour == 0.001
+    assert settings.to_env()["SKYLOOM_PRICES"] and settings.metrics_retention_days == 30
+    with pytest.raises(ContextError, match=f"{PRICES_KEY}: lambdaGbSeconds"):
+        read(App(context={PRICES_KEY: '{"lambdaGbSeconds": 1}'}).node)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from pynamodb.models import Model
 
-from skyloom.core.models import EdgeModel, ResultModel, SessionModel, TaskModel
-from skyloom.core.resources import EDGES, RESULTS, SESSIONS, TASKS, TableSpec
+from skyloom.core.models import EdgeModel, MeasurementModel, ResultModel, SessionModel, TaskModel
+from skyloom.core.resources import EDGES, MEASUREMENTS, RESULTS, SESSIONS, TASKS, TableSpec
 
 
 @pytest.mark.parametrize(("model", "spec"), [(SessionModel, SESSIONS), (TaskModel, TASKS),
-                                             (ResultModel, RESULTS), (EdgeModel, EDGES)])
+                                             (ResultModel, RESULTS), (EdgeModel, EDGES),
+                                             (MeasurementModel, MEASUREMENTS)])
 def test_keys_and_indexes_agree(model: type[Model], spec: TableSpec) -> None:
     attrs = model.get_attributes()
     hash_key = next(n for n, a in attrs.items() if a.is_hash_key)

@@ -46,6 +46,7 @@ EXPECTED = {
     "current_context",
     "gather",
     "handler",
+    "metrics",
     "task",
     "wait",
 }
@@ -61,7 +62,7 @@ def test_exports_are_pinned() -> None:
 
 def test_public_names_are_documented_with_an_example() -> None:
     for name in ("task", "connect", "Client", "Session", "Future", "TaskContext", "TaskRequest", "handler",
-                 "wait", "as_completed", "gather"):
+                 "metrics", "wait", "as_completed", "gather"):
         doc = getattr(skyloom, name).__doc__ or ""
         assert "Example:" in doc, f"skyloom.{name} needs a docstring with an example"
 

@@ -11,6 +11,7 @@ import pytest
 from functions.submit import openapi
 from functions.submit.routes import app
 from skyloom.core.protocol import ID_PATTERN
+from skyloom.options import METRIC_KEY_PATTERN, METRIC_NAME_PATTERN
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 REGENERATE = "python -m functions.submit.openapi > docs/openapi.json"
@@ -91,10 +92,13 @@ def test_creations_answer_201_with_their_model(doc: dict[str, Any]) -> None:
 
 
 def test_path_ids_carry_the_id_pattern(doc: dict[str, Any]) -> None:
+    # Measurements are addressed by business key and name, each with its own pattern (skyloom.options).
+    own = {"key": METRIC_KEY_PATTERN, "name": METRIC_NAME_PATTERN}
     for method, path, op in operations(doc):
         for param in op.get("parameters", []):
             if param["in"] == "path":
-                assert param["schema"]["pattern"] == ID_PATTERN, (method, path, param["name"])
+                expected = own[param["name"]] if path.startswith("/metrics/") else ID_PATTERN
+                assert param["schema"]["pattern"] == expected, (method, path, param["name"])
 
 
 def test_document_is_json_serializable(doc: dict[str, Any]) -> None:

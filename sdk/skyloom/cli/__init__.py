@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from skyloom.cli import bench, graph, local, results, sessions, stats, tasks, watch
+from skyloom.cli import bench, graph, local, metrics, results, sessions, stats, tasks, watch
 
 app = typer.Typer(
     name="skyloom",
@@ -22,6 +22,7 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(results.app, name="results")
+app.add_typer(metrics.app, name="metrics")
 app.command("watch")(watch.command)
 app.command("graph")(graph.command)
 app.command("stats")(stats.command)

@@ -31,6 +31,7 @@ from skyloom.cli.common import (
     task_name,
 )
 from skyloom.cli.tasks import duration
+from skyloom.core import cost
 from skyloom.core.protocol import ResultInfo, TaskInfo
 
 
@@ -44,6 +45,19 @@ class HandlerStats:
     p99: float | None
     max: float | None
     total: float
+
+
+@dataclass(frozen=True)
+class MachineStats:
+    """One handler's run times on one kind of machine (instance type / CPU model)."""
+
+    handler: str
+    machine: str
+    count: int
+    p50: float | None
+    p90: float | None
+    max: float | None
+    mean: float | None
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,28 @@ def handler_stats(tasks: Sequence[TaskInfo]) -> list[HandlerStats]:
             max=times[-1] if times else None,
             total=sum(times),
         ))
+    return out
+
+
+def machine_of(t: TaskInfo) -> str:
+    """The machine the task's last attempt ran on, as stats group it (``?`` when not recorded)."""
+    last = t.attempts[-1].machine if t.attempts else None
+    return last.label() if last is not None else "?"
+
+
+def machine_stats(tasks: Sequence[TaskInfo]) -> list[MachineStats]:
+    """Per handler and machine: run-time percentiles of the tasks that ended, so that a slower CPU
+    generation shows as its own row instead of skewing the handler's figures."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for t in tasks:
+        d = duration(t)
+        if d is not None:
+            groups.setdefault((task_name(t), machine_of(t)), []).append(d)
+    out: list[MachineStats] = []
+    for (handler, machine), values in sorted(groups.items()):
+        times = sorted(values)
+        out.append(MachineStats(handler=handler, machine=machine, count=len(times), p50=percentile(times, 50),
+                                p90=percentile(times, 90), max=times[-1], mean=sum(times) / len(times)))
     return out
 
 
@@ -133,20 +169,29 @@ def command(
     endpoint: EndpointOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Per-handler counts and run-time percentiles, and the session's critical path."""
+    """Per-handler counts and run-time percentiles (also by machine), the session's critical path,
+    and its estimated cost in dollars with the breakdown (docs/cost.md)."""
     with connected(endpoint) as client:
+        session = client.get_session(session_id)
         tasks = list(client.iter_tasks(session_id, limit=1000))
         results = list(client.iter_results(session_id, limit=1000))
+        sheet = client.pricing()
+    default = session.options.partition or (session.partitions[0] if session.partitions else "default")
+    bill = cost.estimate(cost.usage_of(tasks, results, inline_max_bytes=sheet.inline_max_bytes,
+                                       default_partition=default), sheet)
     stats = handler_stats(tasks)
+    machines = machine_stats(tasks)
     path = critical_path(tasks, results)
     if as_json:
         print_json({
             "handlers": [s.__dict__ for s in stats],
+            "machines": [m.__dict__ for m in machines],
             "critical_path": {
                 "tasks": [{"task_id": t.task_id, "handler": task_name(t), "duration": duration(t)} for t in path.tasks],
                 "length": path.length,
                 "wall": path.wall,
             },
+            "cost": bill.model_dump(),
         })
         return
     out = console()
@@ -156,6 +201,14 @@ def command(
         table.add_row(s.handler, str(s.count), states, fmt_seconds(s.p50), fmt_seconds(s.p90), fmt_seconds(s.p99),
                       fmt_seconds(s.max), fmt_seconds(s.total))
     out.print(table)
+    if machines:
+        by_machine = Table("handler", "machine (instance type / CPU)", "tasks", "p50", "p90", "max", "mean",
+                           title="run time by machine")
+        for m in machines:
+            by_machine.add_row(m.handler, m.machine, str(m.count), fmt_seconds(m.p50), fmt_seconds(m.p90),
+                               fmt_seconds(m.max), fmt_seconds(m.mean))
+        out.print(by_machine)
+    _print_cost(bill)
     if not path.tasks:
         out.print("critical path: no tasks")
         return
@@ -163,3 +216,12 @@ def command(
               f"session wall time {fmt_seconds(path.wall)}")
     for t in path.tasks:
         out.print(f"  {t.task_id}  {task_name(t)}  {fmt_seconds(duration(t))}  {styled(t.status)}")
+
+
+def _print_cost(bill: cost.CostEstimate) -> None:
+    table = Table("item", "quantity", "unit", "unit price", "dollars",
+                  title=f"estimated cost: ${bill.total:.6f} (docs/cost.md)")
+    for line in (*bill.compute, *bill.requests):
+        table.add_row(line.item, f"{line.quantity:g}", line.unit, f"${line.unit_price:.10f}".rstrip("0"),
+                      f"${line.dollars:.6f}")
+    console().print(table)

@@ -206,6 +206,8 @@ def _render(t: TaskInfo, io: dict[str, ResultInfo], children: list[TaskInfo], lo
     for a in t.attempts:
         out.print(f"[bold]attempt {a.number}[/bold] on {a.worker or '?'}: {a.outcome}  "
                   f"{fmt_time(a.started_at)} -> {fmt_time(a.ended_at)}")
+        if a.machine is not None:
+            out.print(f"  machine: {a.machine.summary()}", markup=False, highlight=False)
         if a.error_type or a.message:
             out.print(f"  {a.error_type or 'error'}: {a.message or ''}")
         if a.traceback:

@@ -21,9 +21,11 @@ from pydantic import BaseModel
 
 from skyloom.client import backend
 from skyloom.client.environment import CALL_HANDLER, EnvironmentCheck
+from skyloom.client.metrics import Metrics
 from skyloom.client.specs import TaskRequest
 from skyloom.client.waiting import SessionWaiter
 from skyloom.core import limits
+from skyloom.core.cost import Pricing
 from skyloom.core.protocol import (
     MAX_IDS_PER_REQUEST,
     MAX_RESULTS_PER_REQUEST,
@@ -108,6 +110,8 @@ class Client:
         self._on_close: list[Callable[[], None]] = []
         self._closed = False
         self._environment = EnvironmentCheck(lambda: self._call("GET", "/environment", None, EnvironmentInfo))
+        #: Measurements recorded by tasks under business keys, and run-time history (issue 15).
+        self.metrics = Metrics(self._call)
 
     @property
     def endpoint(self) -> str:
@@ -299,6 +303,10 @@ class Client:
 
     def get_tasks(self, session_id: str, ids: Sequence[str]) -> list[TaskInfo]:
         return self._ids_call(session_id, "tasks/get", ids, TasksResponse, "tasks")
+
+    def pricing(self) -> Pricing:
+        """The prices the stack estimates costs with (list prices, or its ``skyloom:prices``)."""
+        return self._call("GET", "/pricing", None, Pricing)
 
     def task_logs(self, session_id: str, task_id: str, *, attempt: int | None = None) -> TaskLogs:
         """What a task's ended attempts printed on stdout and stderr (the tail of each, the cut said).

@@ -11,10 +11,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skyloom.core import limits
+from skyloom.core.cost import Prices
 from skyloom.core.resources import DUE_SHARDS, PartitionSpec, TableSpec
+
+if TYPE_CHECKING:
+    from skyloom.core.machine import Machine
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 
@@ -22,6 +26,10 @@ _NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 #: :func:`_policies`); the submit function and every worker read it, so both enforce the same rules.
 POLICIES_ENV = "SKYLOOM_PARTITION_POLICIES"
 _POLICY_FIELDS = ("allowed_identities", "allowed_handlers", "installed_handlers_only")
+#: Environment variable carrying each partition's shape (JSON ``{partition: {"cpu", "memory",
+#: "min_workers", "max_workers", "spot"}}``): what cost estimates price and the sweeper publishes.
+SHAPES_ENV = "SKYLOOM_PARTITION_SHAPES"
+_SHAPE_FIELDS = ("cpu", "memory", "min_workers", "max_workers", "spot")
 #: Presigned URLs are bearer tokens for one object: short-lived by default, bounded so a
 #: misconfiguration cannot hand out week-long links (S3's own maximum is 7 days).
 PRESIGN_DEFAULT_SECONDS = 300
@@ -77,6 +85,14 @@ class Settings:
     #: Lifetime of presigned S3 URLs (uploads and downloads); S3 checks it when a transfer starts.
     presign_seconds: int = PRESIGN_DEFAULT_SECONDS
     due_shards: int = DUE_SHARDS
+    #: Price overrides for cost estimates, JSON (``skyloom:prices`` in cdk.json; see
+    #: :mod:`skyloom.core.cost`); empty: the list prices. Kept as text so that settings stay hashable.
+    prices: str = ""
+    #: How long a measurement (``skyloom.metrics.record``) is kept, in days (``skyloom:metricsRetentionDays``).
+    metrics_retention_days: int = 400
+    #: The machine this process runs on: set by a worker agent once at start, stamped on every
+    #: attempt record it writes (:mod:`skyloom.core.machine`). None elsewhere; not in the environment.
+    machine: Machine | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.stack):
@@ -85,6 +101,9 @@ class Settings:
             raise ValueError(
                 f"SKYLOOM_PRESIGN_SECONDS must be between 1 and {PRESIGN_MAX_SECONDS}, got {self.presign_seconds}"
             )
+        if self.metrics_retention_days < 1:
+            raise ValueError(f"SKYLOOM_METRICS_RETENTION_DAYS must be at least 1, got {self.metrics_retention_days}")
+        Prices.parse(self.prices)  # a malformed override fails at start, naming the key, not at the first estimate
 
     # -- names -------------------------------------------------------------------------------
     def table_name(self, spec: TableSpec | str) -> str:
@@ -122,9 +141,9 @@ class Settings:
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
             aws_endpoint=e.get("SKYLOOM_AWS_ENDPOINT") or None,
             bucket=e.get("SKYLOOM_BUCKET", f"{stack}-data"),
-            partitions=_with_policies(
+            partitions=_with_shapes(_with_policies(
                 tuple(PartitionSpec(n, priority_levels=levels) for n in names or ["default"]), e.get(POLICIES_ENV)
-            ),
+            ), e.get(SHAPES_ENV)),
             inline_max_bytes=_int(e, "SKYLOOM_INLINE_MAX_BYTES", limits.INLINE_DATA_BYTES.value),
             lease_seconds=_float(e, "SKYLOOM_LEASE_SECONDS", 60.0),
             visibility_timeout=_int(e, "SKYLOOM_VISIBILITY_TIMEOUT", 120),
@@ -133,6 +152,8 @@ class Settings:
             default_max_retries=_int(e, "SKYLOOM_DEFAULT_MAX_RETRIES", 2),
             retry_backoff_seconds=_float(e, "SKYLOOM_RETRY_BACKOFF_SECONDS", 1.0),
             presign_seconds=_int(e, "SKYLOOM_PRESIGN_SECONDS", PRESIGN_DEFAULT_SECONDS),
+            prices=e.get("SKYLOOM_PRICES", ""),
+            metrics_retention_days=_int(e, "SKYLOOM_METRICS_RETENTION_DAYS", 400),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -152,7 +173,10 @@ class Settings:
             "SKYLOOM_DEFAULT_MAX_RETRIES": str(self.default_max_retries),
             "SKYLOOM_RETRY_BACKOFF_SECONDS": str(self.retry_backoff_seconds),
             "SKYLOOM_PRESIGN_SECONDS": str(self.presign_seconds),
+            "SKYLOOM_METRICS_RETENTION_DAYS": str(self.metrics_retention_days),
         }
+        if self.prices:
+            env["SKYLOOM_PRICES"] = self.prices
         if self.aws_endpoint:
             env["SKYLOOM_AWS_ENDPOINT"] = self.aws_endpoint
         policies = {
@@ -162,6 +186,8 @@ class Settings:
         }
         if policies:
             env[POLICIES_ENV] = json.dumps(policies, separators=(",", ":"), sort_keys=True)
+        shapes = {p.name: {f: getattr(p, f) for f in _SHAPE_FIELDS} for p in self.partitions}
+        env[SHAPES_ENV] = json.dumps(shapes, separators=(",", ":"), sort_keys=True)
         return env
 
 
@@ -187,3 +213,22 @@ def _with_policies(partitions: tuple[PartitionSpec, ...], raw: str | None) -> tu
         if not isinstance(policy, dict) or set(policy) - set(_POLICY_FIELDS):
             raise ValueError(f"{POLICIES_ENV}: {name}: must be an object with keys among {list(_POLICY_FIELDS)}")
     return tuple(replace(p, **policies[p.name]) if p.name in policies else p for p in partitions)
+
+
+def _with_shapes(partitions: tuple[PartitionSpec, ...], raw: str | None) -> tuple[PartitionSpec, ...]:
+    """Apply ``SKYLOOM_PARTITION_SHAPES`` (cpu units, memory MiB, min/max workers, Spot) to the named
+    partitions; absent ones keep the defaults. Malformed is an error naming the variable."""
+    if raw is None or not raw.strip():
+        return partitions
+    try:
+        shapes: Any = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{SHAPES_ENV} is not valid JSON: {exc}") from exc
+    if not isinstance(shapes, dict):
+        raise ValueError(f"{SHAPES_ENV} must be a JSON object keyed by partition name")
+    for name, shape in shapes.items():
+        if not isinstance(shape, dict) or set(shape) - set(_SHAPE_FIELDS):
+            raise ValueError(f"{SHAPES_ENV}: {name}: must be an object with keys among {list(_SHAPE_FIELDS)}")
+        if any(not isinstance(shape.get(f, 0), int) for f in _SHAPE_FIELDS if f != "spot"):
+            raise ValueError(f"{SHAPES_ENV}: {name}: cpu, memory, min_workers and max_workers are integers")
+    return tuple(replace(p, **shapes[p.name]) if p.name in shapes else p for p in partitions)

@@ -20,7 +20,7 @@ from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
-from skyloom.core import access, blobs, clock, readiness, sessions, tasklogs
+from skyloom.core import access, blobs, clock, measurements, readiness, sessions, tasklogs
 from skyloom.core.cancellation import cancel_task
 from skyloom.core.config import Settings
 from skyloom.core.ddb import (
@@ -34,6 +34,7 @@ from skyloom.core.ddb import (
 )
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.graph import delegations, subtask_depth, uncovered_outputs, unknown_outputs
+from skyloom.core.machine import Machine
 from skyloom.core.models import ResultModel, SessionModel, TaskModel
 from skyloom.core.results import fetch_values
 from skyloom.core.settlement import abort_output, ending_actions, settle
@@ -239,7 +240,17 @@ def load_inputs(settings: Settings, task: TaskModel) -> TaskInput:
         expected_outputs=list(task.expected_outputs or []),
         options=dict(task.options or {}),
         attempt=int(task.attempt or 0) + (0 if claimed(task) else 1),
+        metrics=_asked_metrics(task),
     )
+
+
+def _asked_metrics(task: TaskModel) -> dict[tuple[str, str], float]:
+    """The last values of the measurements the task asked for (``options.metrics``): one
+    BatchGetItem with the inputs, so that ``skyloom.metrics.latest`` makes no call of its own."""
+    pairs = [(str(k), str(n)) for k, n in (task.options or {}).get("metrics") or ()]
+    if not pairs:
+        return {}
+    return {pair: v.value for pair, v in measurements.latest(task.owner, pairs).items()}
 
 
 # ---------------------------------------------------------------------------------------- success
@@ -434,8 +445,10 @@ def _write_staged(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) ->
 
 
 def _attempt_record(task: TaskModel, worker_id: str, outcome: str, error: RemoteError | None = None,
-                    log: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One ended attempt, as the task item keeps it; ``log``: its log's fields (``tasklogs``)."""
+                    log: dict[str, Any] | None = None, machine: Machine | None = None) -> dict[str, Any]:
+    """One ended attempt, as the task item keeps it; ``log``: its log's fields (``tasklogs``);
+    ``machine``: where it ran (the writing worker's; the sweeper, which writes a lost worker's
+    record, does not know it)."""
     rec: dict[str, Any] = {
         "number": int(task.attempt or 0),
         "worker": worker_id,
@@ -448,6 +461,8 @@ def _attempt_record(task: TaskModel, worker_id: str, outcome: str, error: Remote
             error_type=error.type, message=error.message[:4000], traceback=error.traceback[-MAX_TRACEBACK_CHARS:]
         )
     rec.update(log or {})
+    if machine is not None:
+        rec["machine"] = machine.model_dump()
     return rec
 
 
@@ -591,6 +606,8 @@ def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
         return fail(settings, task, worker_id, err, log=c.log) != "lost"
     keys = _store_values(settings, task.session_id, outcome.outputs, token)
     _write_staged(staged_results, staged_tasks)
+    measurements.record(settings, owner=task.owner, session_id=task.session_id, task_id=task.task_id,
+                        attempt=int(task.attempt or 0), values=outcome.measurements)
     metrics = {**c.metrics, "upload": round(time.monotonic() - started, 6)}
 
     now = clock.now()
@@ -600,7 +617,8 @@ def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
         TaskModel.updated_at.set(now),
         TaskModel.metrics.set(metrics),
         TaskModel.attempts.set([*(task.attempts or []), _attempt_record(
-            task, worker_id, "completed", log=tasklogs.attempt_fields(settings, task, c.log))]),
+            task, worker_id, "completed", log=tasklogs.attempt_fields(settings, task, c.log),
+            machine=settings.machine)]),
         TaskModel.lease_owner.remove(),
         TaskModel.lease_expires.remove(),
     ]
@@ -705,7 +723,8 @@ def _record_failure(
     settings: Settings, task: TaskModel, error: RemoteError, *, timed_out: bool, worker: str, held: Condition,
     log: dict[str, Any] | None = None,
 ) -> str:
-    attempts = [*(task.attempts or []), _attempt_record(task, worker, "timeout" if timed_out else "error", error, log)]
+    attempts = [*(task.attempts or []), _attempt_record(task, worker, "timeout" if timed_out else "error", error, log,
+                                                        machine=settings.machine)]
     max_retries = int((task.options or {}).get("max_retries", settings.default_max_retries))
     now = clock.now()
     if error.retryable and retry_decision(int(task.attempt or 0), max_retries):

@@ -197,6 +197,31 @@ SUBTASK_DEPTH: Final = Limit(
 )
 
 #: Every limit, in the order of ``docs/limits.md``.
+# -------------------------------------------------------------------------------- measurements
+METRIC_KEY_LENGTH: Final = Limit(
+    "metric_key_length", 200, "characters",
+    "the business key of `skyloom.metrics.record`/`latest`, `options.metrics`, `/metrics/{key}`",
+    "Part of a DynamoDB partition key with the owner's identity (an ARN of up to ~1 KB): both stay far "
+    "below DynamoDB's 2 KB partition key.",
+)
+METRIC_NAME_LENGTH: Final = Limit(
+    "metric_name_length", 100, "characters", "the measurement name of `record`/`latest`, `options.metrics`",
+    "Part of a DynamoDB sort key with a timestamp and an id: well under DynamoDB's 1 KB sort key.",
+)
+METRICS_PER_TASK: Final = Limit(
+    "metrics_per_task", 100, "(key, name) pairs", "`options.metrics` (last values a task reads at start)",
+    "The worker reads them in one BatchGetItem before the task starts, and a BatchGetItem takes 100 keys.",
+)
+MEASUREMENTS_PER_ATTEMPT: Final = Limit(
+    "measurements_per_attempt", 25, "measurements", "`skyloom.metrics.record` calls in one attempt",
+    "Each is written with the attempt's commit: one BatchWriteItem (25 items) for their history, and one "
+    "conditional update per distinct (key, name) for its last value; 25 bounds what a commit costs.",
+)
+METRICS_HISTORY_PAGE: Final = Limit(
+    "metrics_history_page", 1000, "values", "`limit` of getMetricHistory",
+    "One DynamoDB Query page of small items (1 MB) answers it.",
+)
+
 ALL: Final[tuple[Limit, ...]] = (
     REQUEST_BODY_BYTES,
     INLINE_DATA_BYTES,
@@ -227,6 +252,11 @@ ALL: Final[tuple[Limit, ...]] = (
     SUBTASK_DEPTH,
     TASK_LOG_BYTES,
     TASK_LOG_ATTEMPTS,
+    METRIC_KEY_LENGTH,
+    METRIC_NAME_LENGTH,
+    METRICS_PER_TASK,
+    MEASUREMENTS_PER_ATTEMPT,
+    METRICS_HISTORY_PAGE,
 )
 
 

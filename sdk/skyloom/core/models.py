@@ -26,7 +26,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from skyloom.core.config import Settings
-from skyloom.core.resources import EDGES, RESULTS, SESSIONS, TASKS
+from skyloom.core.resources import EDGES, MEASUREMENTS, RESULTS, SESSIONS, TASKS
 
 #: How DynamoDB calls are retried: as AWS's SDKs retry DynamoDB, with botocore's own DynamoDB policy
 #: ("legacy" mode: 10 attempts, pauses of 50 ms doubling, ~25 s in all). pynamodb's default is
@@ -260,7 +260,32 @@ class WorkerEnvironmentModel(Model):
     recorded_at = NumberAttribute()
 
 
+# ------------------------------------------------------------------------------- measurements
+class MeasurementModel(Model):
+    """A measurement, its series' last value, or a window of run times (:mod:`skyloom.core.measurements`)."""
+
+    class Meta(_Meta):
+        pass
+
+    series = UnicodeAttribute(hash_key=True)
+    entry = UnicodeAttribute(range_key=True)
+    key = UnicodeAttribute(null=True)
+    name = UnicodeAttribute(null=True)
+    value = NumberAttribute(null=True)
+    recorded_at = NumberAttribute(null=True)
+    session_id = UnicodeAttribute(null=True)
+    task_id = UnicodeAttribute(null=True)
+    #: Run-time windows: the handler or function, the window's start, and its histogram.
+    label = UnicodeAttribute(null=True)
+    window = NumberAttribute(null=True)
+    samples = NumberAttribute(null=True)
+    total = NumberAttribute(null=True)
+    buckets = JSONAttribute(null=True)
+    expires_at = NumberAttribute(null=True)
+
+
 _BINDINGS = (
+    (MeasurementModel, MEASUREMENTS),
     (SessionModel, SESSIONS),
     (WorkerEnvironmentModel, SESSIONS),
     (TaskModel, TASKS),

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from skyloom.core import limits
+from skyloom.core.machine import Machine
 from skyloom.errors import InvalidArgument, InvalidRequest
 from skyloom.options import PARTITION_PATTERN, TaskOptions
 
@@ -346,6 +347,8 @@ class Attempt(_Body):
     traceback: str | None = None
     #: Bytes the attempt printed on stdout and stderr (its log: getTaskLogs); None if nothing.
     log_bytes: int | None = None
+    #: The machine it ran on (None for an attempt whose worker was lost, or older records).
+    machine: Machine | None = None
 
 
 class AttemptLog(_Body):
@@ -388,6 +391,8 @@ class TaskInfo(_Body):
     expected_outputs: list[str]
     remaining: list[str] = Field(default_factory=list)
     options: dict[str, Any]
+    #: The partition it runs on (None in answers of servers that predate the field).
+    partition: str | None = None
     parent_task_id: str | None = None
     attempt: int = 0
     attempts: list[Attempt] = Field(default_factory=list)

@@ -103,7 +103,19 @@ EDGES = TableSpec(
     purpose="result -> dependent task, written before the dependent re-checks the result.",
 )
 
-TABLES: tuple[TableSpec, ...] = (SESSIONS, TASKS, RESULTS, EDGES)
+MEASUREMENTS = TableSpec(
+    logical="measurements",
+    # "<owner>#<business key>": every read is one owner's, so tenant isolation is in the key itself.
+    hash_key=Key("series"),
+    # "latest#<name>" (the last value), "h#<name>#<time>#<id>" (history), "d#<label>#<minute>#<worker>"
+    # (a worker's minute of run times of one handler or function, under the reserved key "~durations").
+    range_key=Key("entry"),
+    ttl_attribute="expires_at",
+    purpose="Measurements that outlive sessions (skyloom.metrics), their last values, and run-time "
+            "history per handler and function; kept for SKYLOOM_METRICS_RETENTION_DAYS by TTL.",
+)
+
+TABLES: tuple[TableSpec, ...] = (SESSIONS, TASKS, RESULTS, EDGES, MEASUREMENTS)
 
 
 @dataclass(frozen=True)

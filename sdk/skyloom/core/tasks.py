@@ -22,6 +22,7 @@ def task_info(t: TaskModel) -> TaskInfo:
         expected_outputs=list(t.expected_outputs or []),
         remaining=sorted(t.remaining or []),
         options=dict(t.options or {}),
+        partition=t.partition,
         parent_task_id=t.parent_task_id,
         attempt=int(t.attempt or 0),
         # The log text and its key stay out: the task's view says how much was printed, getTaskLogs reads it.

@@ -10,7 +10,9 @@ unchanged in a task.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,9 +24,10 @@ from typing import Any, NoReturn
 from skyloom.client.callspec import rewrite_dependency
 from skyloom.client.futures import Future
 from skyloom.client.specs import TaskRequest
-from skyloom.errors import InvalidRequest, ResultAlreadyWritten
-from skyloom.options import TaskOptions
-from skyloom.runtime.outcome import StagedResult, StagedTask, TaskInput, TaskOutcome
+from skyloom.core.limits import MEASUREMENTS_PER_ATTEMPT
+from skyloom.errors import InvalidArgument, InvalidRequest, ResultAlreadyWritten
+from skyloom.options import TaskOptions, check_metric
+from skyloom.runtime.outcome import Recorded, StagedResult, StagedTask, TaskInput, TaskOutcome
 
 _current: ContextVar[TaskContext | None] = ContextVar("skyloom_task_context", default=None)
 #: The task this process is running, for threads the task starts (they do not inherit contextvars).
@@ -93,6 +96,8 @@ class TaskContext:
         #: result id -> id of the staged task producing it (parent outputs included: delegation).
         self._producer: dict[str, str] = {}
         self._blobs: dict[str, str] = {}
+        self._metrics = dict(inp.metrics)
+        self._recorded: list[Recorded] = []
 
     # ------------------------------------------------------------------------------ low level
     def send_result(self, result_id: str, data: bytes) -> None:
@@ -230,6 +235,42 @@ class TaskContext:
             self._producer[output] = self._producer.pop(result_id)
             del self._results[result_id]
 
+    # ---------------------------------------------------------------------------- measurements
+    def record(self, key: str, name: str, value: float) -> None:
+        """Record ``value`` as ``name`` under the business key ``key``; it is stored when this attempt
+        succeeds, outlives the session, and is what ``latest(key, name)`` returns from then on.
+
+        Raises:
+            InvalidArgument: a key or name that is not valid, a value that is not a finite number,
+                or more than ``limits.MEASUREMENTS_PER_ATTEMPT`` records in one attempt.
+        """
+        check_metric(key, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise InvalidArgument(f"a measurement is a finite number, got {value!r}", field="value")
+        with self._lock:
+            if len(self._recorded) >= MEASUREMENTS_PER_ATTEMPT.value:
+                raise InvalidArgument(
+                    f"at most {MEASUREMENTS_PER_ATTEMPT.value} measurements per attempt", field="value",
+                    details={"limit": MEASUREMENTS_PER_ATTEMPT.value},
+                )
+            self._recorded.append(Recorded(key, name, float(value), time.time()))
+
+    def latest(self, key: str, name: str) -> float | None:
+        """The last value recorded as ``name`` under ``key`` when this attempt started (None if none
+        was), read without a call: the pair must be in the task's ``metrics`` option.
+
+        Raises:
+            InvalidArgument: the pair was not asked for in ``TaskOptions(metrics=[...])``.
+        """
+        check_metric(key, name)
+        if (key, name) not in set(self.options.metrics or ()):
+            raise InvalidArgument(
+                f"({key!r}, {name!r}) was not asked for: submit the task with "
+                f"TaskOptions(metrics=[({key!r}, {name!r})]) so that the worker reads it before the task starts",
+                field="metrics",
+            )
+        return self._metrics.get((key, name))
+
     def outcome(self) -> TaskOutcome:
         """What the attempt produced, after checking each expected output is covered exactly once.
 
@@ -248,6 +289,7 @@ class TaskContext:
                 outputs=dict(self._outputs),
                 staged_results=list(self._results.values()),
                 staged_tasks=list(self._tasks),
+                measurements=list(self._recorded),
             )
 
     @contextmanager

@@ -38,6 +38,9 @@ class TaskInput:
     #: Effective task options (a TaskOptions dict).
     options: dict[str, Any]
     attempt: int = 1
+    #: Last recorded values of the (key, name) pairs asked for in ``options["metrics"]``, fetched
+    #: by the agent with the inputs; a pair never recorded (or expired) is absent.
+    metrics: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,12 +108,25 @@ class RemoteError:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """A value the task recorded under a business key (``skyloom.metrics.record``)."""
+
+    key: str
+    name: str
+    value: float
+    #: Unix time of the record call.
+    at: float
+
+
+@dataclass(frozen=True)
 class TaskOutcome:
     #: Values of the expected outputs this task produced itself (not delegated).
     outputs: dict[str, bytes] = field(default_factory=dict)
     staged_results: list[StagedResult] = field(default_factory=list)
     staged_tasks: list[StagedTask] = field(default_factory=list)
     error: RemoteError | None = None
+    #: Measurements, written with the attempt's commit (discarded if it fails, like staged work).
+    measurements: list[Recorded] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
