@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,9 +18,12 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from skyloom.client import backend
 from skyloom.client.callspec import rewrite_dependency
 from skyloom.client.futures import Future
 from skyloom.client.specs import TaskRequest
+from skyloom.core.clock import new_id
+from skyloom.core.protocol import CALL_HANDLER
 from skyloom.errors import InvalidRequest, ResultAlreadyWritten
 from skyloom.options import TaskOptions
 from skyloom.runtime.outcome import StagedResult, StagedTask, TaskInput, TaskOutcome
@@ -30,8 +32,6 @@ _current: ContextVar[TaskContext | None] = ContextVar("skyloom_task_context", de
 #: The task this process is running, for threads the task starts (they do not inherit contextvars).
 #: A worker's child process runs one task at a time, so one slot is enough.
 _running: TaskContext | None = None
-
-CALL_HANDLER = "skyloom.call"
 
 
 class OutputsNotCovered(RuntimeError):
@@ -165,7 +165,7 @@ class TaskContext:
 
     # ------------------------------------------------------------------ backend of fn.submit()
     def new_id(self) -> str:
-        return uuid.uuid4().hex
+        return new_id()
 
     def blob_ref(self, data: bytes) -> str:
         key = hashlib.sha256(data).hexdigest()
@@ -304,3 +304,7 @@ class TaskContext:
 def _options(raw: Mapping[str, object]) -> TaskOptions:
     known = {k: v for k, v in raw.items() if k in TaskOptions.model_fields and v is not None}
     return TaskOptions.model_validate(known)
+
+
+# fn.submit() inside a task stages here; the client finds it through this hook, without importing us.
+backend.set_task_lookup(active_context)
