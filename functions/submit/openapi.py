@@ -73,12 +73,9 @@ def render(app: APIGatewayRestResolver) -> str:
     return json.dumps(document(app), indent=2, ensure_ascii=False) + "\n"
 
 
-def main() -> None:
-    """Print the document: ``python -m functions.submit.openapi > docs/openapi.json``."""
-    from functions.submit.routes import app  # here, not at the top: routes imports this module
+if __name__ == "__main__":
+    # ``python -m functions.submit.openapi > docs/openapi.json``. Run so, this file is the module
+    # ``__main__``: the routes import the module ``functions.submit.openapi``, a different one.
+    from functions.submit.routes import app
 
     sys.stdout.write(render(app))
-
-
-if __name__ == "__main__":
-    main()

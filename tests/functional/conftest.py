@@ -86,19 +86,19 @@ def _serialize_moto(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """moto with the whole stack provisioned; the submit Lambda reads these settings from env."""
-    from functions.submit import routes
+    from functions.submit import shared
 
     for key, value in TEST_ENV.items():
         monkeypatch.setenv(key, value)
     _serialize_moto(monkeypatch)
     monkeypatch.delenv("SKYLOOM_AWS_ENDPOINT", raising=False)
-    routes.reset_settings()
+    shared.reset_settings()
     with mock_aws():
         settings = Settings.from_env()
         provision(settings)
         models.bind(settings)
         yield settings
-    routes.reset_settings()
+    shared.reset_settings()
 
 
 # ------------------------------------------------------------------------------------ db counts
@@ -330,7 +330,7 @@ class LogCapture:
 def submit_logs() -> Iterator[LogCapture]:
     """Point the Powertools handler at a buffer: it holds the ``sys.stdout`` of import time, which
     ``capsys`` cannot see."""
-    from functions.submit.routes import logger
+    from functions.submit.shared import logger
 
     handler = logger.registered_handler
     assert isinstance(handler, logging.StreamHandler)
