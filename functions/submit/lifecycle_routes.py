@@ -12,9 +12,9 @@ from typing import Any
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.submit.shared import CurrentSettings, Owner, SessionId, metrics, responses
 from skyloom.core import lifecycle
 from skyloom.core.protocol import IdsRequest, SessionInfo, TasksResponse
+from skyloom_server.functions.submit.shared import CurrentSettings, Owner, SessionId, metrics, responses
 
 router = Router()
 

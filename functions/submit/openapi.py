@@ -1,7 +1,7 @@
 """The OpenAPI document of the REST API, generated from the routes and the protocol models.
 
 ``docs/openapi.json`` is the public contract that lets any language be a client. It is generated,
-never edited: ``python -m functions.submit.openapi > docs/openapi.json``, and a unit test fails when
+never edited: ``python -m skyloom_server.functions.submit.openapi > docs/openapi.json``, and a unit test fails when
 the committed file differs from what the code generates, so the contract cannot drift.
 
 Powertools documents what its defaults would do; two of them are not what this API does, so the
@@ -74,8 +74,8 @@ def render(app: APIGatewayRestResolver) -> str:
 
 
 if __name__ == "__main__":
-    # ``python -m functions.submit.openapi > docs/openapi.json``. Run so, this file is the module
-    # ``__main__``: the routes import the module ``functions.submit.openapi``, a different one.
-    from functions.submit.routes import app
+    # ``python -m skyloom_server.functions.submit.openapi > docs/openapi.json``. Run so, this file is the module
+    # ``__main__``: the routes import the module ``skyloom_server.functions.submit.openapi``, a different one.
+    from skyloom_server.functions.submit.routes import app
 
     sys.stdout.write(render(app))

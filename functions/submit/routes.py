@@ -21,18 +21,6 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.submit import errors, lifecycle_routes, openapi
-from functions.submit.identity import principal_of
-from functions.submit.shared import (
-    CurrentSettings,
-    Owner,
-    ResultId,
-    SessionId,
-    TaskId,
-    logger,
-    metrics,
-    responses,
-)
 from skyloom.core import environment, events, limits, queries, results, sessions, submission, tasklogs, tasks
 from skyloom.core.protocol import (
     ID_PATTERN,
@@ -67,6 +55,18 @@ from skyloom.core.protocol_queries import (
 )
 from skyloom.core.states import ResultStatus, SessionStatus, TaskStatus
 from skyloom.errors import InvalidRequest, PayloadTooLarge
+from skyloom_server.functions.submit import errors, lifecycle_routes, openapi
+from skyloom_server.functions.submit.identity import principal_of
+from skyloom_server.functions.submit.shared import (
+    CurrentSettings,
+    Owner,
+    ResultId,
+    SessionId,
+    TaskId,
+    logger,
+    metrics,
+    responses,
+)
 
 #: Lambda refuses synchronous invocation payloads over 6 MB; the local stack has no such gate, so the
 #: API enforces it itself, before parsing, to behave the same on a laptop as on AWS.

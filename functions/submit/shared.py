@@ -15,10 +15,10 @@ from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
-from functions.submit.identity import current_owner
 from skyloom.core import models
 from skyloom.core.config import Settings
 from skyloom.core.protocol import ID_PATTERN, ErrorBody
+from skyloom_server.functions.submit.identity import current_owner
 
 SERVICE = "skyloom-submit"
 METRICS_NAMESPACE = "Skyloom"

@@ -27,7 +27,7 @@ POLICIES = {"gpu": {"allowed_identities": ["arn:aws:iam::123456789012:user/ali*"
 
 @pytest.fixture
 def restricted(aws_stack: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    from functions.submit import shared
+    from skyloom_server.functions.submit import shared
 
     monkeypatch.setenv(POLICIES_ENV, json.dumps(POLICIES))
     shared.reset_settings()
