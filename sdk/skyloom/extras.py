@@ -13,8 +13,8 @@ from importlib.util import find_spec
 
 #: The modules each extra provides (import names), as pyproject.toml's optional dependencies list them.
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "server": ("pynamodb", "aws_lambda_powertools"),
-    "local": ("pynamodb", "aws_lambda_powertools", "moto", "gunicorn"),
+    "server": ("pynamodb", "aws_lambda_powertools", "pydantic_settings"),
+    "local": ("pynamodb", "aws_lambda_powertools", "pydantic_settings", "moto", "gunicorn"),
 }
 
 

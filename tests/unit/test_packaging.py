@@ -40,7 +40,7 @@ def test_every_package_folder_is_listed_under_its_installed_name() -> None:
 def test_the_extras_bring_the_modules_skyloom_extras_checks() -> None:
     extras: dict[str, list[str]] = _project()["project"]["optional-dependencies"]  # type: ignore[index]
     import_name = {"pynamodb": "pynamodb", "aws-lambda-powertools": "aws_lambda_powertools", "moto": "moto",
-                   "gunicorn": "gunicorn"}
+                   "gunicorn": "gunicorn", "pydantic-settings": "pydantic_settings"}
 
     def modules(extra: str) -> set[str]:
         out: set[str] = set()
