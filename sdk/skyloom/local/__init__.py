@@ -11,7 +11,7 @@ from __future__ import annotations
 from skyloom.extras import require
 
 # Before anything else: without the extra, a clear MissingExtra instead of "No module named 'moto'".
-require("local", "The local stack (skyloom.local)")
+require("local", "the local stack (skyloom.local)")
 
 from skyloom.local.credentials import (
     ENDPOINT_ENV,
