@@ -260,6 +260,8 @@ def _in_order(futures: list[Future[Any]], end: float | None, *, chunked: bool) -
                 yield value
     finally:
         if read < len(futures):
+            # Here, not at the top: a task's child process runs task functions without the waiting
+            # machinery (gathering -> waiting -> the HTTP client), and only a client iterates a map.
             from skyloom.client.gathering import cancel
 
             cancel(futures[read:])
