@@ -1,4 +1,4 @@
-"""``python -m fargate_worker``: run one worker agent until it is told to stop.
+"""``python -m skyloom_server.fargate_worker``: run one worker agent until it is told to stop.
 
 Flags override the environment (``SKYLOOM_WORKER_*``, see :mod:`fargate_worker.settings`). Exit
 codes: 0 after an orderly or signalled stop, 1 if the agent is broken, 2 if misconfigured.
@@ -11,17 +11,19 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from fargate_worker import machine
-from fargate_worker.agent import Agent
-from fargate_worker.settings import WorkerConfigError, load
-from fargate_worker.telemetry import logger
 from skyloom.core import environment, models
 from skyloom.core.aws import client
 from skyloom.runtime import lifeline
+from skyloom_server.fargate_worker import machine
+from skyloom_server.fargate_worker.agent import Agent
+from skyloom_server.fargate_worker.settings import WorkerConfigError, load
+from skyloom_server.fargate_worker.telemetry import logger
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m fargate_worker", description="Run a Skyloom worker agent.")
+    p = argparse.ArgumentParser(
+        prog="python -m skyloom_server.fargate_worker", description="Run a Skyloom worker agent."
+    )
     p.add_argument("--partition", help="partition whose queues to drain (SKYLOOM_WORKER_PARTITION)")
     p.add_argument("--slots", type=int, help="tasks run at once (SKYLOOM_WORKER_SLOTS)")
     p.add_argument("--burst", action="store_true", default=None,

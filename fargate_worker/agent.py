@@ -40,21 +40,21 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from fargate_worker.attempt import Attempts, ExecutionOps
-from fargate_worker.child import ChildProcess
-from fargate_worker.durations import DurationBook
-from fargate_worker.heartbeat import Heartbeat
-from fargate_worker.ledger import Ledger
-from fargate_worker.messages import Held, Mailbox
-from fargate_worker.policy import UPPER_POLL_SECONDS, Backoff, new_worker_id, poll_plan
-from fargate_worker.settings import WorkerConfigError, WorkerSettings
-from fargate_worker.shutdown import ForcedShutdown, StopControl
-from fargate_worker.slots import SlotPool
-from fargate_worker.telemetry import BusyMeter, logger, memory_limit_bytes
 from skyloom.core import execution
 from skyloom.core.aws import client
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import queue_urls_by_priority
+from skyloom_server.fargate_worker.attempt import Attempts, ExecutionOps
+from skyloom_server.fargate_worker.child import ChildProcess
+from skyloom_server.fargate_worker.durations import DurationBook
+from skyloom_server.fargate_worker.heartbeat import Heartbeat
+from skyloom_server.fargate_worker.ledger import Ledger
+from skyloom_server.fargate_worker.messages import Held, Mailbox
+from skyloom_server.fargate_worker.policy import UPPER_POLL_SECONDS, Backoff, new_worker_id, poll_plan
+from skyloom_server.fargate_worker.settings import WorkerConfigError, WorkerSettings
+from skyloom_server.fargate_worker.shutdown import ForcedShutdown, StopControl
+from skyloom_server.fargate_worker.slots import SlotPool
+from skyloom_server.fargate_worker.telemetry import BusyMeter, logger, memory_limit_bytes
 
 
 class Agent:

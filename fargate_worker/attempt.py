@@ -21,13 +21,6 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
-from fargate_worker.child import ChildProcess, ChildResult, Ending
-from fargate_worker.durations import DurationBook
-from fargate_worker.ledger import Ledger
-from fargate_worker.messages import Held, Mailbox
-from fargate_worker.policy import AWS_UNAVAILABLE, Action, Backoff, Verdict, bytes_in, bytes_out, max_duration
-from fargate_worker.shutdown import StopControl
-from fargate_worker.telemetry import AttemptTrace, emit_task_metrics, emit_task_started, logger
 from skyloom.core import clock
 from skyloom.core.aws import transient_error
 from skyloom.core.config import Settings
@@ -37,6 +30,21 @@ from skyloom.core.models import TaskModel
 from skyloom.core.states import TaskStatus
 from skyloom.errors import SkyloomError
 from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome
+from skyloom_server.fargate_worker.child import ChildProcess, ChildResult, Ending
+from skyloom_server.fargate_worker.durations import DurationBook
+from skyloom_server.fargate_worker.ledger import Ledger
+from skyloom_server.fargate_worker.messages import Held, Mailbox
+from skyloom_server.fargate_worker.policy import (
+    AWS_UNAVAILABLE,
+    Action,
+    Backoff,
+    Verdict,
+    bytes_in,
+    bytes_out,
+    max_duration,
+)
+from skyloom_server.fargate_worker.shutdown import StopControl
+from skyloom_server.fargate_worker.telemetry import AttemptTrace, emit_task_metrics, emit_task_started, logger
 
 #: Error type of an attempt whose inputs could not be loaded.
 INPUT_ERROR = "InputFetchFailed"

@@ -41,9 +41,9 @@ from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-from fargate_worker.capture import OutputPipe, flush_child_output, redirect_child_output, wait_reading
 from skyloom.core.limits import TASK_LOG_BYTES
 from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome, portable_args
+from skyloom_server.fargate_worker.capture import OutputPipe, flush_child_output, redirect_child_output, wait_reading
 
 log = logging.getLogger("skyloom-worker.child")
 
@@ -104,7 +104,7 @@ class ChildProcess:
 
     As with any ``spawn`` child, a script that creates one must guard its entry point with
     ``if __name__ == "__main__":`` (the child imports the parent's main module);
-    ``python -m fargate_worker`` and pytest need nothing.
+    ``python -m skyloom_server.fargate_worker`` and pytest need nothing.
 
     Example:
         >>> child = ChildProcess(target=my_module.run)   # default: skyloom.runtime.executor.run_task

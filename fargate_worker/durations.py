@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fargate_worker.telemetry import emit_label_run_times, logger
 from skyloom.core import measurements
 from skyloom.core.config import Settings
 from skyloom.core.measurements import WINDOW_SECONDS, Histogram
+from skyloom_server.fargate_worker.telemetry import emit_label_run_times, logger
 
 #: Values per label and minute sent to CloudWatch (an EMF metric holds at most 100 values).
 EMF_SAMPLE = 100

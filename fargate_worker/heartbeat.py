@@ -11,10 +11,12 @@ from __future__ import annotations
 import threading
 import time
 
-from fargate_worker.attempt import ExecutionOps
-from fargate_worker.ledger import Ledger
-from fargate_worker.messages import Held, Mailbox
-from fargate_worker.telemetry import (
+from skyloom.core import execution
+from skyloom.core.config import Settings
+from skyloom_server.fargate_worker.attempt import ExecutionOps
+from skyloom_server.fargate_worker.ledger import Ledger
+from skyloom_server.fargate_worker.messages import Held, Mailbox
+from skyloom_server.fargate_worker.telemetry import (
     MEMORY_WARN_FRACTION,
     BusyMeter,
     emit_busy_fraction,
@@ -22,8 +24,6 @@ from fargate_worker.telemetry import (
     logger,
     rss_bytes,
 )
-from skyloom.core import execution
-from skyloom.core.config import Settings
 
 #: How long a task taken on its receipt runs before it is claimed (at most one beat).
 CLAIM_AFTER_SECONDS = 1.0

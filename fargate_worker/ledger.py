@@ -13,10 +13,10 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
-from fargate_worker.messages import Held
-from fargate_worker.policy import in_flight_limit, receive_budget, refill_budget
-from fargate_worker.settings import WorkerSettings
-from fargate_worker.shutdown import StopControl
+from skyloom_server.fargate_worker.messages import Held
+from skyloom_server.fargate_worker.policy import in_flight_limit, receive_budget, refill_budget
+from skyloom_server.fargate_worker.settings import WorkerSettings
+from skyloom_server.fargate_worker.shutdown import StopControl
 
 #: An agent idle this long sizes its next receive as if it knew nothing of its tasks' duration.
 IDLE_FORGET_SECONDS = 0.25

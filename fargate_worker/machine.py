@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from fargate_worker.telemetry import logger
 from skyloom.core.machine import LOCAL, UNKNOWN, Machine
+from skyloom_server.fargate_worker.telemetry import logger
 
 METADATA_ENV = "ECS_CONTAINER_METADATA_URI_V4"
 #: The instance metadata service (IMDSv2: a session token first, then reads with it).

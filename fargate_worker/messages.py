@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from fargate_worker.child import ChildProcess
-from fargate_worker.policy import MAX_RECEIVE
-from fargate_worker.telemetry import AttemptTrace, logger
 from skyloom.core.dispatching import TaskMessage, UndecodableMessage
 from skyloom.core.models import TaskModel
 from skyloom.runtime.outcome import RemoteError, TaskInput
+from skyloom_server.fargate_worker.child import ChildProcess
+from skyloom_server.fargate_worker.policy import MAX_RECEIVE
+from skyloom_server.fargate_worker.telemetry import AttemptTrace, logger
 
 #: How long a delete may wait for others to share its batch call. Nobody waits for a delete (its
 #: task's fate is already in DynamoDB), so it may wait long enough to gather the completions of a

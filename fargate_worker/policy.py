@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from fargate_worker.child import ChildResult, Ending, outcome_bytes
 from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome
+from skyloom_server.fargate_worker.child import ChildResult, Ending, outcome_bytes
 
 #: SQS returns at most 10 messages per receive.
 MAX_RECEIVE = 10

@@ -13,9 +13,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from skyloom.core.config import Settings
+from pydantic import BeforeValidator, Field
+
+from skyloom.core.config import EnvReader, Settings
 
 #: SQS caps WaitTimeSeconds at 20.
 MAX_POLL_WAIT = 20
@@ -93,25 +95,42 @@ class WorkerSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
-        e = os.environ if env is None else env
-        max_tasks = _int(e, "SKYLOOM_WORKER_MAX_TASKS", 0)
-        return cls(
-            partition=e.get("SKYLOOM_WORKER_PARTITION") or "default",
-            slots=default_slots() if e.get("SKYLOOM_WORKER_SLOTS", "").strip().lower() in ("", "auto")
-            else _int(e, "SKYLOOM_WORKER_SLOTS", 1),
-            poll_wait=_int(e, "SKYLOOM_WORKER_POLL_WAIT", 1),
-            grace_seconds=_float(e, "SKYLOOM_WORKER_GRACE_SECONDS", 100.0),
-            max_tasks=max_tasks or None,
-            burst=_bool(e, "SKYLOOM_WORKER_BURST"),
-            busy_report_seconds=_float(e, "SKYLOOM_WORKER_BUSY_REPORT_SECONDS", 60.0),
-            overlap_reports=_bool(e, "SKYLOOM_WORKER_OVERLAP_REPORTS", default=True),
-            prefetch=_int(e, "SKYLOOM_WORKER_PREFETCH", 1),
-            max_output_bytes=_int(e, "SKYLOOM_WORKER_MAX_OUTPUT_BYTES", DEFAULT_MAX_OUTPUT_BYTES),
-        )
+        """The settings of the ``SKYLOOM_WORKER_*`` variables of ``env`` (default ``os.environ``).
+
+        Raises:
+            WorkerConfigError: a variable's value is invalid; the message names it.
+        """
+        given = _WorkerEnv.read(env, error=WorkerConfigError).given()
+        if given.get("slots") == "auto":
+            del given["slots"]  # the field's default: one per vCPU
+        if given.get("max_tasks") == 0:
+            del given["max_tasks"]  # 0 means no limit, as unset
+        return cls(**given)
 
     def with_overrides(self, **overrides: Any) -> WorkerSettings:
         """These settings with every override that is not None applied (command-line flags)."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+class _WorkerEnv(EnvReader):
+    """The ``SKYLOOM_WORKER_*`` variables (the ECS task definition and local mode set them)."""
+
+    partition: str | None = Field(None, validation_alias="SKYLOOM_WORKER_PARTITION")
+    slots: Annotated[Literal["auto"] | int | None, BeforeValidator(_lower)] = Field(
+        None, validation_alias="SKYLOOM_WORKER_SLOTS"
+    )
+    poll_wait: int | None = Field(None, validation_alias="SKYLOOM_WORKER_POLL_WAIT")
+    grace_seconds: float | None = Field(None, validation_alias="SKYLOOM_WORKER_GRACE_SECONDS")
+    max_tasks: int | None = Field(None, validation_alias="SKYLOOM_WORKER_MAX_TASKS")
+    burst: bool | None = Field(None, validation_alias="SKYLOOM_WORKER_BURST")
+    busy_report_seconds: float | None = Field(None, validation_alias="SKYLOOM_WORKER_BUSY_REPORT_SECONDS")
+    overlap_reports: bool | None = Field(None, validation_alias="SKYLOOM_WORKER_OVERLAP_REPORTS")
+    prefetch: int | None = Field(None, validation_alias="SKYLOOM_WORKER_PREFETCH")
+    max_output_bytes: int | None = Field(None, validation_alias="SKYLOOM_WORKER_MAX_OUTPUT_BYTES")
 
 
 def default_slots(cpu_max: str = CGROUP_CPU_MAX, v1_quota: tuple[str, str] = CGROUP_V1_CPU_QUOTA) -> int:
@@ -153,34 +172,3 @@ def load(env: Mapping[str, str] | None = None) -> tuple[Settings, WorkerSettings
         raise
     except ValueError as exc:
         raise WorkerConfigError(str(exc)) from exc
-
-
-def _int(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise WorkerConfigError(f"{key} must be an integer, got {raw!r}") from None
-
-
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise WorkerConfigError(f"{key} must be a number, got {raw!r}") from None
-
-
-def _bool(env: Mapping[str, str], key: str, *, default: bool = False) -> bool:
-    raw = env.get(key, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise WorkerConfigError(f"{key} must be true or false, got {raw!r}")

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from types import FrameType
 from typing import Any
 
-from fargate_worker.telemetry import logger
+from skyloom_server.fargate_worker.telemetry import logger
 
 #: After a forced stop, how long slots get to give their tasks back before the process exits anyway.
 FORCED_EXIT_SECONDS = 15.0

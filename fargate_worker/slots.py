@@ -21,16 +21,16 @@ import threading
 import time
 from collections.abc import Callable
 
-from fargate_worker.attempt import Attempts
-from fargate_worker.child import ChildProcess
-from fargate_worker.ledger import Ledger
-from fargate_worker.messages import Held
-from fargate_worker.policy import Action, Backoff, Verdict, verdict
-from fargate_worker.settings import WorkerSettings
-from fargate_worker.shutdown import FORCED_EXIT_SECONDS, StopControl
-from fargate_worker.telemetry import BusyMeter, logger
 from skyloom.core.models import TaskModel
 from skyloom.runtime.outcome import TaskInput
+from skyloom_server.fargate_worker.attempt import Attempts
+from skyloom_server.fargate_worker.child import ChildProcess
+from skyloom_server.fargate_worker.ledger import Ledger
+from skyloom_server.fargate_worker.messages import Held
+from skyloom_server.fargate_worker.policy import Action, Backoff, Verdict, verdict
+from skyloom_server.fargate_worker.settings import WorkerSettings
+from skyloom_server.fargate_worker.shutdown import FORCED_EXIT_SECONDS, StopControl
+from skyloom_server.fargate_worker.telemetry import BusyMeter, logger
 
 Report = tuple[Held, TaskModel, Verdict, dict[str, float]]
 #: At most this many finished attempts are reported together (one commit of up to 100 items).

@@ -9,10 +9,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.dispatch import dead_letters, velocity
-from functions.dispatch.sweeper import sweep
 from skyloom.core.config import Settings
 from skyloom.core.models import bind
+from skyloom_server.functions.dispatch import dead_letters, velocity
+from skyloom_server.functions.dispatch.sweeper import sweep
 
 logger = Logger(service="skyloom-dispatch")
 tracer = Tracer(service="skyloom-dispatch")

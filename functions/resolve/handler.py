@@ -15,9 +15,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.resolve.resolution import Resolved, resolve_batch, resolve_record
 from skyloom.core.config import Settings
 from skyloom.core.models import bind
+from skyloom_server.functions.resolve.resolution import Resolved, resolve_batch, resolve_record
 
 logger = Logger(service="skyloom-resolve")
 tracer = Tracer(service="skyloom-resolve")

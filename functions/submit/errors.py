@@ -37,8 +37,8 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.metrics import MetricUnit
 
-from skyloom.core.protocol import MAX_LISTED_ERRORS as MAX_LISTED_ERRORS  # re-exported for callers
-from skyloom.core.protocol import invalid_request
+from skyloom.core.validation import MAX_LISTED_ERRORS as MAX_LISTED_ERRORS  # re-exported for callers
+from skyloom.core.validation import invalid_request
 from skyloom.errors import InvalidRequest, NotFound, SkyloomError
 
 #: Where a validation error points when the JSON of the body itself is broken.
@@ -76,7 +76,7 @@ def field_of(loc: Sequence[Any], error_type: str = "") -> str:
 def validation_error(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
     """The :class:`InvalidRequest` equivalent of a list of pydantic errors, first error first.
 
-    The SDK describes the same errors with the same function (:func:`skyloom.core.protocol.invalid_request`)
+    The SDK describes the same errors with the same function (:func:`skyloom.core.validation.invalid_request`)
     when it refuses a request before sending it; here fields are named relative to the body.
     """
     return invalid_request(errors, field_of)

@@ -14,7 +14,8 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.submit.routes import app, logger, metrics, reset_settings, tracer
+from skyloom_server.functions.submit.routes import app
+from skyloom_server.functions.submit.shared import logger, metrics, reset_settings, tracer
 
 __all__ = ["handler", "reset_settings"]
 

@@ -1,7 +1,7 @@
 """Routes that change a session's or a task's lifecycle: cancel, pause, resume, purge, delete.
 
-Kept apart from ``routes.py`` (reads and submissions) but registered on the same resolver, so they
-share its validation, error mapping, identity and OpenAPI document.
+Kept apart from ``routes.py`` (reads and submissions) on their own router, which ``routes.py`` includes
+in its resolver, so they share its validation, error mapping, identity and OpenAPI document.
 """
 
 from __future__ import annotations
@@ -9,20 +9,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.submit.routes import CurrentSettings, Owner, SessionId, _responses, app, metrics
 from skyloom.core import lifecycle
 from skyloom.core.protocol import IdsRequest, SessionInfo, TasksResponse
+from skyloom_server.functions.submit.shared import CurrentSettings, Owner, SessionId, metrics, responses
+
+router = Router()
 
 
 def _session_route(path: str, operation: str, summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return app.post(
+    return router.post(
         f"/sessions/<session_id>/{path}",
         operation_id=operation,
         summary=summary,
         tags=["sessions"],
-        responses=_responses(200, body=False),
+        responses=responses(200, body=False),
     )
 
 
@@ -52,24 +55,24 @@ def purge_session(session_id: SessionId, owner: Owner, settings: CurrentSettings
     return lifecycle.purge_session(settings, owner, session_id)
 
 
-@app.delete(
+@router.delete(
     "/sessions/<session_id>",
     operation_id="deleteSession",
     summary="Delete a closed or cancelled session, its data and its metadata",
     tags=["sessions"],
-    responses=_responses(200, body=False),
+    responses=responses(200, body=False),
 )
 def delete_session(session_id: SessionId, owner: Owner, settings: CurrentSettings) -> SessionInfo:
     """Leaves a Deleted tombstone; the session then reads as not found."""
     return lifecycle.delete_session(settings, owner, session_id)
 
 
-@app.post(
+@router.post(
     "/sessions/<session_id>/tasks/cancel",
     operation_id="cancelTasks",
     summary="Cancel tasks",
     tags=["tasks"],
-    responses=_responses(200, body=True),
+    responses=responses(200, body=True),
 )
 def cancel_tasks(session_id: SessionId, req: IdsRequest, owner: Owner, settings: CurrentSettings) -> TasksResponse:
     """Queued tasks never start; running ones are stopped at their worker's next heartbeat."""

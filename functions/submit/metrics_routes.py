@@ -1,6 +1,7 @@
 """Routes of the measurements API: values tasks recorded under business keys, and run-time history.
 
-Registered on the same resolver as ``routes.py`` (shared validation, errors, identity and OpenAPI).
+Their own router, which ``routes.py`` includes on its resolver (shared validation, errors, identity and
+OpenAPI).
 Every read is keyed by the caller's identity (:mod:`skyloom.core.measurements` puts the owner in the
 partition key), so an identity never sees another's measurements, as with sessions.
 """
@@ -10,27 +11,29 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
+from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
-from functions.submit.routes import CurrentSettings, Owner, _responses, app
 from skyloom.core import limits, measurements
 from skyloom.core.protocol_metrics import DurationStats, LatestRequest, LatestResponse, MetricHistory, MetricKeyInfo
 from skyloom.options import METRIC_KEY_PATTERN, METRIC_NAME_PATTERN
+from skyloom_server.functions.submit.shared import CurrentSettings, Owner, responses
 
 MetricKeyPath = Annotated[str, Path(pattern=METRIC_KEY_PATTERN, max_length=limits.METRIC_KEY_LENGTH.value,
                                     description="A business key (e.g. a trade id).")]
 MetricNamePath = Annotated[str, Path(pattern=METRIC_NAME_PATTERN, max_length=limits.METRIC_NAME_LENGTH.value,
                                      description="A measurement name.")]
+router = Router()
 #: Default span of :func:`durations`: the last week.
 DEFAULT_DURATION_SPAN = 7 * 86400.0
 
 
-@app.post(
+@router.post(
     "/metrics/latest",
     operation_id="getLatestMetrics",
     summary="The last recorded value of each (key, name) pair",
     tags=["metrics"],
-    responses=_responses(200, body=True, session=False),
+    responses=responses(200, body=True, session=False),
 )
 def latest_metrics(req: LatestRequest, owner: Owner, settings: CurrentSettings) -> LatestResponse:
     """Pairs never recorded (or expired) are left out."""
@@ -38,23 +41,23 @@ def latest_metrics(req: LatestRequest, owner: Owner, settings: CurrentSettings) 
     return LatestResponse(values=[found[(k, n)] for k, n in dict.fromkeys(req.pairs) if (k, n) in found])
 
 
-@app.get(
+@router.get(
     "/metrics/<key>",
     operation_id="getMetricKey",
     summary="Every measurement recorded under a business key, with its last value",
     tags=["metrics"],
-    responses=_responses(200, body=False, session=False),
+    responses=responses(200, body=False, session=False),
 )
 def metric_key(key: MetricKeyPath, owner: Owner, settings: CurrentSettings) -> MetricKeyInfo:
     return MetricKeyInfo(key=key, latest=measurements.latest_by_key(owner, key))
 
 
-@app.get(
+@router.get(
     "/metrics/<key>/<name>",
     operation_id="getMetricHistory",
     summary="The values of one measurement, newest first",
     tags=["metrics"],
-    responses=_responses(200, body=False, session=False),
+    responses=responses(200, body=False, session=False),
 )
 def metric_history(
     key: MetricKeyPath, name: MetricNamePath, owner: Owner, settings: CurrentSettings,
@@ -69,12 +72,12 @@ def metric_history(
                          next_before=values[-1].recorded_at if len(values) == size else None)
 
 
-@app.get(
+@router.get(
     "/durations",
     operation_id="getDurations",
     summary="Run times of a handler or function across sessions: moving average and percentiles",
     tags=["metrics"],
-    responses=_responses(200, body=False, session=False),
+    responses=responses(200, body=False, session=False),
 )
 def durations(
     owner: Owner, settings: CurrentSettings,

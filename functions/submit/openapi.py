@@ -1,7 +1,7 @@
 """The OpenAPI document of the REST API, generated from the routes and the protocol models.
 
 ``docs/openapi.json`` is the public contract that lets any language be a client. It is generated,
-never edited: ``python -m functions.submit.openapi > docs/openapi.json``, and a unit test fails when
+never edited: ``python -m skyloom_server.functions.submit.openapi > docs/openapi.json``, and a unit test fails when
 the committed file differs from what the code generates, so the contract cannot drift.
 
 Powertools documents what its defaults would do; two of them are not what this API does, so the
@@ -73,12 +73,9 @@ def render(app: APIGatewayRestResolver) -> str:
     return json.dumps(document(app), indent=2, ensure_ascii=False) + "\n"
 
 
-def main() -> None:
-    """Print the document: ``python -m functions.submit.openapi > docs/openapi.json``."""
-    from functions.submit.routes import app  # here, not at the top: routes imports this module
+if __name__ == "__main__":
+    # ``python -m skyloom_server.functions.submit.openapi > docs/openapi.json``. Run so, this file is the module
+    # ``__main__``: the routes import the module ``skyloom_server.functions.submit.openapi``, a different one.
+    from skyloom_server.functions.submit.routes import app
 
     sys.stdout.write(render(app))
-
-
-if __name__ == "__main__":
-    main()

@@ -6,27 +6,22 @@ the same annotations the client SDK serializes with. A route then does exactly t
 the caller's identity (``Owner``) and the settings (``CurrentSettings``) as dependencies, call one
 core function, and return its model. Every failure is an exception mapped to HTTP in ``errors.py``.
 
-Powertools' objects (logger, tracer, metrics) live here rather than in ``handler.py`` because the
-routes and the error handlers use them too; ``handler.py`` only wires the decorators.
+What the routes share with :mod:`.lifecycle_routes` (Powertools' logger, tracer and metrics, the
+dependencies, the parameter types, the documented answers) is in :mod:`.shared`; ``handler.py`` only
+wires the decorators.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Depends, Response
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.metrics import MetricUnit
 
-from functions.submit import errors, openapi
-from functions.submit.identity import current_owner, principal_of
-from skyloom.core import environment, events, limits, models, queries, results, sessions, submission, tasklogs, tasks
-from skyloom.core.config import Settings
+from skyloom.core import environment, events, limits, queries, results, sessions, submission, tasklogs, tasks
 from skyloom.core.cost import Prices, Pricing, pricing
 from skyloom.core.protocol import (
     ID_PATTERN,
@@ -35,7 +30,6 @@ from skyloom.core.protocol import (
     CreateResultsRequest,
     CreateSessionRequest,
     EnvironmentInfo,
-    ErrorBody,
     IdsRequest,
     ResultData,
     ResultInfo,
@@ -62,9 +56,18 @@ from skyloom.core.protocol_queries import (
 )
 from skyloom.core.states import ResultStatus, SessionStatus, TaskStatus
 from skyloom.errors import InvalidRequest, PayloadTooLarge
-
-SERVICE = "skyloom-submit"
-METRICS_NAMESPACE = "Skyloom"
+from skyloom_server.functions.submit import errors, lifecycle_routes, metrics_routes, openapi
+from skyloom_server.functions.submit.identity import principal_of
+from skyloom_server.functions.submit.shared import (
+    CurrentSettings,
+    Owner,
+    ResultId,
+    SessionId,
+    TaskId,
+    logger,
+    metrics,
+    responses,
+)
 
 #: Lambda refuses synchronous invocation payloads over 6 MB; the local stack has no such gate, so the
 #: API enforces it itself, before parsing, to behave the same on a laptop as on AWS.
@@ -73,9 +76,6 @@ MAX_BODY_BYTES = limits.REQUEST_BODY_BYTES.value
 #: A long-poll must answer before Lambda times out (and API Gateway's 29 s integration timeout).
 WAIT_SAFETY_SECONDS = 2.0
 
-logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
-metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 
 
 # ------------------------------------------------------------------------------- request plumbing
@@ -102,34 +102,6 @@ def parse_json_body(text: str) -> Any:
         ) from exc
 
 
-@functools.cache
-def _settings_from_env() -> Settings:
-    return Settings.from_env()
-
-
-def current_settings() -> Settings:
-    """Route dependency: the settings of this process, with the pynamodb models bound to them.
-
-    Read from the environment once per process (cold start). ``bind`` is repeated per request only
-    because it is a no-op when already bound and makes a process that hosts several stacks (tests)
-    safe; tests that change the environment call :func:`reset_settings`.
-    """
-    settings = _settings_from_env()
-    models.bind(settings)
-    return settings
-
-
-def reset_settings() -> None:
-    """Forget the settings read from the environment, for tests that point it at another stack."""
-    _settings_from_env.cache_clear()
-
-
-# The parameter types of the routes: dependencies first, then path ids validated like body ids.
-Owner = Annotated[str, Depends(current_owner)]
-CurrentSettings = Annotated[Settings, Depends(current_settings)]
-SessionId = Annotated[str, Path(pattern=ID_PATTERN, description="A session id.")]
-ResultId = Annotated[str, Path(pattern=ID_PATTERN, description="A result id.")]
-TaskId = Annotated[str, Path(pattern=ID_PATTERN, description="A task id.")]
 
 
 def log_request_keys(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
@@ -156,34 +128,6 @@ app.use(middlewares=[log_request_keys])
 errors.install(app, logger=logger, metrics=metrics)
 
 # --------------------------------------------------------------------------------- documentation
-_ERROR_DESCRIPTIONS: dict[int, str] = {
-    400: "Invalid request; `field` names the first bad field (nothing was written).",
-    401: "No authenticated IAM principal (sign requests with SigV4).",
-    403: "API Gateway refused the SigV4 signature, or a partition does not admit the caller or the handler "
-    "(`forbidden`; nothing was written). Another identity's objects are 404, never 403.",
-    404: "No such session, result or task visible to the caller.",
-    409: "The object's state does not allow the operation (e.g. closed session).",
-    413: "Inline data or the request body exceeds a named limit (nothing was written).",
-    415: "The request body is not JSON.",
-    500: "Internal error; `details.request_id` identifies it in the logs.",
-}
-
-
-def _responses(success: int, *, body: bool, session: bool = True) -> dict[int, OpenAPIResponse]:
-    """The documented answers of a route: its model on success, :class:`ErrorBody` otherwise."""
-    codes = [400, 401, 403]
-    if session:
-        codes += [404, 409]
-    if body:
-        codes += [413, 415]
-    codes.append(500)
-    documented: dict[int, OpenAPIResponse] = {success: {"description": "Created" if success == 201 else "OK"}}
-    for code in codes:
-        documented[code] = {
-            "description": _ERROR_DESCRIPTIONS[code],
-            "content": {"application/json": {"model": ErrorBody}},
-        }
-    return documented
 
 
 # --------------------------------------------------------------------------------------- sessions
@@ -193,7 +137,7 @@ def _responses(success: int, *, body: bool, session: bool = True) -> dict[int, O
     operation_id="createSession",
     summary="Create a session owned by the caller",
     tags=["sessions"],
-    responses=_responses(201, body=True, session=False),
+    responses=responses(201, body=True, session=False),
 )
 def create_session(req: CreateSessionRequest, owner: Owner, settings: CurrentSettings) -> SessionInfo:
     """Create a session; its default task options and partitions apply to every task in it."""
@@ -207,7 +151,7 @@ def create_session(req: CreateSessionRequest, owner: Owner, settings: CurrentSet
     operation_id="getSession",
     summary="Get a session",
     tags=["sessions"],
-    responses=_responses(200, body=False),
+    responses=responses(200, body=False),
 )
 def get_session(session_id: SessionId, owner: Owner, settings: CurrentSettings) -> SessionInfo:
     """The session's status and defaults."""
@@ -219,7 +163,7 @@ def get_session(session_id: SessionId, owner: Owner, settings: CurrentSettings) 
     operation_id="closeSession",
     summary="Close a session to new submissions",
     tags=["sessions"],
-    responses=_responses(200, body=False),
+    responses=responses(200, body=False),
 )
 def close_session(session_id: SessionId, owner: Owner, settings: CurrentSettings) -> SessionInfo:
     """Close the session: running work finishes, new submissions are refused. Idempotent."""
@@ -233,7 +177,7 @@ def close_session(session_id: SessionId, owner: Owner, settings: CurrentSettings
     operation_id="createResults",
     summary="Create results (inline data, upload URL, or awaiting a task)",
     tags=["results"],
-    responses=_responses(201, body=True),
+    responses=responses(201, body=True),
 )
 def create_results(
     session_id: SessionId, req: CreateResultsRequest, owner: Owner, settings: CurrentSettings
@@ -249,7 +193,7 @@ def create_results(
     operation_id="completeUploads",
     summary="Complete results uploaded to their presigned URLs",
     tags=["results"],
-    responses=_responses(200, body=True),
+    responses=responses(200, body=True),
 )
 def complete_uploads(
     session_id: SessionId, req: IdsRequest, owner: Owner, settings: CurrentSettings
@@ -263,7 +207,7 @@ def complete_uploads(
     operation_id="getResults",
     summary="Get several results",
     tags=["results"],
-    responses=_responses(200, body=True),
+    responses=responses(200, body=True),
 )
 def get_results(session_id: SessionId, req: IdsRequest, owner: Owner, settings: CurrentSettings) -> ResultsResponse:
     """Several results by id, in the order asked (a POST because the id list can be long)."""
@@ -275,7 +219,7 @@ def get_results(session_id: SessionId, req: IdsRequest, owner: Owner, settings: 
     operation_id="waitResults",
     summary="Wait (long-poll) until results are final, and read many values at once",
     tags=["results"],
-    responses=_responses(200, body=True),
+    responses=responses(200, body=True),
 )
 def wait_results(session_id: SessionId, req: WaitRequest, owner: Owner, settings: CurrentSettings) -> WaitResponse:
     """Wait until all (or any, or all unless one fails) of the results are final, at most ``timeout``
@@ -296,7 +240,7 @@ def wait_results(session_id: SessionId, req: WaitRequest, owner: Owner, settings
     operation_id="getResult",
     summary="Get a result",
     tags=["results"],
-    responses=_responses(200, body=False),
+    responses=responses(200, body=False),
 )
 def get_result(session_id: SessionId, result_id: ResultId, owner: Owner, settings: CurrentSettings) -> ResultInfo:
     """One result's status (and the failure that aborted it, if any)."""
@@ -309,7 +253,7 @@ def get_result(session_id: SessionId, result_id: ResultId, owner: Owner, setting
     operation_id="readResult",
     summary="Read a completed result's value",
     tags=["results"],
-    responses=_responses(200, body=False),
+    responses=responses(200, body=False),
 )
 def read_result(session_id: SessionId, result_id: ResultId, owner: Owner, settings: CurrentSettings) -> ResultData:
     """The value inline (base64) when small, else a presigned download URL."""
@@ -323,7 +267,7 @@ def read_result(session_id: SessionId, result_id: ResultId, owner: Owner, settin
     operation_id="submitTasks",
     summary="Submit tasks (and create the results they need)",
     tags=["tasks"],
-    responses=_responses(201, body=True),
+    responses=responses(201, body=True),
 )
 def submit_tasks(
     session_id: SessionId, req: SubmitTasksRequest, owner: Owner, settings: CurrentSettings
@@ -339,7 +283,7 @@ def submit_tasks(
     operation_id="getTasks",
     summary="Get several tasks",
     tags=["tasks"],
-    responses=_responses(200, body=True),
+    responses=responses(200, body=True),
 )
 def get_tasks(session_id: SessionId, req: IdsRequest, owner: Owner, settings: CurrentSettings) -> TasksResponse:
     """Several tasks by id, in the order asked."""
@@ -351,7 +295,7 @@ def get_tasks(session_id: SessionId, req: IdsRequest, owner: Owner, settings: Cu
     operation_id="getTask",
     summary="Get a task",
     tags=["tasks"],
-    responses=_responses(200, body=False),
+    responses=responses(200, body=False),
 )
 def get_task(session_id: SessionId, task_id: TaskId, owner: Owner, settings: CurrentSettings) -> TaskInfo:
     """One task's status, attempts and error."""
@@ -371,7 +315,7 @@ AttemptNumber = Annotated[
     operation_id="getTaskLogs",
     summary="Read what a task's attempts printed",
     tags=["tasks"],
-    responses=_responses(200, body=False),
+    responses=responses(200, body=False),
 )
 def get_task_logs(
     session_id: SessionId, task_id: TaskId, owner: Owner, settings: CurrentSettings, attempt: AttemptNumber = None
@@ -402,7 +346,7 @@ PageToken = Annotated[
     operation_id="listSessions",
     summary="List the caller's sessions, newest first",
     tags=["sessions"],
-    responses=_responses(200, body=False, session=False),
+    responses=responses(200, body=False, session=False),
 )
 def list_sessions(
     owner: Owner,
@@ -427,7 +371,7 @@ def list_sessions(
     operation_id="listTasks",
     summary="List a session's tasks with filters",
     tags=["tasks"],
-    responses=_responses(200, body=False),
+    responses=responses(200, body=False),
 )
 def list_tasks(
     session_id: SessionId,
@@ -466,7 +410,7 @@ def list_tasks(
     operation_id="listResults",
     summary="List a session's results with filters",
     tags=["results"],
-    responses=_responses(200, body=False),
+    responses=responses(200, body=False),
 )
 def list_results(
     session_id: SessionId,
@@ -493,7 +437,7 @@ def list_results(
     operation_id="sessionEvents",
     summary="Tasks and results that changed state after a cursor",
     tags=["sessions"],
-    responses=_responses(200, body=False),
+    responses=responses(200, body=False),
 )
 def session_events(
     session_id: SessionId,
@@ -516,7 +460,7 @@ def session_events(
     operation_id="workerEnvironment",
     summary="The Python and cloudpickle versions each partition's workers run",
     tags=["environment"],
-    responses=_responses(200, body=False, session=False),
+    responses=responses(200, body=False, session=False),
 )
 def worker_environment(owner: Owner, settings: CurrentSettings) -> EnvironmentInfo:
     """What the last agent to start in each partition recorded; a client compares it with its own
@@ -536,7 +480,7 @@ def worker_environment(owner: Owner, settings: CurrentSettings) -> EnvironmentIn
     operation_id="getPricing",
     summary="The prices this stack's cost estimates use, per partition and per AWS request",
     tags=["environment"],
-    responses=_responses(200, body=False, session=False),
+    responses=responses(200, body=False, session=False),
 )
 def get_pricing(owner: Owner, settings: CurrentSettings) -> Pricing:
     """List prices overridden by the stack's ``skyloom:prices``; ``skyloom stats`` prices a session
@@ -562,5 +506,7 @@ def _remaining_seconds() -> float | None:
         return None
 
 
-# Lifecycle routes register themselves on ``app`` (imported last: they use the names above).
-from functions.submit import lifecycle_routes, metrics_routes  # noqa: E402, F401
+# Session and task lifecycle routes, and the measurements API: their own routers, on the same
+# resolver (validation, errors, OpenAPI).
+app.include_router(lifecycle_routes.router)
+app.include_router(metrics_routes.router)

@@ -1,7 +1,8 @@
 """Package the control-plane code for Lambda without Docker.
 
-:class:`PipBundling` is a CDK ``ILocalBundling``: it copies the ``skyloom`` and ``functions``
-packages into the asset directory and installs the project's runtime dependencies next to them with
+:class:`PipBundling` is a CDK ``ILocalBundling``: it copies the ``skyloom`` package and the functions
+(as ``skyloom_server.functions``, their name once installed) into the asset directory and installs
+the project's runtime dependencies (``[project] dependencies`` and the ``server`` extra) next to them with
 ``pip install --platform manylinux2014_<arch> --only-binary=:all:``, i.e. Lambda-compatible wheels
 from PyPI and nothing else (no compiler, no container). The Docker image named in the bundling options
 is never pulled: local bundling always succeeds or raises.
@@ -25,8 +26,14 @@ import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
-#: Packages shipped in the function asset (repository path -> import name).
-PACKAGES = {"sdk/skyloom": "skyloom", "functions": "functions"}
+#: What is shipped in the function asset: repository path -> path in the asset (= import name).
+PACKAGES = {
+    "sdk/skyloom": "skyloom",
+    "sdk/skyloom_server/__init__.py": "skyloom_server/__init__.py",
+    "functions": "skyloom_server/functions",
+}
+#: The extra of pyproject.toml whose dependencies the functions need besides the client's.
+SERVER_EXTRA = "server"
 PYTHON_VERSION = "3.13"
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 ARCHITECTURE = lambda_.Architecture.ARM_64
@@ -34,9 +41,11 @@ _PIP_PLATFORM = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_
 
 
 def runtime_requirements(root: Path) -> list[str]:
-    """The ``[project] dependencies`` of pyproject.toml: what the functions import at run time."""
+    """The ``[project] dependencies`` and the ``server`` extra of pyproject.toml: what the functions
+    import at run time."""
     with (root / "pyproject.toml").open("rb") as f:
-        deps: list[str] = tomllib.load(f)["project"]["dependencies"]
+        project = tomllib.load(f)["project"]
+    deps: list[str] = [*project["dependencies"], *project["optional-dependencies"][SERVER_EXTRA]]
     return deps
 
 
@@ -46,7 +55,8 @@ def source_hash(root: Path) -> str:
     digest.update((root / "pyproject.toml").read_bytes())
     digest.update(PYTHON_VERSION.encode() + ARCHITECTURE.name.encode())
     for rel in sorted(PACKAGES):
-        for path in sorted((root / rel).rglob("*.py")):
+        source = root / rel
+        for path in sorted(source.rglob("*.py")) if source.is_dir() else [source]:
             digest.update(str(path.relative_to(root)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -62,7 +72,12 @@ class PipBundling:
     def try_bundle(self, output_dir: str, *_args: Any, **_kwargs: Any) -> bool:
         out = Path(output_dir)
         for rel, name in PACKAGES.items():
-            shutil.copytree(self._root / rel, out / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            source, target = self._root / rel, out / name
+            if source.is_dir():
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
         subprocess.run(
             [
                 sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",

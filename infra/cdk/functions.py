@@ -114,9 +114,9 @@ class Functions(Construct):
                 log_group=log_group,
             )
 
-        self.submit = make("submit", "functions.submit.handler.handler", SUBMIT_TIMEOUT, 1024)
-        self.resolve = make("resolve", "functions.resolve.handler.handler", RESOLVE_TIMEOUT, 512)
-        self.dispatch = make("dispatch", "functions.dispatch.handler.handler", DISPATCH_TIMEOUT, 512)
+        self.submit = make("submit", "skyloom_server.functions.submit.handler.handler", SUBMIT_TIMEOUT, 1024)
+        self.resolve = make("resolve", "skyloom_server.functions.resolve.handler.handler", RESOLVE_TIMEOUT, 512)
+        self.dispatch = make("dispatch", "skyloom_server.functions.dispatch.handler.handler", DISPATCH_TIMEOUT, 512)
 
         for fn in (self.submit, self.resolve, self.dispatch):
             for table in data.tables:

@@ -16,23 +16,10 @@ Example:
 
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING, Any
 
+from skyloom import client as _client
 from skyloom import metrics
-from skyloom.client import (
-    ALL_COMPLETED,
-    FIRST_COMPLETED,
-    FIRST_EXCEPTION,
-    Client,
-    Future,
-    Session,
-    TaskFunction,
-    TaskRequest,
-    as_completed,
-    connect,
-    gather,
-    task,
-    wait,
-)
 from skyloom.errors import (
     ClaimConflict,
     Conflict,
@@ -58,6 +45,32 @@ from skyloom.errors import (
 from skyloom.options import TaskOptions
 from skyloom.runtime.context import TaskContext, current_context
 from skyloom.runtime.registry import handler
+
+if TYPE_CHECKING:
+    from skyloom.client import (
+        ALL_COMPLETED,
+        FIRST_COMPLETED,
+        FIRST_EXCEPTION,
+        Client,
+        Future,
+        Session,
+        TaskFunction,
+        TaskRequest,
+        as_completed,
+        connect,
+        gather,
+        task,
+        wait,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """The client's names load on first use (see :mod:`skyloom.client`): a task's child process
+    imports skyloom without the HTTP client."""
+    if name in _client.__all__:
+        return _client.load(name, globals())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 try:
     __version__ = _version("skyloom")

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from skyloom.core import limits
+from skyloom.core.validation import invalid_request
 from skyloom.errors import InvalidArgument
 
 #: Partition names are part of SQS queue names: lower case, digits and dashes.
@@ -115,8 +116,6 @@ class TaskOptions(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            from skyloom.core.protocol import invalid_request  # protocol imports this module
-
             errors = exc.errors(include_input=False, include_url=False)
             raise invalid_request(errors, cls=InvalidArgument) from None
 

@@ -10,8 +10,8 @@ import boto3
 import pytest
 
 import skyloom
-from fargate_worker.settings import WorkerSettings
 from skyloom.core.protocol import ResultSpec, TaskSpec
+from skyloom_server.fargate_worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.slow
 

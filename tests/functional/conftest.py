@@ -5,7 +5,7 @@
   mode runs), the pynamodb models bound; yields the ``Settings``.
 - ``api``: an :class:`ApiClient` whose ``call(method, path, body, identity=...)`` builds an API
   Gateway REST proxy event (IAM identity in ``requestContext.identity.userArn``), invokes
-  ``functions.submit.handler.handler`` and returns an :class:`ApiResponse`.
+  ``skyloom_server.functions.submit.handler.handler`` and returns an :class:`ApiResponse`.
 - ``db``: counts items per table, to prove that a refused request wrote nothing.
 - ``submit_logs``: the submit Lambda's structured log lines, parsed.
 
@@ -86,19 +86,19 @@ def _serialize_moto(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """moto with the whole stack provisioned; the submit Lambda reads these settings from env."""
-    from functions.submit import routes
+    from skyloom_server.functions.submit import shared
 
     for key, value in TEST_ENV.items():
         monkeypatch.setenv(key, value)
     _serialize_moto(monkeypatch)
     monkeypatch.delenv("SKYLOOM_AWS_ENDPOINT", raising=False)
-    routes.reset_settings()
+    shared.reset_settings()
     with mock_aws():
         settings = Settings.from_env()
         provision(settings)
         models.bind(settings)
         yield settings
-    routes.reset_settings()
+    shared.reset_settings()
 
 
 # ------------------------------------------------------------------------------------ db counts
@@ -274,7 +274,7 @@ class ApiClient:
         base64_body: bool = False,
         context: FakeLambdaContext | None = None,
     ) -> ApiResponse:
-        from functions.submit.handler import handler
+        from skyloom_server.functions.submit.handler import handler
 
         text = raw_body if raw_body is not None else (None if body is None else json.dumps(body))
         event = api_gateway_event(
@@ -330,7 +330,7 @@ class LogCapture:
 def submit_logs() -> Iterator[LogCapture]:
     """Point the Powertools handler at a buffer: it holds the ``sys.stdout`` of import time, which
     ``capsys`` cannot see."""
-    from functions.submit.routes import logger
+    from skyloom_server.functions.submit.shared import logger
 
     handler = logger.registered_handler
     assert isinstance(handler, logging.StreamHandler)

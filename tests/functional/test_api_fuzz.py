@@ -160,7 +160,7 @@ class Fuzzer:
 def fuzzer(aws_stack: Settings) -> Iterator[Fuzzer]:
     """A fresh moto stack per operation (``aws_stack``) behind the gateway: the snapshots scan every
     item, so a stack shared by all operations would make each one slower than the last."""
-    from functions.submit.handler import handler
+    from skyloom_server.functions.submit.handler import handler
 
     gateway = Gateway(handler, region=aws_stack.region)
     gateway.start()

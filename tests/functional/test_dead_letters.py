@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from functions.dispatch import dead_letters
 from skyloom.core import clock
 from skyloom.core.aws import client
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.models import ResultModel, TaskModel
 from skyloom.core.states import ResultStatus, TaskStatus
+from skyloom_server.functions.dispatch import dead_letters
 
 
 def _task(task_id: str, status: TaskStatus) -> TaskModel:
@@ -100,7 +100,7 @@ def test_replaying_a_drain_changes_nothing(aws_stack: Settings) -> None:
 
 
 def test_the_dispatch_handler_drains_dead_letters(aws_stack: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from functions.dispatch import handler as dispatch
+    from skyloom_server.functions.dispatch import handler as dispatch
 
     dispatch.reset_settings()
     _dead_letter(aws_stack, "garbage")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from functions.dispatch import sweeper
 from skyloom.core import clock, dispatching
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import DispatchFailed, TaskMessage
@@ -15,6 +14,7 @@ from skyloom.core.models import TaskModel
 from skyloom.core.states import TaskStatus
 from skyloom.local import faults
 from skyloom.local.faults import FaultConfig
+from skyloom_server.functions.dispatch import sweeper
 from tests.functional.conftest import Db
 from tests.functional.test_aws_faults import _task
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def _send_bytes(api: ApiClient, method: str, path: str, raw: bytes) -> ApiResponse:
     """What the gateway does with a body that is not UTF-8: base64 it and set ``isBase64Encoded``."""
-    from functions.submit.handler import handler
+    from skyloom_server.functions.submit.handler import handler
     from tests.functional.conftest import ApiResponse
 
     event = api.event(method, path)

@@ -25,7 +25,7 @@ BOOM = RemoteError(type="ValueError", message="bad trade", traceback="Traceback 
 
 @pytest.fixture(autouse=True)
 def _fast_retries(aws_stack: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from functions.resolve import handler as resolve_handler
+    from skyloom_server.functions.resolve import handler as resolve_handler
 
     resolve_handler.settings.cache_clear()
     execution.sessions._status_cache.clear()

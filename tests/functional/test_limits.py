@@ -33,7 +33,7 @@ def over(api: ApiClient, db: Db, method: str, path: str, body: Any, field: str, 
 
 def get(api: ApiClient, path: str, params: dict[str, Any]) -> ApiResponse:
     """A GET with query parameters, as the gateway passes them (``queryStringParameters``)."""
-    from functions.submit.handler import handler
+    from skyloom_server.functions.submit.handler import handler
     from tests.functional.conftest import ApiResponse, FakeLambdaContext
 
     event = api.event("GET", path)

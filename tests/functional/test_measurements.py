@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from fargate_worker.agent import Agent
-from fargate_worker.durations import DurationBook
-from fargate_worker.settings import WorkerSettings
 from skyloom.core import measurements
 from skyloom.core.config import Settings
 from skyloom.core.measurements import WINDOW_SECONDS, Histogram, bucket_bound, bucket_of
 from skyloom.core.models import MeasurementModel
 from skyloom.runtime.outcome import Recorded
+from skyloom_server.fargate_worker.agent import Agent
+from skyloom_server.fargate_worker.durations import DurationBook
+from skyloom_server.fargate_worker.settings import WorkerSettings
 from tests.functional.conftest import IDENTITY_A, ApiClient, b64
 from tests.functional.test_worker_task_faults import call_payload, plus_one
 

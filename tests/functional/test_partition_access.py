@@ -27,12 +27,12 @@ POLICIES = {"gpu": {"allowed_identities": ["arn:aws:iam::123456789012:user/ali*"
 
 @pytest.fixture
 def restricted(aws_stack: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    from functions.submit import routes
+    from skyloom_server.functions.submit import shared
 
     monkeypatch.setenv(POLICIES_ENV, json.dumps(POLICIES))
-    routes.reset_settings()
+    shared.reset_settings()
     yield Settings.from_env()
-    routes.reset_settings()
+    shared.reset_settings()
 
 
 def test_an_identity_outside_the_allow_list_cannot_open_a_session_on_the_partition(

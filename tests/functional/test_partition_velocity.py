@@ -7,9 +7,9 @@ import json
 import boto3
 import pytest
 
-from functions.dispatch import velocity
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import queue_urls_by_priority
+from skyloom_server.functions.dispatch import velocity
 
 
 def test_gauges_sum_every_level_and_carry_the_shape(aws_stack: Settings, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,7 +16,7 @@ from tests.functional.conftest import ApiClient, ApiResponse, FakeLambdaContext,
 
 
 def get(api: ApiClient, path: str, params: dict[str, Any] | None = None, *, identity: str = ApiClient.A) -> ApiResponse:
-    from functions.submit.handler import handler
+    from skyloom_server.functions.submit.handler import handler
 
     event = api.event("GET", path, identity=identity)
     query = {k: str(v) for k, v in (params or {}).items() if v is not None}

@@ -12,14 +12,14 @@ from typing import Any
 import boto3
 import pytest
 
-from functions.resolve import handler as resolve_handler
-from functions.resolve import resolution
 from skyloom.core import clock, execution, readiness
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.models import ResultModel, TaskModel
 from skyloom.core.resources import RESULTS
 from skyloom.runtime.outcome import TaskOutcome
+from skyloom_server.functions.resolve import handler as resolve_handler
+from skyloom_server.functions.resolve import resolution
 from tests.functional.conftest import ApiClient, Db, FakeLambdaContext
 
 
@@ -269,7 +269,7 @@ def test_racing_writers_never_lose_or_duplicate_a_ready_task(api: ApiClient, db:
 def test_sweeper_resends_a_lost_message_once(
     api: ApiClient, db: Db, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from functions.dispatch.sweeper import sweep
+    from skyloom_server.functions.dispatch.sweeper import sweep
 
     sid = api.session()
     submit(api, sid, [{"id": "x", "handler": "h", "expected_outputs": ["rx"]}], [{"id": "rx"}])
@@ -298,8 +298,8 @@ def test_sweeper_resends_a_lost_message_once(
 def test_sweeper_finalizes_a_parent_whose_worker_died_after_commit(
     api: ApiClient, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from functions.dispatch.sweeper import sweep
     from skyloom.runtime.outcome import StagedTask
+    from skyloom_server.functions.dispatch.sweeper import sweep
 
     sid = api.session()
     submit(api, sid, [{"id": "parent", "handler": "h", "expected_outputs": ["out"]}], [{"id": "out"}])

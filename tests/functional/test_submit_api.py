@@ -218,7 +218,7 @@ class TestIdentityAndIsolation:
             assert_error(api.call("POST", "/sessions", {}, identity=api.ANONYMOUS), 401, "unauthorized")
 
     def test_missing_request_context_is_401(self, api: ApiClient) -> None:
-        from functions.submit.handler import handler
+        from skyloom_server.functions.submit.handler import handler
 
         event = api.event("POST", "/sessions", {})
         event.pop("requestContext")

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from fargate_worker.child import (
+from skyloom.runtime.outcome import TaskInput, TaskOutcome
+from skyloom_server.fargate_worker.child import (
     DIED_ERROR,
     INVALID_OUTCOME_ERROR,
     KILLED_ERROR,
@@ -31,7 +32,6 @@ from fargate_worker.child import (
     ChildStartError,
     Ending,
 )
-from skyloom.runtime.outcome import TaskInput, TaskOutcome
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -233,7 +233,7 @@ def test_the_child_dies_with_a_sigkilled_agent(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import os, sys, threading
-        from fargate_worker.child import ChildProcess
+        from skyloom_server.fargate_worker.child import ChildProcess
         from tests.functional.test_worker_child import behave, task
         c = ChildProcess(target=behave)
         print(c.run(task("pid")).outputs["pid"].decode(), flush=True)

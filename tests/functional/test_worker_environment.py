@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from fargate_worker.__main__ import record_environment
 from skyloom.core import environment
 from skyloom.core.config import Settings
 from skyloom.core.models import SessionModel
+from skyloom_server.fargate_worker.__main__ import record_environment
 from tests.functional.conftest import ApiClient
 
 

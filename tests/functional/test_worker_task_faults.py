@@ -17,11 +17,11 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from fargate_worker.agent import Agent
-from fargate_worker.child import OUTPUT_TOO_LARGE_ERROR
-from fargate_worker.settings import WorkerSettings
 from skyloom.client.callspec import CallSpec, encode
 from skyloom.core.config import Settings
+from skyloom_server.fargate_worker.agent import Agent
+from skyloom_server.fargate_worker.child import OUTPUT_TOO_LARGE_ERROR
+from skyloom_server.fargate_worker.settings import WorkerSettings
 from tests.functional.conftest import ApiClient, b64
 
 pytestmark = pytest.mark.timeout(180)

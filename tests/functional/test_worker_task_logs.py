@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from fargate_worker.child import ChildProcess, Ending
 from skyloom.runtime.outcome import TaskInput, TaskLog, TaskOutcome, render_log
+from skyloom_server.fargate_worker.child import ChildProcess, Ending
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -135,7 +135,7 @@ def test_log_groups_use_the_customer_key_when_given(variant: str, resources: dic
 
 def test_function_environments_use_the_customer_key_when_given(variant: str, resources: dict[str, Any]) -> None:
     functions = {n: p for n, p in of_type(resources, "AWS::Lambda::Function").items()
-                 if str(p.get("Handler", "")).startswith("functions.")}
+                 if str(p.get("Handler", "")).startswith("skyloom_server.functions.")}
     assert len(functions) == 3
     for name, props in functions.items():
         assert props.get("KmsKeyArn") == (KEY_ARN if variant == "variant" else None), name

@@ -146,7 +146,7 @@ def test_functions_are_configured_by_environment(template: Template, name: str, 
     template.has_resource_properties(
         "AWS::Lambda::Function",
         {
-            "Handler": f"functions.{name}.handler.handler",
+            "Handler": f"skyloom_server.functions.{name}.handler.handler",
             "Timeout": timeout,
             "TracingConfig": {"Mode": "Active"},
             "Environment": {"Variables": Match.object_like({

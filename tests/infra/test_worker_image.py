@@ -100,7 +100,7 @@ def test_nothing_at_run_time_needs_a_shell(stages: list[Stage]) -> None:
     for keyword in ("ENTRYPOINT", "CMD"):
         for args in runtime.all(keyword):
             assert isinstance(json.loads(args), list), f"{keyword} {args}: use the exec (JSON) form"
-    assert runtime.all("ENTRYPOINT") == ['["python", "-m", "fargate_worker"]']
+    assert runtime.all("ENTRYPOINT") == ['["python", "-m", "skyloom_server.fargate_worker"]']
     for args in runtime.all("HEALTHCHECK"):
         assert args == "NONE" or "CMD [" in args, f"HEALTHCHECK {args}: exec form or NONE"
     assert "SHELL" not in {kw for kw, _ in runtime.instructions}

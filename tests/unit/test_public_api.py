@@ -81,3 +81,14 @@ def test_importing_skyloom_stays_light() -> None:
     loaded = json.loads(out)
     heavy = ("moto", "gunicorn", "skyloom.local", "botocore", "boto3", "urllib3", "pynamodb")
     assert [m for m in loaded if m.split(".")[0] in heavy or m.startswith("skyloom.local")] == []
+    # Nor the HTTP client: skyloom's client names load on first use (skyloom.client's __getattr__).
+    http_client = ("connection", "lowlevel", "session", "http", "waiting", "gathering")
+    assert [m for m in loaded if m.rpartition(".")[2] in http_client and m.startswith("skyloom.client.")] == []
+
+
+def test_the_client_names_load_on_first_use_and_are_the_real_ones() -> None:
+    code = ("import sys, skyloom, skyloom.client.connection as c, skyloom.client.gathering as g; "
+            "from skyloom.client import connect; "
+            "assert skyloom.connect is connect is c.connect and skyloom.gather is g.gather; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "ok"

@@ -14,7 +14,7 @@ import pytest
 from botocore.credentials import Credentials
 
 import skyloom
-from skyloom.client.connect import _is_loopback, _region
+from skyloom.client.connection import _is_loopback, _region
 from skyloom.client.http import HttpTransport
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cloudpickle
 
-from skyloom.runtime import sources
+from skyloom.client import sources
 
 USER_MODULE = textwrap.dedent(
     """

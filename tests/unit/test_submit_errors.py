@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from functions.submit.errors import MAX_LISTED_ERRORS, field_of, validation_error
-from functions.submit.identity import principal_of
-from functions.submit.routes import MAX_BODY_BYTES, parse_json_body
 from skyloom.errors import ERRORS_BY_CODE, InvalidRequest, PayloadTooLarge
+from skyloom_server.functions.submit.errors import MAX_LISTED_ERRORS, field_of, validation_error
+from skyloom_server.functions.submit.identity import principal_of
+from skyloom_server.functions.submit.routes import MAX_BODY_BYTES, parse_json_body
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from functions.submit import openapi
-from functions.submit.routes import app
 from skyloom.core.protocol import ID_PATTERN
 from skyloom.options import METRIC_KEY_PATTERN, METRIC_NAME_PATTERN
+from skyloom_server.functions.submit import openapi
+from skyloom_server.functions.submit.routes import app
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
-REGENERATE = "python -m functions.submit.openapi > docs/openapi.json"
+REGENERATE = "python -m skyloom_server.functions.submit.openapi > docs/openapi.json"
 
 
 @pytest.fixture(scope="module")

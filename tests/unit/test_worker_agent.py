@@ -18,11 +18,6 @@ from typing import Any
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from fargate_worker import attempt
-from fargate_worker.agent import Agent
-from fargate_worker.attempt import INPUT_ERROR
-from fargate_worker.child import TIMEOUT_ERROR, ChildResult, Ending
-from fargate_worker.settings import WorkerSettings
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.execution import Commit
@@ -30,6 +25,11 @@ from skyloom.core.models import TaskModel
 from skyloom.core.resources import PartitionSpec
 from skyloom.errors import Conflict
 from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome
+from skyloom_server.fargate_worker import attempt
+from skyloom_server.fargate_worker.agent import Agent
+from skyloom_server.fargate_worker.attempt import INPUT_ERROR
+from skyloom_server.fargate_worker.child import TIMEOUT_ERROR, ChildResult, Ending
+from skyloom_server.fargate_worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -274,7 +274,7 @@ class Harness:
 
 @pytest.fixture
 def h(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    monkeypatch.setattr("fargate_worker.agent.queue_urls_by_priority", lambda s, p: [HIGH, LOW])
+    monkeypatch.setattr("skyloom_server.fargate_worker.agent.queue_urls_by_priority", lambda s, p: [HIGH, LOW])
     FakeChild.finish.clear()
     settings = Settings(stack="utest", partitions=(PartitionSpec("default", priority_levels=2),),
                         lease_seconds=0.3, visibility_timeout=30)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fargate_worker.capture import OutputRing
 from skyloom.runtime.outcome import TaskLog, render_log
+from skyloom_server.fargate_worker.capture import OutputRing
 
 
 def test_under_the_limit_everything_is_kept() -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fargate_worker import machine
 from skyloom.core.execution import _attempt_record
 from skyloom.core.machine import Machine
 from skyloom.core.models import TaskModel
 from skyloom.core.protocol import Attempt
+from skyloom_server.fargate_worker import machine
 
 BASE = "http://169.254.170.2/v4/abc"
 CONTAINER = {"Name": "worker", "Image": "123.dkr.ecr.eu-west-1.amazonaws.com/skyloom:abc"}

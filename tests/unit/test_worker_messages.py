@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from fargate_worker.messages import Held, Mailbox
 from skyloom.core.dispatching import TaskMessage
+from skyloom_server.fargate_worker.messages import Held, Mailbox
 
 pytestmark = pytest.mark.timeout(30)
 

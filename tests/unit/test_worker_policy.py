@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from fargate_worker.child import DIED_ERROR, TIMEOUT_ERROR, ChildResult, Ending
-from fargate_worker.policy import (
+from skyloom.runtime.outcome import RemoteError, StagedResult, StagedTask, TaskInput, TaskOutcome
+from skyloom_server.fargate_worker.child import DIED_ERROR, TIMEOUT_ERROR, ChildResult, Ending
+from skyloom_server.fargate_worker.policy import (
     AWS_UNAVAILABLE,
     MAX_RECEIVE,
     Action,
@@ -24,7 +25,6 @@ from fargate_worker.policy import (
     refill_budget,
     verdict,
 )
-from skyloom.runtime.outcome import RemoteError, StagedResult, StagedTask, TaskInput, TaskOutcome
 
 ERR = RemoteError("ValueError", "boom", "tb")
 

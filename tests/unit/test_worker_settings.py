@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fargate_worker.__main__ import parse_args
-from fargate_worker.settings import WorkerConfigError, WorkerSettings, cpu_quota, default_slots, load
+from skyloom_server.fargate_worker.__main__ import parse_args
+from skyloom_server.fargate_worker.settings import WorkerConfigError, WorkerSettings, cpu_quota, default_slots, load
 
 
 def test_defaults_suit_production() -> None:

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fargate_worker import telemetry
+from skyloom_server.fargate_worker import telemetry
 
 
 def test_busy_fraction_counts_running_and_finished_tasks() -> None:

@@ -14,7 +14,8 @@ if [ ! -x "$venv/bin/python" ] || [ /opt/skyloom/pyproject.toml -nt "$venv/.inst
     tar -C /opt/skyloom --exclude=./.venv --exclude=./.localstack-venv --exclude=./node_modules \
         --exclude=./cdk.out -cf - . | tar -C "$src" -xf -
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "$src"
+    # `skyloom local provision` is part of `skyloom local`, which needs the [local] extra.
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$src[local]"
     rm -rf "$src"
     touch "$venv/.installed"
 fi

@@ -173,9 +173,11 @@ def _slots_per_worker(config: BenchConfig) -> int | None:
         return config.slots
     if config.endpoint:
         return None
-    from fargate_worker.settings import default_slots
+    # Here, not at the top: only a local stack's bench needs the agent's rule (and skyloom[server]).
+    from skyloom_server.fargate_worker.settings import default_slots
 
-    return default_slots()
+    slots: int = default_slots()
+    return slots
 
 
 def _latency(client: skyloom.Client, batch: int, config: BenchConfig) -> dict[str, float]:

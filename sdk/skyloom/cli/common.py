@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from skyloom.client.connect import ENV_ENDPOINT, _credentials, _is_loopback, _region
+from skyloom.client.connection import ENV_ENDPOINT, _credentials, _is_loopback, _region
 from skyloom.client.http import HttpTransport
 from skyloom.client.lowlevel import Client
 from skyloom.core.protocol import TaskInfo

@@ -72,7 +72,7 @@ def _settings() -> Settings:
 #: INFO lines, Python warnings), which the console does not show.
 STACK_LOG = "stack.log"
 #: Top-level packages whose messages are the stack's own, shown on the console.
-_OWN = ("skyloom", "functions", "fargate_worker")
+_OWN = ("skyloom", "skyloom_server")
 
 
 class _ConsoleFilter(logging.Filter):

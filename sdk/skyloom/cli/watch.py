@@ -30,8 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from skyloom.cli.common import STATE_COLOURS, EndpointOption, JsonOption, connected, console, fmt_seconds
-from skyloom.core.events import SETTLE_SECONDS
-from skyloom.core.protocol_queries import Event
+from skyloom.core.protocol_queries import SETTLE_SECONDS, Event
 
 TASK_STATES = ("Creating", "Pending", "Submitted", "Processing", "Completed", "Error", "Timeout", "Cancelled")
 RUNNING = frozenset({"Pending", "Submitted", "Processing"})

@@ -58,6 +58,15 @@ _session: ContextVar[Backend | None] = ContextVar("skyloom_session", default=Non
 _fallback: Callable[[], Backend] | None = None
 
 
+def _no_task() -> Backend | None:
+    return None
+
+
+#: Finds the running task's context. :mod:`skyloom.runtime.context` installs its lookup when imported,
+#: so the client never imports the runtime: a process that runs no task never loads it.
+_task_lookup: Callable[[], Backend | None] = _no_task
+
+
 def enter_session(backend: Backend) -> Token[Backend | None]:
     """Make ``backend`` receive ``fn.submit()`` calls in this context (``with client.session()``)."""
     return _session.set(backend)
@@ -82,3 +91,14 @@ def set_fallback(provider: Callable[[], Backend] | None) -> None:
 
 def fallback() -> Callable[[], Backend] | None:
     return _fallback
+
+
+def set_task_lookup(lookup: Callable[[], Backend | None]) -> None:
+    """Install how the running task's context is found (by :mod:`skyloom.runtime.context`)."""
+    global _task_lookup
+    _task_lookup = lookup
+
+
+def running_task() -> Backend | None:
+    """The running task's context, which takes every ``fn.submit()`` made inside a task; None on a client."""
+    return _task_lookup()

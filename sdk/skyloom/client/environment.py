@@ -22,9 +22,6 @@ from importlib.metadata import PackageNotFoundError, version
 from skyloom.core.protocol import EnvironmentInfo, WorkerVersions
 from skyloom.errors import EnvironmentMismatch, NotFound
 
-#: The handler that runs functions shipped by value (``@skyloom.task``).
-CALL_HANDLER = "skyloom.call"
-
 
 def client_versions() -> tuple[str, str]:
     """This client's Python major.minor and cloudpickle version."""

@@ -29,19 +29,17 @@ from typing import Any, Generic, ParamSpec, TypeVar, Unpack, overload
 import cloudpickle
 
 from skyloom.client import backend as backends
+from skyloom.client import sources
 from skyloom.client.backend import Backend
 from skyloom.client.callspec import CallSpec, DependencyRef, encode, replace_nested
 from skyloom.client.futures import Future
 from skyloom.client.specs import TaskRequest
-from skyloom.core.protocol import MAX_LABEL_LENGTH
+from skyloom.core.protocol import CALL_HANDLER, MAX_LABEL_LENGTH
 from skyloom.options import TaskOptions, TaskOptionsArgs
-from skyloom.runtime import sources
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: The handler that runs pickled Python calls on the workers.
-CALL_HANDLER = "skyloom.call"
 #: A pickled function larger than this is stored once per session and read as a dependency.
 FUNCTION_INLINE_MAX = 2 * 1024
 #: A pickled call larger than this is stored as a result; the payload then only points to it.
@@ -207,9 +205,7 @@ def task(fn: Any = None, /, **options: Unpack[TaskOptionsArgs]) -> Any:
 
 # ------------------------------------------------------------------------------------ submission
 def _current_backend() -> Backend:
-    from skyloom.runtime.context import active_context
-
-    ctx = active_context()
+    ctx = backends.running_task()
     if ctx is not None:
         return ctx
     session = backends.entered_session()
@@ -264,6 +260,8 @@ def _in_order(futures: list[Future[Any]], end: float | None, *, chunked: bool) -
                 yield value
     finally:
         if read < len(futures):
+            # Here, not at the top: a task's child process runs task functions without the waiting
+            # machinery (gathering -> waiting -> the HTTP client), and only a client iterates a map.
             from skyloom.client.gathering import cancel
 
             cancel(futures[read:])

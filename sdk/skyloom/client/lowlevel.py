@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
@@ -20,13 +19,16 @@ from urllib.parse import urlencode
 from pydantic import BaseModel
 
 from skyloom.client import backend
-from skyloom.client.environment import CALL_HANDLER, EnvironmentCheck
+from skyloom.client.environment import EnvironmentCheck
 from skyloom.client.metrics import Metrics
+from skyloom.client.session import Session
 from skyloom.client.specs import TaskRequest
 from skyloom.client.waiting import SessionWaiter
 from skyloom.core import limits
+from skyloom.core.clock import new_id
 from skyloom.core.cost import Pricing
 from skyloom.core.protocol import (
+    CALL_HANDLER,
     MAX_IDS_PER_REQUEST,
     MAX_RESULTS_PER_REQUEST,
     MAX_TASKS_PER_REQUEST,
@@ -58,7 +60,6 @@ from skyloom.options import TaskOptions, TaskOptionsArgs
 if TYPE_CHECKING:
     from skyloom.client.futures import Future
     from skyloom.client.http import Transport
-    from skyloom.client.session import Session
 
 #: Inline data limit of the API unless the environment says otherwise (same variable as the server).
 DEFAULT_INLINE_LIMIT = limits.INLINE_DATA_BYTES.value
@@ -67,11 +68,6 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
-
-
-def new_id() -> str:
-    """A random id, valid for every kind of object."""
-    return uuid.uuid4().hex
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
@@ -529,8 +525,6 @@ class Client:
             return self._track_locked(session_id, info)
 
     def _track_locked(self, session_id: str, info: SessionInfo | None) -> Session:
-        from skyloom.client.session import Session
-
         s = Session(self, session_id, info=info)
         self._sessions.add(s)
         return s

@@ -21,8 +21,8 @@ import cloudpickle
 
 from skyloom.client import backend
 from skyloom.client.futures import Future, run_callbacks
-from skyloom.client.lowlevel import new_id
 from skyloom.client.specs import TaskRequest
+from skyloom.core.clock import new_id
 from skyloom.core.protocol import ResultInfo, ResultSpec, SessionInfo, TaskInfo, WaitMode, b64encode
 from skyloom.errors import SkyloomError
 

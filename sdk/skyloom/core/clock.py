@@ -1,4 +1,4 @@
-"""Wall-clock time in one place, so timers and leases agree and tests can reason about them."""
+"""Wall-clock time and fresh ids in one place, so timers and leases agree and tests can reason about them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ def now() -> float:
 
 
 def new_id() -> str:
+    """A random id, valid for every kind of object (session, task, result) on both sides of the API."""
     return uuid.uuid4().hex
 
 

@@ -6,12 +6,16 @@ The CDK stack and local mode set the same variables, so code never guesses a res
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from skyloom.core import limits
 from skyloom.core.cost import Prices
@@ -36,24 +40,78 @@ PRESIGN_DEFAULT_SECONDS = 300
 PRESIGN_MAX_SECONDS = 3600
 
 
-def _int(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{key} must be an integer, got {raw!r}") from exc
+class EnvReader(BaseSettings):
+    """Reads environment variables with one rule for the control plane, the agent and local mode.
+
+    A subclass declares one field per variable, named by its ``validation_alias``; ``None`` as a
+    default means "unset: the dataclass built from it keeps its own default", so each default is
+    written once. The rule: surrounding whitespace is ignored and a blank value is unset; a value that
+    does not parse is a ``ValueError`` (or ``error``) naming the variable and the value.
+    pydantic-settings does the reading (aliases, types); this class only points it at a given mapping.
+    """
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    @classmethod
+    def read(cls, env: Mapping[str, str] | None = None, error: type[ValueError] = ValueError) -> Self:
+        """The variables of ``env`` (``os.environ`` by default) that this class declares.
+
+        Parsed once per distinct set of values: the worker's child checks its partition's rules
+        before every task, and parsing costs milliseconds where a lookup costs microseconds.
+        """
+        source = os.environ if env is None else env
+        given = tuple((k, v) for k in _variables(cls) if (v := source.get(k, "").strip()))
+        try:
+            return _parsed(cls, given)  # type: ignore[return-value]  # _parsed returns an instance of cls
+        except ValidationError as exc:
+            raise error(_describe(exc.errors(include_url=False))) from None
+
+    def given(self) -> dict[str, Any]:
+        """The fields whose variable is set, for ``Dataclass(**reader.given())``."""
+        return {k: v for k, v in self if v is not None}
 
 
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{key} must be a number, got {raw!r}") from exc
+@functools.cache
+def _variables(cls: type[EnvReader]) -> tuple[str, ...]:
+    """The variable names ``cls`` reads (its fields' aliases)."""
+    names: list[str] = []
+    for info in cls.model_fields.values():
+        alias = info.validation_alias
+        names += [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else [str(alias)]
+    return tuple(names)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(cls: type[EnvReader], given: tuple[tuple[str, str], ...]) -> EnvReader:
+    return cls.model_validate(_Environment(cls, dict(given))())
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of ``os.environ`` (callers
+    pass a child's environment, tests a dict). Overriding ``_load_env_vars`` is how the library's
+    own ``.env`` file source does the same."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return dict(self._env)
+
+
+#: How a value that does not parse is described, by pydantic error type.
+_EXPECTED = {"int_parsing": "an integer", "int_from_float": "an integer", "float_parsing": "a number",
+             "bool_parsing": "true or false"}
+
+
+def _describe(errors: Sequence[Mapping[str, Any]]) -> str:
+    first = errors[0]
+    key = str(first["loc"][0]) if first.get("loc") else "environment"
+    # A union (``auto`` or an integer) reports one error per member: the one with a known wording.
+    mine = [e for e in errors if e.get("loc", ())[:1] == (key,)]
+    known = next((e for e in mine if e["type"] in _EXPECTED), first)
+    expected = _EXPECTED.get(str(known["type"]), str(known["msg"]).lower())
+    return f"{key} must be {expected}, got {known.get('input')!r}"
 
 
 @dataclass(frozen=True)
@@ -129,32 +187,23 @@ class Settings:
     # -- environment -------------------------------------------------------------------------
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        e = os.environ if env is None else env
-        stack = e.get("SKYLOOM_STACK", "skyloom")
-        levels = _int(e, "SKYLOOM_PRIORITY_LEVELS", 3)
-        names = [n.strip() for n in e.get("SKYLOOM_PARTITIONS", "default").split(",") if n.strip()]
+        """The settings of the ``SKYLOOM_*`` variables (and the AWS region) of ``env``, default
+        ``os.environ``; what is unset keeps its default.
+
+        Raises:
+            ValueError: a variable's value is invalid; the message names it.
+        """
+        e = _StackEnv.read(env)
+        given = e.given()
+        names = [n.strip() for n in given.pop("partition_names", "default").split(",") if n.strip()]
         for n in names:
             if not _NAME.match(n):
                 raise ValueError(f"SKYLOOM_PARTITIONS: partition name {n!r} must match {_NAME.pattern}")
-        return cls(
-            stack=stack,
-            region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
-            aws_endpoint=e.get("SKYLOOM_AWS_ENDPOINT") or None,
-            bucket=e.get("SKYLOOM_BUCKET", f"{stack}-data"),
-            partitions=_with_shapes(_with_policies(
-                tuple(PartitionSpec(n, priority_levels=levels) for n in names or ["default"]), e.get(POLICIES_ENV)
-            ), e.get(SHAPES_ENV)),
-            inline_max_bytes=_int(e, "SKYLOOM_INLINE_MAX_BYTES", limits.INLINE_DATA_BYTES.value),
-            lease_seconds=_float(e, "SKYLOOM_LEASE_SECONDS", 60.0),
-            visibility_timeout=_int(e, "SKYLOOM_VISIBILITY_TIMEOUT", 120),
-            redispatch_after_seconds=_float(e, "SKYLOOM_REDISPATCH_AFTER_SECONDS", 300.0),
-            finalize_after_seconds=_float(e, "SKYLOOM_FINALIZE_AFTER_SECONDS", 30.0),
-            default_max_retries=_int(e, "SKYLOOM_DEFAULT_MAX_RETRIES", 2),
-            retry_backoff_seconds=_float(e, "SKYLOOM_RETRY_BACKOFF_SECONDS", 1.0),
-            presign_seconds=_int(e, "SKYLOOM_PRESIGN_SECONDS", PRESIGN_DEFAULT_SECONDS),
-            prices=e.get("SKYLOOM_PRICES", ""),
-            metrics_retention_days=_int(e, "SKYLOOM_METRICS_RETENTION_DAYS", 400),
-        )
+        levels = {"priority_levels": given.pop("priority_levels")} if "priority_levels" in given else {}
+        given.setdefault("bucket", f"{given.get('stack', cls.stack)}-data")
+        partitions = tuple(PartitionSpec(n, **levels) for n in names or ["default"])
+        partitions = _with_shapes(_with_policies(partitions, given.pop("policies", None)), given.pop("shapes", None))
+        return cls(partitions=partitions, **given)
 
     def to_env(self) -> dict[str, str]:
         """The variables that make :meth:`from_env` rebuild these settings in another process."""
@@ -189,6 +238,29 @@ class Settings:
         shapes = {p.name: {f: getattr(p, f) for f in _SHAPE_FIELDS} for p in self.partitions}
         env[SHAPES_ENV] = json.dumps(shapes, separators=(",", ":"), sort_keys=True)
         return env
+
+
+class _StackEnv(EnvReader):
+    """The variables of :class:`Settings` (the CDK stack and local mode set them alike)."""
+
+    stack: str | None = Field(None, validation_alias="SKYLOOM_STACK")
+    region: str | None = Field(None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    aws_endpoint: str | None = Field(None, validation_alias="SKYLOOM_AWS_ENDPOINT")
+    bucket: str | None = Field(None, validation_alias="SKYLOOM_BUCKET")
+    partition_names: str | None = Field(None, validation_alias="SKYLOOM_PARTITIONS")
+    priority_levels: int | None = Field(None, validation_alias="SKYLOOM_PRIORITY_LEVELS")
+    policies: str | None = Field(None, validation_alias=POLICIES_ENV)
+    inline_max_bytes: int | None = Field(None, validation_alias="SKYLOOM_INLINE_MAX_BYTES")
+    lease_seconds: float | None = Field(None, validation_alias="SKYLOOM_LEASE_SECONDS")
+    visibility_timeout: int | None = Field(None, validation_alias="SKYLOOM_VISIBILITY_TIMEOUT")
+    redispatch_after_seconds: float | None = Field(None, validation_alias="SKYLOOM_REDISPATCH_AFTER_SECONDS")
+    finalize_after_seconds: float | None = Field(None, validation_alias="SKYLOOM_FINALIZE_AFTER_SECONDS")
+    default_max_retries: int | None = Field(None, validation_alias="SKYLOOM_DEFAULT_MAX_RETRIES")
+    retry_backoff_seconds: float | None = Field(None, validation_alias="SKYLOOM_RETRY_BACKOFF_SECONDS")
+    presign_seconds: int | None = Field(None, validation_alias="SKYLOOM_PRESIGN_SECONDS")
+    shapes: str | None = Field(None, validation_alias=SHAPES_ENV)
+    prices: str | None = Field(None, validation_alias="SKYLOOM_PRICES")
+    metrics_retention_days: int | None = Field(None, validation_alias="SKYLOOM_METRICS_RETENTION_DAYS")
 
 
 def _with_policies(partitions: tuple[PartitionSpec, ...], raw: str | None) -> tuple[PartitionSpec, ...]:

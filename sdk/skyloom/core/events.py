@@ -27,12 +27,9 @@ from typing import Any
 
 from skyloom.core import clock
 from skyloom.core.models import ResultModel, TaskModel
-from skyloom.core.protocol_queries import Event, EventsPage
+from skyloom.core.protocol_queries import SETTLE_SECONDS, Event, EventsPage
 from skyloom.core.sessions import load_session
 from skyloom.errors import InvalidRequest
-
-#: How long a change waits before the cursor may pass it (GSI propagation, clock skew of writers).
-SETTLE_SECONDS = 1.0
 
 Cursor = tuple[float, str, str]
 _START: Cursor = (0.0, "", "")

@@ -22,6 +22,9 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = limits.PAGE_SIZE.value
 DEFAULT_EVENTS = 500
 MAX_EVENTS = limits.EVENTS_PER_PAGE.value
+#: How long a change waits before the events cursor may pass it (GSI propagation, clock skew of
+#: writers); younger changes come aside as ``recent`` (:mod:`skyloom.core.events`).
+SETTLE_SECONDS = 1.0
 
 
 class _Body(BaseModel):

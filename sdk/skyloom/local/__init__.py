@@ -2,10 +2,16 @@
 
 ``LocalStack`` is the entry point (``skyloom local up`` and the test fixture use it); ``discover``
 finds one that ``skyloom local up`` is running. The pieces (emulator, gateway, stream poller,
-scheduler, workers) are importable from their modules for tests that need one alone.
+scheduler, workers) are importable from their modules for tests that need one alone. All of it needs
+``pip install 'skyloom[local]'`` (:mod:`skyloom.extras`).
 """
 
 from __future__ import annotations
+
+from skyloom.extras import require
+
+# Before anything else: without the extra, a clear MissingExtra instead of "No module named 'moto'".
+require("local", "the local stack (skyloom.local)")
 
 from skyloom.local.credentials import (
     ENDPOINT_ENV,

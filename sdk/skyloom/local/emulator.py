@@ -1,8 +1,10 @@
 """The embedded AWS: moto in server mode, in its own process, on a loopback port.
 
 moto runs behind gunicorn rather than ``moto_server`` because moto's own server answers
-``Connection: close`` on every request, and keep-alive makes every boto3 call ~1.5x faster (see
-EMULATORS.md). It is a subprocess so that the control plane threads and moto's request handling do
+``Connection: close`` on every request, and keep-alive makes every boto3 call ~1.5x faster. The
+served app is :mod:`skyloom.local.moto_app`: the only place Skyloom patches moto (and only in this
+process), seven changes listed with why and the test that pins each in EMULATORS.md at the
+repository root. It is a subprocess so that the control plane threads and moto's request handling do
 not share one GIL, and so that worker processes reach it over real HTTP exactly as they would reach
 AWS. Exactly one gunicorn worker serves it, because moto keeps all state in that process's memory.
 

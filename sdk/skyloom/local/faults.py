@@ -73,9 +73,10 @@ from typing import Any
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 from botocore.exceptions import EndpointConnectionError
+from pydantic import Field
 
 from skyloom.core import aws, models
-from skyloom.core.config import _float, _int
+from skyloom.core.config import EnvReader
 from skyloom.runtime.lifeline import alive
 
 ENV_PREFIX = aws.FAULTS_ENV_PREFIX
@@ -84,6 +85,19 @@ TRANSACTION_OPERATION = "TransactWriteItems"
 BATCH_OPERATIONS = frozenset({"SendMessageBatch", "DeleteMessageBatch", "ChangeMessageVisibilityBatch"})
 #: Where an answered request is pointed, so that no other handler of the event acts on it.
 NOWHERE = "https://skyloom-injected-fault.invalid/"
+
+
+class _FaultsEnv(EnvReader):
+    """The ``SKYLOOM_FAULTS_*`` variables (:meth:`FaultConfig.to_env` writes them)."""
+
+    transaction_conflict: float | None = Field(None, validation_alias=ENV_PREFIX + "TRANSACTION_CONFLICT")
+    server_error: float | None = Field(None, validation_alias=ENV_PREFIX + "SERVER_ERROR")
+    throttling: float | None = Field(None, validation_alias=ENV_PREFIX + "THROTTLING")
+    batch_failure: float | None = Field(None, validation_alias=ENV_PREFIX + "BATCH_FAILURE")
+    blackout: str | None = Field(None, validation_alias=ENV_PREFIX + "BLACKOUT")
+    seed: int | None = Field(None, validation_alias=ENV_PREFIX + "SEED")
+    operations: str | None = Field(None, validation_alias=ENV_PREFIX + "OPERATIONS")
+    limit: int | None = Field(None, validation_alias=ENV_PREFIX + "LIMIT")
 
 
 class FaultKind(StrEnum):
@@ -134,27 +148,19 @@ class FaultConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> FaultConfig:
         """The configuration of the ``SKYLOOM_FAULTS_*`` variables (all off when none is set)."""
-        env = os.environ if environ is None else environ
-        seconds = every = 0.0
-        blackout = env.get(ENV_PREFIX + "BLACKOUT", "").strip()
-        if blackout:
+        given = _FaultsEnv.read(environ).given()
+        blackout = given.pop("blackout", None)
+        if blackout is not None:
             try:
                 left, right = blackout.split("/")
-                seconds, every = float(left), float(right)
+                given["blackout_seconds"], given["blackout_every"] = float(left), float(right)
             except ValueError:
                 raise ValueError(f"{ENV_PREFIX}BLACKOUT must be SECONDS/EVERY (e.g. 3/20), not {blackout!r}") from None
-        limit = _int(env, ENV_PREFIX + "LIMIT", -1)
-        return cls(
-            transaction_conflict=_float(env, ENV_PREFIX + "TRANSACTION_CONFLICT", 0.0),
-            server_error=_float(env, ENV_PREFIX + "SERVER_ERROR", 0.0),
-            throttling=_float(env, ENV_PREFIX + "THROTTLING", 0.0),
-            batch_failure=_float(env, ENV_PREFIX + "BATCH_FAILURE", 0.0),
-            blackout_seconds=seconds,
-            blackout_every=every,
-            seed=_int(env, ENV_PREFIX + "SEED", 0),
-            operations=frozenset(o.strip() for o in env.get(ENV_PREFIX + "OPERATIONS", "").split(",") if o.strip()),
-            limit=None if limit < 0 else limit,
-        )
+        if "operations" in given:
+            given["operations"] = frozenset(o.strip() for o in given["operations"].split(",") if o.strip())
+        if given.get("limit", 0) < 0:
+            given["limit"] = None  # a negative limit is "no limit", as unset
+        return cls(**given)
 
     def to_env(self) -> dict[str, str]:
         """The variables that give another process this configuration."""

@@ -1,10 +1,12 @@
-"""The WSGI application the embedded emulator serves: moto's domain dispatcher, plus local fixes.
+"""The WSGI application the embedded emulator serves: moto's domain dispatcher, and our patches to moto.
 
 Gunicorn imports this module in its single worker (``skyloom.local.moto_app:app``). moto keeps all
 state in that process's memory, which is why :mod:`skyloom.local.emulator` never runs more than one
 worker.
 
-The two fixes are about running for hours rather than for one test:
+Every change this process makes to moto is listed here; EMULATORS.md (at the repository root) lists
+the same seven with the test that pins each. They are about running for hours, under load, the way
+AWS behaves:
 
 * moto stores every DynamoDB Streams shard iterator it ever hands out, and a stream consumer asks for
   a new one on every poll (20 a second when idle). Only the most recent ones can still be in use, so

@@ -60,9 +60,9 @@ from skyloom.runtime.lifeline import PARENT_PID_ENV
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-SUBMIT_HANDLER = "functions.submit.handler:handler"
-RESOLVE_HANDLER = "functions.resolve.handler:handler"
-DISPATCH_HANDLER = "functions.dispatch.handler:handler"
+SUBMIT_HANDLER = "skyloom_server.functions.submit.handler:handler"
+RESOLVE_HANDLER = "skyloom_server.functions.resolve.handler:handler"
+DISPATCH_HANDLER = "skyloom_server.functions.dispatch.handler:handler"
 _exporting_lock = threading.Lock()
 #: The stack whose settings this process's environment and models currently describe.
 _exporting: LocalStack | None = None
@@ -110,7 +110,7 @@ class LocalStack:
         submit_handler, resolve_handler, dispatch_handler: The functions, as callables or
             ``"module:attribute"`` paths imported at :meth:`start`.
         worker_env: Extra environment of the workers.
-        worker_command: Replaces ``python -m fargate_worker`` (tests).
+        worker_command: Replaces ``python -m skyloom_server.fargate_worker`` (tests).
         api_concurrency: Execution environments ("containers", processes) of the submit function
             when it is named by path; a callable runs in this process, one request at a time.
         export_environment: Export settings and credentials to ``os.environ`` and bind the models

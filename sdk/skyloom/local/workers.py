@@ -1,6 +1,6 @@
 """Worker agent processes, supervised like the tasks of a Fargate service.
 
-Each worker is ``python -m fargate_worker`` in its own process group (its "container"), with the
+Each worker is ``python -m skyloom_server.fargate_worker`` in its own process group (its "container"), with the
 settings of the stack in its environment and its output in ``worker-N.log``. Chaos tests use
 :meth:`WorkerPool.kill` (SIGKILL: a Spot reclaim without notice, or a crash) and
 :meth:`WorkerPool.terminate` (SIGTERM: the two-minute Spot interruption notice); signals go to the
@@ -24,7 +24,7 @@ from typing import IO
 logger = logging.getLogger(__name__)
 
 #: What a worker runs unless told otherwise.
-DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "fargate_worker")
+DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "skyloom_server.fargate_worker")
 #: Environment variable carrying the worker's id (index and generation), for its logs.
 WORKER_ID_ENV = "SKYLOOM_WORKER_ID"
 
@@ -44,7 +44,7 @@ class WorkerPool:
         count: Number of workers.
         env: Their whole environment (settings, credentials, PATH...).
         run_dir: Where ``worker-N.log`` files go.
-        command: The program to run, ``python -m fargate_worker`` by default.
+        command: The program to run, ``python -m skyloom_server.fargate_worker`` by default.
     """
 
     def __init__(

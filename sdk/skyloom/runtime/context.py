@@ -13,7 +13,6 @@ import hashlib
 import math
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,10 +20,13 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from skyloom.client import backend
 from skyloom.client.callspec import rewrite_dependency
 from skyloom.client.futures import Future
 from skyloom.client.specs import TaskRequest
+from skyloom.core.clock import new_id
 from skyloom.core.limits import MEASUREMENTS_PER_ATTEMPT
+from skyloom.core.protocol import CALL_HANDLER
 from skyloom.errors import InvalidArgument, InvalidRequest, ResultAlreadyWritten
 from skyloom.options import TaskOptions, check_metric
 from skyloom.runtime.outcome import Recorded, StagedResult, StagedTask, TaskInput, TaskOutcome
@@ -33,8 +35,6 @@ _current: ContextVar[TaskContext | None] = ContextVar("skyloom_task_context", de
 #: The task this process is running, for threads the task starts (they do not inherit contextvars).
 #: A worker's child process runs one task at a time, so one slot is enough.
 _running: TaskContext | None = None
-
-CALL_HANDLER = "skyloom.call"
 
 
 class OutputsNotCovered(RuntimeError):
@@ -170,7 +170,7 @@ class TaskContext:
 
     # ------------------------------------------------------------------ backend of fn.submit()
     def new_id(self) -> str:
-        return uuid.uuid4().hex
+        return new_id()
 
     def blob_ref(self, data: bytes) -> str:
         key = hashlib.sha256(data).hexdigest()
@@ -346,3 +346,7 @@ class TaskContext:
 def _options(raw: Mapping[str, object]) -> TaskOptions:
     known = {k: v for k, v in raw.items() if k in TaskOptions.model_fields and v is not None}
     return TaskOptions.model_validate(known)
+
+
+# fn.submit() inside a task stages here; the client finds it through this hook, without importing us.
+backend.set_task_lookup(active_context)

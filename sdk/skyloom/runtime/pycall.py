@@ -20,8 +20,9 @@ from skyloom.client.callspec import (
     decode,
     replace_nested,
 )
-from skyloom.client.functions import CALL_HANDLER, TaskFunction
+from skyloom.client.functions import TaskFunction
 from skyloom.client.futures import Future
+from skyloom.core.protocol import CALL_HANDLER
 from skyloom.runtime.context import TaskContext
 from skyloom.runtime.registry import handler
 

@@ -21,6 +21,7 @@ from skyloom.client import backend
 from skyloom.client.http import HttpTransport
 from skyloom.client.lowlevel import Client
 from skyloom.errors import ConnectionFailed, Unauthorized
+from skyloom.extras import MissingExtra
 
 if TYPE_CHECKING:
     from botocore.credentials import Credentials
@@ -84,9 +85,12 @@ def _local_endpoint() -> str:
     try:
         embedded: Any = importlib.import_module("skyloom.local.embedded")
     except ImportError as exc:
-        raise ConnectionFailed(
-            f"no Skyloom endpoint configured: pass connect(endpoint=...) or set {ENV_ENDPOINT}; "
+        # MissingExtra says which pip install; any other ImportError is a broken [local] install.
+        missing = str(exc) if isinstance(exc, MissingExtra) else (
             f"the embedded local stack needs `pip install 'skyloom[local]'` ({exc})"
+        )
+        raise ConnectionFailed(
+            f"no Skyloom endpoint configured: pass connect(endpoint=...) or set {ENV_ENDPOINT}; {missing}"
         ) from exc
     return str(embedded.local_endpoint())
 

@@ -1,0 +1,129 @@
+"""The emulator's patches to moto (skyloom.local.moto_app), each checked on moto in-process.
+
+Each check runs in a subprocess: importing ``moto_app`` patches moto's classes for the whole process
+and installs signal handlers that end it at once on SIGINT/SIGTERM (the emulator's fast exit), which
+a pytest process must not get. EMULATORS.md lists every patch with the test that pins it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+PRELUDE = """
+import json, os, threading, time
+os.environ.update(AWS_DEFAULT_REGION="us-east-1", AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x")
+import boto3
+from moto import mock_aws
+from skyloom.local import moto_app
+ACCOUNT, REGION = "123456789012", "us-east-1"
+"""
+
+
+def _run(body: str) -> dict[str, int]:
+    code = PRELUDE + textwrap.dedent(body)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SKYLOOM_"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    result: dict[str, int] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_stream_shard_iterators_are_trimmed_to_the_newest() -> None:
+    # GIVEN a stream read with a new iterator on every poll, as the local stream consumer does
+    result = _run("""
+        from moto.dynamodbstreams.models import dynamodbstreams_backends
+        moto_app.MAX_SHARD_ITERATORS = 5
+        with mock_aws():
+            ddb = boto3.client("dynamodb")
+            ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                             AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                             BillingMode="PAY_PER_REQUEST",
+                             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"})
+            arn = ddb.describe_table(TableName="t")["Table"]["LatestStreamArn"]
+            ddb.put_item(TableName="t", Item={"k": {"S": "a"}})
+            streams = boto3.client("dynamodbstreams")
+            shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+            for _ in range(20):
+                it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard,
+                                                ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+                records = streams.get_records(ShardIterator=it)["Records"]
+            kept = len(dynamodbstreams_backends[ACCOUNT][REGION].shard_iterators)
+            print(json.dumps({"kept": kept, "records": len(records)}))
+    """)
+    # THEN moto keeps only the newest iterators (it kept all 20, and then forever), and reads go on
+    assert result == {"kept": 5, "records": 1}
+
+
+def test_sqs_sends_and_receives_do_not_walk_the_queue_for_its_counts() -> None:
+    # GIVEN a queue whose message list counts how often it is walked
+    result = _run("""
+        from moto.sqs.models import sqs_backends
+        walks = 0
+        class Counting(list):
+            def __iter__(self):
+                global walks
+                walks += 1
+                return super().__iter__()
+        with mock_aws():
+            sqs = boto3.client("sqs")
+            url = sqs.create_queue(QueueName="q")["QueueUrl"]
+            queue = sqs_backends[ACCOUNT][REGION].queues["q"]
+            queue._messages = Counting(queue._messages)
+            for _ in range(10):
+                sqs.send_message(QueueUrl=url, MessageBody="x")
+            sends, walks = walks, 0
+            received = len(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"])
+            receives = walks
+            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            print(json.dumps({"sends": sends, "receives": receives, "received": received,
+                              "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"])}))
+    """)
+    # THEN ten sends walk it not at all (moto: 3 walks each) and a receive once (moto: 9 per message),
+    # while the counts asked for are still right
+    assert result == {"sends": 0, "receives": 1, "received": 10, "in_flight": 10}
+
+
+def test_dynamodb_requests_are_served_one_at_a_time() -> None:
+    # GIVEN the emulator's WSGI wrapper around an app that notes how many requests it serves at once
+    result = _run("""
+        active = peak = 0
+        lock = threading.Lock()
+        def inner(environ, start_response):
+            global active, peak
+            with lock:
+                active += 1
+                peak = max(peak, active)
+            time.sleep(0.02)
+            with lock:
+                active -= 1
+            return [b"o", b"k"]
+        app = moto_app._serialize_dynamodb(inner)
+        targets = ["DynamoDB_20120810.PutItem", "DynamoDBStreams_20120810.GetRecords"] * 4
+        threads = [threading.Thread(target=app, args=({"HTTP_X_AMZ_TARGET": t}, None)) for t in targets]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        body = app({"HTTP_X_AMZ_TARGET": "DynamoDB_20120810.GetItem"}, None)
+        print(json.dumps({"peak": peak, "body": [part.decode() for part in body]}))
+    """)
+    # THEN eight concurrent DynamoDB and Streams requests ran one at a time, the body read inside
+    assert result == {"peak": 1, "body": ["ok"]}
+
+
+def test_the_emulator_process_exits_at_once_on_sigterm() -> None:
+    # GIVEN moto_app imported in the main thread (as gunicorn's worker does), WHEN SIGTERM arrives
+    code = PRELUDE + textwrap.dedent("""
+        import signal, sys
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        print("drained")
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SKYLOOM_"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    # THEN it exits 0 there and then: no drain (nothing to protect), no death by the signal either
+    assert (out.returncode, out.stdout) == (0, "")
