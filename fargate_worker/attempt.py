@@ -27,7 +27,7 @@ from fargate_worker.messages import Held, Mailbox
 from fargate_worker.policy import AWS_UNAVAILABLE, Action, Backoff, Verdict, bytes_in, bytes_out, max_duration
 from fargate_worker.shutdown import StopControl
 from fargate_worker.telemetry import AttemptTrace, emit_task_metrics, emit_task_started, logger
-from skyloom.core import clock
+from skyloom.core import checkpoints, clock
 from skyloom.core.aws import transient_error
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
@@ -200,6 +200,8 @@ class Attempts:
                     self.settings, task, self.worker_id, outcome, metrics, v.log))
             metrics["upload"] = time.monotonic() - start
             self._after_commit(task, metrics, committed)
+            if committed:
+                self._drop_checkpoint(task, outcome)
         elif v.error is not None:
             error = v.error
             status = self._outlast("recording the failed attempt", lambda: self._ops.fail(
@@ -234,10 +236,12 @@ class Attempts:
             committed = self._outlast("committing the outcomes",
                                       lambda: self._ops.complete_many(self.settings, commits))
         spent = time.monotonic() - start
-        for (held, task, _, metrics), ok in zip(group, committed, strict=True):
+        for (held, task, v, metrics), ok in zip(group, committed, strict=True):
             metrics["upload"] = spent
             with self.task_context(task):
                 self._after_commit(task, metrics, ok)
+                if ok and v.outcome is not None:
+                    self._drop_checkpoint(task, v.outcome)
             self._mailbox.delete(held)
 
     def _after_commit(self, task: TaskModel, metrics: dict[str, float], committed: bool) -> None:
@@ -248,6 +252,17 @@ class Attempts:
         else:
             logger.warning("lease lost before the commit: this attempt's outputs were discarded")
             self._emit(task, metrics, None)
+
+    def _drop_checkpoint(self, task: TaskModel, outcome: TaskOutcome) -> None:
+        """The task completed: drop its checkpoint value, if this attempt or an earlier one may have
+        left one (no call for the tasks that never checkpoint). A failure is only logged: the value
+        then goes with the session's purge, and no attempt can use it any more."""
+        if not (outcome.checkpointed or checkpoints.may_hold(task)):
+            return
+        try:
+            self._outlast("dropping the task's checkpoint", lambda: checkpoints.drop(self.settings, task.task_id))
+        except Exception:
+            logger.exception("could not drop the completed task's checkpoint")
 
     def _emit(self, task: TaskModel, metrics: dict[str, float], outcome: str | None) -> None:
         try:

@@ -55,6 +55,7 @@ from skyloom.errors import (
     WaitTimeout,
 )
 from skyloom.options import TaskOptions
+from skyloom.runtime.checkpointing import checkpoint, on_preempt, restore
 from skyloom.runtime.context import TaskContext, current_context
 from skyloom.runtime.registry import handler
 
@@ -96,10 +97,13 @@ __all__ = [
     "WaitTimeout",
     "__version__",
     "as_completed",
+    "checkpoint",
     "connect",
     "current_context",
     "gather",
     "handler",
+    "on_preempt",
+    "restore",
     "task",
     "wait",
 ]

@@ -42,10 +42,14 @@ EXPECTED = {
     "WaitTimeout",
     "__version__",
     "as_completed",
+    # Task checkpoints (issue 16): save, get back on a later attempt, last one on a reclaim.
+    "checkpoint",
     "connect",
     "current_context",
     "gather",
     "handler",
+    "on_preempt",
+    "restore",
     "task",
     "wait",
 }

@@ -28,6 +28,7 @@ from skyloom.core.protocol import (
     MAX_IDS_PER_REQUEST,
     MAX_RESULTS_PER_REQUEST,
     MAX_TASKS_PER_REQUEST,
+    CheckpointInfo,
     CreateResultsRequest,
     CreateSessionRequest,
     EnvironmentInfo,
@@ -311,6 +312,15 @@ class Client:
         """
         return self._call("GET", f"/sessions/{session_id}/tasks/{task_id}/logs{_query(attempt=attempt)}", None,
                           TaskLogs)
+
+    def task_checkpoints(self, session_id: str, task_id: str) -> CheckpointInfo:
+        """A task's checkpoints: how many its attempts took, their sizes, who resumed from which.
+
+        Example:
+            >>> client.task_checkpoints(sid, tid).taken
+            12
+        """
+        return self._call("GET", f"/sessions/{session_id}/tasks/{task_id}/checkpoints", None, CheckpointInfo)
 
     # ------------------------------------------------------------------------ lifecycle (issue 3)
     def cancel_session(self, session_id: str) -> SessionInfo:

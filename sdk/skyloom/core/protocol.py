@@ -399,6 +399,29 @@ class TaskInfo(_Body):
     metrics: dict[str, Any] | None = None
 
 
+class CheckpointResume(_Body):
+    """An attempt that started from a checkpoint of an earlier one."""
+
+    attempt: int = Field(description="The attempt that resumed (a drained one keeps its number)")
+    from_attempt: int = Field(description="The attempt that took the checkpoint it resumed from")
+    seq: int = Field(description="The checkpoint's sequence number within the task (1 is the first)")
+    at: float | None = None
+
+
+class CheckpointInfo(_Body):
+    """A task's checkpoints (`skyloom.checkpoint`): how many were taken, their sizes, who resumed."""
+
+    taken: int = Field(default=0, description="Checkpoints taken by all the task's attempts")
+    total_bytes: int = Field(default=0, description="Bytes those checkpoints held, in all")
+    latest_size: int | None = Field(default=None, description="Bytes of the latest checkpoint")
+    latest_attempt: int | None = Field(default=None, description="The attempt that took the latest checkpoint")
+    latest_seq: int | None = None
+    saved_at: float | None = None
+    in_s3: bool = Field(default=False, description="The latest value is in S3 (too large to sit inline)")
+    dropped: bool = Field(default=False, description="The task completed and the value was dropped")
+    resumes: list[CheckpointResume] = Field(default_factory=list)
+
+
 class TasksResponse(_Body):
     tasks: list[TaskInfo]
 

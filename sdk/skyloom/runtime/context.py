@@ -93,6 +93,8 @@ class TaskContext:
         #: result id -> id of the staged task producing it (parent outputs included: delegation).
         self._producer: dict[str, str] = {}
         self._blobs: dict[str, str] = {}
+        #: This attempt's checkpoints (:mod:`skyloom.runtime.checkpointing`), made on first use.
+        self.checkpointer: Any = None
 
     # ------------------------------------------------------------------------------ low level
     def send_result(self, result_id: str, data: bytes) -> None:
@@ -248,6 +250,7 @@ class TaskContext:
                 outputs=dict(self._outputs),
                 staged_results=list(self._results.values()),
                 staged_tasks=list(self._tasks),
+                checkpointed=bool(getattr(self.checkpointer, "touched", False)),
             )
 
     @contextmanager

@@ -111,6 +111,8 @@ class TaskOutcome:
     staged_results: list[StagedResult] = field(default_factory=list)
     staged_tasks: list[StagedTask] = field(default_factory=list)
     error: RemoteError | None = None
+    #: The attempt read or wrote the task's checkpoint: the agent drops it once the task completes.
+    checkpointed: bool = False
 
     @property
     def ok(self) -> bool:
