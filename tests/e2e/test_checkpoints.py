@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 import skyloom
+from skyloom.cli import app
 from skyloom.core.config import Settings
 from skyloom.local import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, LocalStack
 
@@ -168,6 +170,11 @@ def test_sigkilled_worker_the_next_attempt_resumes_from_the_last_step(
     assert (resume.attempt, resume.from_attempt, resume.seq) == (2, 1, done_before)
     (task,) = s.get_tasks([tid])
     assert [a.error_type for a in task.attempts] == ["WorkerLost", None]
+    shown = CliRunner().invoke(app, ["tasks", "show", tid, "--session", s.session_id],
+                               env={"SKYLOOM_ENDPOINT": stack.endpoint, "COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert f"checkpoints: {STEPS} taken" in shown.stdout
+    assert f"attempt 2 resumed from checkpoint #{done_before} of attempt 1" in shown.stdout
 
 
 def test_sigterm_drain_takes_a_last_checkpoint_and_the_next_run_resumes_from_it(
