@@ -172,6 +172,10 @@ class Attempts:
             held.child = None
         metrics["compute"] = result.seconds
         metrics["bytes_out"] = float(bytes_out(result.outcome))
+        if result.outcome.lazy_fetches:  # lazy inputs the task fetched itself count as input transfers
+            metrics["fetch"] = metrics.get("fetch", 0.0) + result.outcome.lazy_seconds
+            metrics["bytes_in"] = metrics.get("bytes_in", 0.0) + result.outcome.lazy_bytes
+            metrics["lazy_fetches"] = float(result.outcome.lazy_fetches)
         # The child's own high-water mark when it returned; the heartbeat's samples if it died.
         peak = max(result.memory_peak or 0, held.memory_peak)
         if peak:

@@ -32,6 +32,7 @@ from skyloom.client import (
     task,
     wait,
 )
+from skyloom.client.dependencies import lazy, optional
 from skyloom.errors import (
     ClaimConflict,
     Conflict,
@@ -57,6 +58,7 @@ from skyloom.errors import (
 from skyloom.options import TaskOptions
 from skyloom.runtime.checkpointing import checkpoint, on_preempt, restore
 from skyloom.runtime.context import TaskContext, current_context
+from skyloom.runtime.inputs import Aborted, LazyInput
 from skyloom.runtime.registry import handler
 
 try:
@@ -68,6 +70,7 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "Aborted",
     "ClaimConflict",
     "Client",
     "Conflict",
@@ -77,6 +80,7 @@ __all__ = [
     "Future",
     "GraphCycle",
     "InvalidRequest",
+    "LazyInput",
     "NotFound",
     "PayloadTooLarge",
     "ResultAlreadyWritten",
@@ -102,7 +106,9 @@ __all__ = [
     "current_context",
     "gather",
     "handler",
+    "lazy",
     "on_preempt",
+    "optional",
     "restore",
     "task",
     "wait",

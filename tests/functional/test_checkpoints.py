@@ -13,7 +13,7 @@ from skyloom.core import checkpoints, execution
 from skyloom.core.checkpoints import CheckpointSuperseded
 from skyloom.core.config import Settings
 from skyloom.core.models import CheckpointModel
-from skyloom.runtime import checkpointing
+from skyloom.runtime import checkpointing, store
 from skyloom.runtime.context import TaskContext
 from skyloom.runtime.outcome import TaskInput
 from tests.functional.conftest import IDENTITY_B, ApiClient
@@ -23,7 +23,7 @@ from tests.functional.test_resolution import submit
 @pytest.fixture(autouse=True)
 def _fresh_state(aws_stack: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     execution.sessions._status_cache.clear()
-    monkeypatch.setattr(checkpointing, "_settings", aws_stack)
+    monkeypatch.setattr(store, "_settings", aws_stack)
 
 
 def _objects(settings: Settings, prefix: str) -> list[str]:

@@ -566,6 +566,10 @@ class Client:
             "expected_outputs": list(t.expected_outputs),
             "options": t.options,
         }
+        if t.optional_dependencies:
+            spec["optional_dependencies"] = list(t.optional_dependencies)
+        if t.lazy_dependencies:
+            spec["lazy_dependencies"] = list(t.lazy_dependencies)
         if len(t.payload) > self.inline_limit:
             spec["payload_result"] = self.upload(session_id, t.payload, name="payload")
         else:

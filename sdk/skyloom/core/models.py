@@ -129,6 +129,12 @@ class TaskModel(Model):
     data_dependencies = ListAttribute[str](default=list)
     #: Dependencies not yet completed. DynamoDB drops an empty set, so "absent" means "none left".
     remaining = UnicodeSetAttribute(null=True)
+    #: The data dependencies of the *optional* kind (an abort of one does not cancel the task) and of
+    #: the *lazy* kind (not prefetched); absent on tasks with mandatory dependencies only.
+    optional_deps = UnicodeSetAttribute(null=True)
+    lazy_deps = UnicodeSetAttribute(null=True)
+    #: Optional dependencies that were aborted: the cascade stopped here, the task runs without them.
+    aborted_inputs = UnicodeSetAttribute(null=True)
     expected_outputs = ListAttribute[str](default=list)
     #: Effective TaskOptions (session defaults merged with the task's own).
     options = JSONAttribute(default=dict)

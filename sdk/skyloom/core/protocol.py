@@ -319,6 +319,18 @@ class TaskSpec(_Request):
     payload: str | None = Field(default=None, description="base64; at most the inline limit once decoded")
     payload_result: str | None = Field(default=None, pattern=ID_PATTERN, description="A result holding it")
     data_dependencies: list[str] = Field(default_factory=list, max_length=MAX_DEPENDENCIES_PER_TASK)
+    optional_dependencies: list[str] = Field(
+        default_factory=list, max_length=MAX_DEPENDENCIES_PER_TASK,
+        description="Data dependencies of the *optional* kind (each one also in `data_dependencies`): if one "
+        "is aborted (its producer failed or was cancelled), the task is not cancelled; it runs, and is told "
+        "which inputs were aborted and why. The failure cascade stops there.",
+    )
+    lazy_dependencies: list[str] = Field(
+        default_factory=list, max_length=MAX_DEPENDENCIES_PER_TASK,
+        description="Data dependencies of the *lazy* kind (each one also in `data_dependencies`): waited for "
+        "like the others, but not downloaded before the task starts; the task fetches the value on demand "
+        "(timed and counted like the other transfers). A dependency may be both optional and lazy.",
+    )
     expected_outputs: list[str] = Field(min_length=1, max_length=MAX_EXPECTED_OUTPUTS_PER_TASK)
     options: TaskOptions = Field(default_factory=TaskOptions)
 
@@ -385,6 +397,12 @@ class TaskInfo(_Body):
     handler: str
     label: str | None = None
     data_dependencies: list[str]
+    optional_dependencies: list[str] = Field(default_factory=list)
+    lazy_dependencies: list[str] = Field(default_factory=list)
+    aborted_inputs: list[str] = Field(
+        default_factory=list,
+        description="Optional dependencies that were aborted: the failure cascade stopped at this task",
+    )
     expected_outputs: list[str]
     remaining: list[str] = Field(default_factory=list)
     options: dict[str, Any]

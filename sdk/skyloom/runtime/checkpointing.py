@@ -17,17 +17,15 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from skyloom.runtime import store
 from skyloom.runtime.context import TaskContext, active_context
 
 if TYPE_CHECKING:
     from skyloom.core.checkpoints import Stored
-    from skyloom.core.config import Settings
 
 log = logging.getLogger("skyloom.checkpoints")
 
 _T = TypeVar("_T")
-_store_lock = threading.Lock()
-_settings: Settings | None = None
 
 
 def checkpoint(state: object) -> int:
@@ -134,8 +132,8 @@ class Checkpointer:
             try:
                 self._load()
                 seq = self._seq + 1
-                self._s3_key = checkpoints.save(_store(), self._session_id, self._task_id, self._attempt, seq, data,
-                                                replaces=self._s3_key)
+                self._s3_key = checkpoints.save(store.settings(), self._session_id, self._task_id, self._attempt,
+                                                seq, data, replaces=self._s3_key)
                 self._seq = seq
             finally:
                 self._saving = False
@@ -179,7 +177,7 @@ class Checkpointer:
             return
         from skyloom.core import checkpoints
 
-        settings = _store()
+        settings = store.settings()
         self._inherited, self._seq = checkpoints.load(settings, self._task_id)
         self._s3_key = self._inherited.s3_key if self._inherited is not None else None
         self._loaded = True
@@ -200,18 +198,3 @@ def _checkpointer(what: str) -> Checkpointer:
 def _of(ctx: TaskContext) -> Checkpointer | None:
     cp = ctx.checkpointer
     return cp if isinstance(cp, Checkpointer) else None
-
-
-def _store() -> Settings:
-    """The stack's settings in this child process, from the environment the agent passed on; the
-    models are bound once per process."""
-    global _settings
-    with _store_lock:
-        if _settings is None:
-            from skyloom.core import models
-            from skyloom.core.config import Settings
-
-            settings = Settings.from_env()
-            models.bind(settings)
-            _settings = settings
-        return _settings

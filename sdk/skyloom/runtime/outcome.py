@@ -38,6 +38,10 @@ class TaskInput:
     #: Effective task options (a TaskOptions dict).
     options: dict[str, Any]
     attempt: int = 1
+    #: Lazy data dependencies: not in ``dependencies``; the task fetches them on demand.
+    lazy: list[str] = field(default_factory=list)
+    #: Optional data dependencies that were aborted, with the root failure each records.
+    aborted: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,9 @@ class StagedTask:
     options: dict[str, Any] = field(default_factory=dict)
     #: What it runs, for people (see ``TaskSpec.label``).
     label: str | None = None
+    #: Its data dependencies of the optional and of the lazy kind (see ``TaskSpec``).
+    optional_dependencies: list[str] = field(default_factory=list)
+    lazy_dependencies: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,11 @@ class TaskOutcome:
     error: RemoteError | None = None
     #: The attempt read or wrote the task's checkpoint: the agent drops it once the task completes.
     checkpointed: bool = False
+    #: Lazy inputs the task fetched: how many, their bytes, and the seconds it took (the agent adds
+    #: them to the attempt's input transfers).
+    lazy_fetches: int = 0
+    lazy_bytes: int = 0
+    lazy_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
