@@ -15,7 +15,7 @@ import logging
 import pickle
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from skyloom.runtime import store
 from skyloom.runtime.context import TaskContext, active_context
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("skyloom.checkpoints")
 
-_T = TypeVar("_T")
 
 
 def checkpoint(state: object) -> int:
@@ -59,7 +58,7 @@ def checkpoint(state: object) -> int:
     return _checkpointer("skyloom.checkpoint()").save(state)
 
 
-def restore(default: _T | None = None) -> Any | _T | None:
+def restore(default: Any = None) -> Any:
     """The latest checkpoint an earlier attempt of this task saved, or ``default`` if there is none.
 
     Raises:
