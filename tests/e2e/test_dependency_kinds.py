@@ -38,6 +38,8 @@ def plain(x: int) -> int:
 
 @skyloom.task
 def report(main: int, extra: Any) -> str:
+    if isinstance(extra, skyloom.LazyInput):
+        extra = extra.get()
     if isinstance(extra, skyloom.Aborted):
         return f"{main} without extra ({extra.reason})"
     return f"{main + extra}"
@@ -55,6 +57,12 @@ def pick(use_big: bool, small: int, big: skyloom.LazyInput[list[int]]) -> Any:
 @skyloom.task
 def big_list(n: int) -> list[int]:
     return list(range(n))
+
+
+@skyloom.task
+def nested(x: int) -> Any:
+    """Submits, from inside a task, a reader of a failing subtask's output, optionally and lazily."""
+    return report.submit(x, skyloom.lazy(skyloom.optional(broken.submit(x))))
 
 
 def _task(session: skyloom.Session, future: skyloom.Future[Any]) -> Any:
@@ -81,6 +89,14 @@ def test_an_optional_input_that_failed_reaches_the_task_as_a_marker_and_the_casc
         cancelled.result(timeout=TIMEOUT)
     assert fine.result(timeout=TIMEOUT) == "3"
     assert _task(s, told).aborted_inputs == [bad.id]
+
+
+def test_subtasks_submitted_by_a_task_take_kinds_of_dependency_too(client: skyloom.Client) -> None:
+    # GIVEN a task that submits a failing subtask and, optionally and lazily, a reader of its output
+    with client.session():
+        f = nested.submit(4)
+    # THEN the reader runs (it got a LazyInput whose value is the marker) and its value is the task's
+    assert f.result(timeout=TIMEOUT).startswith("4 without extra (ValueError: no price for trade 4")
 
 
 def test_a_lazy_input_is_fetched_only_when_asked_and_the_fetch_is_counted(client: skyloom.Client) -> None:
