@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 import skyloom
 from skyloom import TaskRequest
+from skyloom.cli import app
 from tests.e2e.conftest import _append_env
 
 pytestmark = pytest.mark.slow
@@ -89,6 +91,10 @@ def test_an_optional_input_that_failed_reaches_the_task_as_a_marker_and_the_casc
         cancelled.result(timeout=TIMEOUT)
     assert fine.result(timeout=TIMEOUT) == "3"
     assert _task(s, told).aborted_inputs == [bad.id]
+    shown = CliRunner().invoke(app, ["tasks", "show", _task(s, told).task_id, "--session", s.session_id],
+                               env={"SKYLOOM_ENDPOINT": client.endpoint, "COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert "input (optional, aborted: ran without it)" in shown.stdout
 
 
 def test_subtasks_submitted_by_a_task_take_kinds_of_dependency_too(client: skyloom.Client) -> None:

@@ -201,7 +201,8 @@ def _render(t: TaskInfo, io: dict[str, ResultInfo], children: list[TaskInfo], lo
     for role, ids in (("input", t.data_dependencies), ("output", t.expected_outputs)):
         for rid in ids:
             r = io.get(rid)
-            data.add_row(role, rid, (r.name or "") if r else "", styled(r.status) if r else "?",
+            data.add_row(_input_role(t, rid) if role == "input" else role, rid, (r.name or "") if r else "",
+                         styled(r.status) if r else "?",
                          fmt_bytes(r.size) if r else "-", (r.owner_task_id or "client") if r else "-")
     out.print(data)
     if t.remaining:
@@ -225,6 +226,15 @@ def _render(t: TaskInfo, io: dict[str, ResultInfo], children: list[TaskInfo], lo
         out.print(f"[red]final error[/red]: {t.error.get('type') or ''} {t.error.get('message') or ''}".rstrip())
     if children:
         out.print(f"children ({len(children)}): " + ", ".join(f"{c.task_id} {styled(c.status)}" for c in children))
+
+
+def _input_role(t: TaskInfo, rid: str) -> str:
+    """"input", with its kind of dependency when it is not mandatory, and whether it was aborted
+    (the failure cascade stopped at this task)."""
+    kinds = [k for k, ids in (("optional", t.optional_dependencies), ("lazy", t.lazy_dependencies)) if rid in ids]
+    if rid in t.aborted_inputs:
+        kinds.append("aborted: ran without it")
+    return f"input ({', '.join(kinds)})" if kinds else "input"
 
 
 def _render_checkpoints(saved: CheckpointInfo) -> None:
