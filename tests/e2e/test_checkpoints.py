@@ -128,6 +128,13 @@ def _runs(marks: Path) -> list[tuple[int, int]]:
     return [(int(p.name.split("-")[1]), int(p.read_text())) for p in found]
 
 
+def _dropped(client: skyloom.Client, session: skyloom.Session, task_id: str) -> Any:
+    """The task's checkpoints once the value is dropped: the agent drops it after the commit that
+    made the result visible, so a client may read the result first."""
+    _wait_until(lambda: client.task_checkpoints(session.session_id, task_id).dropped)
+    return client.task_checkpoints(session.session_id, task_id)
+
+
 def _steps(marks: Path) -> list[int]:
     return [int(line) for line in (marks / "steps").read_text().split()]
 
@@ -163,9 +170,9 @@ def test_sigkilled_worker_the_next_attempt_resumes_from_the_last_step(
     # no step was done twice, none was skipped
     assert _steps(tmp_path) == list(range(STEPS))
     # and the task's view counts the checkpoints and says who resumed from which
-    saved = client.task_checkpoints(s.session_id, tid)
+    saved = _dropped(client, s, tid)
     assert saved.taken == STEPS
-    assert saved.dropped and saved.latest_seq == STEPS
+    assert saved.latest_seq == STEPS
     (resume,) = saved.resumes
     assert (resume.attempt, resume.from_attempt, resume.seq) == (2, 1, done_before)
     (task,) = s.get_tasks([tid])
@@ -200,9 +207,8 @@ def test_sigterm_drain_takes_a_last_checkpoint_and_the_next_run_resumes_from_it(
     assert len(runs) == 2 and runs[1][0] != victim
     assert runs[1][1] >= 3
     assert _steps(tmp_path) == list(range(STEPS))
-    saved = client.task_checkpoints(s.session_id, tid)
+    saved = _dropped(client, s, tid)
     assert saved.taken == STEPS + 1  # one a step, and the hook's
-    assert saved.dropped
     (resume,) = saved.resumes
     # a drained attempt is given back uncounted: the next run carries the same number
     assert (resume.attempt, resume.from_attempt) == (1, 1)
@@ -221,8 +227,8 @@ def test_a_retried_attempt_restores_a_large_checkpoint_and_a_task_without_one_ge
     # gets the default
     assert f.result(timeout=TIMEOUT) == "first:200000"
     assert plain.result(timeout=TIMEOUT) == "nothing"
-    saved = client.task_checkpoints(s.session_id, _task_id(s, f))
+    saved = _dropped(client, s, _task_id(s, f))
     assert saved.taken == 1 and saved.latest_size is not None and saved.latest_size > 200_000
-    assert saved.dropped and not saved.in_s3
+    assert not saved.in_s3
     assert [(r.attempt, r.from_attempt, r.seq) for r in saved.resumes] == [(2, 1, 1)]
     assert client.task_checkpoints(s.session_id, _task_id(s, plain)).taken == 0
