@@ -101,6 +101,7 @@ class Agent:
             child_factory = functools.partial(ChildProcess, max_output_bytes=config.max_output_bytes)
         self._pool = SlotPool(config, attempts=attempts, ledger=self._ledger, stop=self._stop, busy=busy,
                               child_factory=child_factory)
+        self._stop.on_drain(self._pool.preempt)
         self._heart = Heartbeat(settings, partition=config.partition, worker_id=self.worker_id, ops=ops,
                                 ledger=self._ledger, mailbox=self._mailbox, busy=busy,
                                 busy_report_seconds=config.busy_report_seconds,

@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
-from skyloom.core import clock
+from skyloom.core import checkpoints, clock
 from skyloom.core.aws import transient_error
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
@@ -183,6 +183,10 @@ class Attempts:
             held.child = None
         metrics["compute"] = result.seconds
         metrics["bytes_out"] = float(bytes_out(result.outcome))
+        if result.outcome.lazy_fetches:  # lazy inputs the task fetched itself count as input transfers
+            metrics["fetch"] = metrics.get("fetch", 0.0) + result.outcome.lazy_seconds
+            metrics["bytes_in"] = metrics.get("bytes_in", 0.0) + result.outcome.lazy_bytes
+            metrics["lazy_fetches"] = float(result.outcome.lazy_fetches)
         # The child's own high-water mark when it returned; the heartbeat's samples if it died.
         peak = max(result.memory_peak or 0, held.memory_peak)
         if peak:
@@ -211,6 +215,8 @@ class Attempts:
                     self.settings, task, self.worker_id, outcome, metrics, v.log))
             metrics["upload"] = time.monotonic() - start
             self._after_commit(task, metrics, committed)
+            if committed:
+                self._drop_checkpoint(task, outcome)
         elif v.error is not None:
             error = v.error
             status = self._outlast("recording the failed attempt", lambda: self._ops.fail(
@@ -245,10 +251,12 @@ class Attempts:
             committed = self._outlast("committing the outcomes",
                                       lambda: self._ops.complete_many(self.settings, commits))
         spent = time.monotonic() - start
-        for (held, task, _, metrics), ok in zip(group, committed, strict=True):
+        for (held, task, v, metrics), ok in zip(group, committed, strict=True):
             metrics["upload"] = spent
             with self.task_context(task):
                 self._after_commit(task, metrics, ok)
+                if ok and v.outcome is not None:
+                    self._drop_checkpoint(task, v.outcome)
             self._mailbox.delete(held)
 
     def _after_commit(self, task: TaskModel, metrics: dict[str, float], committed: bool) -> None:
@@ -263,6 +271,17 @@ class Attempts:
         else:
             logger.warning("lease lost before the commit: this attempt's outputs were discarded")
             self._emit(task, metrics, None)
+
+    def _drop_checkpoint(self, task: TaskModel, outcome: TaskOutcome) -> None:
+        """The task completed: drop its checkpoint value, if this attempt or an earlier one may have
+        left one (no call for the tasks that never checkpoint). A failure is only logged: the value
+        then goes with the session's purge, and no attempt can use it any more."""
+        if not (outcome.checkpointed or checkpoints.may_hold(task)):
+            return
+        try:
+            self._outlast("dropping the task's checkpoint", lambda: checkpoints.drop(self.settings, task.task_id))
+        except Exception:
+            logger.exception("could not drop the completed task's checkpoint")
 
     def _emit(self, task: TaskModel, metrics: dict[str, float], outcome: str | None) -> None:
         try:

@@ -42,6 +42,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from skyloom.core.limits import TASK_LOG_BYTES
+from skyloom.runtime import preemption
 from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome, portable_args
 from skyloom_server.fargate_worker.capture import OutputPipe, flush_child_output, redirect_child_output, wait_reading
 
@@ -203,6 +204,17 @@ class ChildProcess:
             self._kill_requested = True
             if self._proc is not None:
                 _kill(self._proc)
+
+    def preempt(self) -> None:
+        """Tell the running task its worker is being reclaimed: the child runs the task's
+        ``skyloom.on_preempt`` hooks (a last checkpoint) and the task goes on. Safe from any thread;
+        a child between tasks ignores it."""
+        with self._lock:
+            proc = self._proc
+            if proc is None or proc.pid is None or preemption.PREEMPT_SIGNAL is None:
+                return
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, preemption.PREEMPT_SIGNAL)
 
     def close(self) -> None:
         """Stop the child: it exits by itself when its pipe closes; killed if it does not."""
@@ -452,6 +464,7 @@ def _detach_from_agent(parent_pid: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    preemption.install()  # the agent's drain notice: the task's hooks run, the child lives on
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

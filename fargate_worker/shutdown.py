@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
@@ -45,10 +45,16 @@ class StopControl:
         self.exit_code = 0
         self._requests = 0
         self._previous_handlers: dict[int, Any] = {}
+        self._on_drain: list[Callable[[], None]] = []
 
     @property
     def stopping(self) -> bool:
         return self.stop.is_set()
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when a drain starts (the first stop request): the agent warns its
+        running tasks then, so that they can take a last checkpoint within the grace period."""
+        self._on_drain.append(callback)
 
     def request(self, reason: str = "stop requested") -> None:
         """Stop as for SIGTERM: the first call stops polling at once and lets running tasks finish
@@ -59,6 +65,11 @@ class StopControl:
             self.deadline = time.monotonic() + self.grace_seconds
             self.stop.set()
             logger.warning(f"{reason}: draining, running tasks have {self.grace_seconds:g} s to finish")
+            for callback in self._on_drain:
+                try:
+                    callback()
+                except Exception:  # a warning that cannot be sent must not stop the drain
+                    logger.exception("could not warn the running tasks of the drain")
         else:
             self.force.set()
             logger.warning(f"{reason} again: giving every task back now")

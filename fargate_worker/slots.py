@@ -113,6 +113,11 @@ class SlotPool:
         for reporter in self._reporters:
             reporter.join(max(0.0, deadline - time.monotonic()))
 
+    def preempt(self) -> None:
+        """Warn every running task that this worker is draining (their ``on_preempt`` hooks run)."""
+        for child in self.children:
+            child.preempt()
+
     def close_children(self) -> None:
         for child in self.children:
             try:

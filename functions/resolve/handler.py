@@ -47,6 +47,8 @@ def count(done: Resolved) -> None:
         metrics.add_metric(name="TasksQueuedByResolve", unit=MetricUnit.Count, value=done.queued)
     if done.cancelled:
         metrics.add_metric(name="TasksCancelledByAbort", unit=MetricUnit.Count, value=done.cancelled)
+    if done.spared:
+        metrics.add_metric(name="AbortsStoppedAtOptionalEdge", unit=MetricUnit.Count, value=done.spared)
 
 
 @tracer.capture_method

@@ -8,6 +8,7 @@ caller wins, and cancelling is conditional on the task still waiting.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +22,15 @@ from skyloom.core.models import EdgeModel
 from skyloom.core.states import ResultStatus
 
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="skyloom-resolve")
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Resolved:
     queued: int = 0
     cancelled: int = 0
+    #: Dependents of an aborted result that depend on it optionally: the cascade stopped at them.
+    spared: int = 0
     tasks: list[str] = field(default_factory=list)
     #: Seconds from a result's completion to its dependents being queued (one per result that queued some).
     latencies: list[float] = field(default_factory=list)
@@ -74,6 +78,17 @@ def on_aborted(settings: Settings, result_id: str, error: dict[str, Any] | None)
     root = error or {"task_id": "unknown", "status": "Aborted", "message": f"result {result_id} was aborted"}
     out = Resolved()
     for task_id in dependents(result_id):
+        # An optional edge stops the cascade: the task runs without the input (and is told).
+        spared = readiness.release_aborted(task_id, result_id)
+        if spared is not None:
+            out.spared += 1
+            log.info("failure cascade stopped at an optional dependency",
+                     extra={"result_id": result_id, "task_id": task_id, "root_task_id": root.get("task_id")})
+            if readiness.try_ready(settings, spared):
+                readiness.enqueue_tasks(settings, [spared])
+                out.queued += 1
+                out.tasks.append(task_id)
+            continue
         if cancel_waiting_task(task_id, root, f"dependency {result_id} was aborted"):
             out.cancelled += 1
             out.tasks.append(task_id)
@@ -101,6 +116,8 @@ def resolve_batch(
         elif reached == ResultStatus.ABORTED.value and new is not None:
             aborted = resolve_record(settings, old, new)
             out.cancelled += aborted.cancelled
+            out.spared += aborted.spared
+            out.queued += aborted.queued
             out.tasks += aborted.tasks
     if completed:
         lookups = [rid for rid in completed if rid not in carried]

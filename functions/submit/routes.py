@@ -22,11 +22,13 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.metrics import MetricUnit
 
 from skyloom.core import environment, events, limits, queries, results, sessions, submission, tasklogs, tasks
+from skyloom.core.checkpoints import task_checkpoints
 from skyloom.core.cost import Prices, Pricing, pricing
 from skyloom.core.protocol import (
     ID_PATTERN,
     MAX_HANDLER_LENGTH,
     MAX_LABEL_LENGTH,
+    CheckpointInfo,
     CreateResultsRequest,
     CreateSessionRequest,
     EnvironmentInfo,
@@ -323,6 +325,19 @@ def get_task_logs(
     """The tail of each ended attempt's stdout and stderr (at most `task_log_bytes` each, the cut
     said); the last `task_log_attempts` attempts without `attempt`."""
     return tasklogs.task_logs(settings, owner, session_id, task_id, attempt)
+
+
+@app.get(
+    "/sessions/<session_id>/tasks/<task_id>/checkpoints",
+    operation_id="getTaskCheckpoints",
+    summary="Count a task's checkpoints",
+    tags=["tasks"],
+    responses=responses(200, body=False),
+)
+def get_task_checkpoints(session_id: SessionId, task_id: TaskId, owner: Owner) -> CheckpointInfo:
+    """How many checkpoints the task's attempts took (`skyloom.checkpoint`), their sizes, the latest
+    one (dropped once the task completed), and which attempt resumed from which."""
+    return task_checkpoints(owner, session_id, task_id)
 
 
 # ------------------------------------------------------------------------ listings and events

@@ -43,7 +43,9 @@ from skyloom.errors import (
     WaitTimeout,
 )
 from skyloom.options import TaskOptions
+from skyloom.runtime.checkpointing import checkpoint, on_preempt, restore
 from skyloom.runtime.context import TaskContext, current_context
+from skyloom.runtime.inputs import Aborted, LazyInput
 from skyloom.runtime.registry import handler
 
 if TYPE_CHECKING:
@@ -59,6 +61,8 @@ if TYPE_CHECKING:
         as_completed,
         connect,
         gather,
+        lazy,
+        optional,
         task,
         wait,
     )
@@ -81,6 +85,7 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "Aborted",
     "ClaimConflict",
     "Client",
     "Conflict",
@@ -90,6 +95,7 @@ __all__ = [
     "Future",
     "GraphCycle",
     "InvalidRequest",
+    "LazyInput",
     "NotFound",
     "PayloadTooLarge",
     "ResultAlreadyWritten",
@@ -110,11 +116,16 @@ __all__ = [
     "WaitTimeout",
     "__version__",
     "as_completed",
+    "checkpoint",
     "connect",
     "current_context",
     "gather",
     "handler",
+    "lazy",
     "metrics",
+    "on_preempt",
+    "optional",
+    "restore",
     "task",
     "wait",
 ]

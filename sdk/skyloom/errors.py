@@ -111,6 +111,12 @@ class Conflict(SkyloomError):
     code = "conflict"
 
 
+class InputAborted(Conflict):
+    """A running task asked for the value of an optional input that was aborted."""
+
+    code = "input_aborted"
+
+
 class SessionClosed(Conflict):
     """The session no longer accepts this operation (closed, cancelled, purged)."""
 

@@ -91,6 +91,14 @@ def test_dot_marks_a_delegated_output() -> None:
     assert '"t_parent" -> "r_r" [style=dashed, label="delegated"];' in dot
 
 
+def test_dot_marks_optional_and_lazy_inputs() -> None:
+    reader = task("b", deps=("ra", "rx"), outs=("rb",)).model_copy(
+        update={"optional_dependencies": ["ra"], "lazy_dependencies": ["ra"]})
+    dot = to_dot([task("a", outs=("ra",)), reader], [result("ra", "a"), result("rx", "a"), result("rb", "b")])
+    assert '"r_ra" -> "t_b" [style=dotted, label="optional lazy"];' in dot
+    assert '"r_rx" -> "t_b";' in dot
+
+
 def test_large_graphs_are_summarized_by_handler() -> None:
     dot = to_dot(DIAMOND_TASKS, DIAMOND_RESULTS, max_nodes=3)
     assert dot == summary_dot(DIAMOND_TASKS, DIAMOND_RESULTS)

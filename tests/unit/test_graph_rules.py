@@ -9,10 +9,14 @@ from hypothesis import strategies as st
 from skyloom.core.graph import (
     TaskNode,
     check_acyclic,
+    check_dependency_kinds,
     delegations,
     find_cycle,
+    merge_uses,
     producers,
     queue_level,
+    settled_inputs,
+    stops_cascade,
     uncovered_outputs,
 )
 from skyloom.errors import GraphCycle, InvalidRequest
@@ -79,3 +83,25 @@ def test_output_coverage() -> None:
 def test_queue_level_clamps() -> None:
     assert queue_level(0, 3) == 0
     assert queue_level(9, 3) == 2
+
+
+# ------------------------------------------------------------------------ kinds of data dependency
+def test_dependency_kinds_must_name_data_dependencies_once() -> None:
+    check_dependency_kinds(["a", "b"], ["a"], ["a", "b"], "tasks.0")
+    with pytest.raises(InvalidRequest) as stray:
+        check_dependency_kinds(["a"], ["b"], [], "tasks.3")
+    assert stray.value.field == "tasks.3.optional_dependencies"
+    with pytest.raises(InvalidRequest) as doubled:
+        check_dependency_kinds(["a"], [], ["a", "a"], "tasks.0")
+    assert doubled.value.field == "tasks.0.lazy_dependencies"
+
+
+def test_a_result_used_several_times_takes_the_strictest_kind() -> None:
+    uses = [("a", True, True), ("a", False, True), ("b", True, False), ("b", True, True), ("c", False, False)]
+    assert merge_uses(uses) == (["b"], ["a"])
+
+
+def test_an_abort_stops_at_optional_edges_only_and_settles_the_inputs_of_a_new_task() -> None:
+    assert stops_cascade({"a"}, "a") and not stops_cascade({"a"}, "b") and not stops_cascade(None, "a")
+    statuses = {"done": "Completed", "gone": "Aborted", "lost": "Aborted", "later": "Created"}
+    assert settled_inputs(["done", "gone", "lost", "later"], statuses, {"gone"}) == ({"lost", "later"}, {"gone"})

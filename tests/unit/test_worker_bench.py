@@ -46,3 +46,18 @@ def test_summary_mentions_every_figure() -> None:
     }
     text = runner.summary(report)
     assert "processing: 2.0/s" in text and "batch of 1" in text and "ReceiveMessage 1.5" in text
+
+
+def test_preemption_config_rejects_what_cannot_run_and_its_summary_shows_both_runs() -> None:
+    from skyloom.bench.preemption import PreemptionConfig, summary
+
+    for bad in ({"share": 0.0}, {"share": 1.5}, {"tasks": 0}, {"every": 0.0}, {"grace_seconds": -1.0}):
+        with pytest.raises(ValueError):
+            PreemptionConfig(**bad)  # type: ignore[arg-type]
+    run = {"tasks": 8, "end_to_end_seconds": 20.0, "tasks_per_s": 0.4, "steps_needed": 80, "steps_run": 80,
+           "steps_lost": 0, "reclaims": 8, "resumes": 5, "checkpoints_taken": 85}
+    text = summary({"config": {"tasks": 8, "steps": 10, "step_seconds": 0.5, "workers": 4, "share": 0.5,
+                               "every": 3.0, "rounds": 4, "grace_seconds": 1.0},
+                    "runs": {"with_checkpoints": run, "without_checkpoints": {**run, "steps_run": 95, "resumes": 0}}})
+    assert "with checkpoints: 0.4 tasks/s" in text and "steps run 95 of 80 needed" in text
+    assert "50% of them reclaimed every 3.0 s" in text

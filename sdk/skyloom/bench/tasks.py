@@ -42,3 +42,23 @@ def join(*parts: bytes) -> int:
 def fork(n: int, payload: bytes, out_size: int, mode: str, seconds: float) -> Any:
     """A nested fork-join: ``n`` work subtasks and a join that takes over this task's output."""
     return join.submit(*[work.submit(payload, out_size, mode, seconds) for _ in range(n)])
+
+
+@skyloom.task
+def steps(n: int, seconds: float, checkpoints: bool, ledger: str) -> int:
+    """A long task of the preemption benchmark: ``n`` steps of ``seconds`` each, each one noted as a
+    byte appended to ``ledger`` (what the benchmark counts: steps run in all attempts). With
+    ``checkpoints``, it checkpoints after every step and on a reclaim notice, and an attempt starts
+    from the last checkpoint; without, every attempt starts over. Returns the steps of the last one."""
+    done = int(skyloom.restore(default=0)) if checkpoints else 0
+    first = done
+    if checkpoints:
+        skyloom.on_preempt(lambda: skyloom.checkpoint(done))
+    while done < n:
+        time.sleep(seconds)
+        with open(ledger, "ab") as f:
+            f.write(b".")
+        done += 1
+        if checkpoints:
+            skyloom.checkpoint(done)
+    return done - first

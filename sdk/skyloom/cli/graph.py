@@ -1,11 +1,12 @@
 """``skyloom graph SESSION``: the bipartite graph of a session as Graphviz DOT, SVG or PNG.
 
 Tasks are boxes, results ellipses, both filled by state; an edge goes from a task to each result it
-produces and from a result to each task that reads it. A delegated output is drawn from the task
-that finally produced it, with a dashed edge from the task that handed it down. Past ``--max-nodes``
-the picture would be unreadable anyway, so the graph is summarized by handler (a `@skyloom.task`
-function counts as its own, by `module.qualname`, not as `skyloom.call`): one node per
-handler with its counts per state, one edge per handler pair with the number of results between.
+produces and from a result to each task that reads it (dotted, and saying which, for an optional or
+lazy input). A delegated output is drawn from the task that finally produced it, with a dashed edge
+from the task that handed it down. Past ``--max-nodes`` the picture would be unreadable anyway, so
+the graph is summarized by handler (a `@skyloom.task` function counts as its own, by
+`module.qualname`, not as `skyloom.call`): one node per handler with its counts per state, one edge
+per handler pair with the number of results between.
 
 DOT is produced here; SVG, PNG and PDF need Graphviz's ``dot`` binary, which is looked up on
 ``PATH``. Without ``--format``, the format is the output file's extension (``-o graph.svg`` draws an
@@ -117,9 +118,15 @@ def to_dot(tasks: Sequence[TaskInfo], results: Sequence[ResultInfo], *, max_node
                 lines.append(f'  "t_{t.task_id}" -> "r_{rid}" [style=dashed, label="delegated"];')
         for rid in t.data_dependencies:
             if rid in known_results:
-                lines.append(f'  "r_{rid}" -> "t_{t.task_id}";')
+                lines.append(f'  "r_{rid}" -> "t_{t.task_id}"{_edge_style(t, rid)};')
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _edge_style(t: TaskInfo, rid: str) -> str:
+    """A dependency edge of a kind other than mandatory is dotted and labelled (optional, lazy)."""
+    kinds = [k for k, ids in (("optional", t.optional_dependencies), ("lazy", t.lazy_dependencies)) if rid in ids]
+    return f' [style=dotted, label="{" ".join(kinds)}"]' if kinds else ""
 
 
 def summary_dot(tasks: Sequence[TaskInfo], results: Sequence[ResultInfo], *, title: str = "skyloom") -> str:

@@ -43,7 +43,7 @@ from skyloom.cli.common import (
     styled,
     task_name,
 )
-from skyloom.core.protocol import AttemptLog, ResultInfo, TaskInfo, TaskLogs
+from skyloom.core.protocol import AttemptLog, CheckpointInfo, ResultInfo, TaskInfo, TaskLogs
 
 app = typer.Typer(help="List, inspect and cancel tasks, and read what they printed.", no_args_is_help=True)
 
@@ -133,6 +133,7 @@ def show(
         children = list(client.iter_tasks(sid, parent=task_id, limit=1000))
         # One more request only when some attempt printed something.
         logs = client.task_logs(sid, task_id) if any(a.log_bytes for a in t.attempts) else None
+        saved = client.task_checkpoints(sid, task_id)
         if as_json:
             print_json({
                 "task": t,
@@ -141,9 +142,11 @@ def show(
                 "outputs": [io[i] for i in t.expected_outputs if i in io],
                 "children": [c.task_id for c in children],
                 "logs": logs.attempts if logs is not None else [],
+                "checkpoints": saved,
             })
             return
         _render(t, io, children, {a.number: a for a in logs.attempts} if logs is not None else {})
+        _render_checkpoints(saved)
 
 
 @app.command()
@@ -198,7 +201,8 @@ def _render(t: TaskInfo, io: dict[str, ResultInfo], children: list[TaskInfo], lo
     for role, ids in (("input", t.data_dependencies), ("output", t.expected_outputs)):
         for rid in ids:
             r = io.get(rid)
-            data.add_row(role, rid, (r.name or "") if r else "", styled(r.status) if r else "?",
+            data.add_row(_input_role(t, rid) if role == "input" else role, rid, (r.name or "") if r else "",
+                         styled(r.status) if r else "?",
                          fmt_bytes(r.size) if r else "-", (r.owner_task_id or "client") if r else "-")
     out.print(data)
     if t.remaining:
@@ -224,6 +228,27 @@ def _render(t: TaskInfo, io: dict[str, ResultInfo], children: list[TaskInfo], lo
         out.print(f"[red]final error[/red]: {t.error.get('type') or ''} {t.error.get('message') or ''}".rstrip())
     if children:
         out.print(f"children ({len(children)}): " + ", ".join(f"{c.task_id} {styled(c.status)}" for c in children))
+
+
+def _input_role(t: TaskInfo, rid: str) -> str:
+    """"input", with its kind of dependency when it is not mandatory, and whether it was aborted
+    (the failure cascade stopped at this task)."""
+    kinds = [k for k, ids in (("optional", t.optional_dependencies), ("lazy", t.lazy_dependencies)) if rid in ids]
+    if rid in t.aborted_inputs:
+        kinds.append("aborted: ran without it")
+    return f"input ({', '.join(kinds)})" if kinds else "input"
+
+
+def _render_checkpoints(saved: CheckpointInfo) -> None:
+    """How many checkpoints the task took and who resumed from which; nothing if it took none."""
+    if not saved.taken:
+        return
+    out = console()
+    state = "dropped (the task completed)" if saved.dropped else ("in S3" if saved.in_s3 else "inline")
+    out.print(f"checkpoints: {saved.taken} taken, {fmt_bytes(saved.total_bytes)} in all; latest #{saved.latest_seq} "
+              f"by attempt {saved.latest_attempt}, {fmt_bytes(saved.latest_size)}, {state}")
+    for r in saved.resumes:
+        out.print(f"  attempt {r.attempt} resumed from checkpoint #{r.seq} of attempt {r.from_attempt}")
 
 
 @app.command()

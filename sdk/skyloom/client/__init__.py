@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from skyloom.client.connection import connect
+    from skyloom.client.dependencies import lazy, optional
     from skyloom.client.functions import TaskFunction, task
     from skyloom.client.futures import Future
     from skyloom.client.gathering import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, gather, wait
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 #: Where each public name lives.
 _MODULES = {
     "connect": "skyloom.client.connection",
+    "lazy": "skyloom.client.dependencies",
+    "optional": "skyloom.client.dependencies",
     "TaskFunction": "skyloom.client.functions",
     "task": "skyloom.client.functions",
     "Future": "skyloom.client.futures",
@@ -49,6 +52,8 @@ __all__ = [
     "as_completed",
     "connect",
     "gather",
+    "lazy",
+    "optional",
     "task",
     "wait",
 ]

@@ -32,8 +32,10 @@ from skyloom.client import backend as backends
 from skyloom.client import sources
 from skyloom.client.backend import Backend
 from skyloom.client.callspec import CallSpec, DependencyRef, encode, replace_nested
+from skyloom.client.dependencies import DataDependency
 from skyloom.client.futures import Future
 from skyloom.client.specs import TaskRequest
+from skyloom.core.graph import merge_uses
 from skyloom.core.protocol import CALL_HANDLER, MAX_LABEL_LENGTH
 from skyloom.options import TaskOptions, TaskOptionsArgs
 
@@ -273,23 +275,28 @@ def _submit(
     fn = what if isinstance(what, _Shipped) else _Shipped.of(what)
     deps: list[str] = []
     index: dict[str, int] = {}
+    #: (result id, optional, lazy) of each use: the kinds of dependency the task gets.
+    uses: list[tuple[str, bool, bool]] = []
 
-    def ref(result_id: str) -> DependencyRef:
+    def ref(result_id: str, *, optional: bool = False, lazy: bool = False) -> DependencyRef:
         if result_id not in index:
             index[result_id] = len(deps)
             deps.append(result_id)
+        uses.append((result_id, optional, lazy))
         return DependencyRef(index[result_id])
 
-    def dependency(f: Future[Any]) -> DependencyRef:
+    def dependency(arg: Future[Any] | DataDependency[Any]) -> DependencyRef:
+        kind = arg if isinstance(arg, DataDependency) else DataDependency(arg)
+        f = kind.future
         if f.backend is not b and f.session_id != b.session_id:
             raise ValueError(
                 f"{f!r} belongs to session {f.session_id}, but this task goes to session {b.session_id}: "
                 "data dependencies must live in the same session; pass f.result() instead"
             )
-        return ref(f.id)
+        return ref(f.id, optional=kind.optional, lazy=kind.lazy)
 
-    call_args = replace_nested(args, Future, dependency)
-    call_kwargs = replace_nested(kwargs, Future, dependency)
+    call_args = replace_nested(args, (Future, DataDependency), dependency)
+    call_kwargs = replace_nested(kwargs, (Future, DataDependency), dependency)
     shipped = fn.function
     function: bytes | DependencyRef = ref(b.blob_ref(shipped)) if len(shipped) > FUNCTION_INLINE_MAX else shipped
     body = cloudpickle.dumps(CallSpec(function, call_args, call_kwargs))
@@ -299,11 +306,14 @@ def _submit(
     else:
         payload = encode(body, deps)
     out = b.new_id()
+    optional, lazy = merge_uses(uses)
     request = TaskRequest(
         CALL_HANDLER,
         expected_outputs=[out],
         payload=payload,
         data_dependencies=deps,
+        optional_dependencies=optional,
+        lazy_dependencies=lazy,
         options=fn.options,
         task_id=b.new_id(),
         # Every function runs under the one dispatch handler; the label tells people which one.

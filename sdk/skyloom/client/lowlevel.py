@@ -32,6 +32,7 @@ from skyloom.core.protocol import (
     MAX_IDS_PER_REQUEST,
     MAX_RESULTS_PER_REQUEST,
     MAX_TASKS_PER_REQUEST,
+    CheckpointInfo,
     CreateResultsRequest,
     CreateSessionRequest,
     EnvironmentInfo,
@@ -316,6 +317,15 @@ class Client:
         return self._call("GET", f"/sessions/{session_id}/tasks/{task_id}/logs{_query(attempt=attempt)}", None,
                           TaskLogs)
 
+    def task_checkpoints(self, session_id: str, task_id: str) -> CheckpointInfo:
+        """A task's checkpoints: how many its attempts took, their sizes, who resumed from which.
+
+        Example:
+            >>> client.task_checkpoints(sid, tid).taken
+            12
+        """
+        return self._call("GET", f"/sessions/{session_id}/tasks/{task_id}/checkpoints", None, CheckpointInfo)
+
     # ------------------------------------------------------------------------ lifecycle (issue 3)
     def cancel_session(self, session_id: str) -> SessionInfo:
         """Cancel the session: unfinished tasks are cancelled and their outputs aborted."""
@@ -558,6 +568,10 @@ class Client:
             "expected_outputs": list(t.expected_outputs),
             "options": t.options,
         }
+        if t.optional_dependencies:
+            spec["optional_dependencies"] = list(t.optional_dependencies)
+        if t.lazy_dependencies:
+            spec["lazy_dependencies"] = list(t.lazy_dependencies)
         if len(t.payload) > self.inline_limit:
             spec["payload_result"] = self.upload(session_id, t.payload, name="payload")
         else:

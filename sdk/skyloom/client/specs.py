@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from skyloom.core.graph import check_dependency_kinds
 from skyloom.core.protocol import MAX_LABEL_LENGTH
 from skyloom.options import TaskOptions
 
@@ -36,11 +37,20 @@ class TaskRequest:
     #: What the task runs, for people: listings, ``skyloom stats`` and ``skyloom graph`` show it
     #: instead of the handler (``@skyloom.task`` sets the function's ``module.qualname``).
     label: str | None = None
+    #: Data dependencies of the *optional* kind: if one is aborted, the task runs anyway and finds it
+    #: in ``ctx.aborted`` (with the reason) instead of being cancelled. Each is in ``data_dependencies``.
+    optional_dependencies: Sequence[str] = ()
+    #: Data dependencies of the *lazy* kind: not downloaded before the task starts; ``ctx.fetch(id)``
+    #: downloads one on demand. Each is in ``data_dependencies``.
+    lazy_dependencies: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         # Tuples, so that a caller mutating its list afterwards cannot change a buffered task.
         object.__setattr__(self, "expected_outputs", tuple(self.expected_outputs))
         object.__setattr__(self, "data_dependencies", tuple(self.data_dependencies))
+        object.__setattr__(self, "optional_dependencies", tuple(self.optional_dependencies))
+        object.__setattr__(self, "lazy_dependencies", tuple(self.lazy_dependencies))
+        check_dependency_kinds(self.data_dependencies, self.optional_dependencies, self.lazy_dependencies, "")
         if not self.handler:
             raise ValueError("TaskRequest.handler must name a handler, e.g. 'skyloom.call'")
         if not self.expected_outputs:

@@ -35,6 +35,17 @@ def log_key(session_id: str, task_id: str, writer: str) -> str:
     return f"sessions/{session_id}/logs/{task_id}/{writer}"
 
 
+def checkpoint_key(session_id: str, task_id: str, writer: str) -> str:
+    """Where a task's checkpoint goes when it is too large to sit inline: under the session's prefix,
+    so that purging the session deletes it with the values."""
+    return f"sessions/{session_id}/checkpoints/{task_id}/{writer}"
+
+
+def delete(settings: Settings, key: str) -> None:
+    """Delete one object (nothing happens if it is already gone)."""
+    client("s3", settings).delete_object(Bucket=settings.bucket, Key=key)
+
+
 def session_prefix(session_id: str) -> str:
     return f"sessions/{session_id}/"
 

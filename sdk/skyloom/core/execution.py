@@ -33,10 +33,17 @@ from skyloom.core.ddb import (
     update_if,
 )
 from skyloom.core.dispatching import TaskMessage
-from skyloom.core.graph import delegations, subtask_depth, uncovered_outputs, unknown_outputs
+from skyloom.core.graph import (
+    check_dependency_kinds,
+    delegations,
+    settled_inputs,
+    subtask_depth,
+    uncovered_outputs,
+    unknown_outputs,
+)
 from skyloom.core.machine import Machine
 from skyloom.core.models import ResultModel, SessionModel, TaskModel
-from skyloom.core.results import fetch_values
+from skyloom.core.results import abort_errors, fetch_values
 from skyloom.core.settlement import abort_output, ending_actions, settle
 from skyloom.core.states import ResultStatus, SessionStatus, TaskStatus, retry_decision
 from skyloom.errors import InvalidRequest
@@ -228,6 +235,10 @@ def heartbeat(settings: Settings, task: TaskModel, worker_id: str) -> bool:
 
 def load_inputs(settings: Settings, task: TaskModel) -> TaskInput:
     deps = list(task.data_dependencies or [])
+    # Lazy inputs are fetched by the task on demand; optional ones that aborted have no value.
+    lazy, aborted = set(task.lazy_deps or ()), set(task.aborted_inputs or ())
+    if lazy or aborted:
+        deps = [d for d in deps if d not in lazy and d not in aborted]
     wanted = deps + ([task.payload_result] if task.payload_result else [])
     values = fetch_values(settings, wanted)
     payload = task.payload if task.payload is not None else values.get(task.payload_result or "", b"")
@@ -241,6 +252,8 @@ def load_inputs(settings: Settings, task: TaskModel) -> TaskInput:
         options=dict(task.options or {}),
         attempt=int(task.attempt or 0) + (0 if claimed(task) else 1),
         metrics=_asked_metrics(task),
+        lazy=sorted(lazy),
+        aborted=abort_errors(sorted(aborted)),
     )
 
 
@@ -327,7 +340,9 @@ def _staged_items(
                 r.inline = sr.data
         results.append(r)
 
-    known_done = set(parent.data_dependencies or [])
+    # The parent ran: its inputs are completed, but for the optional ones that were aborted.
+    parent_aborted = set(parent.aborted_inputs or [])
+    known_done = set(parent.data_dependencies or []) - parent_aborted
     known_done |= {r.result_id for r in results if r.status == ResultStatus.COMPLETED.value}
     base = TaskOptions(**(parent.options or {}))
     allowed = _session_partitions(settings, parent) if outcome.staged_tasks else set()
@@ -358,7 +373,18 @@ def _staged_items(
                 raise _Violation(f"subtask {st.task_id}: {refusal}")
         payload_result = f"{st.task_id}-payload" if f"{st.task_id}-payload" in big_payloads else None
         deps = [*st.data_dependencies, *([payload_result] if payload_result else [])]
-        remaining = {d for d in deps if d not in known_done}
+        try:
+            check_dependency_kinds(st.data_dependencies, st.optional_dependencies, st.lazy_dependencies,
+                                   f"subtask {st.task_id}")
+        except InvalidRequest as exc:
+            raise _Violation(exc.message) from None
+        statuses = {d: ResultStatus.COMPLETED.value for d in known_done}
+        statuses.update(dict.fromkeys(parent_aborted, ResultStatus.ABORTED.value))
+        remaining, aborted = settled_inputs(deps, statuses, st.optional_dependencies)
+        lost = sorted(remaining & parent_aborted)
+        if lost:
+            raise _Violation(f"subtask {st.task_id} depends on result {lost[0]}, which was aborted; "
+                             "make it an optional dependency (skyloom.optional) to run without it")
         tasks.append(
             TaskModel(
                 task_id=st.task_id,
@@ -372,6 +398,9 @@ def _staged_items(
                 payload_size=len(st.payload),
                 data_dependencies=list(st.data_dependencies),
                 remaining=remaining or None,
+                optional_deps=set(st.optional_dependencies) or None,
+                lazy_deps=set(st.lazy_dependencies) or None,
+                aborted_inputs=aborted or None,
                 expected_outputs=list(st.expected_outputs),
                 options=opts.compact(),
                 partition=partition,

@@ -6,10 +6,11 @@ rules can be unit-tested exhaustively (and with hypothesis) without an emulator.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from skyloom.core import limits
+from skyloom.core.states import ResultStatus
 from skyloom.errors import GraphCycle, InvalidRequest
 
 
@@ -156,3 +157,66 @@ def subtask_depth(parent_depth: float | None, parent_id: str) -> int:
 def queue_level(priority: int, levels: int) -> int:
     """The queue level for a priority: levels beyond the partition's top share the top queue."""
     return max(0, min(priority, levels - 1))
+
+
+# ------------------------------------------------------------------------ kinds of data dependency
+#: The kinds a data dependency may have besides the default, *mandatory* (waited for, prefetched,
+#: and an abort of it cancels the task): *optional* (an abort of it does not cancel the task, which
+#: runs and is told) and *lazy* (waited for, but not prefetched: the task fetches it on demand).
+DEPENDENCY_KINDS = ("optional", "lazy")
+
+
+def check_dependency_kinds(
+    dependencies: Sequence[str], optional: Sequence[str], lazy: Sequence[str], field: str
+) -> None:
+    """Each optional and lazy dependency must be one of the task's data dependencies, once.
+
+    Raises:
+        InvalidRequest: naming ``<field>.optional_dependencies`` or ``<field>.lazy_dependencies``.
+    """
+    deps = set(dependencies)
+    for kind, ids in (("optional", optional), ("lazy", lazy)):
+        name = f"{field}.{kind}_dependencies" if field else f"{kind}_dependencies"
+        check_unique(ids, name)
+        stray = [i for i in ids if i not in deps]
+        if stray:
+            raise InvalidRequest(
+                f"{kind} dependency {stray[0]} is not one of the task's data_dependencies; list it there too",
+                field=name, details={"result_ids": stray[:100]},
+            )
+
+
+def merge_uses(uses: Iterable[tuple[str, bool, bool]]) -> tuple[list[str], list[str]]:
+    """The (optional, lazy) dependencies of a call that uses results ``(id, optional, lazy)``, maybe
+    several times: a result is optional only if every use of it is, lazy only if every use is (a
+    mandatory or prefetched use of it wins)."""
+    optional: dict[str, bool] = {}
+    lazy: dict[str, bool] = {}
+    for rid, is_optional, is_lazy in uses:
+        optional[rid] = optional.get(rid, True) and is_optional
+        lazy[rid] = lazy.get(rid, True) and is_lazy
+    return [r for r, v in optional.items() if v], [r for r, v in lazy.items() if v]
+
+
+def stops_cascade(optional: Collection[str] | None, result_id: str) -> bool:
+    """Whether an abort of ``result_id`` stops at the dependent whose optional dependencies are
+    ``optional``: the dependent then runs, told, instead of being cancelled."""
+    return result_id in (optional or ())
+
+
+def settled_inputs(
+    dependencies: Iterable[str], statuses: Mapping[str, str], optional: Collection[str] | None
+) -> tuple[set[str], set[str]]:
+    """(remaining, aborted) of a task being written: the dependencies still to wait for, and its
+    optional dependencies already aborted (the task will run without them, and is told)."""
+    remaining: set[str] = set()
+    aborted: set[str] = set()
+    for rid in dependencies:
+        status = statuses.get(rid)
+        if status == ResultStatus.COMPLETED.value:
+            continue
+        if status == ResultStatus.ABORTED.value and stops_cascade(optional, rid):
+            aborted.add(rid)
+            continue
+        remaining.add(rid)
+    return remaining, aborted

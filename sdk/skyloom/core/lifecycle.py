@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from skyloom.core import blobs, clock, readiness, tasklogs
+from skyloom.core import blobs, checkpoints, clock, readiness, tasklogs
 from skyloom.core.aws import client
 from skyloom.core.cancellation import cancel_task
 from skyloom.core.config import Settings
@@ -106,7 +106,8 @@ def _require_ended(s: SessionModel, action: str) -> None:
 
 
 def purge_session(settings: Settings, owner: str, session_id: str) -> SessionInfo:
-    """Delete every value of the session (S3 objects, inline values, payloads, task logs); metadata stays."""
+    """Delete every value of the session (S3 objects, inline values, payloads, task logs, checkpoints);
+    metadata stays."""
     _require_ended(load_session(owner, session_id), "purge")
     s = transition_session(owner, session_id, SessionStatus.PURGED)
     _purge_data(settings, session_id)
@@ -149,6 +150,7 @@ def _purge_data(settings: Settings, session_id: str) -> None:
     tasks = session_tasks(session_id)
     _each(forget_payload, [t for t in tasks if t.payload])
     _each(tasklogs.forget_logs, [t for t in tasks if tasklogs.has_logs(t)])
+    checkpoints.purge(session_id)
 
 
 def _delete_prefix(settings: Settings, prefix: str) -> None:

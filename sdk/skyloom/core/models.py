@@ -129,6 +129,12 @@ class TaskModel(Model):
     data_dependencies = ListAttribute[str](default=list)
     #: Dependencies not yet completed. DynamoDB drops an empty set, so "absent" means "none left".
     remaining = UnicodeSetAttribute(null=True)
+    #: The data dependencies of the *optional* kind (an abort of one does not cancel the task) and of
+    #: the *lazy* kind (not prefetched); absent on tasks with mandatory dependencies only.
+    optional_deps = UnicodeSetAttribute(null=True)
+    lazy_deps = UnicodeSetAttribute(null=True)
+    #: Optional dependencies that were aborted: the cascade stopped here, the task runs without them.
+    aborted_inputs = UnicodeSetAttribute(null=True)
     expected_outputs = ListAttribute[str](default=list)
     #: Effective TaskOptions (session defaults merged with the task's own).
     options = JSONAttribute(default=dict)
@@ -260,6 +266,58 @@ class WorkerEnvironmentModel(Model):
     recorded_at = NumberAttribute()
 
 
+# ----------------------------------------------------------------------------------- checkpoints
+class CheckpointsBySession(GlobalSecondaryIndex["CheckpointModel"]):
+    """The sessions table's owner index, read for checkpoints: their ``owner`` is
+    ``#checkpoints#<session id>``, which no caller identity can be, so a purge finds a session's
+    checkpoints in one query and no listing of sessions ever meets them."""
+
+    class Meta:
+        index_name = "by_owner"
+        projection = AllProjection()
+
+    owner = UnicodeAttribute(hash_key=True)
+    created_at = NumberAttribute(range_key=True)
+
+
+class CheckpointModel(Model):
+    """The latest checkpoint of one task (:mod:`skyloom.core.checkpoints`), with its counters.
+
+    One item per task in the sessions table, under a key no session id can take (``#`` is not an
+    id character), as :class:`WorkerEnvironmentModel`: no new table to deploy, and the workers can
+    already write there. The value rides inline up to ``Settings.inline_max_bytes``, else in S3
+    under the session's prefix (``s3_key``). Once the task completes the value goes and the counters
+    stay, for ``tasks show``; a purge deletes the item.
+    """
+
+    class Meta(_Meta):
+        pass
+
+    session_id = UnicodeAttribute(hash_key=True)
+    task_id = UnicodeAttribute()
+    #: ``#checkpoints#<session id>``: the owner index then lists a session's checkpoints.
+    owner = UnicodeAttribute()
+    created_at = NumberAttribute()
+    #: The attempt that wrote the latest checkpoint, and the task's checkpoint sequence number: a
+    #: write must carry a higher one, from an attempt no older (a stale attempt cannot overwrite).
+    attempt = NumberAttribute()
+    seq = NumberAttribute()
+    saved_at = NumberAttribute()
+    #: Size of the latest value; how many were taken and how many bytes they held, in all.
+    size = NumberAttribute()
+    taken = NumberAttribute(default=0)
+    total_bytes = NumberAttribute(default=0)
+    inline = BinaryAttribute(null=True, legacy_encoding=False)
+    s3_key = UnicodeAttribute(null=True)
+    #: One object per attempt that resumed: its number, and the attempt and sequence it resumed from.
+    resumes = JSONAttribute(null=True)
+    #: Set when the task completed and the value was dropped.
+    dropped_at = NumberAttribute(null=True)
+    expires_at = NumberAttribute(null=True)
+
+    by_session = CheckpointsBySession()
+
+
 # ------------------------------------------------------------------------------- measurements
 class MeasurementModel(Model):
     """A measurement, its series' last value, or a window of run times (:mod:`skyloom.core.measurements`)."""
@@ -288,6 +346,7 @@ _BINDINGS = (
     (MeasurementModel, MEASUREMENTS),
     (SessionModel, SESSIONS),
     (WorkerEnvironmentModel, SESSIONS),
+    (CheckpointModel, SESSIONS),
     (TaskModel, TASKS),
     (ResultModel, RESULTS),
     (EdgeModel, EDGES),

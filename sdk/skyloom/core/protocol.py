@@ -268,6 +268,18 @@ class TaskSpec(_Request):
     payload: str | None = Field(default=None, description="base64; at most the inline limit once decoded")
     payload_result: str | None = Field(default=None, pattern=ID_PATTERN, description="A result holding it")
     data_dependencies: list[str] = Field(default_factory=list, max_length=MAX_DEPENDENCIES_PER_TASK)
+    optional_dependencies: list[str] = Field(
+        default_factory=list, max_length=MAX_DEPENDENCIES_PER_TASK,
+        description="Data dependencies of the *optional* kind (each one also in `data_dependencies`): if one "
+        "is aborted (its producer failed or was cancelled), the task is not cancelled; it runs, and is told "
+        "which inputs were aborted and why. The failure cascade stops there.",
+    )
+    lazy_dependencies: list[str] = Field(
+        default_factory=list, max_length=MAX_DEPENDENCIES_PER_TASK,
+        description="Data dependencies of the *lazy* kind (each one also in `data_dependencies`): waited for "
+        "like the others, but not downloaded before the task starts; the task fetches the value on demand "
+        "(timed and counted like the other transfers). A dependency may be both optional and lazy.",
+    )
     expected_outputs: list[str] = Field(min_length=1, max_length=MAX_EXPECTED_OUTPUTS_PER_TASK)
     options: TaskOptions = Field(default_factory=TaskOptions)
 
@@ -336,6 +348,12 @@ class TaskInfo(_Body):
     handler: str
     label: str | None = None
     data_dependencies: list[str]
+    optional_dependencies: list[str] = Field(default_factory=list)
+    lazy_dependencies: list[str] = Field(default_factory=list)
+    aborted_inputs: list[str] = Field(
+        default_factory=list,
+        description="Optional dependencies that were aborted: the failure cascade stopped at this task",
+    )
     expected_outputs: list[str]
     remaining: list[str] = Field(default_factory=list)
     options: dict[str, Any]
@@ -350,6 +368,29 @@ class TaskInfo(_Body):
     started_at: float | None = None
     ended_at: float | None = None
     metrics: dict[str, Any] | None = None
+
+
+class CheckpointResume(_Body):
+    """An attempt that started from a checkpoint of an earlier one."""
+
+    attempt: int = Field(description="The attempt that resumed (a drained one keeps its number)")
+    from_attempt: int = Field(description="The attempt that took the checkpoint it resumed from")
+    seq: int = Field(description="The checkpoint's sequence number within the task (1 is the first)")
+    at: float | None = None
+
+
+class CheckpointInfo(_Body):
+    """A task's checkpoints (`skyloom.checkpoint`): how many were taken, their sizes, who resumed."""
+
+    taken: int = Field(default=0, description="Checkpoints taken by all the task's attempts")
+    total_bytes: int = Field(default=0, description="Bytes those checkpoints held, in all")
+    latest_size: int | None = Field(default=None, description="Bytes of the latest checkpoint")
+    latest_attempt: int | None = Field(default=None, description="The attempt that took the latest checkpoint")
+    latest_seq: int | None = None
+    saved_at: float | None = None
+    in_s3: bool = Field(default=False, description="The latest value is in S3 (too large to sit inline)")
+    dropped: bool = Field(default=False, description="The task completed and the value was dropped")
+    resumes: list[CheckpointResume] = Field(default_factory=list)
 
 
 class TasksResponse(_Body):

@@ -20,6 +20,7 @@ from skyloom.core import clock, dispatching
 from skyloom.core.config import Settings
 from skyloom.core.ddb import condition_failed, update_if
 from skyloom.core.dispatching import TaskMessage
+from skyloom.core.graph import stops_cascade
 from skyloom.core.models import EdgeModel, ResultModel, TaskModel
 from skyloom.core.states import ResultStatus, TaskStatus
 
@@ -55,6 +56,27 @@ def release(task_id: str, result_ids: str | set[str]) -> TaskModel | None:
         t.update(
             actions=[TaskModel.remaining.delete(done), TaskModel.updated_at.set(clock.now())],
             condition=TaskModel.task_id.exists(),
+        )
+    except UpdateError as exc:
+        if condition_failed(exc):
+            return None
+        raise
+    return t
+
+
+def release_aborted(task_id: str, result_id: str) -> TaskModel | None:
+    """An optional dependency of the task was aborted: release it, and note it on the task (the
+    failure cascade stops here; the task runs without it and is told). Conditioned on the
+    dependency being of the optional kind for this task, so a mandatory one is never released.
+
+    Returns the task as it is after the write, or None if it has no such optional dependency.
+    """
+    t = TaskModel(task_id)
+    try:
+        t.update(
+            actions=[TaskModel.remaining.delete({result_id}), TaskModel.aborted_inputs.add({result_id}),
+                     TaskModel.updated_at.set(clock.now())],
+            condition=TaskModel.task_id.exists() & TaskModel.optional_deps.contains(result_id),
         )
     except UpdateError as exc:
         if condition_failed(exc):
@@ -180,14 +202,19 @@ def recheck(settings: Settings, tasks: Sequence[TaskModel]) -> list[TaskModel]:
     wanted = {rid for t in tasks for rid in (t.remaining or ())}
     if not wanted:
         return []
-    completed = {
-        r.result_id
-        for r in ResultModel.batch_get(list(wanted), consistent_read=True)
-        if r.status == ResultStatus.COMPLETED.value
-    }
-    return release_and_ready(
+    statuses = {r.result_id: r.status for r in ResultModel.batch_get(list(wanted), consistent_read=True)}
+    completed = {rid for rid, status in statuses.items() if status == ResultStatus.COMPLETED.value}
+    queued = release_and_ready(
         settings, [(t.task_id, rid) for t in tasks for rid in (t.remaining or ()) if rid in completed]
     )
+    # An optional dependency aborted before the edge to it existed: resolve will not come back for it.
+    for t in tasks:
+        for rid in sorted(t.remaining or ()):
+            if statuses.get(rid) == ResultStatus.ABORTED.value and stops_cascade(t.optional_deps, rid):
+                released = release_aborted(t.task_id, rid)
+                if released is not None and try_ready(settings, released):
+                    queued.append(released)
+    return queued
 
 
 def activate(settings: Settings, tasks: Sequence[TaskModel], *, flagged: Collection[str] = ()) -> list[TaskModel]:

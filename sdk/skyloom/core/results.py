@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 from pynamodb.exceptions import DoesNotExist
@@ -370,3 +371,12 @@ def fetch_values(settings: Settings, ids: Sequence[str]) -> dict[str, bytes]:
             values[rid] = b""
     values.update(blobs.get_many(settings, keys))
     return values
+
+
+def abort_errors(ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The root failure each aborted result records, by id (one batched read), for a task told which
+    of its optional inputs were aborted and why."""
+    if not ids:
+        return {}
+    found = ResultModel.batch_get(list(dict.fromkeys(ids)), consistent_read=True)
+    return {r.result_id: dict(r.error or {}) for r in found}

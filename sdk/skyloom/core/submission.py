@@ -15,7 +15,14 @@ from pynamodb.transactions import TransactWrite
 from skyloom.core import access, clock, readiness
 from skyloom.core.config import Settings
 from skyloom.core.ddb import Op, transact_idempotent
-from skyloom.core.graph import TaskNode, check_acyclic, check_unique
+from skyloom.core.graph import (
+    TaskNode,
+    check_acyclic,
+    check_dependency_kinds,
+    check_unique,
+    settled_inputs,
+    stops_cascade,
+)
 from skyloom.core.models import ResultModel, SessionModel, TaskModel
 from skyloom.core.protocol import SubmitTasksRequest, SubmitTasksResponse, TaskSpec, b64decode
 from skyloom.core.results import fingerprint, new_result_items, put_new, replayed, require_open, result_info
@@ -78,6 +85,8 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
     existing = _load_existing(session, referenced)
     results = {**existing, **created}
     for i, (tid, spec) in enumerate(zip(ids, req.tasks, strict=True)):
+        check_dependency_kinds(spec.data_dependencies, spec.optional_dependencies, spec.lazy_dependencies,
+                               f"tasks.{i}")
         _check_refs(results, created, tid, spec, f"tasks.{i}")
 
     starts = session.status == SessionStatus.RUNNING.value
@@ -91,7 +100,8 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
             access.require_identity(partition_spec, owner, f"{field}.options.partition")
             access.require_handler(partition_spec, spec.handler, f"{field}.handler")
         payload = _payload(settings, spec, field)
-        remaining = {d for d in node.dependencies if results[d].status != ResultStatus.COMPLETED.value}
+        remaining, aborted = settled_inputs(node.dependencies, {d: results[d].status for d in node.dependencies},
+                                            spec.optional_dependencies)
         t = TaskModel(
             task_id=tid,
             session_id=session.session_id,
@@ -104,6 +114,9 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
             payload_size=len(payload or b""),
             data_dependencies=list(spec.data_dependencies),
             remaining=remaining or None,
+            optional_deps=set(spec.optional_dependencies) or None,
+            lazy_deps=set(spec.lazy_dependencies) or None,
+            aborted_inputs=aborted or None,
             expected_outputs=list(spec.expected_outputs),
             options=opts.compact(),
             partition=opts.partition,
@@ -160,6 +173,8 @@ def _check_refs(
             )
     for rid in (*spec.data_dependencies, *([spec.payload_result] if spec.payload_result else [])):
         status = results[rid].status
+        if status == ResultStatus.ABORTED.value and stops_cascade(spec.optional_dependencies, rid):
+            continue  # an optional input already aborted: the task runs without it, and is told
         if status in (ResultStatus.ABORTED.value, ResultStatus.DELETED.value):
             raise InvalidRequest(f"task {tid} depends on result {rid}, which is {status}",
                                  field=f"{field}.data_dependencies", details={"result_id": rid, "status": status})

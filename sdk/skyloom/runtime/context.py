@@ -27,8 +27,9 @@ from skyloom.client.specs import TaskRequest
 from skyloom.core.clock import new_id
 from skyloom.core.limits import MEASUREMENTS_PER_ATTEMPT
 from skyloom.core.protocol import CALL_HANDLER
-from skyloom.errors import InvalidArgument, InvalidRequest, ResultAlreadyWritten
+from skyloom.errors import InputAborted, InvalidArgument, InvalidRequest, ResultAlreadyWritten
 from skyloom.options import TaskOptions, check_metric
+from skyloom.runtime.inputs import Aborted, aborted_marker
 from skyloom.runtime.outcome import Recorded, StagedResult, StagedTask, TaskInput, TaskOutcome
 
 _current: ContextVar[TaskContext | None] = ContextVar("skyloom_task_context", default=None)
@@ -98,6 +99,17 @@ class TaskContext:
         self._blobs: dict[str, str] = {}
         self._metrics = dict(inp.metrics)
         self._recorded: list[Recorded] = []
+        #: This attempt's checkpoints (:mod:`skyloom.runtime.checkpointing`), made on first use.
+        self.checkpointer: Any = None
+        #: Lazy data dependencies: not in ``dependencies``; :meth:`fetch` downloads one on demand.
+        self.lazy: frozenset[str] = frozenset(inp.lazy)
+        #: Optional data dependencies that were aborted, by result id: the marker says why.
+        self.aborted: Mapping[str, Aborted] = MappingProxyType(
+            {rid: aborted_marker(rid, err) for rid, err in inp.aborted.items()})
+        self._fetched: dict[str, bytes] = {}
+        self._lazy_fetches = 0
+        self._lazy_bytes = 0
+        self._lazy_seconds = 0.0
 
     # ------------------------------------------------------------------------------ low level
     def send_result(self, result_id: str, data: bytes) -> None:
@@ -130,6 +142,37 @@ class TaskContext:
             if staged.data is not None:
                 raise ResultAlreadyWritten(f"result {result_id} was created with data already")
             self._results[result_id] = replace(staged, data=bytes(data))
+
+    def fetch(self, result_id: str) -> bytes:
+        """The value of a data dependency: prefetched ones at once, a lazy one downloaded now (once;
+        timed and counted in the attempt's input transfers).
+
+        Raises:
+            InputAborted: ``result_id`` is an optional dependency that was aborted (see ``aborted``).
+            InvalidRequest: ``result_id`` is not a data dependency of this task.
+        """
+        if result_id in self.aborted:
+            raise InputAborted(f"input {result_id} was aborted: {self.aborted[result_id].reason}",
+                               field="result_id", details={"result_id": result_id})
+        if result_id in self.dependencies:
+            return self.dependencies[result_id]
+        if result_id not in self.lazy:
+            raise InvalidRequest(f"result {result_id} is not a data dependency of task {self.task_id}",
+                                 field="result_id")
+        with self._lock:
+            known = self._fetched.get(result_id)
+            if known is not None:
+                return known
+            from skyloom.core.results import fetch_values  # the child reaches storage only for this
+            from skyloom.runtime import store
+
+            start = time.monotonic()
+            data = fetch_values(store.settings(), [result_id])[result_id]
+            self._lazy_seconds += time.monotonic() - start
+            self._lazy_fetches += 1
+            self._lazy_bytes += len(data)
+            self._fetched[result_id] = data
+            return data
 
     def create_results(self, items: Sequence[str | bytes | None]) -> list[str]:
         """Stage new results: a ``str`` names one for a subtask to produce, ``bytes`` is its data.
@@ -224,6 +267,8 @@ class TaskContext:
                         t,
                         expected_outputs=[output if o == result_id else o for o in t.expected_outputs],
                         data_dependencies=[output if d == result_id else d for d in t.data_dependencies],
+                        optional_dependencies=[output if d == result_id else d for d in t.optional_dependencies],
+                        lazy_dependencies=[output if d == result_id else d for d in t.lazy_dependencies],
                         payload=(
                             rewrite_dependency(t.payload, result_id, output)
                             if t.handler == CALL_HANDLER and result_id in t.data_dependencies
@@ -290,7 +335,15 @@ class TaskContext:
                 staged_results=list(self._results.values()),
                 staged_tasks=list(self._tasks),
                 measurements=list(self._recorded),
+                checkpointed=bool(getattr(self.checkpointer, "touched", False)),
+                **self.transfers(),
             )
+
+    def transfers(self) -> dict[str, Any]:
+        """The lazy fetches of this attempt, as :class:`TaskOutcome` fields (also for a failed one)."""
+        with self._lock:
+            return {"lazy_fetches": self._lazy_fetches, "lazy_bytes": self._lazy_bytes,
+                    "lazy_seconds": self._lazy_seconds}
 
     @contextmanager
     def active(self) -> Iterator[TaskContext]:
@@ -333,6 +386,8 @@ class TaskContext:
             expected_outputs=list(t.expected_outputs),
             options=t.options.merged_over(self.options).compact(),
             label=t.label,
+            optional_dependencies=list(t.optional_dependencies),
+            lazy_dependencies=list(t.lazy_dependencies),
         )
 
     def _cannot_wait(self, result_id: str) -> NoReturn:

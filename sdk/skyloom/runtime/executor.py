@@ -41,7 +41,7 @@ def run_task(inp: TaskInput) -> TaskOutcome:
             return ctx.outcome()
     except (Exception, SystemExit) as exc:
         # SystemExit too: a user's sys.exit() must fail the task, not kill the agent's child silently.
-        return TaskOutcome(error=remote_error(exc))
+        return TaskOutcome(error=remote_error(exc), **ctx.transfers())
 
 
 def remote_error(exc: BaseException) -> RemoteError:

@@ -41,6 +41,10 @@ class TaskInput:
     #: Last recorded values of the (key, name) pairs asked for in ``options["metrics"]``, fetched
     #: by the agent with the inputs; a pair never recorded (or expired) is absent.
     metrics: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: Lazy data dependencies: not in ``dependencies``; the task fetches them on demand.
+    lazy: list[str] = field(default_factory=list)
+    #: Optional data dependencies that were aborted, with the root failure each records.
+    aborted: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,9 @@ class StagedTask:
     options: dict[str, Any] = field(default_factory=dict)
     #: What it runs, for people (see ``TaskSpec.label``).
     label: str | None = None
+    #: Its data dependencies of the optional and of the lazy kind (see ``TaskSpec``).
+    optional_dependencies: list[str] = field(default_factory=list)
+    lazy_dependencies: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,13 @@ class TaskOutcome:
     error: RemoteError | None = None
     #: Measurements, written with the attempt's commit (discarded if it fails, like staged work).
     measurements: list[Recorded] = field(default_factory=list)
+    #: The attempt read or wrote the task's checkpoint: the agent drops it once the task completes.
+    checkpointed: bool = False
+    #: Lazy inputs the task fetched: how many, their bytes, and the seconds it took (the agent adds
+    #: them to the attempt's input transfers).
+    lazy_fetches: int = 0
+    lazy_bytes: int = 0
+    lazy_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:

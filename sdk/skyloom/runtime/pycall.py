@@ -8,6 +8,7 @@ directly, so ``return total.submit(*parts)`` costs no extra copy and no waiting 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -24,6 +25,7 @@ from skyloom.client.functions import TaskFunction
 from skyloom.client.futures import Future
 from skyloom.core.protocol import CALL_HANDLER
 from skyloom.runtime.context import TaskContext
+from skyloom.runtime.inputs import LazyInput
 from skyloom.runtime.registry import handler
 
 
@@ -98,10 +100,27 @@ def load_call(ctx: TaskContext) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
     def value(ref: DependencyRef) -> Any:
         # Memoized: one result passed twice arrives as one object, as it would in a local call.
         if ref.index not in values:
-            values[ref.index] = _unpickle(raw(ref.index), f"argument value #{ref.index}", is_value=True)
+            values[ref.index] = _argument(ctx, payload.dependencies, ref.index, raw)
         return values[ref.index]
 
     return fn, replace_nested(spec.args, DependencyRef, value), replace_nested(spec.kwargs, DependencyRef, value)
+
+
+def _argument(ctx: TaskContext, dependencies: list[str], index: int, raw: Callable[[int], bytes]) -> Any:
+    """The value of argument ``index``: unpickled, or by kind of dependency, an ``Aborted`` marker
+    (an optional input that was aborted) or a ``LazyInput`` (fetched when the task asks)."""
+    rid = dependencies[index] if 0 <= index < len(dependencies) else None
+    what = f"argument value #{index}"
+    if rid is not None and rid in ctx.lazy:
+        def load() -> Any:
+            if rid in ctx.aborted:
+                return ctx.aborted[rid]
+            return _unpickle(ctx.fetch(rid), what, is_value=True)
+
+        return LazyInput(rid, load)
+    if rid is not None and rid in ctx.aborted:
+        return ctx.aborted[rid]
+    return _unpickle(raw(index), what, is_value=True)
 
 
 def _unpickle(data: bytes, what: str, *, is_value: bool = False) -> Any:
