@@ -69,7 +69,7 @@ def transition(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | 
 
 def on_completed(settings: Settings, result_id: str, carried: list[str] | None = None) -> Resolved:
     waiting = carried if carried is not None else dependents(result_id)
-    winners = readiness.release_and_ready(settings, [(t, result_id) for t in waiting])
+    winners = readiness.release_and_ready(settings, readiness.still_waiting([(t, result_id) for t in waiting]))
     readiness.enqueue_tasks(settings, winners)
     return Resolved(queued=len(winners), tasks=[t.task_id for t in winners])
 
@@ -125,7 +125,7 @@ def resolve_batch(
                          strict=True))
         edges = [carried[rid] if rid in carried else found[rid] for rid in completed]
         pairs = [(task_id, rid) for rid, tasks in zip(completed, edges, strict=True) for task_id in tasks]
-        winners = readiness.release_and_ready(settings, pairs)
+        winners = readiness.release_and_ready(settings, readiness.still_waiting(pairs))
         readiness.enqueue_tasks(settings, winners)
         out.queued += len(winners)
         out.tasks += [t.task_id for t in winners]

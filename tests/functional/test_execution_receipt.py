@@ -124,3 +124,79 @@ def test_a_grouped_commit_writes_every_attempt_still_ours_and_refuses_the_rest(
         "Completed", "Cancelled", "Completed"]
     assert ResultModel.get("o0", consistent_read=True).inline == b"v0"
     assert ResultModel.get("o2", consistent_read=True).inline == b"v2"
+
+
+# ------------------------------------------------------------------- dependents released by the writer
+def test_the_committing_worker_queues_the_dependents_written_with_its_task(api: ApiClient, aws_stack: Settings) -> None:
+    # GIVEN a producer and its consumer submitted together (the consumer waits on the producer's output)
+    sid = api.session()
+    r = api.call("POST", f"/sessions/{sid}/tasks", {
+        "tasks": [{"id": "p", "handler": "h", "expected_outputs": ["a"]},
+                  {"id": "c", "handler": "h", "expected_outputs": ["b"], "data_dependencies": ["a"]}],
+        "results": [{"id": "a"}, {"id": "b"}]})
+    assert r.status == 201, r.raw_body
+    assert TaskModel.get("p", consistent_read=True).releases == {"a": ["c"]}
+    assert TaskModel.get("c", consistent_read=True).status == "Pending"
+    # WHEN the producer commits (no stream record is resolved here)
+    assert execution.complete(aws_stack, _taken(aws_stack, "p"), "w1", TaskOutcome(outputs={"a": b"1"}), {})
+    # THEN its worker released and queued the consumer itself
+    consumer = TaskModel.get("c", consistent_read=True)
+    assert consumer.status == "Submitted" and not consumer.remaining
+
+
+def test_the_stream_leaves_alone_what_the_writer_released(api: ApiClient, aws_stack: Settings) -> None:
+    from skyloom.core import readiness
+    from skyloom_server.functions.resolve.resolution import on_completed
+
+    sid = api.session()
+    r = api.call("POST", f"/sessions/{sid}/tasks", {
+        "tasks": [{"id": "p", "handler": "h", "expected_outputs": ["a"]},
+                  {"id": "c", "handler": "h", "expected_outputs": ["b"], "data_dependencies": ["a"]}],
+        "results": [{"id": "a"}, {"id": "b"}]})
+    assert r.status == 201, r.raw_body
+    assert readiness.still_waiting([("c", "a")]) == [("c", "a")]
+    assert execution.complete(aws_stack, _taken(aws_stack, "p"), "w1", TaskOutcome(outputs={"a": b"1"}), {})
+    before = TaskModel.get("c", consistent_read=True).updated_at
+    # WHEN the stream delivers the completion afterwards (and again: at least once)
+    assert readiness.still_waiting([("c", "a")]) == []
+    assert on_completed(aws_stack, "a", ["c"]).queued == 0
+    assert on_completed(aws_stack, "a", ["c"]).queued == 0
+    # THEN nothing was written to the consumer again
+    assert TaskModel.get("c", consistent_read=True).updated_at == before
+
+
+def test_a_released_but_unreadied_dependent_is_readied_by_the_stream(api: ApiClient, aws_stack: Settings) -> None:
+    from skyloom.core import readiness
+    from skyloom_server.functions.resolve.resolution import on_completed
+
+    sid = api.session()
+    r = api.call("POST", f"/sessions/{sid}/tasks", {
+        "tasks": [{"id": "p", "handler": "h", "expected_outputs": ["a"]},
+                  {"id": "c", "handler": "h", "expected_outputs": ["b"], "data_dependencies": ["a"]}],
+        "results": [{"id": "a"}, {"id": "b"}]})
+    assert r.status == 201, r.raw_body
+    # GIVEN the writer released the dependency and died before readying the task
+    readiness.release("c", "a")
+    assert TaskModel.get("c", consistent_read=True).status == "Pending"
+    # THEN the stream's resolve readies it
+    assert on_completed(aws_stack, "a", ["c"]).queued == 1
+    assert TaskModel.get("c", consistent_read=True).status == "Submitted"
+
+
+def test_a_subtask_taking_over_an_output_releases_its_dependents_too(api: ApiClient, aws_stack: Settings) -> None:
+    from skyloom.runtime.outcome import StagedTask
+
+    sid = api.session()
+    r = api.call("POST", f"/sessions/{sid}/tasks", {
+        "tasks": [{"id": "p", "handler": "h", "expected_outputs": ["a"]},
+                  {"id": "c", "handler": "h", "expected_outputs": ["b"], "data_dependencies": ["a"]}],
+        "results": [{"id": "a"}, {"id": "b"}]})
+    assert r.status == 201, r.raw_body
+    # WHEN the producer delegates its output to a subtask (the recursive tree's join)
+    staged = TaskOutcome(staged_tasks=[StagedTask("s", "h", b"", [], ["a"])])
+    assert execution.complete(aws_stack, _taken(aws_stack, "p"), "w1", staged, {})
+    # THEN the subtask's item names the dependent, and its commit queues it
+    assert TaskModel.get("s", consistent_read=True).releases == {"a": ["c"]}
+    assert TaskModel.get("c", consistent_read=True).status == "Pending"
+    assert execution.complete(aws_stack, _taken(aws_stack, "s"), "w2", TaskOutcome(outputs={"a": b"1"}), {})
+    assert TaskModel.get("c", consistent_read=True).status == "Submitted"

@@ -414,6 +414,7 @@ def _staged_items(
         )
     _check_references(parent, results, tasks, moved)
     readiness.flag_dependents(results, tasks)
+    readiness.note_releases(tasks, inherited={rid: (parent.releases or {}).get(rid, ()) for rid in moved})
     return results, tasks
 
 
@@ -517,6 +518,8 @@ class _Prepared:
     staged_tasks: list[TaskModel]
     #: Bytes it puts in the transaction (inline values): DynamoDB takes at most 4 MB per call.
     size: int
+    #: The outputs the commit completes (the ones it delegates are the subtasks' to complete).
+    completed: tuple[str, ...] = ()
 
 
 #: A grouped commit stays under DynamoDB's 4 MB per TransactWriteItems, with room for the rest.
@@ -590,8 +593,23 @@ def _complete_many(settings: Settings, commits: Sequence[Commit]) -> list[bool]:
             if p.staged_tasks:
                 finalize(settings, p.task, p.staged_tasks,
                          flagged={r.result_id for r in p.staged_results if r.has_dependents})
+        _release_dependents(settings, [prepared[i] for k, i in enumerate(group) if k not in refused])
         pending = pending[len(group):]
     return results
+
+
+def _release_dependents(settings: Settings, committed: Sequence[_Prepared]) -> None:
+    """Release and queue the dependents the committed tasks' items name (a dependency hop with no
+    stream poll in between). Best effort: the results stream releases every dependent anyway, so a
+    failure here (or a crash before it) only costs that hop its speed."""
+    pairs = [pair for p in committed for pair in readiness.released_by(p.task, p.completed)]
+    if not pairs:
+        return
+    try:
+        readiness.enqueue_tasks(settings, readiness.release_and_ready(settings, pairs))
+    except Exception:  # the stream's resolve is the safety net for exactly this
+        log.warning("releasing %d dependents after a commit failed; the results stream will", len(pairs),
+                    exc_info=True)
 
 
 def _commit_group(group: Sequence[_Prepared]) -> set[int]:
@@ -670,7 +688,8 @@ def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
     for rid, sub in moved.items():
         ops.append(_delegate_output(rid, task.task_id, sub))
     inline = sum(len(data) for rid, data in outcome.outputs.items() if rid not in keys)
-    return _Prepared(task, ops, staged_results, staged_tasks, size=inline + 4096 * len(ops))
+    return _Prepared(task, ops, staged_results, staged_tasks, size=inline + 4096 * len(ops),
+                     completed=tuple(outcome.outputs))
 
 
 def _complete_output(rid: str, task_id: str, data: bytes, key: str | None, now: float) -> Op:

@@ -136,6 +136,10 @@ class TaskModel(Model):
     #: Optional dependencies that were aborted: the cascade stopped here, the task runs without them.
     aborted_inputs = UnicodeSetAttribute(null=True)
     expected_outputs = ListAttribute[str](default=list)
+    #: ``{output id: [task ids]}``: the tasks written together with this one that wait on its outputs
+    #: (:func:`skyloom.core.readiness.note_releases`). The worker that commits this task releases them
+    #: itself, without waiting for the results stream; the stream still does it for every dependent.
+    releases = JSONAttribute(null=True)
     #: Effective TaskOptions (session defaults merged with the task's own).
     options = JSONAttribute(default=dict)
     partition = UnicodeAttribute()

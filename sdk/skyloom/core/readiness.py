@@ -10,7 +10,7 @@ Pending -> Submitted write: exactly one caller wins and enqueues, however they r
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from pynamodb.exceptions import UpdateError
@@ -147,6 +147,47 @@ def flag_dependents(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) 
             ids = waiting[r.result_id]
             r.dependents = set(ids) if len(ids) <= DEPENDENTS_ON_ITEM else None
     return flagged
+
+
+def note_releases(tasks: Sequence[TaskModel], inherited: Mapping[str, Collection[str]] | None = None) -> None:
+    """Tell each task (not yet written) which tasks of the same write wait on its outputs, so that
+    the worker committing it releases them at once (a dependency hop without a stream poll).
+
+    ``inherited``: dependents of outputs a task takes over from its parent (delegation), which the
+    parent's own item carried. Only what fits on a result item (:data:`DEPENDENTS_ON_ITEM`) is noted;
+    dependents registered later, and any the writer fails to release, are the stream's to release.
+    """
+    waiting = _waiting_on(tasks)
+    for t in tasks:
+        noted: dict[str, list[str]] = {}
+        for rid in t.expected_outputs or ():
+            ids = waiting.get(rid, set()) | set((inherited or {}).get(rid, ()))
+            if 0 < len(ids) <= DEPENDENTS_ON_ITEM:
+                noted[rid] = sorted(ids)
+        t.releases = noted or None
+
+
+def released_by(task: TaskModel, completed: Collection[str]) -> list[tuple[str, str]]:
+    """The (dependent, result) pairs a committed task releases itself: the dependents its item notes
+    for the outputs it completed (pure)."""
+    noted: dict[str, list[str]] = task.releases or {}
+    return [(tid, rid) for rid in sorted(completed) for tid in noted.get(rid, ())]
+
+
+def still_waiting(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The pairs whose release is still to do, read in one consistent batch (100 tasks a call): the
+    task still waits on the result, or waits on nothing and is not yet readied (its releaser died
+    between the two writes). The stream's resolve reads before it writes because the committing
+    worker usually released the dependents already; a read costs less than a repeated write."""
+    if not pairs:
+        return []
+    found = {t.task_id: t for t in TaskModel.batch_get(sorted({tid for tid, _ in pairs}), consistent_read=True)}
+    keep: list[tuple[str, str]] = []
+    for tid, rid in pairs:
+        t = found.get(tid)
+        if t is not None and (rid in (t.remaining or ()) or (t.status == TaskStatus.PENDING.value and not t.remaining)):
+            keep.append((tid, rid))
+    return keep
 
 
 def register_edges(tasks: Sequence[TaskModel], *, flagged: Collection[str] = ()) -> None:

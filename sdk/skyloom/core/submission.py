@@ -136,6 +136,7 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
                 created[out].owner_task_id = tid
 
     flagged = readiness.flag_dependents(new_results, tasks)
+    readiness.note_releases(tasks)
     _write(new_results, existing, tasks, request_id, session.session_id)
 
     waiting = [t for t in tasks if t.status == TaskStatus.PENDING.value and t.remaining]
