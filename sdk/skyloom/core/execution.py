@@ -419,11 +419,10 @@ def _staged_items(
 
 
 def _session_partitions(settings: Settings, parent: TaskModel) -> set[str]:
-    try:
-        session = SessionModel.get(parent.session_id, consistent_read=True)
-    except SessionModel.DoesNotExist:
+    partitions = sessions.cached_partitions(parent.session_id)
+    if partitions is None:
         return set()
-    return set(session.partitions or [settings.default_partition])
+    return set(partitions or [settings.default_partition])
 
 
 def _check_references(

@@ -264,41 +264,45 @@ def activate(settings: Settings, tasks: Sequence[TaskModel], *, flagged: Collect
     ``flagged``: results known to carry ``has_dependents`` already (see :func:`register_edges`).
     Returns the tasks this call queued (the caller enqueues them). Safe to repeat after a crash.
     """
-    queued: list[TaskModel] = []
-    waiting: list[TaskModel] = []
     register_edges(tasks, flagged=flagged)
     now = clock.now()
-    for t in tasks:
-        try:
-            if not t.remaining:
-                t.update(
-                    actions=queued_actions(settings, t.task_id, now),  # type: ignore[arg-type]
-                    condition=(TaskModel.status == TaskStatus.CREATING.value)
-                    & TaskModel.remaining.does_not_exist(),
-                )
-                queued.append(t)
-                continue
+    # One conditional write per task, independent of the others: run concurrently (a tree's node
+    # stages its two halves and their join; each write is a round trip).
+    states = list(_pool.map(lambda t: _activate_one(settings, t, now), tasks)) if len(tasks) > 1 else [
+        _activate_one(settings, t, now) for t in tasks]
+    queued = [t for t, state in zip(tasks, states, strict=True) if state == "queued"]
+    waiting = [t for t, state in zip(tasks, states, strict=True) if state == "waiting"]
+    queued.extend(recheck(settings, waiting))
+    return queued
+
+
+def _activate_one(settings: Settings, t: TaskModel, now: float) -> str | None:
+    """Creating -> Submitted (nothing remaining) or Pending; "queued", "waiting", or None when an
+    earlier run activated it further already."""
+    try:
+        if not t.remaining:
+            t.update(
+                actions=queued_actions(settings, t.task_id, now),  # type: ignore[arg-type]
+                condition=(TaskModel.status == TaskStatus.CREATING.value)
+                & TaskModel.remaining.does_not_exist(),
+            )
+            return "queued"
+        t.update(
+            actions=[TaskModel.status.set(TaskStatus.PENDING.value), TaskModel.updated_at.set(now)],
+            condition=TaskModel.status == TaskStatus.CREATING.value,
+        )
+    except UpdateError as exc:
+        if not condition_failed(exc):
+            raise
+        t.refresh(consistent_read=True)
+        if t.status == TaskStatus.CREATING.value:  # resolve emptied the set meanwhile
             t.update(
                 actions=[TaskModel.status.set(TaskStatus.PENDING.value), TaskModel.updated_at.set(now)],
                 condition=TaskModel.status == TaskStatus.CREATING.value,
             )
-        except UpdateError as exc:
-            if not condition_failed(exc):
-                raise
-            t.refresh(consistent_read=True)
-            if t.status == TaskStatus.CREATING.value:  # resolve emptied the set meanwhile
-                t.update(
-                    actions=[TaskModel.status.set(TaskStatus.PENDING.value), TaskModel.updated_at.set(now)],
-                    condition=TaskModel.status == TaskStatus.CREATING.value,
-                )
-            elif t.status != TaskStatus.PENDING.value:
-                continue  # already activated further by an earlier run
-        if try_ready(settings, t):
-            queued.append(t)
-        else:
-            waiting.append(t)
-    queued.extend(recheck(settings, waiting))
-    return queued
+        elif t.status != TaskStatus.PENDING.value:
+            return None  # already activated further by an earlier run
+    return "queued" if try_ready(settings, t) else "waiting"
 
 
 def enqueue_tasks(settings: Settings, tasks: Iterable[TaskModel], *, delay_seconds: int = 0) -> int:

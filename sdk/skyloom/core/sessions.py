@@ -98,14 +98,35 @@ def cached_status(session_id: str, ttl: float = STATUS_TTL_SECONDS) -> str | Non
     hit = _status_cache.get(session_id)
     if hit is not None and now - hit[0] < ttl:
         return hit[1]
+    status = _read_cached(session_id, now)[0]
+    return status
+
+
+_partitions_cache: dict[str, tuple[str, ...] | None] = {}
+
+
+def cached_partitions(session_id: str) -> tuple[str, ...] | None:
+    """A session's partitions (None if it does not exist, () for the default one). They never change
+    once the session exists, so a process reads them once per session (with its status)."""
+    if session_id in _partitions_cache:
+        return _partitions_cache[session_id]
+    return _read_cached(session_id, time.monotonic())[1]
+
+
+def _read_cached(session_id: str, now: float) -> tuple[str | None, tuple[str, ...] | None]:
     try:
-        status: str | None = SessionModel.get(session_id, consistent_read=True).status
+        session = SessionModel.get(session_id, consistent_read=True)
+        status: str | None = session.status
+        partitions: tuple[str, ...] | None = tuple(session.partitions or ())
     except DoesNotExist:
-        status = None
+        status, partitions = None, None
     if len(_status_cache) > 10_000:
         _status_cache.clear()
+        _partitions_cache.clear()
     _status_cache[session_id] = (now, status)
-    return status
+    if partitions is not None:
+        _partitions_cache[session_id] = partitions
+    return status, partitions
 
 
 def require_in_session(
