@@ -203,12 +203,17 @@ def complete_uploads(settings: Settings, owner: str, session_id: str, ids: list[
     return out
 
 
-#: The server re-checks a wait first after this long, then each time :data:`RECHECK_GROWTH` times later,
-#: at most every :data:`RECHECK_MAX_SECONDS`: a result that completes at once is seen at once, and a
-#: long wait settles to about one check a second.
+#: The server re-checks a wait after a quarter of the time it has been quiet (since the wait began or
+#: a result it waits on last became final), at least :data:`RECHECK_FIRST_SECONDS` and at most
+#: :data:`RECHECK_MAX_SECONDS` apart: a result that completes at once is seen at once, a stream of
+#: completions is followed closely (the last one too: the wait ends within a quarter of the gap
+#: before it), and a long quiet wait settles to about one check a second.
 RECHECK_FIRST_SECONDS = 0.01
-RECHECK_GROWTH = 1.25
+RECHECK_QUIET_SHARE = 0.25
 RECHECK_MAX_SECONDS = 1.0
+#: Pending ids an ``all`` wait re-reads per check before it stops early (it cannot end before they
+#: are final): a busy wait reads few items per check.
+RECHECK_EARLY_KEYS = 25
 #: Bytes of values and errors in one wait answer: with the states of 1,000 results (about 0.4 MB) and
 #: the escaping of the Lambda proxy answer, it stays well under Lambda's 6 MB response limit.
 WAIT_ANSWER_BUDGET_BYTES = 3 * 1024 * 1024
@@ -222,10 +227,12 @@ def wait_results(settings: Settings, owner: str, session_id: str, req: WaitReque
     Cost, and why it is shaped so: the first check reads every id (BatchGetItem, 100 keys a call);
     each re-check reads only the ids still pending, so a wait of 1,000 ids costs at most 10 calls per
     re-check, and a result is read with its value once, when it is final. In ``all`` mode a re-check
-    stops at the first 100 ids that still hold a pending one (the wait cannot end before they are
-    final), so a long wait for many results costs about one call per re-check. Re-checks start 10 ms
-    apart and grow by a quarter each time to one a second (a short task is seen within a fifth of its
-    run), so a 20-s wait of 1,000 pending ids makes about 40 checks where a fixed fast pace would make
+    stops at the first 25 ids that still hold a pending one (the wait cannot end before they are
+    final), so a long wait for many results costs one small call per re-check. Re-checks come a
+    quarter of the quiet time apart (:func:`recheck_pause`: since the wait began, or since a result
+    last became final), from 10 ms to one a second: a short task is seen within a fifth of its run,
+    a stream of completions is followed closely to its last one, and a 20-s quiet wait makes about
+    40 checks where a fixed fast pace would make
     hundreds. The reads are the table's, not the ``by_change`` index's:
     the index is eventually consistent and would need a settle horizon and a fallback read anyway.
 
@@ -239,19 +246,31 @@ def wait_results(settings: Settings, owner: str, session_id: str, req: WaitReque
     waited = list(dict.fromkeys(req.ids))
     found = load_results(session, waited)
     unread: list[str] = []
-    pause = RECHECK_FIRST_SECONDS
+    quiet_since = time.monotonic()
+    finals = _finals(found, waited)
     while not _wait_over(req.mode, [found[i] for i in waited]):
-        left = deadline - time.monotonic()
+        now = time.monotonic()
+        left = deadline - now
         if left <= 0:
             break
-        time.sleep(min(pause, left))
-        pause = min(pause * RECHECK_GROWTH, RECHECK_MAX_SECONDS)
+        time.sleep(min(recheck_pause(now - quiet_since), left))
         unread = _recheck(found, [i for i in waited if found[i].status not in RESULT_FINAL], req.mode == "all")
+        if (seen := _finals(found, waited)) > finals:
+            finals, quiet_since = seen, time.monotonic()
     done = _wait_over(req.mode, [found[i] for i in waited])
     if unread and not done:
         _recheck(found, [i for i in unread if found[i].status not in RESULT_FINAL], False)  # report progress
     also = _read_also(session, req.also, set(waited))
     return _wait_answer(settings, [found[i] for i in waited] + also, done=done, values=req.values)
+
+
+def recheck_pause(quiet: float) -> float:
+    """Seconds until the next check of a wait that has seen no result become final for ``quiet``."""
+    return min(max(quiet * RECHECK_QUIET_SHARE, RECHECK_FIRST_SECONDS), RECHECK_MAX_SECONDS)
+
+
+def _finals(found: dict[str, ResultModel], waited: Sequence[str]) -> int:
+    return sum(1 for i in waited if found[i].status in RESULT_FINAL)
 
 
 def _wait_over(mode: str, rs: Sequence[ResultModel]) -> bool:
@@ -268,12 +287,13 @@ def _recheck(found: dict[str, ResultModel], pending: list[str], stop_early: bool
 
     With ``stop_early`` the reading stops after the first call that still finds a pending result.
     """
-    for start in range(0, len(pending), _BATCH_KEYS):
-        chunk = pending[start : start + _BATCH_KEYS]
+    step = RECHECK_EARLY_KEYS if stop_early else _BATCH_KEYS
+    for start in range(0, len(pending), step):
+        chunk = pending[start : start + step]
         for r in ResultModel.batch_get(chunk, consistent_read=True):
             found[r.result_id] = r
         if stop_early and any(found[i].status not in RESULT_FINAL for i in chunk):
-            return pending[start + _BATCH_KEYS :]
+            return pending[start + step :]
     return []
 
 
