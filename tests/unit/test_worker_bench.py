@@ -41,11 +41,22 @@ def test_summary_mentions_every_figure() -> None:
         "throughput": {"tasks": 10, "submission_tasks_per_s": 5.0, "processing_tasks_per_s": 2.0,
                        "end_to_end_tasks_per_s": 1.5, "busy_fraction": 0.5},
         "latency_seconds": {"1": {"p50": 0.1, "p90": 0.2, "p99": 0.3}},
-        "api_calls_per_task": {"sqs": {"ReceiveMessage": 1.5}},
-        "api_calls_total_per_task": 1.5,
+        "api_calls_per_task": {"sqs": {"ReceiveMessage": 1.5}, "dynamodbstreams": {"GetRecords": 0.25}},
+        "api_calls_total_per_task": 1.75,
+        "api_calls_excluding_streams_per_task": 1.5,
+        "forkjoin": {"tasks": 240, "end_to_end_tasks_per_s": 30.0, "api_calls_total_per_task": 2.75,
+                     "api_calls_excluding_streams_per_task": 2.5, "api_calls_per_task": {}},
     }
     text = runner.summary(report)
     assert "processing: 2.0/s" in text and "batch of 1" in text and "ReceiveMessage 1.5" in text
+    assert "AWS API calls per task: 1.5 (1.75 with DynamoDB Streams polling)" in text
+    assert "fork-join, 240 tasks" in text and "AWS API calls per task 2.5 (2.75" in text
+
+
+def test_calls_report_sets_stream_polling_apart() -> None:
+    calls = {"sqs": {"ReceiveMessage": 10}, "dynamodbstreams": {"GetRecords": 5, "DescribeStream": 1}}
+    report = runner._calls_report(calls, 10)
+    assert report["api_calls_total_per_task"] == 1.6 and report["api_calls_excluding_streams_per_task"] == 1.0
 
 
 def test_preemption_config_rejects_what_cannot_run_and_its_summary_shows_both_runs() -> None:

@@ -11,7 +11,10 @@ Definitions (what the report's numbers mean):
 - busy fraction: time slots spent running user code / (slots x processing window), from the
   ``compute`` metric each task records;
 - API calls per task: every AWS call of every process during the throughput phase (client side,
-  functions, workers, idle polling included) / tasks; see ``SKYLOOM_COUNT_API_CALLS``.
+  functions, workers, idle polling included) / tasks; see ``SKYLOOM_COUNT_API_CALLS``. Reported with
+  and without DynamoDB Streams polling (on AWS the resolve function's event source mapping polls, at
+  no request charge); a fork-join phase (nested fan-out and join, 1 KiB inputs and outputs) reports
+  its own figure after an independent run.
 
 Processing numbers and per-phase times need read access to the tasks table (always true locally).
 """
@@ -25,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,9 @@ class BenchConfig:
     latency_repeats: int = 5
     timeout: float = 3600.0
     count_api_calls: bool = True
+    #: Tasks of the fork-join phase after an independent run (forks of ``fanout`` work tasks and a
+    #: join, 1 KiB in and out); 0 skips it.
+    forkjoin_tasks: int = 240
 
     def __post_init__(self) -> None:
         if self.shape not in ("independent", "forkjoin"):
@@ -87,8 +93,16 @@ def run(config: BenchConfig) -> dict[str, Any]:
         try:
             counting.baseline = _total_calls(counting.directory)
             throughput = _throughput(client, config, local)
-            calls = _diff(_total_calls(counting.directory), counting.baseline)
-            n = max(1, int(throughput["tasks"]))
+            after = _total_calls(counting.directory)
+            calls = _diff(after, counting.baseline)
+            forkjoin: dict[str, Any] | None = None
+            if config.shape == "independent" and config.forkjoin_tasks:
+                fj_config = replace(config, shape="forkjoin", tasks=config.forkjoin_tasks, payload_bytes=1024,
+                                    output_bytes=1024, mode="zero", seconds=0.0)
+                forkjoin = _throughput(client, fj_config, local)
+                if counting.directory:
+                    forkjoin.update(_calls_report(_diff(_total_calls(counting.directory), after),
+                                                  int(forkjoin["tasks"])))
             latency = {str(b): _latency(client, b, config) for b in config.latency_batches}
         finally:
             client.close()
@@ -96,12 +110,28 @@ def run(config: BenchConfig) -> dict[str, Any]:
         "config": asdict(config),
         "throughput": throughput,
         "latency_seconds": latency,
-        "api_calls_per_task": {svc: {op: round(c / n, 3) for op, c in sorted(ops.items())}
-                               for svc, ops in sorted(calls.items())} if counting.directory else None,
-        "api_calls_total_per_task": round(sum(sum(o.values()) for o in calls.values()) / n, 3)
-        if counting.directory else None,
+        "forkjoin": forkjoin,
+        **(_calls_report(calls, int(throughput["tasks"])) if counting.directory else {
+            "api_calls_per_task": None, "api_calls_total_per_task": None,
+            "api_calls_excluding_streams_per_task": None}),
     }
     return report
+
+
+#: The service of the stream polling that, on AWS, Lambda's event source mapping does for free.
+STREAMS_SERVICE = "dynamodbstreams"
+
+
+def _calls_report(calls: dict[str, dict[str, int]], tasks: int) -> dict[str, Any]:
+    n = max(1, tasks)
+    total = sum(sum(o.values()) for o in calls.values())
+    streams = sum(calls.get(STREAMS_SERVICE, {}).values())
+    return {
+        "api_calls_per_task": {svc: {op: round(c / n, 3) for op, c in sorted(ops.items())}
+                               for svc, ops in sorted(calls.items())},
+        "api_calls_total_per_task": round(total / n, 3),
+        "api_calls_excluding_streams_per_task": round((total - streams) / n, 3),
+    }
 
 
 # ------------------------------------------------------------------------------------- phases
@@ -271,7 +301,15 @@ def summary(report: dict[str, Any]) -> str:
     for b, lat in report["latency_seconds"].items():
         lines.append(f"latency, batch of {b}: p50 {lat['p50']} s  p90 {lat['p90']} s  p99 {lat['p99']} s")
     if report.get("api_calls_per_task"):
-        lines.append(f"AWS API calls per task: {report['api_calls_total_per_task']}")
+        lines.append(f"AWS API calls per task: {report['api_calls_excluding_streams_per_task']} "
+                     f"({report['api_calls_total_per_task']} with DynamoDB Streams polling)")
         for svc, ops in report["api_calls_per_task"].items():
             lines.append(f"  {svc}: " + ", ".join(f"{op} {n}" for op, n in ops.items()))
+    fj = report.get("forkjoin")
+    if fj:
+        line = f"fork-join, {fj['tasks']} tasks with 1 KiB values: end-to-end {fj['end_to_end_tasks_per_s']}/s"
+        if fj.get("api_calls_per_task"):
+            line += (f", AWS API calls per task {fj['api_calls_excluding_streams_per_task']} "
+                     f"({fj['api_calls_total_per_task']} with DynamoDB Streams polling)")
+        lines.append(line)
     return "\n".join(lines)

@@ -33,6 +33,8 @@ def bench(
     = "1,10,100",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each phase's results.")] = 3600.0,
     count_api_calls: Annotated[bool, typer.Option(help="Count AWS API calls in every process.")] = True,
+    forkjoin_tasks: Annotated[int, typer.Option(
+        help="Tasks of the fork-join phase after an independent run (1 KiB values; 0 skips it).")] = 240,
     output: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path("bench.json"),
     preemption: Annotated[bool, typer.Option(
         "--preemption", help="Run the preemption benchmark instead (local stack): long checkpointing tasks while "
@@ -63,7 +65,7 @@ def bench(
         workers=2 if workers is None else workers, slots=slots, prefetch=prefetch,
         endpoint=endpoint,
         latency_repeats=latency_repeats, count_api_calls=count_api_calls, timeout=timeout,
-        latency_batches=tuple(int(b) for b in latency_batches.split(",") if b.strip()),
+        forkjoin_tasks=forkjoin_tasks, latency_batches=tuple(int(b) for b in latency_batches.split(",") if b.strip()),
     )
     report = run(config)
     output.write_text(json.dumps(report, indent=2))
