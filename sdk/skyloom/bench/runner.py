@@ -308,7 +308,7 @@ def summary(report: dict[str, Any]) -> str:
     fj = report.get("forkjoin")
     if fj:
         line = f"fork-join, {fj['tasks']} tasks with 1 KiB values: end-to-end {fj['end_to_end_tasks_per_s']}/s"
-        if fj.get("api_calls_per_task"):
+        if fj.get("api_calls_excluding_streams_per_task") is not None:
             line += (f", AWS API calls per task {fj['api_calls_excluding_streams_per_task']} "
                      f"({fj['api_calls_total_per_task']} with DynamoDB Streams polling)")
         lines.append(line)
