@@ -377,6 +377,7 @@ def bind(settings: Settings) -> None:
             model._connection = None
         _connection = None
         _bound = settings
+        _share_connection()
 
 
 def reset_connections() -> None:
@@ -390,6 +391,39 @@ def reset_connections() -> None:
         for model, _spec in _BINDINGS:
             model._connection = None
         _connection = None
+        if _bound is not None:
+            _share_connection()
+
+
+#: Connections kept open to DynamoDB by the one client every model shares: threads of an agent, the
+#: resolver's and readiness's pools run concurrently (botocore's default, 10, would drop sockets).
+POOL_CONNECTIONS = 50
+
+
+def _share_connection() -> None:
+    """Give every model a connection that uses the process's one botocore client; under ``_bind_lock``.
+
+    pynamodb builds a Connection, hence a botocore client, per model class; each client loads and
+    parses DynamoDB's service model again, tens of milliseconds of CPU apiece, in every process
+    (each Lambda cold start, each agent) for eight models. One client serves them all (botocore
+    clients are thread-safe); each model keeps a connection of its own, which knows its schema.
+    The client is still built on first use, so hooks on client creation installed before then
+    (:func:`skyloom.core.aws.on_every_client`) see it.
+    """
+    for model, _spec in _BINDINGS:
+        table = model._get_connection()  # the model's schema, and a connection that built no client
+        own = table.connection
+        shared = _SharedClientConnection(region=own.region, host=own.host)
+        shared.add_meta_table(own.get_meta_table(table.table_name))
+        table.connection = shared
+
+
+class _SharedClientConnection(Connection):
+    """A model's connection whose botocore client is the process's one (:func:`connection`'s)."""
+
+    @property
+    def client(self) -> Any:
+        return connection().client
 
 
 def bound_settings() -> Settings:
@@ -401,15 +435,15 @@ def bound_settings() -> Settings:
 def connection() -> Connection:
     """The process's connection for transactions (pynamodb needs one explicitly).
 
-    One per binding, like the models' own: each new Connection builds a botocore client on first
-    use, which costs more CPU than the transaction itself (measured: a sixth of a worker's CPU when
-    every completion made one). botocore clients are thread-safe.
+    One per binding, and its botocore client is the one every model uses (:func:`_share_connection`):
+    each new Connection builds a client on first use, which costs more CPU than the transaction
+    itself (measured: a sixth of a worker's CPU when every completion made one).
     """
     global _connection
     with _bind_lock:
         if _connection is None:
             s = bound_settings()
-            _connection = Connection(region=s.region, host=s.aws_endpoint)
+            _connection = Connection(region=s.region, host=s.aws_endpoint, max_pool_connections=POOL_CONNECTIONS)
         return _connection
 
 
