@@ -295,8 +295,9 @@ def test_sweeper_resends_a_lost_message_once(
     assert sweep(aws_stack)["redispatched"] == 0  # a fixed interval would have re-sent it here
 
 
+@pytest.mark.parametrize("in_commit", [True, False], ids=["children-in-commit", "children-staged-before"])
 def test_sweeper_finalizes_a_parent_whose_worker_died_after_commit(
-    api: ApiClient, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
+    api: ApiClient, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch, in_commit: bool
 ) -> None:
     from skyloom.runtime.outcome import StagedTask
     from skyloom_server.functions.dispatch.sweeper import sweep
@@ -306,13 +307,18 @@ def test_sweeper_finalizes_a_parent_whose_worker_died_after_commit(
     t = TaskModel.get("parent", consistent_read=True)
     task = execution.claim(aws_stack, TaskMessage("parent", sid, t.partition, 0), "w1")
     assert task is not None
-    # the worker commits, delegating its output to a child, then dies before making it live
+    # the worker commits, delegating its output to a child, then dies before queueing it: a child
+    # small enough rides in the commit itself (written live), a larger staging is written before it
     outcome = TaskOutcome(staged_tasks=[StagedTask("child", "h", b"", [], ["out"])])
     with monkeypatch.context() as m:
         m.setattr(execution, "finalize", lambda *a, **k: None)
+        m.setattr(execution, "finalize_live", lambda *a, **k: None)
+        if not in_commit:
+            m.setattr(execution, "STAGED_IN_COMMIT_BYTES", -1)
         assert execution.complete(aws_stack, task, "w1", outcome, {})
-    assert status("child") == "Creating"
+    assert status("child") == ("Submitted" if in_commit else "Creating")
     assert status("parent") == "Completed"
+    assert TaskModel.get("parent", consistent_read=True).finalize_pending is not None
 
     later = clock.now() + aws_stack.finalize_after_seconds + 1
     monkeypatch.setattr(clock, "now", lambda: later)

@@ -45,6 +45,14 @@ def queued_actions(settings: Settings, task_id: str, now: float, *, delay: float
     ]
 
 
+def queue_on_write(settings: Settings, task: TaskModel, now: float) -> None:
+    """Mark a task not yet written as queued (what :func:`queued_actions` writes to one that is)."""
+    task.status = TaskStatus.SUBMITTED.value
+    task.submitted_at = now
+    task.due_shard = clock.due_shard(task.task_id, settings.due_shards)
+    task.due_at = now + settings.redispatch_after_seconds
+
+
 def release(task_id: str, result_ids: str | set[str]) -> TaskModel | None:
     """Remove completed dependencies from a task's remaining set (idempotent: set DELETE).
 
@@ -300,6 +308,8 @@ def _activate_one(settings: Settings, t: TaskModel, now: float) -> str | None:
                 actions=[TaskModel.status.set(TaskStatus.PENDING.value), TaskModel.updated_at.set(now)],
                 condition=TaskModel.status == TaskStatus.CREATING.value,
             )
+        elif t.status == TaskStatus.SUBMITTED.value and t.started_at is None:
+            return "queued"  # written live by its parent's commit, whose worker died before queueing it
         elif t.status != TaskStatus.PENDING.value:
             return None  # already activated further by an earlier run
     return "queued" if try_ready(settings, t) else "waiting"

@@ -126,10 +126,7 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
             request_id=request_id,
         )
         if not remaining and starts:
-            t.status = TaskStatus.SUBMITTED.value
-            t.submitted_at = now
-            t.due_shard = clock.due_shard(tid, settings.due_shards)
-            t.due_at = now + settings.redispatch_after_seconds
+            readiness.queue_on_write(settings, t, now)
         tasks.append(t)
         for out in spec.expected_outputs:
             if out in created:
