@@ -46,7 +46,7 @@ def latest_metrics(req: LatestRequest, owner: Owner, settings: CurrentSettings) 
     operation_id="getMetricKey",
     summary="Every measurement recorded under a business key, with its last value",
     tags=["metrics"],
-    responses=responses(200, body=False, session=False),
+    responses=responses(200, body=False, session=False, path=True),
 )
 def metric_key(key: MetricKeyPath, owner: Owner, settings: CurrentSettings) -> MetricKeyInfo:
     return MetricKeyInfo(key=key, latest=measurements.latest_by_key(owner, key))
@@ -57,7 +57,7 @@ def metric_key(key: MetricKeyPath, owner: Owner, settings: CurrentSettings) -> M
     operation_id="getMetricHistory",
     summary="The values of one measurement, newest first",
     tags=["metrics"],
-    responses=responses(200, body=False, session=False),
+    responses=responses(200, body=False, session=False, path=True),
 )
 def metric_history(
     key: MetricKeyPath, name: MetricNamePath, owner: Owner, settings: CurrentSettings,

@@ -72,11 +72,17 @@ _ERROR_DESCRIPTIONS: dict[int, str] = {
 }
 
 
-def responses(success: int, *, body: bool, session: bool = True) -> dict[int, OpenAPIResponse]:
-    """The documented answers of a route: its model on success, :class:`ErrorBody` otherwise."""
+def responses(success: int, *, body: bool, session: bool = True, path: bool = False) -> dict[int, OpenAPIResponse]:
+    """The documented answers of a route: its model on success, :class:`ErrorBody` otherwise.
+
+    ``path``: the route has path parameters, so a path whose parameter does not match (say, a key
+    with characters no key has) names no route: 404, as for a session route's unknown ids.
+    """
     codes = [400, 401, 403]
+    if session or path:
+        codes.append(404)
     if session:
-        codes += [404, 409]
+        codes.append(409)
     if body:
         codes += [413, 415]
     codes.append(500)

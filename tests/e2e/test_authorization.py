@@ -223,6 +223,7 @@ def route_attempts(w: World) -> list[tuple[str, str, Any]]:
         ("POST", f"{s}/tasks/get", {"ids": [w.tid]}),
         ("GET", f"{s}/tasks/{w.tid}", None),
         ("GET", f"{s}/tasks/{w.tid}/logs", None),
+        ("GET", f"{s}/tasks/{w.tid}/checkpoints", None),
         ("GET", f"{s}/tasks", None),
         ("POST", f"{s}/tasks/cancel", {"ids": [w.tid]}),
         ("GET", f"{s}/events", None),
@@ -235,6 +236,7 @@ def route_attempts(w: World) -> list[tuple[str, str, Any]]:
         ("POST", f"{b}/results/complete", {"ids": [w.big]}),
         ("GET", f"{b}/tasks/{w.tid}", None),
         ("GET", f"{b}/tasks/{w.tid}/logs", None),
+        ("GET", f"{b}/tasks/{w.tid}/checkpoints", None),
         ("POST", f"{b}/tasks/get", {"ids": [w.tid]}),
         ("POST", f"{b}/tasks/cancel", {"ids": [w.tid]}),
         ("POST", f"{b}/tasks", {"results": [{"id": "mine-1"}],  # depend on A's value

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import json
 import os
 import signal
@@ -63,7 +64,7 @@ from typing import Any, TypeVar
 import moto.dynamodb.models as dynamodb_models
 from moto.core.responses import ActionResult
 from moto.core.serialize import TimestampSerializer
-from moto.core.utils import unix_time_millis
+from moto.core.utils import get_service_model, unix_time_millis
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
@@ -227,14 +228,23 @@ def _wire(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _output_members(service: str, operation: str) -> frozenset[str]:
+    """The members of the operation's answer: the shape walk leaves out what moto adds beyond them
+    (``ConsumedCapacityUnits`` on a DeleteItem, for one)."""
+    shape = get_service_model(service).operation_model(operation).output_shape
+    return frozenset(shape.members) if shape is not None else frozenset()
+
+
 def _quick_serializer(original: Callable[[Any, ActionResult], Any]) -> Callable[[Any, ActionResult], Any]:
     verify = os.environ.get(VERIFY_SERIALIZER_ENV, "") == "1"
 
     def serialized(self: Any, action_result: ActionResult) -> Any:
         result = action_result.result
-        if isinstance(result, Exception) or self._get_action() not in QUICK_OPERATIONS:
+        if not isinstance(result, dict) or self._get_action() not in QUICK_OPERATIONS:
             return original(self, action_result)
-        body = json.dumps(_wire(result))
+        members = _output_members(self.boto3_service_name, self._get_action())
+        body = json.dumps(_wire({k: v for k, v in result.items() if k in members}))
         if verify:
             _, _, expected = original(self, action_result)
             if json.loads(expected) != json.loads(body):
