@@ -14,6 +14,10 @@ item, a key or index key attribute written, an undefined placeholder, an attribu
 an empty set, or an item that would outgrow the size limit. Those are the cases where moto's answer
 (or its error) takes its full machinery, so there is nothing to re-implement for them.
 
+moto's request layer also parses each UpdateExpression once more, only to list the placeholders it
+names; :class:`_ParsedOnce` keeps those syntax trees by expression text for that read-only use (the
+stack writes a handful of distinct expressions, millions of times).
+
 With ``SKYLOOM_MOTO_UPDATE_CHECK=1`` each plain update is also applied by moto to a copy of the
 item, and a difference raises :class:`UpdateMismatch`; the end-to-end tests run that way.
 """
@@ -21,6 +25,7 @@ item, and a difference raises :class:`UpdateMismatch`; the end-to-end tests run 
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 from collections.abc import Callable
@@ -31,6 +36,7 @@ from moto.dynamodb.exceptions import ConditionalCheckFailed
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
 
 CHECK_ENV = "SKYLOOM_MOTO_UPDATE_CHECK"
 #: moto's own item size limit (``LimitedSizeDict``); items near it go the slow way for its error.
@@ -168,7 +174,21 @@ def _moto_result(table: Table, item: Item, slow: Callable[[], Item]) -> Item:
             del shard.items[length:]
 
 
+class _ParsedOnce:
+    """Stands in for ``UpdateExpressionParser`` in moto's request layer (``moto.dynamodb.responses``),
+    which only reads the tree (the placeholders it names). The backend, whose validator rewrites
+    the tree it is given, keeps parsing afresh."""
+
+    @staticmethod
+    @functools.lru_cache(maxsize=1024)
+    def make(expression: str) -> Any:
+        return UpdateExpressionParser.make(expression)
+
+
 def install() -> None:
     """Patch moto (idempotent). Must run before :mod:`skyloom.local.moto_indexes` installs, whose
     wrapper calls the update it finds then."""
+    import moto.dynamodb.responses as responses
+
     DynamoDBBackend.update_item = update_item  # type: ignore[method-assign]
+    responses.UpdateExpressionParser = _ParsedOnce  # type: ignore[attr-defined]
