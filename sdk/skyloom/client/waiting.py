@@ -52,8 +52,9 @@ MAX_OUTAGE_SECONDS = 60.0
 
 #: The first long request of a round asks the server to wait this long; steady waits double it.
 FIRST_ROUND_SECONDS = 1.0
-#: Long requests start at least this far apart: at most ten a second while results stream in.
-MIN_ROUND_SECONDS = 0.1
+#: Long requests start at least this far apart: at most forty a second while results stream in (a
+#: lone wait that follows another starts within this, so it bounds one task's latency too).
+MIN_ROUND_SECONDS = 0.025
 #: An ``any`` wait over more ids than one request holds looks at them a window at a time, this long each.
 SPLIT_ROUND_SECONDS = 1.0
 #: Tracked futures that ride along in a request's ``also``: two BatchGetItem pages on the server,

@@ -413,6 +413,9 @@ class _Server(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as API Gateway offers
+    # The head and the body of an answer leave in two writes: with Nagle's algorithm the body waits
+    # for the client's (delayed) acknowledgement of the head, 40 ms on Linux, on every request.
+    disable_nagle_algorithm = True
     server: _Server
 
     def _serve(self) -> None:
