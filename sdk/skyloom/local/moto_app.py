@@ -5,7 +5,7 @@ state in that process's memory, which is why :mod:`skyloom.local.emulator` never
 worker.
 
 Every change this process makes to moto is listed here; EMULATORS.md (at the repository root) lists
-the same seven with the test that pins each. They are about running for hours, under load, the way
+the same nine with the test that pins each. They are about running for hours, under load, the way
 AWS behaves:
 
 * moto stores every DynamoDB Streams shard iterator it ever hands out, and a stream consumer asks for
