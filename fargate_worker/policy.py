@@ -84,7 +84,7 @@ UPPER_POLL_SECONDS = 10
 def in_flight_limit(slots: int, prefetch: int, seconds_per_task: float | None,
                     horizon: float = BACKLOG_SECONDS) -> int:
     """How many messages an agent may hold: one per slot, plus a backlog worth ``horizon`` seconds
-    of work per slot (at least ``prefetch``, at most :data:`MAX_BACKLOG`).
+    of work per slot, in whole tasks (at least ``prefetch``, at most :data:`MAX_BACKLOG`).
 
     Short tasks are then received ten at a time instead of one per free slot, which is what makes
     ReceiveMessage a fraction of a call per task; long ones keep ``slots + prefetch``.
@@ -94,7 +94,9 @@ def in_flight_limit(slots: int, prefetch: int, seconds_per_task: float | None,
     base = slots + prefetch
     if not prefetch or not seconds_per_task or seconds_per_task <= 0:
         return base
-    ahead = math.ceil(slots * horizon / seconds_per_task)
+    # Whole tasks within the horizon, rounded down: a 100 ms task is not received ahead twice, which
+    # at the end of a run would leave one agent with two queued while the others idle.
+    ahead = math.floor(slots * horizon / seconds_per_task + 1e-9)  # 0.15 / 0.05 is 2.999... in floats
     return max(base, min(slots + MAX_BACKLOG, slots + ahead))
 
 

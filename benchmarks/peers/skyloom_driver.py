@@ -22,9 +22,13 @@ AGENT_STARTED = b"agent starting"
 
 
 class SkyloomSystem:
+    """One session for the whole run, as a user's job has: opening one is not part of any task's
+    latency (Celery's driver, likewise, connects its app once)."""
+
     def __init__(self, stack: LocalStack, client: skyloom.Client) -> None:
         self._stack = stack
         self._client = client
+        self._session = client.session(name="side-by-side")
 
     def wait_ready(self, workers: int, timeout: float) -> None:
         logs = [self._stack.workers.log_path(i) for i in range(workers)]
@@ -34,13 +38,13 @@ class SkyloomSystem:
         raise TimeoutError(f"the {workers} worker agents did not start; see {self._stack.run_dir}")
 
     def run_batch(self, n: int, seconds: float, timeout: float) -> Sequence[Any]:
-        with self._client.session(name=f"side-by-side-{n}") as session:
+        with self._session as session:
             futures = [skyloom_tasks.work.submit(seconds) for _ in range(n)]
             session.wait(futures, timeout=timeout)
             return [f.result(timeout=timeout) for f in futures]
 
     def tree_sum(self, lo: int, hi: int, leaf: int, timeout: float) -> int:
-        with self._client.session(name="side-by-side-tree"):
+        with self._session:
             value: int = skyloom_tasks.tree_sum.submit(lo, hi, leaf).result(timeout=timeout)
             return value
 

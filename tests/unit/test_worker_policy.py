@@ -125,8 +125,9 @@ def test_short_tasks_are_received_a_batch_ahead_long_ones_one_per_slot() -> None
     assert in_flight_limit(slots=2, prefetch=1, seconds_per_task=None) == 3
     # Zero-work tasks: three receives ahead, never more.
     assert in_flight_limit(slots=1, prefetch=1, seconds_per_task=0.001) == 1 + 3 * MAX_RECEIVE
-    # 100 ms tasks: a little over the horizon's worth per slot.
-    assert in_flight_limit(slots=1, prefetch=1, seconds_per_task=0.1, horizon=0.15) == 3
+    # 100 ms tasks: the horizon's worth per slot, in whole tasks (one ahead).
+    assert in_flight_limit(slots=1, prefetch=1, seconds_per_task=0.1, horizon=0.15) == 2
+    assert in_flight_limit(slots=1, prefetch=1, seconds_per_task=0.05, horizon=0.15) == 4
     # No prefetch: one task per slot, however short.
     assert in_flight_limit(slots=2, prefetch=0, seconds_per_task=0.005) == 2
     # One-second tasks: nothing more than prefetch (the tail of a run stays balanced).
