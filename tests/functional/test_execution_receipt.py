@@ -127,14 +127,19 @@ def test_a_grouped_commit_writes_every_attempt_still_ours_and_refuses_the_rest(
 
 
 # ------------------------------------------------------------------- dependents released by the writer
-def test_the_committing_worker_queues_the_dependents_written_with_its_task(api: ApiClient, aws_stack: Settings) -> None:
-    # GIVEN a producer and its consumer submitted together (the consumer waits on the producer's output)
-    sid = api.session()
+def _producer_and_consumer(api: ApiClient, sid: str) -> None:
+    """p produces a; c waits on a: submitted together, so p's item names c."""
     r = api.call("POST", f"/sessions/{sid}/tasks", {
         "tasks": [{"id": "p", "handler": "h", "expected_outputs": ["a"]},
                   {"id": "c", "handler": "h", "expected_outputs": ["b"], "data_dependencies": ["a"]}],
         "results": [{"id": "a"}, {"id": "b"}]})
     assert r.status == 201, r.raw_body
+
+
+def test_the_committing_worker_queues_the_dependents_written_with_its_task(api: ApiClient, aws_stack: Settings) -> None:
+    # GIVEN a producer and its consumer submitted together (the consumer waits on the producer's output)
+    sid = api.session()
+    _producer_and_consumer(api, sid)
     assert TaskModel.get("p", consistent_read=True).releases == {"a": ["c"]}
     assert TaskModel.get("c", consistent_read=True).status == "Pending"
     # WHEN the producer commits (no stream record is resolved here)
@@ -149,11 +154,7 @@ def test_the_stream_leaves_alone_what_the_writer_released(api: ApiClient, aws_st
     from skyloom_server.functions.resolve.resolution import on_completed
 
     sid = api.session()
-    r = api.call("POST", f"/sessions/{sid}/tasks", {
-        "tasks": [{"id": "p", "handler": "h", "expected_outputs": ["a"]},
-                  {"id": "c", "handler": "h", "expected_outputs": ["b"], "data_dependencies": ["a"]}],
-        "results": [{"id": "a"}, {"id": "b"}]})
-    assert r.status == 201, r.raw_body
+    _producer_and_consumer(api, sid)
     assert readiness.still_waiting([("c", "a")]) == [("c", "a")]
     assert execution.complete(aws_stack, _taken(aws_stack, "p"), "w1", TaskOutcome(outputs={"a": b"1"}), {})
     before = TaskModel.get("c", consistent_read=True).updated_at
@@ -170,11 +171,7 @@ def test_a_released_but_unreadied_dependent_is_readied_by_the_stream(api: ApiCli
     from skyloom_server.functions.resolve.resolution import on_completed
 
     sid = api.session()
-    r = api.call("POST", f"/sessions/{sid}/tasks", {
-        "tasks": [{"id": "p", "handler": "h", "expected_outputs": ["a"]},
-                  {"id": "c", "handler": "h", "expected_outputs": ["b"], "data_dependencies": ["a"]}],
-        "results": [{"id": "a"}, {"id": "b"}]})
-    assert r.status == 201, r.raw_body
+    _producer_and_consumer(api, sid)
     # GIVEN the writer released the dependency and died before readying the task
     readiness.release("c", "a")
     assert TaskModel.get("c", consistent_read=True).status == "Pending"
@@ -187,11 +184,7 @@ def test_a_subtask_taking_over_an_output_releases_its_dependents_too(api: ApiCli
     from skyloom.runtime.outcome import StagedTask
 
     sid = api.session()
-    r = api.call("POST", f"/sessions/{sid}/tasks", {
-        "tasks": [{"id": "p", "handler": "h", "expected_outputs": ["a"]},
-                  {"id": "c", "handler": "h", "expected_outputs": ["b"], "data_dependencies": ["a"]}],
-        "results": [{"id": "a"}, {"id": "b"}]})
-    assert r.status == 201, r.raw_body
+    _producer_and_consumer(api, sid)
     # WHEN the producer delegates its output to a subtask (the recursive tree's join)
     staged = TaskOutcome(staged_tasks=[StagedTask("s", "h", b"", [], ["a"])])
     assert execution.complete(aws_stack, _taken(aws_stack, "p"), "w1", staged, {})

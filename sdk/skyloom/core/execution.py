@@ -471,16 +471,17 @@ def _staged_in_commit(settings: Settings, results: Sequence[ResultModel], tasks:
         else:
             readiness.queue_on_write(settings, t, now)
     items: list[ResultModel | TaskModel] = [*results, *tasks]
+    return [_put_new(item) for item in items]
 
-    def put(item: ResultModel | TaskModel) -> Op:
-        key = ResultModel.result_id if isinstance(item, ResultModel) else TaskModel.task_id
 
-        def op(tx: TransactWrite) -> None:
-            tx.save(item, condition=key.does_not_exist())
+def _put_new(item: ResultModel | TaskModel) -> Op:
+    """The transaction item that writes ``item``, which must not exist yet (staged ids are fresh)."""
+    key = ResultModel.result_id if isinstance(item, ResultModel) else TaskModel.task_id
 
-        return op
+    def op(tx: TransactWrite) -> None:
+        tx.save(item, condition=key.does_not_exist())
 
-    return [put(item) for item in items]
+    return op
 
 
 def _write_staged(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) -> None:
@@ -491,14 +492,6 @@ def _write_staged(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) ->
     parent (and, for a task, attempt); staged ids are fresh uuids, so anything else is a real clash.
     """
     items: list[ResultModel | TaskModel] = [*results, *tasks]
-
-    def put(item: ResultModel | TaskModel) -> Op:
-        key = ResultModel.result_id if isinstance(item, ResultModel) else TaskModel.task_id
-
-        def op(tx: TransactWrite) -> None:
-            tx.save(item, condition=key.does_not_exist())
-
-        return op
 
     def already(i: int) -> bool:
         item = items[i]
@@ -511,7 +504,7 @@ def _write_staged(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) ->
         except (TaskModel.DoesNotExist, ResultModel.DoesNotExist):
             return False
 
-    transact_idempotent([put(item) for item in items], already)
+    transact_idempotent([_put_new(item) for item in items], already)
 
 
 def _attempt_record(task: TaskModel, worker_id: str, outcome: str, error: RemoteError | None = None,
