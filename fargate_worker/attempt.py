@@ -27,7 +27,7 @@ from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.execution import Commit
 from skyloom.core.models import TaskModel
-from skyloom.core.states import TaskStatus
+from skyloom.core.states import AttemptFate
 from skyloom.errors import SkyloomError
 from skyloom.runtime.outcome import RemoteError, TaskInput, TaskLog, TaskOutcome
 from skyloom_server.fargate_worker.child import ChildProcess, ChildResult, Ending
@@ -74,7 +74,7 @@ class ExecutionOps(Protocol):
     def fail(
         self, settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *, timed_out: bool = False,
         log: TaskLog | None = None,
-    ) -> str: ...
+    ) -> AttemptFate: ...
     def release(self, settings: Settings, task: TaskModel, worker_id: str) -> bool: ...
 
 
@@ -223,7 +223,7 @@ class Attempts:
                 self.settings, task, self.worker_id, error, timed_out=v.timed_out, log=v.log))
             self._ledger.count("failed")
             # fail() says what became of the task: queued again (retried), ended, or not ours any more.
-            self._emit(task, metrics, {"lost": None, TaskStatus.SUBMITTED.value: "retried"}.get(status, "failed"))
+            self._emit(task, metrics, {AttemptFate.LOST: None, AttemptFate.RETRIED: "retried"}.get(status, "failed"))
             logger.warning("attempt failed", extra={"status": status, "error_type": v.error.type,
                                                     "error": v.error.message[:1000], "timed_out": v.timed_out,
                                                     "metrics": metrics})

@@ -37,7 +37,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     done = sweep(settings())
     done.update({f"dead_letter_{k}": v for k, v in dead_letters.drain(settings()).items()})
     for action, count in done.items():
-        metrics.add_metric(name=f"Sweeper_{action.split(':')[0]}", unit=MetricUnit.Count, value=count)
+        metrics.add_metric(name=f"Sweeper_{action}", unit=MetricUnit.Count, value=count)
     if done:
         logger.info("sweep", extra={"repairs": dict(done)})
     try:

@@ -17,7 +17,7 @@ from skyloom.core.ddb import update_if
 from skyloom.core.dispatching import redispatch_interval
 from skyloom.core.execution import expire_lease, finalize, staged_children
 from skyloom.core.models import TaskModel
-from skyloom.core.states import TASK_FINAL, SessionStatus, TaskStatus
+from skyloom.core.states import TASK_FINAL, AttemptFate, Repair, SessionStatus, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +62,19 @@ def _clear_timer(task: TaskModel) -> None:
               TaskModel.due_at == task.due_at)
 
 
-def _unpark(settings: Settings, task: TaskModel, now: float) -> str:
+def _unpark(settings: Settings, task: TaskModel, now: float) -> Repair:
     """A task parked while its session was paused: queue it once the session runs again."""
     session_status = sessions.cached_status(task.session_id, ttl=0)
     if session_status in (SessionStatus.RUNNING.value, SessionStatus.CLOSED.value):
         if readiness.try_ready(settings, task):
             readiness.enqueue_tasks(settings, [task])
-            return "unparked"
-        return "raced"
+            return Repair.UNPARKED
+        return Repair.RACED
     if session_status == SessionStatus.PAUSED.value:
         _rearm(settings, task, now)
-        return "parked"
+        return Repair.PARKED
     _clear_timer(task)
-    return "cleared"
+    return Repair.CLEARED
 
 
 def _rearm(settings: Settings, task: TaskModel, now: float) -> None:
@@ -82,29 +82,31 @@ def _rearm(settings: Settings, task: TaskModel, now: float) -> None:
               TaskModel.due_at == task.due_at)
 
 
-def repair(settings: Settings, task: TaskModel, now: float) -> str:
+def repair(settings: Settings, task: TaskModel, now: float) -> Repair:
     """Do what an overdue task needs; returns what was done (for logs and metrics)."""
     status = task.status
     if status == TaskStatus.SUBMITTED.value:
         armed = _arm_resend(settings, task, now)
         if armed is None:
-            return "raced"
+            return Repair.RACED
         readiness.enqueue_tasks(settings, [task])  # a failure raises with the short timer armed
         _defer_next_resend(settings, task, now, armed)
-        return "redispatched"
+        return Repair.REDISPATCHED
     if status == TaskStatus.PROCESSING.value:
         if task.lease_expires is not None and task.lease_expires < now:
-            return f"lease_expired:{expire_lease(settings, task)}"
-        return "lease_alive"
+            fate = expire_lease(settings, task)
+            log.info("lease of task %s expired: %s", task.task_id, fate.name.lower())
+            return Repair.LEASE_EXPIRED if fate is not AttemptFate.LOST else Repair.RACED
+        return Repair.LEASE_ALIVE
     if status == TaskStatus.COMPLETED.value and task.finalize_pending is not None:
         finalize(settings, task, staged_children(task))
-        return "finalized"
+        return Repair.FINALIZED
     if status == TaskStatus.PENDING.value and not task.remaining:
         return _unpark(settings, task, now)
     if status in {s.value for s in TASK_FINAL} or status in (TaskStatus.PENDING.value, TaskStatus.CREATING.value):
         _clear_timer(task)
-        return "cleared"
-    return "skipped"
+        return Repair.CLEARED
+    return Repair.SKIPPED
 
 
 def sweep(settings: Settings, *, limit: int = 200) -> Counter[str]:
@@ -116,5 +118,5 @@ def sweep(settings: Settings, *, limit: int = 200) -> Counter[str]:
             done[repair(settings, task, now)] += 1
         except Exception:
             log.exception("sweeper could not repair task %s", task.task_id)
-            done["error"] += 1
+            done[Repair.ERROR] += 1
     return done

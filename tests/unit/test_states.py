@@ -65,3 +65,13 @@ def test_ready_needs_pending_and_nothing_remaining() -> None:
 @pytest.mark.parametrize(("attempt", "retries", "expected"), [(1, 0, False), (1, 2, True), (3, 2, False), (2, 2, True)])
 def test_retry_decision_counts_retries_not_attempts(attempt: int, retries: int, expected: bool) -> None:
     assert retry_decision(attempt, retries) is expected
+
+
+def test_outcomes_are_enums_that_read_as_the_statuses_they_write() -> None:
+    from skyloom.core.states import AttemptFate, Repair
+
+    # A re-queued or ended attempt reads as the status it wrote; a lost one wrote nothing.
+    assert AttemptFate.RETRIED == TaskStatus.SUBMITTED and AttemptFate.ERROR == TaskStatus.ERROR
+    assert AttemptFate.TIMEOUT == TaskStatus.TIMEOUT and AttemptFate.LOST not in set(TaskStatus)
+    # The sweeper's metric names are the repairs' values, one word each (no parsing).
+    assert all(":" not in r.value for r in Repair)

@@ -45,7 +45,7 @@ from skyloom.core.machine import Machine
 from skyloom.core.models import ResultModel, SessionModel, TaskModel
 from skyloom.core.results import abort_errors, fetch_values
 from skyloom.core.settlement import abort_output, ending_actions, settle
-from skyloom.core.states import ResultStatus, SessionStatus, TaskStatus, retry_decision
+from skyloom.core.states import AttemptFate, ResultStatus, SessionStatus, TaskStatus, retry_decision
 from skyloom.errors import InvalidRequest
 from skyloom.options import TaskOptions
 from skyloom.runtime.outcome import RemoteError, StagedResult, TaskInput, TaskLog, TaskOutcome
@@ -674,7 +674,7 @@ def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
     failure it reported, or an output contract it broke, recorded as a failed attempt)."""
     task, worker_id, outcome = c.task, c.worker_id, c.outcome
     if outcome.error is not None:
-        return fail(settings, task, worker_id, outcome.error, log=c.log) != "lost"
+        return fail(settings, task, worker_id, outcome.error, log=c.log) is not AttemptFate.LOST
     held = _held_by(task, worker_id)
     taken = not claimed(task)
     read_attempt = int(task.attempt or 0)
@@ -688,7 +688,7 @@ def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
     except _Violation as exc:
         task.attempt = read_attempt
         err = RemoteError(type="OutputContractViolation", message=str(exc), traceback="", retryable=False)
-        return fail(settings, task, worker_id, err, log=c.log) != "lost"
+        return fail(settings, task, worker_id, err, log=c.log) is not AttemptFate.LOST
     keys = _store_values(settings, task.session_id, outcome.outputs, token)
     staged_ops = _staged_in_commit(settings, staged_results, staged_tasks,
                                    commit_items=1 + len(outcome.outputs) + len(moved))
@@ -827,7 +827,7 @@ def root_error(task: TaskModel, status: str, error: RemoteError) -> dict[str, An
 def _record_failure(
     settings: Settings, task: TaskModel, error: RemoteError, *, timed_out: bool, worker: str, held: Condition,
     log: dict[str, Any] | None = None,
-) -> str:
+) -> AttemptFate:
     attempts = [*(task.attempts or []), _attempt_record(task, worker, "timeout" if timed_out else "error", error, log,
                                                         machine=settings.machine)]
     max_retries = int((task.options or {}).get("max_retries", settings.default_max_retries))
@@ -841,9 +841,9 @@ def _record_failure(
             *readiness.queued_actions(settings, task.task_id, now, delay=delay),
         ]
         if not update_if(TaskModel(task.task_id), requeue, held):  # type: ignore[arg-type]
-            return "lost"
+            return AttemptFate.LOST
         readiness.enqueue_tasks(settings, [task], delay_seconds=delay)
-        return TaskStatus.SUBMITTED.value
+        return AttemptFate.RETRIED
 
     status = TaskStatus.TIMEOUT if timed_out else TaskStatus.ERROR
     err = root_error(task, status.value, error)
@@ -853,7 +853,9 @@ def _record_failure(
         condition=held,
         outputs={rid: abort_output(rid, task.task_id, err) for rid in task.expected_outputs or []},
     )
-    return status.value if ended else "lost"
+    if not ended:
+        return AttemptFate.LOST
+    return AttemptFate.TIMEOUT if timed_out else AttemptFate.ERROR
 
 
 def retry_delay(settings: Settings, attempt: int) -> int:
@@ -862,19 +864,17 @@ def retry_delay(settings: Settings, attempt: int) -> int:
 
 
 def fail(settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *, timed_out: bool = False,
-         log: TaskLog | None = None) -> str:
+         log: TaskLog | None = None) -> AttemptFate:
     """Record a failed attempt (and what it printed): re-queue it if retries remain, else end it
-    and abort its outputs.
-
-    Returns the new status, or "lost" if the lease was no longer ours.
+    and abort its outputs. LOST if the attempt no longer held the task (nothing written).
     """
     if not claimed(task) and not _claim_taken(settings, task, worker_id):
-        return "lost"  # a failure of a task run on its receipt is recorded as any other: claim it first
+        return AttemptFate.LOST  # a failure of a task run on its receipt is recorded as any other: claim it first
     return _record_failure(settings, task, error, timed_out=timed_out, worker=worker_id,
                            held=_held_by(task, worker_id), log=tasklogs.attempt_fields(settings, task, log))
 
 
-def expire_lease(settings: Settings, task: TaskModel) -> str:
+def expire_lease(settings: Settings, task: TaskModel) -> AttemptFate:
     """The sweeper's verdict on a lease that ran out: the worker is presumed dead; a failed attempt."""
     now = clock.now()
     held = (

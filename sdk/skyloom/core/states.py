@@ -37,6 +37,31 @@ class ResultStatus(StrEnum):
     DELETED = "Deleted"
 
 
+class AttemptFate(StrEnum):
+    """What recording a failed attempt did to its task (``execution.fail``, ``expire_lease``)."""
+
+    RETRIED = TaskStatus.SUBMITTED.value  # re-queued, after its retry delay
+    ERROR = TaskStatus.ERROR.value  # ended, outputs aborted
+    TIMEOUT = TaskStatus.TIMEOUT.value
+    LOST = "lost"  # the attempt no longer held the task: nothing was written
+
+
+class Repair(StrEnum):
+    """What the sweeper did to an overdue task (``functions/dispatch/sweeper.repair``); the metric
+    ``Sweeper_<value>`` counts each."""
+
+    REDISPATCHED = "redispatched"  # Submitted, its message re-sent
+    RACED = "raced"  # another writer moved it first
+    LEASE_ALIVE = "lease_alive"
+    LEASE_EXPIRED = "lease_expired"  # the worker presumed dead: a failed attempt (see AttemptFate)
+    FINALIZED = "finalized"  # a committed parent's children made live
+    UNPARKED = "unparked"
+    PARKED = "parked"
+    CLEARED = "cleared"  # its timer, no longer needed
+    SKIPPED = "skipped"
+    ERROR = "error"  # the repair failed; the next pass tries again
+
+
 TASK_FINAL: frozenset[TaskStatus] = frozenset(
     {TaskStatus.COMPLETED, TaskStatus.ERROR, TaskStatus.TIMEOUT, TaskStatus.CANCELLED}
 )
