@@ -34,7 +34,8 @@ from moto.core.botocore_stubber import BotocoreStubber
 
 from skyloom.core import models
 from skyloom.core.config import Settings
-from skyloom.core.resources import TABLES, queue_specs
+from skyloom.core.resources import RESULTS, TABLES, TASKS, queue_specs
+from skyloom.core.states import ResultStatus, TaskStatus, can_result, can_task
 from skyloom.local.provision import provision
 
 ACCOUNT = "123456789012"
@@ -83,9 +84,63 @@ def _serialize_moto(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(BotocoreStubber, "process_request", serialized)
 
 
+def _audit_transitions(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> list[str]:
+    """Record every status change that moto applies to an existing task or result and is not an
+    edge of :mod:`skyloom.core.states`: the state table is the one source of truth, and a write that takes
+    an edge it lacks fails the test that made it (see :func:`aws_stack`)."""
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    audited = {settings.table_name(TASKS): ("tasks", TaskStatus, can_task),
+               settings.table_name(RESULTS): ("results", ResultStatus, can_result)}
+    violations: list[str] = []
+
+    def status(table: Table, hash_key: Any) -> str | None:
+        item = table.get_item(DynamoType(hash_key), None) if not table.has_range_key else None
+        value = item.attrs.get("status") if item is not None else None
+        return None if value is None else str(value.value)
+
+    def check(table: Table, hash_key: Any, before: str | None) -> None:
+        kind, enum, can = audited[table.name]
+        after = status(table, hash_key)
+        if before is None or after is None or after == before:
+            return  # a new item (tests seed items in any state), a deletion, or no change
+        if not can(enum(before), enum(after)):
+            violations.append(f"{kind} {hash_key}: {before} -> {after}")
+
+    update, put = DynamoDBBackend.update_item, Table.put_item
+
+    def update_item(self: DynamoDBBackend, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        table = self.tables.get(table_name)
+        if table is None or table_name not in audited:
+            return update(self, table_name, key, *args, **kwargs)
+        hash_key = key[table.hash_key_attr]
+        before = status(table, hash_key)
+        result = update(self, table_name, key, *args, **kwargs)
+        check(table, hash_key, before)
+        return result
+
+    def put_item(self: Table, item_attrs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if self.name not in audited:
+            return put(self, item_attrs, *args, **kwargs)
+        hash_key = item_attrs[self.hash_key_attr]
+        before = status(self, hash_key)
+        result = put(self, item_attrs, *args, **kwargs)
+        check(self, hash_key, before)
+        return result
+
+    monkeypatch.setattr(DynamoDBBackend, "update_item", update_item)
+    monkeypatch.setattr(Table, "put_item", put_item)
+    return violations
+
+
 @pytest.fixture
 def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """moto with the whole stack provisioned; the submit Lambda reads these settings from env."""
+    """moto with the whole stack provisioned; the submit Lambda reads these settings from env.
+
+    Every status change of a task or a result is checked against the state table; one the table
+    lacks fails the test at teardown."""
     from skyloom_server.functions.submit import shared
 
     for key, value in TEST_ENV.items():
@@ -97,8 +152,10 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
         settings = Settings.from_env()
         provision(settings)
         models.bind(settings)
+        violations = _audit_transitions(monkeypatch, settings)
         yield settings
     shared.reset_settings()
+    assert not violations, f"status changes the state table lacks: {violations}"
 
 
 # ------------------------------------------------------------------------------------ db counts

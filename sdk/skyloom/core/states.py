@@ -73,9 +73,12 @@ _TASK_EDGES: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.CREATING: frozenset({TaskStatus.PENDING, TaskStatus.SUBMITTED, TaskStatus.CANCELLED}),
     TaskStatus.PENDING: frozenset({TaskStatus.SUBMITTED, TaskStatus.CANCELLED}),
     # Submitted -> Submitted is the sweeper re-sending a lost message; Submitted -> Completed is the
-    # commit of a short task that ran on its message's receipt, never claimed (execution.take).
+    # commit of a short task that ran on its message's receipt, never claimed (execution.take);
+    # Submitted -> Pending parks a task whose session is paused (execution.park); Submitted -> Error
+    # ends a task whose message could not be delivered (execution.fail_undeliverable).
     TaskStatus.SUBMITTED: frozenset(
-        {TaskStatus.SUBMITTED, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.CANCELLED}
+        {TaskStatus.SUBMITTED, TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.ERROR,
+         TaskStatus.CANCELLED}
     ),
     # Processing -> Submitted is a retry (failed attempt, expired lease, released on drain).
     TaskStatus.PROCESSING: frozenset(
