@@ -141,13 +141,22 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
 
     Every status change of a task or a result is checked against the state table; one the table
     lacks fails the test at teardown."""
+    from skyloom.core import sessions
+    from skyloom_server.functions.dispatch import handler as dispatch_handler
+    from skyloom_server.functions.resolve import handler as resolve_handler
     from skyloom_server.functions.submit import shared
 
     for key, value in TEST_ENV.items():
         monkeypatch.setenv(key, value)
     _serialize_moto(monkeypatch)
     monkeypatch.delenv("SKYLOOM_AWS_ENDPOINT", raising=False)
+    # Each function reads its settings once per container: a stack an earlier test ran (an
+    # end-to-end one, on another endpoint) must not be the one these handlers talk to.
     shared.reset_settings()
+    resolve_handler.settings.cache_clear()
+    dispatch_handler.settings.cache_clear()
+    sessions._status_cache.clear()
+    sessions._partitions_cache.clear()
     with mock_aws():
         settings = Settings.from_env()
         provision(settings)
