@@ -88,12 +88,7 @@ audit: venv
 LOCALSTACK_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) python3.13)
 LOCALSTACK_VENV   := .localstack-venv
 LOCALSTACK_STAMP  := $(LOCALSTACK_VENV)/.skyloom-installed
-# The README's notebook walk-through (and the CLI test that reads its session) run on moto only for
-# now: on LocalStack, after the rest of the suite, its first snippet's task waited a visibility
-# timeout (120 s) before a worker ran it, in three full runs out of three, while it passes alone every
-# time (LOCALSTACK_TESTS=tests/e2e/test_readme.py). An open problem: see the closing note of 2026-12-06.
-LOCALSTACK_TESTS  ?= tests/e2e --deselect tests/e2e/test_readme.py::test_python_snippets_run_as_notebook_cells \
-                     --deselect tests/e2e/test_readme.py::test_seeing_what_runs
+LOCALSTACK_TESTS  ?= tests/e2e
 
 localstack-venv: $(LOCALSTACK_STAMP)
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -50,11 +51,14 @@ from skyloom_server.fargate_worker.durations import DurationBook
 from skyloom_server.fargate_worker.heartbeat import Heartbeat
 from skyloom_server.fargate_worker.ledger import Ledger
 from skyloom_server.fargate_worker.messages import Held, Mailbox
-from skyloom_server.fargate_worker.policy import UPPER_POLL_SECONDS, Backoff, new_worker_id, poll_plan
+from skyloom_server.fargate_worker.policy import Backoff, new_worker_id, poll_plan
 from skyloom_server.fargate_worker.settings import WorkerConfigError, WorkerSettings
 from skyloom_server.fargate_worker.shutdown import ForcedShutdown, StopControl
 from skyloom_server.fargate_worker.slots import SlotPool
 from skyloom_server.fargate_worker.telemetry import BusyMeter, logger, memory_limit_bytes
+
+#: Seconds a stopping agent waits for its upper-level polls beyond their own wait (a slow answer).
+JOIN_SLACK_SECONDS = 5.0
 
 
 class Agent:
@@ -201,14 +205,15 @@ class Agent:
     def _upper_loop(self, url: str) -> None:
         """Long-poll one upper priority level for as long as the agent runs: its work is received
         the moment it is sent, and jumps the local backlog (highest priority first), at the cost of
-        one call per :data:`UPPER_POLL_SECONDS` while the level is empty."""
+        one call per ``upper_poll_wait`` seconds while the level is empty."""
         backoff = Backoff()
         while not self._stop.stopping:
             budget = self._ledger.wait_for_budget(self._stop, ahead=True)
             if not budget:
                 continue
             try:
-                received = self._mailbox.receive([(url, UPPER_POLL_SECONDS)], budget, self._stop.stop)
+                received = self._mailbox.receive([(url, self.config.upper_poll_wait)], budget,
+                                               self._stop.stop)
             except Exception:
                 delay = backoff.next()
                 logger.exception(f"polling an upper priority level failed; retrying in {delay:.1f} s")
@@ -223,9 +228,23 @@ class Agent:
         self._attempts.read(received)
         self._pool.hand(received)  # after a stop, the slots give them back at once
 
+    def _join_upper_pollers(self) -> None:
+        """Wait for the upper levels' long polls to return. SQS (and moto, and LocalStack) ends a
+        long poll when its wait is over, not when the caller goes away: a poll abandoned in flight
+        still takes the next message sent to its level, and that message then stays invisible for a
+        visibility timeout (a task of the next client waits two minutes). What a poll returns after
+        the stop is admitted as usual, and the slots, stopping, give it back."""
+        deadline = time.monotonic() + self.config.upper_poll_wait + JOIN_SLACK_SECONDS
+        for t in self._upper_pollers:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                logger.warning("an upper-level poll did not return in time; a message it takes stays "
+                               "invisible until its visibility timeout")
+
     def _teardown(self) -> None:
         """Leave nothing held: finish or give back every task and message, then stop the threads."""
         self._stop.stop.set()
+        self._join_upper_pollers()
         self._pool.close()
         self._mailbox.close()  # every delete and give-back sent before the heartbeat stops
         self._heart.stop()

@@ -77,8 +77,6 @@ BACKLOG_SECONDS = 0.15
 #: The most an agent holds received ahead of its slots: three receives' worth, so that a refill of
 #: ten is under way while twenty tasks still wait (a receive costs as long as many short tasks).
 MAX_BACKLOG = 3 * MAX_RECEIVE
-#: The long poll of each upper priority level's own poller (SQS takes up to 20).
-UPPER_POLL_SECONDS = 10
 
 
 def in_flight_limit(slots: int, prefetch: int, seconds_per_task: float | None,

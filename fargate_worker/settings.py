@@ -46,6 +46,11 @@ class WorkerSettings:
     #: Short on purpose: while it waits on the top level, new lower-level work waits up to this long.
     #: Not 0: an idle agent would then spin on ReceiveMessage.
     poll_wait: int = 1
+    #: Seconds of each upper priority level's own long poll (SKYLOOM_WORKER_UPPER_POLL_WAIT, 1-20).
+    #: Long, because an idle level costs one call per wait; but a stopping agent waits for its
+    #: pollers' calls to return (a long poll abandoned in flight would still take a message and hide
+    #: it for a visibility timeout), so this is also how long a stop can take. Local stacks use 2.
+    upper_poll_wait: int = 10
     #: After SIGTERM, how long running tasks may finish before they are given back
     #: (SKYLOOM_WORKER_GRACE_SECONDS). Spot gives 120 s; keep the ECS stopTimeout above this.
     grace_seconds: float = 100.0
@@ -82,6 +87,9 @@ class WorkerSettings:
             raise WorkerConfigError(f"SKYLOOM_WORKER_SLOTS must be at least 1, got {self.slots}")
         if not 1 <= self.poll_wait <= MAX_POLL_WAIT:
             raise WorkerConfigError(f"SKYLOOM_WORKER_POLL_WAIT must be 1-{MAX_POLL_WAIT}, got {self.poll_wait}")
+        if not 1 <= self.upper_poll_wait <= MAX_POLL_WAIT:
+            raise WorkerConfigError(
+                f"SKYLOOM_WORKER_UPPER_POLL_WAIT must be 1-{MAX_POLL_WAIT}, got {self.upper_poll_wait}")
         if self.grace_seconds < 0:
             raise WorkerConfigError(f"SKYLOOM_WORKER_GRACE_SECONDS must be >= 0, got {self.grace_seconds}")
         if not 0 <= self.prefetch <= 10:
@@ -124,6 +132,7 @@ class _WorkerEnv(EnvReader):
         None, validation_alias="SKYLOOM_WORKER_SLOTS"
     )
     poll_wait: int | None = Field(None, validation_alias="SKYLOOM_WORKER_POLL_WAIT")
+    upper_poll_wait: int | None = Field(None, validation_alias="SKYLOOM_WORKER_UPPER_POLL_WAIT")
     grace_seconds: float | None = Field(None, validation_alias="SKYLOOM_WORKER_GRACE_SECONDS")
     max_tasks: int | None = Field(None, validation_alias="SKYLOOM_WORKER_MAX_TASKS")
     burst: bool | None = Field(None, validation_alias="SKYLOOM_WORKER_BURST")

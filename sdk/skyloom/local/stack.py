@@ -74,6 +74,9 @@ KEEP_RUNS = 10
 #: starting moto, when they are not given one: how ``make test-localstack`` points every stack the
 #: tests start, including the dedicated ones of the fault tests, at LocalStack.
 AWS_ENDPOINT_ENV = "SKYLOOM_LOCAL_AWS_ENDPOINT"
+#: The workers' upper-level long poll (seconds) unless the environment sets it.
+UPPER_POLL_WAIT_ENV = "SKYLOOM_WORKER_UPPER_POLL_WAIT"
+LOCAL_UPPER_POLL_WAIT = 2
 
 
 def default_run_dir() -> Path:
@@ -479,6 +482,9 @@ class LocalStack:
         env[ENDPOINT_ENV] = self.endpoint
         # Workers live in their own sessions; each agent watches this PID to stop with its stack.
         env[PARENT_PID_ENV] = str(os.getpid())
+        # A stopping agent waits for its upper-level long polls to return: short ones, so that a
+        # local stack stops in a couple of seconds (idle calls cost nothing here).
+        env.setdefault(UPPER_POLL_WAIT_ENV, str(LOCAL_UPPER_POLL_WAIT))
         env.update(self._worker_env)
         self._workers = WorkerPool(self._worker_count, env=env, run_dir=self.run_dir, command=self._worker_command)
         self._workers.start()
