@@ -23,9 +23,9 @@ from typing import Protocol, TypeVar
 
 from skyloom.core import checkpoints, clock
 from skyloom.core.aws import transient_error
+from skyloom.core.commits import Commit
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
-from skyloom.core.execution import Commit
 from skyloom.core.models import TaskModel
 from skyloom.core.states import AttemptFate
 from skyloom.errors import SkyloomError
@@ -66,16 +66,16 @@ class ExecutionOps(Protocol):
     def take(self, settings: Settings, message: TaskMessage, task: TaskModel | None) -> TaskModel | None: ...
     def heartbeat(self, settings: Settings, task: TaskModel, worker_id: str) -> bool: ...
     def load_inputs(self, settings: Settings, task: TaskModel) -> TaskInput: ...
-    def complete(
+    def commit(
         self, settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome, metrics: dict[str, float],
         log: TaskLog | None = None,
     ) -> bool: ...
-    def complete_many(self, settings: Settings, commits: Sequence[Commit]) -> list[bool]: ...
+    def commit_many(self, settings: Settings, commits: Sequence[Commit]) -> list[bool]: ...
     def fail(
         self, settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *, timed_out: bool = False,
         log: TaskLog | None = None,
     ) -> AttemptFate: ...
-    def release(self, settings: Settings, task: TaskModel, worker_id: str) -> bool: ...
+    def give_back(self, settings: Settings, task: TaskModel, worker_id: str) -> bool: ...
 
 
 class Attempts:
@@ -211,7 +211,7 @@ class Attempts:
             start = time.monotonic()
             outcome = v.outcome
             with _phase(held, "upload"):
-                committed = self._outlast("committing the outcome", lambda: self._ops.complete(
+                committed = self._outlast("committing the outcome", lambda: self._ops.commit(
                     self.settings, task, self.worker_id, outcome, metrics, v.log))
             metrics["upload"] = time.monotonic() - start
             self._after_commit(task, metrics, committed)
@@ -231,7 +231,7 @@ class Attempts:
 
     def report_many(self, reports: Sequence[tuple[Held, TaskModel, Verdict, dict[str, float]]]) -> None:
         """Report several finished attempts: the successes in one grouped commit (one write call for
-        all of them, see ``execution.complete_many``), the rest one by one, as :meth:`report`."""
+        all of them, see ``commits.commit_many``), the rest one by one, as :meth:`report`."""
         group = [r for r in reports if r[2].action is Action.COMPLETE and r[2].outcome is not None]
         for held, task, v, metrics in reports:
             if not (v.action is Action.COMPLETE and v.outcome is not None):
@@ -249,7 +249,7 @@ class Attempts:
             commits = [Commit(task, self.worker_id, v.outcome, metrics, v.log)
                        for _, task, v, metrics in group if v.outcome is not None]
             committed = self._outlast("committing the outcomes",
-                                      lambda: self._ops.complete_many(self.settings, commits))
+                                      lambda: self._ops.commit_many(self.settings, commits))
         spent = time.monotonic() - start
         for (held, task, v, metrics), ok in zip(group, committed, strict=True):
             metrics["upload"] = spent
@@ -299,7 +299,7 @@ class Attempts:
         """Give a claimed task back without counting the attempt; its message is visible at once."""
         try:
             released = self._outlast("giving the task back",
-                                     lambda: self._ops.release(self.settings, task, self.worker_id))
+                                     lambda: self._ops.give_back(self.settings, task, self.worker_id))
         except Exception:
             logger.exception("could not release the task: its lease will expire and the sweeper re-queues it")
             return

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
-from skyloom.core import execution
+from skyloom.core import claims
 from skyloom.core.config import Settings
 from skyloom_server.fargate_worker.attempt import ExecutionOps
 from skyloom_server.fargate_worker.ledger import Ledger
@@ -36,7 +36,7 @@ class Heartbeat:
         settings: the stack's settings (lease and visibility timeout).
         partition: the agent's partition (a metric dimension).
         worker_id: the lease owner.
-        ops: the heartbeat operation of :mod:`skyloom.core.execution`.
+        ops: the heartbeat operation of :mod:`skyloom.core.execution` (:mod:`skyloom.core.claims`).
         ledger: what the agent holds.
         mailbox: extends the messages' visibility.
         busy: the slots' busy meter.
@@ -56,7 +56,7 @@ class Heartbeat:
         self._busy_report_seconds = busy_report_seconds
         self._memory_limit = memory_limit
         self.every = min(settings.lease_seconds, float(settings.visibility_timeout)) / 3
-        #: A task taken on its receipt is claimed once it has run this long (see execution.take):
+        #: A task taken on its receipt is claimed once it has run this long (see claims.take):
         #: a task of a second or more then shows as Processing, and a lost one is charged.
         self.claim_after = min(CLAIM_AFTER_SECONDS, self.every)
         self._beating = threading.Event()
@@ -88,7 +88,7 @@ class Heartbeat:
                 self._report_busy()
             for held in self._ledger.running():
                 task = held.task
-                if task is not None and not execution.claimed(task) and now - held.running_since >= self.claim_after:
+                if task is not None and not claims.claimed(task) and now - held.running_since >= self.claim_after:
                     self._beat(held)  # the claim; its message keeps its own schedule
             extend = []
             for held in self._ledger.due(now):
@@ -105,7 +105,7 @@ class Heartbeat:
         if task is not None:
             try:
                 with held.claim_lock:
-                    if not execution.claimed(task) and (held.reporting or held.child is None):
+                    if not claims.claimed(task) and (held.reporting or held.child is None):
                         return True  # taken, not running (or done): its message is all it holds
                     alive = self._ops.heartbeat(self._settings, task, self._worker_id)
             except Exception:

@@ -44,7 +44,7 @@ class Held:
     receipt: str
     message: TaskMessage
     next_beat: float
-    #: The task's item as read with its batch (None: not read, or gone), see ``execution.take``.
+    #: The task's item as read with its batch (None: not read, or gone), see ``claims.take``.
     snapshot: TaskModel | None = None
     #: Whether ``snapshot`` holds a read (a failed batch read leaves the claim to read it).
     read: bool = False

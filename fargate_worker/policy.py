@@ -131,7 +131,11 @@ def poll_plan(urls: Sequence[str], wait: int, *, upper: bool = True) -> list[tup
 @dataclass
 class Backoff:
     """Exponential backoff for failing AWS calls: 0.5 s doubling to 30 s, each delay drawn from the
-    upper half of its range so that a fleet of agents does not retry in lockstep."""
+    upper half of its range so that a fleet of agents does not retry in lockstep.
+
+    Not tenacity: the agent's loops never give up (they retry until told to stop) and wait on the
+    stop event, so what they need from a library is this formula alone; botocore's own retries
+    (adaptive mode, see ``core/aws.py``) stay the first line for each call."""
 
     base: float = 0.5
     cap: float = 30.0

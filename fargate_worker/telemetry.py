@@ -36,7 +36,9 @@ tracer = Tracer(service=SERVICE, auto_patch=False,
                 disabled=os.environ.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() in ("1", "true", "yes", "on"))
 #: Fraction of the memory limit at which a task's child is reported.
 MEMORY_WARN_FRACTION = 0.8
-#: cgroup files holding the container's memory limit (v2, then v1).
+#: cgroup files holding the container's memory limit (v2, then v1). Read by hand: no well-kept
+#: library reads cgroup limits, and psutil (which reads /proc) has no peak-memory reset (VmHWM,
+#: ``clear_refs``) for ``child.py``, so the agent reads its four /proc and cgroup fields itself.
 CGROUP_LIMIT_FILES = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 #: A v1 cgroup without a limit reports about 2**63; anything above this means "no limit".
 _NO_LIMIT = 1 << 60

@@ -7,7 +7,7 @@ client would wait forever. So the dispatch function, on each scheduled run, rece
 DLQ and:
 
 - marks the named task Error with the reason (only if it is still queued: see
-  :func:`skyloom.core.execution.fail_undeliverable`, which aborts its outputs like any final
+  :func:`skyloom.core.retries.fail_undeliverable`, which aborts its outputs like any final
   failure, so dependents are cancelled and the client sees why), then deletes the message;
 - logs, counts and deletes a message that does not even name a task (nothing else can use it).
 
@@ -24,7 +24,7 @@ from typing import Any
 from skyloom.core.aws import client
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage, UndecodableMessage
-from skyloom.core.execution import fail_undeliverable
+from skyloom.core.retries import fail_undeliverable
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,11 @@ from skyloom.core import clock, readiness, sessions
 from skyloom.core.config import Settings
 from skyloom.core.ddb import update_if
 from skyloom.core.dispatching import redispatch_interval
-from skyloom.core.execution import expire_lease, finalize, staged_children
 from skyloom.core.models import TaskModel
+from skyloom.core.retries import expire_lease
+from skyloom.core.staging import finalize, staged_children
 from skyloom.core.states import TASK_FINAL, AttemptFate, Repair, SessionStatus, TaskStatus
+from skyloom.core.transitions import task_in
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def _arm_resend(settings: Settings, task: TaskModel, now: float) -> float | None
     armed = update_if(
         TaskModel(task.task_id),
         [TaskModel.due_at.set(due)],
-        (TaskModel.status == TaskStatus.SUBMITTED.value) & (TaskModel.due_at == task.due_at),
+        task_in(TaskStatus.SUBMITTED) & (TaskModel.due_at == task.due_at),
     )
     return due if armed else None
 
@@ -53,7 +55,7 @@ def _defer_next_resend(settings: Settings, task: TaskModel, now: float, armed: f
         update_if(
             TaskModel(task.task_id),
             [TaskModel.due_at.set(due)],
-            (TaskModel.status == TaskStatus.SUBMITTED.value) & (TaskModel.due_at == armed),
+            task_in(TaskStatus.SUBMITTED) & (TaskModel.due_at == armed),
         )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skyloom.core import readiness
-from skyloom.core.cancellation import cancel_waiting_task
+from skyloom.core.cancellation import cancel_dependent
 from skyloom.core.config import Settings
 from skyloom.core.models import EdgeModel
 from skyloom.core.states import ResultStatus
@@ -75,7 +75,6 @@ def on_completed(settings: Settings, result_id: str, carried: list[str] | None =
 
 
 def on_aborted(settings: Settings, result_id: str, error: dict[str, Any] | None) -> Resolved:
-    root = error or {"task_id": "unknown", "status": "Aborted", "message": f"result {result_id} was aborted"}
     out = Resolved()
     for task_id in dependents(result_id):
         # An optional edge stops the cascade: the task runs without the input (and is told).
@@ -83,13 +82,14 @@ def on_aborted(settings: Settings, result_id: str, error: dict[str, Any] | None)
         if spared is not None:
             out.spared += 1
             log.info("failure cascade stopped at an optional dependency",
-                     extra={"result_id": result_id, "task_id": task_id, "root_task_id": root.get("task_id")})
+                     extra={"result_id": result_id, "task_id": task_id,
+                            "root_task_id": (error or {}).get("task_id", "unknown")})
             if readiness.try_ready(settings, spared):
                 readiness.enqueue_tasks(settings, [spared])
                 out.queued += 1
                 out.tasks.append(task_id)
             continue
-        if cancel_waiting_task(task_id, root, f"dependency {result_id} was aborted"):
+        if cancel_dependent(task_id, result_id, error):
             out.cancelled += 1
             out.tasks.append(task_id)
     return out

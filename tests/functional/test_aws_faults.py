@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pynamodb.exceptions import TransactWriteError
 
-from skyloom.core import clock, ddb, execution
+from skyloom.core import clock, ddb, execution, retries
 from skyloom.core.cancellation import cancel_task
 from skyloom.core.config import Settings
 from skyloom.core.models import ResultModel, TaskModel
@@ -75,7 +75,7 @@ def _fail(settings: Settings, task_id: str) -> bool:
 
 def _undeliverable(settings: Settings, task_id: str) -> bool:
     """The dispatch function ends a queued task whose message reached the dead-letter queue."""
-    return execution.fail_undeliverable(settings, task_id, "dead letter")
+    return retries.fail_undeliverable(settings, task_id, "dead letter")
 
 
 def _cancel(settings: Settings, task_id: str) -> bool:

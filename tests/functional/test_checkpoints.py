@@ -9,7 +9,7 @@ import pickle
 import boto3
 import pytest
 
-from skyloom.core import checkpoints, execution
+from skyloom.core import checkpoints, sessions
 from skyloom.core.checkpoints import CheckpointSuperseded
 from skyloom.core.config import Settings
 from skyloom.core.models import CheckpointModel
@@ -22,7 +22,7 @@ from tests.functional.test_resolution import submit
 
 @pytest.fixture(autouse=True)
 def _fresh_state(aws_stack: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    execution.sessions._status_cache.clear()
+    sessions._status_cache.clear()
     monkeypatch.setattr(store, "_settings", aws_stack)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from skyloom.core import execution
+from skyloom.core import execution, sessions
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.models import TaskModel
@@ -19,7 +19,7 @@ BOOM = RemoteError(type="ValueError", message="bad trade", traceback="", retryab
 
 @pytest.fixture(autouse=True)
 def _fresh_session_cache() -> None:
-    execution.sessions._status_cache.clear()
+    sessions._status_cache.clear()
 
 
 def fail_task(settings: Settings, task_id: str) -> None:

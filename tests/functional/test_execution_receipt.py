@@ -41,8 +41,8 @@ def test_two_deliveries_run_twice_but_commit_once(api: ApiClient, aws_stack: Set
     first, second = _taken(aws_stack, "t"), _taken(aws_stack, "t")
     assert TaskModel.get("t", consistent_read=True).status == "Submitted"
     # WHEN both finish and commit
-    assert execution.complete(aws_stack, first, "w1", TaskOutcome(outputs={"out": b"one"}), {})
-    assert not execution.complete(aws_stack, second, "w2", TaskOutcome(outputs={"out": b"two"}), {})
+    assert execution.commit(aws_stack, first, "w1", TaskOutcome(outputs={"out": b"one"}), {})
+    assert not execution.commit(aws_stack, second, "w2", TaskOutcome(outputs={"out": b"two"}), {})
     # THEN the first commit won: one attempt, one value
     task = TaskModel.get("t", consistent_read=True)
     assert task.status == "Completed" and task.attempt == 1
@@ -56,7 +56,7 @@ def test_a_cancellation_refuses_the_commit_of_a_taken_task(api: ApiClient, aws_s
     task = _taken(aws_stack, "t")
     r = api.call("POST", f"/sessions/{sid}/tasks/cancel", {"ids": ["t"]})
     assert r.status == 200, r.raw_body
-    assert not execution.complete(aws_stack, task, "w1", TaskOutcome(outputs={"out": b"late"}), {})
+    assert not execution.commit(aws_stack, task, "w1", TaskOutcome(outputs={"out": b"late"}), {})
     assert TaskModel.get("t", consistent_read=True).status == "Cancelled"
     assert ResultModel.get("out", consistent_read=True).status == "Aborted"
 
@@ -72,7 +72,7 @@ def test_a_long_run_is_claimed_in_place_then_committed_under_its_lease(api: ApiC
     # THEN a second copy can no longer claim or commit, and the first commits under its lease
     other = execution.read_tasks(["t"])["t"]
     assert execution.take(aws_stack, TaskMessage("t", sid, other.partition, 0), other) is None
-    assert execution.complete(aws_stack, task, "w1", TaskOutcome(outputs={"out": b"v"}), {})
+    assert execution.commit(aws_stack, task, "w1", TaskOutcome(outputs={"out": b"v"}), {})
     assert TaskModel.get("t", consistent_read=True).status == "Completed"
 
 
@@ -98,7 +98,7 @@ def test_a_failed_taken_task_is_retried_and_an_early_duplicate_cannot_skip_the_b
     monkeypatch.setattr(clock, "now", lambda: later)
     retried: Any = execution.take(aws_stack, message, execution.read_tasks(["t"])["t"])
     assert retried is not None
-    assert execution.complete(aws_stack, retried, "w2", TaskOutcome(outputs={"out": b"v"}), {})
+    assert execution.commit(aws_stack, retried, "w2", TaskOutcome(outputs={"out": b"v"}), {})
     done = TaskModel.get("t", consistent_read=True)
     assert done.attempt == 2 and [a["number"] for a in done.attempts] == [1, 2]
 
@@ -117,7 +117,7 @@ def test_a_grouped_commit_writes_every_attempt_still_ours_and_refuses_the_rest(
                for i, t in enumerate(taken)]
     commits.append(execution.Commit(duplicate, "w2", TaskOutcome(outputs={"o2": b"dup"}), {}))
     # WHEN they are committed together
-    done = execution.complete_many(aws_stack, commits)
+    done = execution.commit_many(aws_stack, commits)
     # THEN the cancelled one and the duplicate were refused, the others written, each value once
     assert done == [True, False, True, False]
     assert [TaskModel.get(f"t{i}", consistent_read=True).status for i in range(3)] == [
@@ -143,7 +143,7 @@ def test_the_committing_worker_queues_the_dependents_written_with_its_task(api: 
     assert TaskModel.get("p", consistent_read=True).releases == {"a": ["c"]}
     assert TaskModel.get("c", consistent_read=True).status == "Pending"
     # WHEN the producer commits (no stream record is resolved here)
-    assert execution.complete(aws_stack, _taken(aws_stack, "p"), "w1", TaskOutcome(outputs={"a": b"1"}), {})
+    assert execution.commit(aws_stack, _taken(aws_stack, "p"), "w1", TaskOutcome(outputs={"a": b"1"}), {})
     # THEN its worker released and queued the consumer itself
     consumer = TaskModel.get("c", consistent_read=True)
     assert consumer.status == "Submitted" and not consumer.remaining
@@ -156,7 +156,7 @@ def test_the_stream_leaves_alone_what_the_writer_released(api: ApiClient, aws_st
     sid = api.session()
     _producer_and_consumer(api, sid)
     assert readiness.still_waiting([("c", "a")]) == [("c", "a")]
-    assert execution.complete(aws_stack, _taken(aws_stack, "p"), "w1", TaskOutcome(outputs={"a": b"1"}), {})
+    assert execution.commit(aws_stack, _taken(aws_stack, "p"), "w1", TaskOutcome(outputs={"a": b"1"}), {})
     before = TaskModel.get("c", consistent_read=True).updated_at
     # WHEN the stream delivers the completion afterwards (and again: at least once)
     assert readiness.still_waiting([("c", "a")]) == []
@@ -187,9 +187,9 @@ def test_a_subtask_taking_over_an_output_releases_its_dependents_too(api: ApiCli
     _producer_and_consumer(api, sid)
     # WHEN the producer delegates its output to a subtask (the recursive tree's join)
     staged = TaskOutcome(staged_tasks=[StagedTask("s", "h", b"", [], ["a"])])
-    assert execution.complete(aws_stack, _taken(aws_stack, "p"), "w1", staged, {})
+    assert execution.commit(aws_stack, _taken(aws_stack, "p"), "w1", staged, {})
     # THEN the subtask's item names the dependent, and its commit queues it
     assert TaskModel.get("s", consistent_read=True).releases == {"a": ["c"]}
     assert TaskModel.get("c", consistent_read=True).status == "Pending"
-    assert execution.complete(aws_stack, _taken(aws_stack, "s"), "w2", TaskOutcome(outputs={"a": b"1"}), {})
+    assert execution.commit(aws_stack, _taken(aws_stack, "s"), "w2", TaskOutcome(outputs={"a": b"1"}), {})
     assert TaskModel.get("c", consistent_read=True).status == "Submitted"

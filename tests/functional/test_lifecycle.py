@@ -12,11 +12,11 @@ from typing import Any
 import boto3
 import pytest
 
-from skyloom.core import clock, execution
+from skyloom.core import clock, execution, sessions
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.models import ResultModel, TaskModel
-from skyloom.runtime.outcome import RemoteError
+from skyloom.runtime.outcome import RemoteError, TaskOutcome
 from tests.functional.conftest import ApiClient, Db, b64
 from tests.functional.test_resolution import StreamReader, resolve, run_task, status, submit
 
@@ -28,7 +28,7 @@ def _fast_retries(aws_stack: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from skyloom_server.functions.resolve import handler as resolve_handler
 
     resolve_handler.settings.cache_clear()
-    execution.sessions._status_cache.clear()
+    sessions._status_cache.clear()
 
 
 def claim(settings: Settings, task_id: str, worker: str = "w1") -> TaskModel | None:
@@ -131,7 +131,7 @@ def test_cancelling_queued_and_running_tasks(
     drain(stream)
     # THEN its worker loses the lease at the next heartbeat and can no longer complete it
     assert not execution.heartbeat(aws_stack, running, "w1")
-    assert not execution.complete(aws_stack, running, "w1", execution.TaskOutcome(outputs={"ra": b"x"}), {})
+    assert not execution.commit(aws_stack, running, "w1", TaskOutcome(outputs={"ra": b"x"}), {})
     # AND dependents are cancelled with the reason
     assert [status(t) for t in "abc"] == ["Cancelled"] * 3
     assert ResultModel.get("rc").error["message"].endswith("cancelled by " + api.A)
@@ -145,7 +145,7 @@ def test_pause_parks_queued_work_and_resume_requeues_it(api: ApiClient, db: Db, 
     sid = api.session()
     submit(api, sid, [{"id": "t", "handler": "h", "expected_outputs": ["o"]}], [{"id": "o"}])
     assert api.call("POST", f"/sessions/{sid}/pause").json["status"] == "Paused"
-    execution.sessions._status_cache.clear()
+    sessions._status_cache.clear()
     # WHEN a worker receives the queued task of the paused session: it parks it instead of running it
     assert claim(aws_stack, "t") is None
     assert status("t") == "Pending"
@@ -154,7 +154,7 @@ def test_pause_parks_queued_work_and_resume_requeues_it(api: ApiClient, db: Db, 
     assert status("u") == "Pending"
     # THEN resume queues both again
     assert api.call("POST", f"/sessions/{sid}/resume").json["status"] == "Running"
-    execution.sessions._status_cache.clear()
+    sessions._status_cache.clear()
     assert status("t") == status("u") == "Submitted"
     run_task(aws_stack, "t", {"o": b"done"})
     assert status("t") == "Completed"

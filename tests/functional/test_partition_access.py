@@ -80,7 +80,7 @@ def test_a_subtask_staged_by_a_worker_obeys_the_partition_rules(
     assert parent is not None
     # The parent, allowed on the open partition, tries to launder code by value into the gpu fleet.
     smuggled = StagedTask("child", "skyloom.call", b"pickled", [], ["out"], options={"partition": "gpu"})
-    assert execution.complete(restricted, parent, "w1", TaskOutcome(staged_tasks=[smuggled]), {})
+    assert execution.commit(restricted, parent, "w1", TaskOutcome(staged_tasks=[smuggled]), {})
     after = TaskModel.get("parent", consistent_read=True)
     assert after.status == "Error", after.status
     last = after.attempts[-1]

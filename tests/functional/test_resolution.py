@@ -12,12 +12,12 @@ from typing import Any
 import boto3
 import pytest
 
-from skyloom.core import clock, execution, readiness
+from skyloom.core import clock, commits, execution, readiness, staging
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.models import ResultModel, TaskModel
 from skyloom.core.resources import RESULTS
-from skyloom.runtime.outcome import TaskOutcome
+from skyloom.runtime.outcome import RemoteError, TaskOutcome
 from skyloom_server.functions.resolve import handler as resolve_handler
 from skyloom_server.functions.resolve import resolution
 from tests.functional.conftest import ApiClient, Db, FakeLambdaContext
@@ -75,7 +75,7 @@ def run_task(settings: Settings, task_id: str, outputs: dict[str, bytes], worker
     t = TaskModel.get(task_id, consistent_read=True)
     task = execution.claim(settings, TaskMessage(task_id, t.session_id, t.partition, 0), worker)
     assert task is not None, f"task {task_id} was not claimable ({t.status})"
-    assert execution.complete(settings, task, worker, TaskOutcome(outputs=outputs), {})
+    assert execution.commit(settings, task, worker, TaskOutcome(outputs=outputs), {})
 
 
 def status(task_id: str) -> str:
@@ -142,6 +142,37 @@ def test_dependency_completing_while_the_task_is_written_still_readies_it(
     # THEN the re-check after registering the edge readies it, exactly once
     assert status("t") == "Submitted"
     assert db.queued_messages() == 2  # p's message (never deleted here) and t's
+
+
+def test_a_dependency_aborted_while_the_task_is_written_cancels_it(
+    api: ApiClient, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a producer p of result r, and a stream reader
+    sid = api.session()
+    submit(api, sid, [{"id": "p", "handler": "h", "expected_outputs": ["r"]}], [{"id": "r"}])
+    stream = StreamReader(aws_stack)
+    stream.batch()
+    real_register = readiness.register_edges
+
+    # WHEN p fails for good (r aborted) and resolve runs, in the window after the dependent task was
+    # validated and written but before its edge exists (so resolve finds no dependent to cancel)
+    def abort_first(tasks: Any, **kwargs: Any) -> None:
+        task = execution.claim(aws_stack, TaskMessage("p", sid, "default", 0), "w1")
+        assert task is not None
+        error = RemoteError(type="ValueError", message="boom", traceback="", retryable=False)
+        assert execution.fail(aws_stack, task, "w1", error) == "Error"
+        resolve(stream.batch())
+        real_register(tasks, **kwargs)
+
+    monkeypatch.setattr(readiness, "register_edges", abort_first)
+    submit(api, sid, [{"id": "t", "handler": "h", "data_dependencies": ["r"], "expected_outputs": ["out"]}],
+           [{"id": "out"}])
+
+    # THEN the re-check after registering the edge cancels it with p's error, and aborts its output
+    t = TaskModel.get("t", consistent_read=True)
+    assert t.status == "Cancelled"
+    assert t.error["task_id"] == "p" and "dependency r was aborted" in t.error["cancelled_because"]
+    assert ResultModel.get("out", consistent_read=True).status == "Aborted"
 
 
 def test_a_completion_between_the_edge_and_its_flag_still_readies_the_dependent(
@@ -311,11 +342,11 @@ def test_sweeper_finalizes_a_parent_whose_worker_died_after_commit(
     # small enough rides in the commit itself (written live), a larger staging is written before it
     outcome = TaskOutcome(staged_tasks=[StagedTask("child", "h", b"", [], ["out"])])
     with monkeypatch.context() as m:
-        m.setattr(execution, "finalize", lambda *a, **k: None)
-        m.setattr(execution, "finalize_live", lambda *a, **k: None)
+        m.setattr(commits, "finalize", lambda *a, **k: None)
+        m.setattr(commits, "finalize_live", lambda *a, **k: None)
         if not in_commit:
-            m.setattr(execution, "STAGED_IN_COMMIT_BYTES", -1)
-        assert execution.complete(aws_stack, task, "w1", outcome, {})
+            m.setattr(staging, "STAGED_IN_COMMIT_BYTES", -1)
+        assert execution.commit(aws_stack, task, "w1", outcome, {})
     assert status("child") == ("Submitted" if in_commit else "Creating")
     assert status("parent") == "Completed"
     assert TaskModel.get("parent", consistent_read=True).finalize_pending is not None

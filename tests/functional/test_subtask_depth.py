@@ -28,7 +28,7 @@ def _running_parent(api: ApiClient, settings: Settings, depth: int | None) -> Ta
 def test_a_delegated_subtask_is_one_level_deeper(api: ApiClient, aws_stack: Settings) -> None:
     parent = _running_parent(api, aws_stack, depth=None)  # a client's task: level 0
     child = StagedTask("child", "tests.echo", b"", [], ["out"])
-    assert execution.complete(aws_stack, parent, "w1", TaskOutcome(staged_tasks=[child]), {})
+    assert execution.commit(aws_stack, parent, "w1", TaskOutcome(staged_tasks=[child]), {})
     assert TaskModel.get("parent", consistent_read=True).status == "Completed"
     assert TaskModel.get("child", consistent_read=True).depth == 1
 
@@ -36,14 +36,14 @@ def test_a_delegated_subtask_is_one_level_deeper(api: ApiClient, aws_stack: Sett
 def test_the_limit_is_reached_but_not_crossed(api: ApiClient, aws_stack: Settings) -> None:
     parent = _running_parent(api, aws_stack, depth=limits.SUBTASK_DEPTH.value - 1)
     child = StagedTask("child", "tests.echo", b"", [], ["out"])
-    assert execution.complete(aws_stack, parent, "w1", TaskOutcome(staged_tasks=[child]), {})
+    assert execution.commit(aws_stack, parent, "w1", TaskOutcome(staged_tasks=[child]), {})
     assert TaskModel.get("child", consistent_read=True).depth == limits.SUBTASK_DEPTH.value
 
 
 def test_a_task_at_the_limit_cannot_delegate_further(api: ApiClient, aws_stack: Settings) -> None:
     parent = _running_parent(api, aws_stack, depth=limits.SUBTASK_DEPTH.value)
     child = StagedTask("child", "tests.echo", b"", [], ["out"])
-    assert execution.complete(aws_stack, parent, "w1", TaskOutcome(staged_tasks=[child]), {})
+    assert execution.commit(aws_stack, parent, "w1", TaskOutcome(staged_tasks=[child]), {})
     after = TaskModel.get("parent", consistent_read=True)
     last = after.attempts[-1]
     assert last["error_type"] == "OutputContractViolation"
@@ -55,7 +55,7 @@ def test_a_task_at_the_limit_cannot_delegate_further(api: ApiClient, aws_stack: 
 def test_subtask_options_out_of_range_fail_the_attempt(api: ApiClient, aws_stack: Settings) -> None:
     parent = _running_parent(api, aws_stack, depth=None)
     child = StagedTask("child", "tests.echo", b"", [], ["out"], options={"priority": limits.PRIORITY.value + 1})
-    assert execution.complete(aws_stack, parent, "w1", TaskOutcome(staged_tasks=[child]), {})
+    assert execution.commit(aws_stack, parent, "w1", TaskOutcome(staged_tasks=[child]), {})
     last = TaskModel.get("parent", consistent_read=True).attempts[-1]
     assert last["error_type"] == "OutputContractViolation"
     assert "priority" in last["message"]

@@ -9,7 +9,7 @@ import dataclasses
 import boto3
 import pytest
 
-from skyloom.core import clock, execution, limits, tasklogs
+from skyloom.core import clock, execution, limits, sessions, tasklogs
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.models import TaskModel
@@ -25,7 +25,7 @@ LARGE = TaskLog(b"".join(b"iteration %05d\n" % i for i in range(1000)), cut=12_3
 
 @pytest.fixture(autouse=True)
 def _fresh_session_cache() -> None:
-    execution.sessions._status_cache.clear()
+    sessions._status_cache.clear()
 
 
 def claim(settings: Settings, task_id: str, worker: str) -> TaskModel:
@@ -43,7 +43,7 @@ def fail_then_succeed(api: ApiClient, settings: Settings, monkeypatch: pytest.Mo
     assert execution.fail(settings, claim(settings, "t", "w1"), "w1", BOOM, log=SMALL) == "Submitted"
     after_backoff = float(TaskModel.get("t", consistent_read=True).not_before) + 0.1
     monkeypatch.setattr(clock, "now", lambda: after_backoff)
-    assert execution.complete(settings, claim(settings, "t", "w2"), "w2", TaskOutcome(outputs={"o": b"1"}), {},
+    assert execution.commit(settings, claim(settings, "t", "w2"), "w2", TaskOutcome(outputs={"o": b"1"}), {},
                               log=LARGE)
     return sid
 
@@ -79,7 +79,7 @@ def test_each_attempt_keeps_its_log_inline_or_in_s3(
 def test_a_task_that_printed_nothing_has_empty_logs(api: ApiClient, aws_stack: Settings) -> None:
     sid = api.session()
     submit(api, sid, [{"id": "q", "handler": "h", "expected_outputs": ["o"]}], [{"id": "o"}])
-    assert execution.complete(aws_stack, claim(aws_stack, "q", "w1"), "w1", TaskOutcome(outputs={"o": b""}), {},
+    assert execution.commit(aws_stack, claim(aws_stack, "q", "w1"), "w1", TaskOutcome(outputs={"o": b""}), {},
                               log=TaskLog(b""))
     r = api.call("GET", f"/sessions/{sid}/tasks/q/logs")
     assert r.status == 200 and [(a["text"], a["bytes"]) for a in r.json["attempts"]] == [("", 0)]

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
+from skyloom.core.commits import Commit
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
-from skyloom.core.execution import Commit
 from skyloom.core.models import TaskModel
 from skyloom.core.resources import PartitionSpec
 from skyloom.errors import Conflict
@@ -187,17 +187,17 @@ class FakeOps:
         return TaskInput(task.task_id, task.session_id, task.handler, b"payload", {"d": b"dep"}, ["out"],
                          dict(task.options))
 
-    def complete(self, settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome,
+    def commit(self, settings: Settings, task: TaskModel, worker_id: str, outcome: TaskOutcome,
                  metrics: dict[str, float], log: TaskLog | None = None) -> bool:
-        self._record("complete", task.task_id, dict(metrics))
+        self._record("commit", task.task_id, dict(metrics))
         self.logs[task.task_id] = log
         self.status[task.task_id] = "Completed"
         return True
 
-    def complete_many(self, settings: Settings, commits: list[Commit]) -> list[bool]:
+    def commit_many(self, settings: Settings, commits: list[Commit]) -> list[bool]:
         self.groups.append([c.task.task_id for c in commits])
         time.sleep(self.commit_seconds)
-        return [self.complete(settings, c.task, c.worker_id, c.outcome, c.metrics, c.log) for c in commits]
+        return [self.commit(settings, c.task, c.worker_id, c.outcome, c.metrics, c.log) for c in commits]
 
     def fail(self, settings: Settings, task: TaskModel, worker_id: str, error: RemoteError, *,
              timed_out: bool = False, log: TaskLog | None = None) -> str:
@@ -206,8 +206,8 @@ class FakeOps:
         self.status[task.task_id] = self.fail_status
         return self.fail_status
 
-    def release(self, settings: Settings, task: TaskModel, worker_id: str) -> bool:
-        self._record("release", task.task_id)
+    def give_back(self, settings: Settings, task: TaskModel, worker_id: str) -> bool:
+        self._record("give_back", task.task_id)
         self.status[task.task_id] = "Submitted"
         return True
 
@@ -318,8 +318,8 @@ def test_burst_completes_every_task_deletes_its_message_and_exits(h: Harness) ->
     code = h.make(burst=True).run()
     # THEN both were completed, with their metrics, and their messages deleted
     assert code == 0
-    assert [t for t, _ in h.ops.of("complete")] == ["t1", "t2"]
-    metrics = h.ops.of("complete")[0][1]
+    assert [t for t, _ in h.ops.of("commit")] == ["t1", "t2"]
+    metrics = h.ops.of("commit")[0][1]
     assert set(metrics) == {"queue_wait", "fetch", "bytes_in", "compute", "bytes_out"}
     assert metrics["queue_wait"] >= 2.0 and metrics["compute"] == 0.25
     assert metrics["bytes_in"] == len(b"payload") + len(b"dep") and metrics["bytes_out"] == len(b"result")
@@ -338,7 +338,7 @@ def test_short_tasks_are_received_ten_at_a_time_and_empty_upper_levels_rarely_po
     for i in range(40):
         h.submit(f"t{i}", url=LOW)
     h.make(burst=True, prefetch=1).run()
-    assert len(h.ops.of("complete")) == 40
+    assert len(h.ops.of("commit")) == 40
     receives = [args for op, args in h.sqs.calls if op == "receive"]
     fetched = [n for url, _, n in receives if n]
     # The first receive asks for slots + prefetch; once a task's duration is known, whole batches.
@@ -355,7 +355,7 @@ def test_successes_finished_while_a_commit_is_under_way_share_the_next_commit(h:
     # WHEN one slot runs them, its reporter committing behind it
     h.make(burst=True, prefetch=1).run()
     # THEN each task was committed once, and the commits carried several tasks each
-    assert sorted(t for t, _ in h.ops.of("complete")) == sorted(f"t{i}" for i in range(30))
+    assert sorted(t for t, _ in h.ops.of("commit")) == sorted(f"t{i}" for i in range(30))
     assert len(h.ops.groups) < 30 and max(len(g) for g in h.ops.groups) > 1
     assert h.sqs.left() == 0
 
@@ -364,7 +364,7 @@ def test_a_message_that_cannot_be_claimed_is_deleted_without_running(h: Harness)
     h.sqs.send(HIGH, h.ops.add("done", status="Completed").body())  # a duplicate of a finished task
     h.make(burst=True).run()
     assert h.ops.of("claim") == [("done", None)]
-    assert not h.ops.of("complete") and not h.ops.of("load_inputs")
+    assert not h.ops.of("commit") and not h.ops.of("load_inputs")
     assert h.sqs.left() == 0
 
 
@@ -424,7 +424,7 @@ def test_an_undecodable_message_is_left_for_the_dead_letter_queue(h: Harness) ->
     assert agent.stats["undecodable"] == 1
     # still there, still invisible: neither deleted nor made visible again
     assert h.sqs.left() == 1 and h.sqs.visible_now() == 0
-    assert [t for t, _ in h.ops.of("complete")] == ["t1"]
+    assert [t for t, _ in h.ops.of("commit")] == ["t1"]
 
 
 def test_max_tasks_receives_no_more_than_it_will_run(h: Harness) -> None:
@@ -444,7 +444,7 @@ def test_slots_run_tasks_concurrently(h: Harness) -> None:
     FakeChild.finish.set()
     t.join(10)
     assert codes == [0]
-    assert sorted(t for t, _ in h.ops.of("complete")) == ["a", "b"]
+    assert sorted(t for t, _ in h.ops.of("commit")) == ["a", "b"]
 
 
 def test_the_heartbeat_extends_lease_and_visibility_while_a_task_runs(h: Harness) -> None:
@@ -456,7 +456,7 @@ def test_the_heartbeat_extends_lease_and_visibility_while_a_task_runs(h: Harness
     assert codes == [0]
     assert len(h.ops.of("heartbeat")) >= 2
     assert any(vt == 30 for _, vt in h.sqs.ops("visibility"))
-    assert [x for x, _ in h.ops.of("complete")] == ["t1"]
+    assert [x for x, _ in h.ops.of("commit")] == ["t1"]
 
 
 def test_a_lost_lease_kills_the_task_and_reports_nothing(h: Harness) -> None:
@@ -468,7 +468,7 @@ def test_a_lost_lease_kills_the_task_and_reports_nothing(h: Harness) -> None:
     t.join(10)
     # THEN its child was killed and neither complete nor fail nor release was called
     assert codes == [0] and h.children[0].killed.is_set()
-    assert not (h.ops.of("complete") or h.ops.of("fail") or h.ops.of("release"))
+    assert not (h.ops.of("commit") or h.ops.of("fail") or h.ops.of("give_back"))
     assert agent.stats["dropped"] == 1
     # AND the message was made visible at once, so the next claim() decides with DynamoDB's state
     # (here: still Processing under the new owner, so not claimable: deleted)
@@ -491,7 +491,7 @@ def test_sigterm_lets_the_running_task_finish_and_takes_nothing_new(h: Harness) 
     t.join(10)
     # THEN the running task completed and the other one was never taken
     assert codes == [0]
-    assert [x for x, _ in h.ops.of("complete")] == ["running"]
+    assert [x for x, _ in h.ops.of("commit")] == ["running"]
     assert [x for x, _ in h.ops.of("claim")] == ["running"]
     assert h.sqs.left() == 1 and h.sqs.visible_now() == 1
 
@@ -505,7 +505,7 @@ def test_past_the_grace_period_running_tasks_are_given_back(h: Harness) -> None:
     t.join(10)
     assert codes == [0]
     assert h.children[0].killed.is_set()
-    assert h.ops.of("release") == [("stuck", None)] and not h.ops.of("fail")
+    assert h.ops.of("give_back") == [("stuck", None)] and not h.ops.of("fail")
     assert h.ops.status["stuck"] == "Submitted" and h.sqs.visible_now() == 1  # at once, for another agent
 
 
@@ -518,7 +518,7 @@ def test_a_second_signal_gives_everything_back_at_once(h: Harness) -> None:
     agent.request_stop("SIGTERM")
     t.join(10)
     assert codes == [0]
-    assert h.ops.of("release") == [("stuck", None)] and h.sqs.visible_now() == 1
+    assert h.ops.of("give_back") == [("stuck", None)] and h.sqs.visible_now() == 1
 
 
 def test_received_but_unstarted_messages_are_given_back_on_stop(h: Harness) -> None:
@@ -543,14 +543,14 @@ def test_aws_errors_do_not_kill_the_agent(h: Harness) -> None:
     h.submit("t1")
     h.submit("t2")
     h.sqs.failures["receive_message"] = 1
-    h.ops.failures["complete"] = 1
+    h.ops.failures["commit"] = 1
     agent = h.make(burst=True)
     # WHEN the agent runs
     code = agent.run()
     # THEN it carried on: the failed commit's message is left (to come back after its visibility
     # timeout) and the task to the lease sweeper; the other task completed
     assert code == 0
-    assert [x for x, _ in h.ops.of("complete")] == ["t1", "t2"]
+    assert [x for x, _ in h.ops.of("commit")] == ["t1", "t2"]
     assert h.ops.status == {"t1": "Processing", "t2": "Completed"}
     assert h.sqs.left() == 1 and h.sqs.visible_now() == 0
 
@@ -560,7 +560,7 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(attempt, "AWS_RETRY_BACKOFF", (0.01, 0.02))
 
 
-@pytest.mark.parametrize("op", ["claim", "load_inputs", "complete"])
+@pytest.mark.parametrize("op", ["claim", "load_inputs", "commit"])
 def test_a_step_failing_for_aws_reasons_is_tried_again_not_charged(h: Harness, quick_retries: None, op: str) -> None:
     # GIVEN AWS unreachable for the first two tries of one step of the attempt
     h.submit("t1")
@@ -590,7 +590,7 @@ def test_inputs_that_stay_unreachable_give_the_task_back_uncounted(
     h.ops.outages["load_inputs"] = 10**6
     agent = h.make(max_tasks=1)
     t, codes = run_in_thread(agent)
-    wait_for(lambda: bool(h.ops.of("release")))
+    wait_for(lambda: bool(h.ops.of("give_back")))
     agent.request_stop()
     t.join(10)
     assert codes == [0]
@@ -609,14 +609,14 @@ def test_a_slot_starts_its_next_task_while_the_previous_one_is_reported(h: Harne
     h.submit("b")
     committing = threading.Event()
     release = threading.Event()
-    original = h.ops.complete
+    original = h.ops.commit
 
     def slow_complete(*args: Any, **kwargs: Any) -> bool:
         committing.set()
         release.wait(10)
         return original(*args, **kwargs)
 
-    h.ops.complete = slow_complete  # type: ignore[method-assign]
+    h.ops.commit = slow_complete  # type: ignore[method-assign]
     t, codes = run_in_thread(h.make(slots=1, burst=True))
 
     # WHEN the first commit is under way, THEN the second task is already claimed and run
@@ -625,7 +625,7 @@ def test_a_slot_starts_its_next_task_while_the_previous_one_is_reported(h: Harne
     release.set()
     t.join(10)
     assert codes == [0]
-    assert sorted(tid for tid, _ in h.ops.of("complete")) == ["a", "b"]
+    assert sorted(tid for tid, _ in h.ops.of("commit")) == ["a", "b"]
     assert h.sqs.left() == 0
 
 
@@ -635,7 +635,7 @@ def test_reports_inline_when_overlap_is_off(h: Harness) -> None:
     t, codes = run_in_thread(h.make(slots=1, burst=True, overlap_reports=False))
     t.join(10)
     assert codes == [0]
-    assert [tid for tid, _ in h.ops.of("complete")] == ["a", "b"]
+    assert [tid for tid, _ in h.ops.of("commit")] == ["a", "b"]
 
 
 def test_max_tasks_counts_attempts_still_being_reported(h: Harness) -> None:
@@ -653,11 +653,11 @@ def test_prefetch_claims_and_loads_the_next_task_while_one_computes(h: Harness) 
     # WHILE the only slot computes, the next task is already claimed and its inputs loaded
     wait_for(lambda: [x for x, _ in h.ops.of("claim")] == ["first", "second"])
     wait_for(lambda: [x for x, _ in h.ops.of("load_inputs")] == ["first", "second"])
-    assert h.ops.of("complete") == []
+    assert h.ops.of("commit") == []
     FakeChild.finish.set()
     t.join(10)
     assert codes == [0]
-    assert sorted(x for x, _ in h.ops.of("complete")) == ["first", "second"]
+    assert sorted(x for x, _ in h.ops.of("commit")) == ["first", "second"]
     assert h.sqs.left() == 0
 
 
@@ -670,12 +670,12 @@ def test_sigterm_releases_a_prefetched_task_at_once(h: Harness) -> None:
     wait_for(lambda: len(h.ops.of("claim")) == 2)
     agent.request_stop("SIGTERM")
     # THEN the prefetched task is given back (uncounted, visible) while the running one finishes
-    wait_for(lambda: [x for x, _ in h.ops.of("release")] == ["prefetched"])
+    wait_for(lambda: [x for x, _ in h.ops.of("give_back")] == ["prefetched"])
     wait_for(lambda: h.sqs.visible_now() == 1)
     FakeChild.finish.set()
     t.join(10)
     assert codes == [0]
-    assert [x for x, _ in h.ops.of("complete")] == ["running"]
+    assert [x for x, _ in h.ops.of("commit")] == ["running"]
     assert h.ops.status["prefetched"] == "Submitted"
 
 
@@ -720,7 +720,7 @@ def test_the_childs_memory_peak_goes_on_the_task_and_out_as_a_metric(
 ) -> None:
     h.submit("t1", "big")
     h.make(burst=True).run()
-    [(_, metrics)] = h.ops.of("complete")
+    [(_, metrics)] = h.ops.of("commit")
     assert metrics["memory_peak"] == 300 << 20  # on the task item, with the phase times
     [line] = [x for x in _emf(capsys.readouterr().out) if "ChildMemoryHighWater" in x]
     assert line["ChildMemoryHighWater"] == [300 << 20] and line["handler"] == "big"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from skyloom.core.execution import _attempt_record
 from skyloom.core.machine import Machine
 from skyloom.core.models import TaskModel
 from skyloom.core.protocol import Attempt
+from skyloom.core.retries import attempt_record
 from skyloom_server.fargate_worker import machine
 
 BASE = "http://169.254.170.2/v4/abc"
@@ -99,7 +99,7 @@ def test_unreachable_metadata_never_raises(tmp_path: Path) -> None:
 def test_attempt_record_carries_the_machine_and_reads_back(with_machine: bool) -> None:
     m = Machine(instance_type="local", cpu_model="cpu", vcpus=2, memory_mb=1024, availability_zone="local",
                 capacity="local", image="local")
-    rec = _attempt_record(TaskModel("t1", attempt=1, started_at=1.0), "w1", "completed",
+    rec = attempt_record(TaskModel("t1", attempt=1, started_at=1.0), "w1", "completed",
                           machine=m if with_machine else None)
     assert json.loads(json.dumps(rec)) == rec  # stored as JSON on the task item
     assert Attempt(**rec).machine == (m if with_machine else None)

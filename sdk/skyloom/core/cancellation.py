@@ -14,11 +14,12 @@ from skyloom.core import clock
 from skyloom.core.models import TaskModel
 from skyloom.core.settlement import abort_output, ending_actions, settle
 from skyloom.core.states import TaskStatus, task_sources
+from skyloom.core.transitions import task_move
 
 #: States a task can be cancelled from without stopping a worker.
-WAITING = [s.value for s in task_sources(TaskStatus.CANCELLED) if s is not TaskStatus.PROCESSING]
+WAITING = task_sources(TaskStatus.CANCELLED) - {TaskStatus.PROCESSING}
 #: ... and with stopping one.
-CANCELLABLE = [s.value for s in task_sources(TaskStatus.CANCELLED)]
+CANCELLABLE = task_sources(TaskStatus.CANCELLED)
 
 
 def cancellation_error(task: TaskModel, by: str) -> dict[str, Any]:
@@ -59,11 +60,13 @@ def cancel_task(
     return settle(
         task_id,
         actions=ending_actions(TaskStatus.CANCELLED, err, clock.now()),
-        condition=TaskModel.status.is_in(*allowed),
+        condition=task_move(allowed, TaskStatus.CANCELLED).guard,
         outputs={rid: abort_output(rid, task_id, root) for rid in t.expected_outputs or []},
     )
 
 
-def cancel_waiting_task(task_id: str, root_error: dict[str, Any], reason: str) -> bool:
-    """Cancel a task that has not started (a dependency of it was aborted)."""
-    return cancel_task(task_id, root_error, reason)
+def cancel_dependent(task_id: str, result_id: str, error: dict[str, Any] | None) -> bool:
+    """Cancel a task that has not started because its dependency ``result_id`` was aborted with
+    ``error`` (the root failure, passed down the cascade). True if this call cancelled it."""
+    root = error or {"task_id": "unknown", "status": "Aborted", "message": f"result {result_id} was aborted"}
+    return cancel_task(task_id, root, f"dependency {result_id} was aborted")

@@ -31,7 +31,7 @@ from pynamodb.exceptions import UpdateError
 
 from skyloom.core import blobs, clock
 from skyloom.core.config import Settings
-from skyloom.core.ddb import condition_failed
+from skyloom.core.ddb import condition_failed, update_if
 from skyloom.core.models import CheckpointModel, TaskModel
 from skyloom.core.protocol import CheckpointInfo, CheckpointResume
 from skyloom.core.sessions import load_session
@@ -148,14 +148,8 @@ def record_resume(task_id: str, attempt: int, stored: Stored) -> None:
     Conditioned on the item still holding that checkpoint: a resume from a value since replaced or
     dropped is not recorded as if it were the latest."""
     record = {"attempt": attempt, "from_attempt": stored.attempt, "seq": stored.seq, "at": clock.now()}
-    try:
-        CheckpointModel(item_key(task_id)).update(
-            actions=[CheckpointModel.resumes.set(_appended(task_id, record))],
-            condition=(CheckpointModel.seq == stored.seq) & CheckpointModel.dropped_at.does_not_exist(),
-        )
-    except UpdateError as exc:
-        if not condition_failed(exc):
-            raise
+    update_if(CheckpointModel(item_key(task_id)), [CheckpointModel.resumes.set(_appended(task_id, record))],
+              (CheckpointModel.seq == stored.seq) & CheckpointModel.dropped_at.does_not_exist())
 
 
 def _appended(task_id: str, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -178,16 +172,11 @@ def drop(settings: Settings, task_id: str) -> bool:
         return False
     if item.dropped_at is not None:
         return False
-    try:
-        CheckpointModel(item_key(task_id)).update(
-            actions=[CheckpointModel.inline.remove(), CheckpointModel.s3_key.remove(),
-                     CheckpointModel.dropped_at.set(clock.now())],
-            condition=CheckpointModel.dropped_at.does_not_exist() & (CheckpointModel.seq == item.seq),
-        )
-    except UpdateError as exc:
-        if condition_failed(exc):
-            return drop(settings, task_id)  # a last checkpoint landed meanwhile: drop that one
-        raise
+    dropped = [CheckpointModel.inline.remove(), CheckpointModel.s3_key.remove(),
+               CheckpointModel.dropped_at.set(clock.now())]
+    if not update_if(CheckpointModel(item_key(task_id)), dropped,
+                     CheckpointModel.dropped_at.does_not_exist() & (CheckpointModel.seq == item.seq)):
+        return drop(settings, task_id)  # a last checkpoint landed meanwhile: drop that one
     if item.s3_key:
         _delete_quietly(settings, item.s3_key)
     return True

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from pynamodb.expressions.condition import Condition
+
 from skyloom.core import blobs, checkpoints, clock, readiness, tasklogs
 from skyloom.core.aws import client
 from skyloom.core.cancellation import cancel_task
@@ -21,6 +23,7 @@ from skyloom.core.protocol import SessionInfo, TaskInfo
 from skyloom.core.sessions import load_session, session_info, transition_session
 from skyloom.core.states import TASK_FINAL, ResultStatus, SessionStatus, TaskStatus
 from skyloom.core.tasks import load_tasks, task_info
+from skyloom.core.transitions import result_move
 from skyloom.errors import Conflict
 
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="skyloom-lifecycle")
@@ -69,11 +72,11 @@ def cancel_session(settings: Settings, owner: str, session_id: str) -> tuple[Ses
 
 def _abort_unowned(result_id: str, err: dict[str, Any]) -> None:
     now = clock.now()
+    move = result_move(ResultStatus.CREATED, ResultStatus.ABORTED)
     update_if(
         ResultModel(result_id),
-        [ResultModel.status.set(ResultStatus.ABORTED.value), ResultModel.error.set(err),
-         ResultModel.completed_at.set(now), ResultModel.updated_at.set(now)],
-        ResultModel.status == ResultStatus.CREATED.value,
+        [move.set, ResultModel.error.set(err), ResultModel.completed_at.set(now), ResultModel.updated_at.set(now)],
+        move.guard,
     )
 
 
@@ -139,9 +142,12 @@ def _purge_data(settings: Settings, session_id: str) -> None:
     def forget_value(r: ResultModel) -> None:
         actions: list[Any] = [ResultModel.inline.remove(), ResultModel.s3_key.remove(),
                               ResultModel.updated_at.set(clock.now())]
+        condition: Condition = ResultModel.result_id.exists()
         if r.status == ResultStatus.COMPLETED.value:
-            actions.append(ResultModel.status.set(ResultStatus.DELETED.value))
-        ResultModel(r.result_id).update(actions=actions, condition=ResultModel.result_id.exists())
+            move = result_move(ResultStatus.COMPLETED, ResultStatus.DELETED)
+            actions.append(move.set)
+            condition = move.guard
+        ResultModel(r.result_id).update(actions=actions, condition=condition)
 
     def forget_payload(t: TaskModel) -> None:
         TaskModel(t.task_id).update(actions=[TaskModel.payload.remove()], condition=TaskModel.task_id.exists())

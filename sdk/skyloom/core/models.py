@@ -155,7 +155,7 @@ class TaskModel(Model):
     started_at = NumberAttribute(null=True)
     ended_at = NumberAttribute(null=True)
     #: Number of the last attempt written, 1-based; 0 before the first. A short task runs on its
-    #: message's receipt and writes its attempt number only at its commit (see ``execution.take``).
+    #: message's receipt and writes its attempt number only at its commit (see ``claims.take``).
     attempt = NumberAttribute(default=0)
     #: A retry waits for its backoff until then: an earlier (duplicate) message must not start it.
     not_before = NumberAttribute(null=True)

@@ -13,16 +13,17 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.condition import size
 
 from skyloom.core import clock, dispatching
+from skyloom.core.cancellation import cancel_dependent
 from skyloom.core.config import Settings
-from skyloom.core.ddb import condition_failed, update_if
+from skyloom.core.ddb import update_if
 from skyloom.core.dispatching import TaskMessage
 from skyloom.core.graph import stops_cascade
 from skyloom.core.models import EdgeModel, ResultModel, TaskModel
 from skyloom.core.states import ResultStatus, TaskStatus
+from skyloom.core.transitions import task_move
 
 #: Independent per-task writes run concurrently: the latency of each is a network round trip.
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="skyloom-readiness")
@@ -36,7 +37,7 @@ def queued_actions(settings: Settings, task_id: str, now: float, *, delay: float
     """The attribute updates that mark a task queued, with its redispatch timer armed (after a
     message ``delay``, if the message is sent delayed, before which it must not start)."""
     return [
-        TaskModel.status.set(TaskStatus.SUBMITTED.value),
+        task_move(None, TaskStatus.SUBMITTED).set,
         TaskModel.submitted_at.set(now),
         TaskModel.updated_at.set(now),
         TaskModel.due_shard.set(clock.due_shard(task_id, settings.due_shards)),
@@ -60,16 +61,8 @@ def release(task_id: str, result_ids: str | set[str]) -> TaskModel | None:
     """
     done = {result_ids} if isinstance(result_ids, str) else set(result_ids)
     t = TaskModel(task_id)
-    try:
-        t.update(
-            actions=[TaskModel.remaining.delete(done), TaskModel.updated_at.set(clock.now())],
-            condition=TaskModel.task_id.exists(),
-        )
-    except UpdateError as exc:
-        if condition_failed(exc):
-            return None
-        raise
-    return t
+    released = [TaskModel.remaining.delete(done), TaskModel.updated_at.set(clock.now())]
+    return t if update_if(t, released, TaskModel.task_id.exists()) else None
 
 
 def release_aborted(task_id: str, result_id: str) -> TaskModel | None:
@@ -80,33 +73,18 @@ def release_aborted(task_id: str, result_id: str) -> TaskModel | None:
     Returns the task as it is after the write, or None if it has no such optional dependency.
     """
     t = TaskModel(task_id)
-    try:
-        t.update(
-            actions=[TaskModel.remaining.delete({result_id}), TaskModel.aborted_inputs.add({result_id}),
-                     TaskModel.updated_at.set(clock.now())],
-            condition=TaskModel.task_id.exists() & TaskModel.optional_deps.contains(result_id),
-        )
-    except UpdateError as exc:
-        if condition_failed(exc):
-            return None
-        raise
-    return t
+    released = [TaskModel.remaining.delete({result_id}), TaskModel.aborted_inputs.add({result_id}),
+                TaskModel.updated_at.set(clock.now())]
+    optional = TaskModel.task_id.exists() & TaskModel.optional_deps.contains(result_id)
+    return t if update_if(t, released, optional) else None
 
 
 def try_ready(settings: Settings, task: TaskModel) -> bool:
     """Pending with nothing remaining -> Submitted. True only for the one caller that wins."""
     if task.status != TaskStatus.PENDING.value or task.remaining:
         return False
-    try:
-        task.update(
-            actions=queued_actions(settings, task.task_id, clock.now()),  # type: ignore[arg-type]
-            condition=(TaskModel.status == TaskStatus.PENDING.value) & TaskModel.remaining.does_not_exist(),
-        )
-    except UpdateError as exc:
-        if condition_failed(exc):
-            return False
-        raise
-    return True
+    ready = task_move(TaskStatus.PENDING, TaskStatus.SUBMITTED).guard & TaskModel.remaining.does_not_exist()
+    return update_if(task, queued_actions(settings, task.task_id, clock.now()), ready)  # type: ignore[arg-type]
 
 
 def release_and_ready(settings: Settings, pairs: Iterable[tuple[str, str]]) -> list[TaskModel]:
@@ -223,46 +201,49 @@ def register_edges(tasks: Sequence[TaskModel], *, flagged: Collection[str] = ())
 def _flag(result_id: str, task_ids: set[str]) -> None:
     """Flag an existing result as waited on by ``task_ids``: their ids join its ``dependents`` while
     it carries few (the first condition), else it is marked as having more than it can carry."""
-    exists = ResultModel.result_id.exists()
-    try:
-        if len(task_ids) <= DEPENDENTS_ON_ITEM:
-            # Written False at creation: nobody waited yet, so the set it starts is complete. (An item
-            # older than the flag may have edges and no set: it must not start one.)
-            room = size(ResultModel.dependents) <= DEPENDENTS_ON_ITEM - len(task_ids)  # type: ignore[no-untyped-call]
-            few = exists & ((ResultModel.has_dependents == False) | (ResultModel.dependents.exists() & room))  # noqa: E712
-            if update_if(ResultModel(result_id), [ResultModel.has_dependents.set(True),
-                                                  ResultModel.dependents.add(task_ids)], few):
-                return
-        # Too many to carry (or the ids it carried were dropped): the edges alone say who waits.
-        update_if(ResultModel(result_id), [ResultModel.has_dependents.set(True), ResultModel.dependents.remove()],
-                  exists)
-    except UpdateError as exc:
-        if not condition_failed(exc):  # gone: its dependents are cancelled with it
-            raise
+    exists = ResultModel.result_id.exists()  # gone: its dependents are cancelled with it
+    if len(task_ids) <= DEPENDENTS_ON_ITEM:
+        # Written False at creation: nobody waited yet, so the set it starts is complete. (An item
+        # older than the flag may have edges and no set: it must not start one.)
+        room = size(ResultModel.dependents) <= DEPENDENTS_ON_ITEM - len(task_ids)  # type: ignore[no-untyped-call]
+        few = exists & ((ResultModel.has_dependents == False) | (ResultModel.dependents.exists() & room))  # noqa: E712
+        if update_if(ResultModel(result_id), [ResultModel.has_dependents.set(True),
+                                              ResultModel.dependents.add(task_ids)], few):
+            return
+    # Too many to carry (or the ids it carried were dropped): the edges alone say who waits.
+    update_if(ResultModel(result_id), [ResultModel.has_dependents.set(True), ResultModel.dependents.remove()], exists)
 
 
 
 def recheck(settings: Settings, tasks: Sequence[TaskModel]) -> list[TaskModel]:
     """After edges exist, release every remaining dependency that is already completed.
 
-    This closes the race with a dependency completing while the task was being written: either
-    resolve sees our edge, or we see its completion here (both may; releasing is idempotent).
+    This closes the race with a dependency completing, or being aborted, while the task was being
+    written: either resolve sees our edge, or we see the dependency's end here (both may: releasing
+    is idempotent, and so is cancelling).
     """
     wanted = {rid for t in tasks for rid in (t.remaining or ())}
     if not wanted:
         return []
-    statuses = {r.result_id: r.status for r in ResultModel.batch_get(list(wanted), consistent_read=True)}
-    completed = {rid for rid, status in statuses.items() if status == ResultStatus.COMPLETED.value}
+    found = {r.result_id: r for r in ResultModel.batch_get(list(wanted), consistent_read=True)}
+    completed = {rid for rid, r in found.items() if r.status == ResultStatus.COMPLETED.value}
     queued = release_and_ready(
         settings, [(t.task_id, rid) for t in tasks for rid in (t.remaining or ()) if rid in completed]
     )
-    # An optional dependency aborted before the edge to it existed: resolve will not come back for it.
+    # A dependency aborted before the edge to it existed: resolve will not come back for it. An
+    # optional one is released (the task runs without it); a mandatory one cancels the task.
     for t in tasks:
         for rid in sorted(t.remaining or ()):
-            if statuses.get(rid) == ResultStatus.ABORTED.value and stops_cascade(t.optional_deps, rid):
+            r = found.get(rid)
+            if r is None or r.status != ResultStatus.ABORTED.value:
+                continue
+            if stops_cascade(t.optional_deps, rid):
                 released = release_aborted(t.task_id, rid)
                 if released is not None and try_ready(settings, released):
                     queued.append(released)
+                continue
+            cancel_dependent(t.task_id, rid, r.error)
+            break
     return queued
 
 
@@ -284,30 +265,24 @@ def activate(settings: Settings, tasks: Sequence[TaskModel], *, flagged: Collect
     return queued
 
 
+#: A staged task made live, waiting on its inputs.
+LIVE = task_move(TaskStatus.CREATING, TaskStatus.PENDING)
+
+
 def _activate_one(settings: Settings, t: TaskModel, now: float) -> str | None:
     """Creating -> Submitted (nothing remaining) or Pending; "queued", "waiting", or None when an
     earlier run activated it further already."""
-    try:
-        if not t.remaining:
-            t.update(
-                actions=queued_actions(settings, t.task_id, now),  # type: ignore[arg-type]
-                condition=(TaskModel.status == TaskStatus.CREATING.value)
-                & TaskModel.remaining.does_not_exist(),
-            )
+    if not t.remaining:
+        queued = task_move(TaskStatus.CREATING, TaskStatus.SUBMITTED).guard & TaskModel.remaining.does_not_exist()
+        written = update_if(t, queued_actions(settings, t.task_id, now), queued)  # type: ignore[arg-type]
+        if written:
             return "queued"
-        t.update(
-            actions=[TaskModel.status.set(TaskStatus.PENDING.value), TaskModel.updated_at.set(now)],
-            condition=TaskModel.status == TaskStatus.CREATING.value,
-        )
-    except UpdateError as exc:
-        if not condition_failed(exc):
-            raise
+    else:
+        written = update_if(t, [LIVE.set, TaskModel.updated_at.set(now)], LIVE.guard)
+    if not written:
         t.refresh(consistent_read=True)
         if t.status == TaskStatus.CREATING.value:  # resolve emptied the set meanwhile
-            t.update(
-                actions=[TaskModel.status.set(TaskStatus.PENDING.value), TaskModel.updated_at.set(now)],
-                condition=TaskModel.status == TaskStatus.CREATING.value,
-            )
+            t.update(actions=[LIVE.set, TaskModel.updated_at.set(now)], condition=LIVE.guard)
         elif t.status == TaskStatus.SUBMITTED.value and t.started_at is None:
             return "queued"  # written live by its parent's commit, whose worker died before queueing it
         elif t.status != TaskStatus.PENDING.value:

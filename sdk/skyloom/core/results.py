@@ -32,6 +32,7 @@ from skyloom.core.protocol import (
 )
 from skyloom.core.sessions import load_session, require_in_session
 from skyloom.core.states import RESULT_FINAL, ResultStatus, SessionStatus, session_accepts_submissions
+from skyloom.core.transitions import result_move
 from skyloom.errors import Conflict, InvalidRequest, PayloadTooLarge, ResultNotFound, SessionClosed
 
 UPLOAD_WRITER = "upload"
@@ -187,15 +188,16 @@ def complete_uploads(settings: Settings, owner: str, session_id: str, ids: list[
             continue
         size = sizes[rid]
         now = clock.now()
+        move = result_move(ResultStatus.CREATED, ResultStatus.COMPLETED)
         completed = update_if(
             r,
             [
-                ResultModel.status.set(ResultStatus.COMPLETED.value),
+                move.set,
                 ResultModel.size.set(size),
                 ResultModel.completed_at.set(now),
                 ResultModel.updated_at.set(now),
             ],
-            (ResultModel.status == ResultStatus.CREATED.value) & ResultModel.owner_task_id.does_not_exist(),
+            move.guard & ResultModel.owner_task_id.does_not_exist(),
         )
         if not completed:
             raise Conflict(f"result {rid} is produced by a task or already written", field=f"ids.{i}")

@@ -14,7 +14,8 @@ from skyloom.core.config import Settings
 from skyloom.core.ddb import update_if
 from skyloom.core.models import SessionModel
 from skyloom.core.protocol import CreateSessionRequest, SessionInfo
-from skyloom.core.states import SessionStatus, session_sources
+from skyloom.core.states import SessionStatus
+from skyloom.core.transitions import session_move
 from skyloom.errors import Conflict, InvalidRequest, NotFound, SessionNotFound
 from skyloom.options import TaskOptions
 
@@ -92,7 +93,7 @@ def cached_status(session_id: str, ttl: float = STATUS_TTL_SECONDS) -> str | Non
 
     Workers check it before each claim; caching keeps that to one read per session per agent every
     couple of seconds. Pausing therefore takes effect within ``ttl``; decisions that must be exact
-    re-check the status in the same transaction (see ``execution.park``).
+    re-check the status in the same transaction (see ``claims.park``).
     """
     now = time.monotonic()
     hit = _status_cache.get(session_id)
@@ -154,11 +155,11 @@ def transition_session(owner: str, session_id: str, target: SessionStatus) -> Se
     s = load_session(owner, session_id)
     if s.status == target.value:
         return s
-    sources = [x.value for x in session_sources(target)]
+    move = session_move(None, target)
     moved = update_if(
         s,
-        [SessionModel.status.set(target.value), SessionModel.updated_at.set(clock.now())],
-        SessionModel.status.is_in(*sources) & (SessionModel.owner == owner),
+        [move.set, SessionModel.updated_at.set(clock.now())],
+        move.guard & (SessionModel.owner == owner),
     )
     if not moved:
         current = load_session(owner, session_id)

@@ -31,6 +31,7 @@ from skyloom.core import clock
 from skyloom.core.ddb import Op, failed_indexes, transact
 from skyloom.core.models import ResultModel, TaskModel
 from skyloom.core.states import ResultStatus, TaskStatus
+from skyloom.core.transitions import result_move, task_move
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,14 @@ log = logging.getLogger(__name__)
 def abort_output(rid: str, task_id: str, err: dict[str, Any]) -> Op:
     """The write that aborts result ``rid`` with ``err``, if it is still Created and owned by ``task_id``."""
     now = clock.now()
+    move = result_move(ResultStatus.CREATED, ResultStatus.ABORTED)
 
     def op(tx: TransactWrite) -> None:
         tx.update(
             ResultModel(rid),
-            actions=[ResultModel.status.set(ResultStatus.ABORTED.value), ResultModel.error.set(err),
-                     ResultModel.completed_at.set(now), ResultModel.updated_at.set(now)],
-            condition=(ResultModel.status == ResultStatus.CREATED.value) & (ResultModel.owner_task_id == task_id),
+            actions=[move.set, ResultModel.error.set(err), ResultModel.completed_at.set(now),
+                     ResultModel.updated_at.set(now)],
+            condition=move.guard & (ResultModel.owner_task_id == task_id),
         )
 
     return op
@@ -56,7 +58,7 @@ def ending_actions(
     """What every ending writes on the task: its final status and root error, its end time, and no
     lease or timer left (removing an attribute the item lacks is a no-op)."""
     actions: list[Action] = [
-        TaskModel.status.set(status.value),
+        task_move(None, status).set,
         TaskModel.error.set(error),
         TaskModel.ended_at.set(now),
         TaskModel.updated_at.set(now),

@@ -38,7 +38,7 @@ class ResultStatus(StrEnum):
 
 
 class AttemptFate(StrEnum):
-    """What recording a failed attempt did to its task (``execution.fail``, ``expire_lease``)."""
+    """What recording a failed attempt did to its task (``retries.fail``, ``expire_lease``)."""
 
     RETRIED = TaskStatus.SUBMITTED.value  # re-queued, after its retry delay
     ERROR = TaskStatus.ERROR.value  # ended, outputs aborted
@@ -73,9 +73,9 @@ _TASK_EDGES: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.CREATING: frozenset({TaskStatus.PENDING, TaskStatus.SUBMITTED, TaskStatus.CANCELLED}),
     TaskStatus.PENDING: frozenset({TaskStatus.SUBMITTED, TaskStatus.CANCELLED}),
     # Submitted -> Submitted is the sweeper re-sending a lost message; Submitted -> Completed is the
-    # commit of a short task that ran on its message's receipt, never claimed (execution.take);
-    # Submitted -> Pending parks a task whose session is paused (execution.park); Submitted -> Error
-    # ends a task whose message could not be delivered (execution.fail_undeliverable).
+    # commit of a short task that ran on its message's receipt, never claimed (claims.take);
+    # Submitted -> Pending parks a task whose session is paused (claims.park); Submitted -> Error
+    # ends a task whose message could not be delivered (retries.fail_undeliverable).
     TaskStatus.SUBMITTED: frozenset(
         {TaskStatus.SUBMITTED, TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.ERROR,
          TaskStatus.CANCELLED}

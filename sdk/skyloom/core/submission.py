@@ -29,6 +29,7 @@ from skyloom.core.results import fingerprint, new_result_items, put_new, replaye
 from skyloom.core.sessions import load_session
 from skyloom.core.states import ResultStatus, SessionStatus, TaskStatus
 from skyloom.core.tasks import task_info
+from skyloom.core.transitions import result_in
 from skyloom.errors import Conflict, InvalidRequest, PayloadTooLarge, ResultNotFound
 from skyloom.options import TaskOptions
 
@@ -240,7 +241,7 @@ def _claim_output(result_id: str, task_id: str) -> Op:
         tx.update(
             ResultModel(result_id),
             actions=[ResultModel.owner_task_id.set(task_id), ResultModel.updated_at.set(clock.now())],
-            condition=(ResultModel.status == ResultStatus.CREATED.value)
+            condition=result_in(ResultStatus.CREATED)
             & ResultModel.s3_key.does_not_exist()
             & (ResultModel.owner_task_id.does_not_exist() | (ResultModel.owner_task_id == task_id)),
         )

@@ -18,16 +18,17 @@ from __future__ import annotations
 from typing import Any
 
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import UpdateError
 
 from skyloom.core import blobs, clock
 from skyloom.core.config import Settings
-from skyloom.core.ddb import condition_failed
+from skyloom.core.ddb import update_if
 from skyloom.core.limits import TASK_LOG_ATTEMPTS
 from skyloom.core.models import TaskModel
 from skyloom.core.protocol import AttemptLog, TaskLogs
 from skyloom.core.sessions import load_session
+from skyloom.core.states import TaskStatus
 from skyloom.core.tasks import load_tasks
+from skyloom.core.transitions import task_in
 from skyloom.errors import NotFound
 from skyloom.runtime.outcome import TaskLog, render_log
 
@@ -128,16 +129,10 @@ def forget_logs(task: TaskModel) -> None:
     having moved since it was read, so that an attempt ending meanwhile is not erased."""
     for _ in range(_PURGE_TRIES):
         kept = [{k: v for k, v in r.items() if k not in _TEXT_FIELDS} for r in task.attempts or []]
-        try:
-            TaskModel(task.task_id).update(
-                actions=[TaskModel.attempts.set(kept)],
-                # Every write that adds a record changes the status or the attempt number.
-                condition=(TaskModel.status == task.status) & (TaskModel.attempt == task.attempt),
-            )
+        # Every write that adds a record changes the status or the attempt number.
+        unchanged = task_in(TaskStatus(task.status)) & (TaskModel.attempt == task.attempt)
+        if update_if(TaskModel(task.task_id), [TaskModel.attempts.set(kept)], unchanged):
             return
-        except UpdateError as exc:
-            if not condition_failed(exc):
-                raise
         try:
             task = TaskModel.get(task.task_id, consistent_read=True)
         except TaskModel.DoesNotExist:
