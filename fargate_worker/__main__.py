@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import threading
 from collections.abc import Sequence
 
 from skyloom.core import environment, models
@@ -43,6 +45,10 @@ def record_environment(partition: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # Local mode: drain and exit like on SIGTERM if the stack that started this agent is gone.
+    # Watched from the start: the calls before the agent runs retry for long against a dead emulator.
+    made: list[Agent] = []
+    lifeline.watch_parent_from_env(lambda: _orphaned(made))
     try:
         settings, config = load()
         config = config.with_overrides(
@@ -58,9 +64,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     models.bind(settings)
     record_environment(config.partition)
     agent = Agent(settings, config)
-    # Local mode: drain and exit like on SIGTERM if the stack that started this agent is gone.
-    lifeline.watch_parent_from_env(lambda: agent.request_stop("the local stack that started this agent is gone"))
+    made.append(agent)
     return agent.run()
+
+
+#: Seconds an agent whose local stack is gone drains before it exits regardless. Its emulator is
+#: usually gone with the stack: every call then retries for half a minute against a closed port, and
+#: what it would write has nowhere to go. What it still holds comes back after its visibility
+#: timeout (an emulator that lives on: LocalStack), exactly as after a SIGKILL, which loses nothing.
+ORPHANED_EXIT_SECONDS = 5.0
+
+
+def _orphaned(made: list[Agent]) -> None:
+    """Stop the agent (``made``: it, once made), then exit after :data:`ORPHANED_EXIT_SECONDS`."""
+    for agent in made:
+        agent.request_stop("the local stack that started this agent is gone")
+
+    def exit_now() -> None:
+        logger.warning(f"still running {ORPHANED_EXIT_SECONDS:.0f} s after its stack was gone: exiting now")
+        sys.stdout.flush()
+        os._exit(0)
+
+    timer = threading.Timer(ORPHANED_EXIT_SECONDS, exit_now)
+    timer.daemon = True
+    timer.start()
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ import pytest
 
 import skyloom
 from skyloom.core.config import Settings
-from skyloom.local import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, LocalStack, faults
+from skyloom.local import LocalStack, faults
 from skyloom.local.faults import FaultConfig
+from tests.e2e.stacks import connect
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +95,7 @@ def _tasks_of(session_id: str) -> list[Any]:
 
 @pytest.mark.timeout(900)
 def test_graph_and_cascade_end_once_with_right_answers_under_aws_faults(stack: LocalStack) -> None:
-    client = skyloom.connect(stack.endpoint, credentials=(LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY))
+    client = connect(stack)
     started = time.monotonic()
     try:
         with client.session(name="aws-faults") as session:

@@ -2,9 +2,10 @@
 is SIGTERMed (drained); every task still ends Completed, every result is written by exactly one
 attempt, and the answer is right.
 
-999 tasks (500 leaves and a pairwise reduction tree), every inner task waiting on two others: about
-100 s on the local stack with 2 cores (moto serves every AWS call in one process), ~40 s for
-SKYLOOM_CHAOS_LEAVES=100. Kills land every 3 s, so ~30 agents die mid-run with tasks in flight.
+599 tasks (300 leaves and a pairwise reduction tree), every inner task waiting on two others: about
+40 s on the local stack with 2 cores (moto serves every AWS call in one process); more with
+SKYLOOM_CHAOS_LEAVES (500 leaves: ~70 s). Kills land every 3 s, so a dozen agents die mid-run with
+tasks in flight.
 
 A dedicated stack with a 4 s lease and a 1 s sweep: a killed agent's task is re-queued within
 about 5 s. The shared session stack is left alone, as kills would slow the other tests.
@@ -21,14 +22,15 @@ import pytest
 
 import skyloom
 from skyloom.core.config import Settings
-from skyloom.local import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, LocalStack
+from skyloom.local import LocalStack
+from tests.e2e.stacks import connect
 
 pytestmark = pytest.mark.slow
 
-#: 500 leaves + 499 pairwise sums = 999 tasks; SKYLOOM_CHAOS_LEAVES=50 for a quick local run.
-LEAVES = int(os.environ.get("SKYLOOM_CHAOS_LEAVES", "500"))
+#: 300 leaves + 299 pairwise sums = 599 tasks; SKYLOOM_CHAOS_LEAVES=50 for a quick local run.
+LEAVES = int(os.environ.get("SKYLOOM_CHAOS_LEAVES", "300"))
 KILL_EVERY_SECONDS = 3.0
-TIMEOUT = 900.0  # ~100 s on a quiet 2-core machine; slack for a busy one
+TIMEOUT = 900.0  # ~40 s on a quiet 2-core machine; slack for a busy one
 CHAOS_SETTINGS = Settings(lease_seconds=4, redispatch_after_seconds=3, finalize_after_seconds=2, visibility_timeout=20)
 
 
@@ -97,7 +99,7 @@ class Killer:
 def test_graph_completes_exactly_once_while_agents_are_killed(stack: LocalStack) -> None:
     from skyloom.core.models import TaskModel
 
-    client = skyloom.connect(stack.endpoint, credentials=(LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY))
+    client = connect(stack)
     try:
         with Killer(stack) as killer, client.session(name="chaos") as session:
             level = [leaf.submit(i) for i in range(LEAVES)]

@@ -9,8 +9,7 @@ started from. A dedicated stack with a 3 s lease, a 1 s sweep and a 4 s grace pe
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,8 @@ from typer.testing import CliRunner
 import skyloom
 from skyloom.cli import app
 from skyloom.core.config import Settings
-from skyloom.local import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, LocalStack
+from skyloom.local import LocalStack
+from tests.e2e.stacks import connect, restart_and_wait, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -98,28 +98,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 @pytest.fixture
 def client(stack: LocalStack) -> Iterator[skyloom.Client]:
-    c = skyloom.connect(stack.endpoint, credentials=(LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY))
+    c = connect(stack)
     try:
         yield c
     finally:
         c.close()
-        _restart_and_wait(stack)
-
-
-def _restart_and_wait(stack: LocalStack) -> None:
-    pool = stack.workers
-    dead = [i for i in range(len(pool.pids)) if not pool.alive(i)]
-    sizes = {i: pool.log_path(i).stat().st_size if pool.log_path(i).exists() else 0 for i in dead}
-    pool.start()
-    for i in dead:
-        _wait_until(lambda i=i: b"agent starting" in pool.log_path(i).read_bytes()[sizes[i]:])  # type: ignore[misc]
-
-
-def _wait_until(cond: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+        restart_and_wait(stack)
 
 
 def _runs(marks: Path) -> list[tuple[int, int]]:
@@ -131,7 +115,7 @@ def _runs(marks: Path) -> list[tuple[int, int]]:
 def _dropped(client: skyloom.Client, session: skyloom.Session, task_id: str) -> Any:
     """The task's checkpoints once the value is dropped: the agent drops it after the commit that
     made the result visible, so a client may read the result first."""
-    _wait_until(lambda: client.task_checkpoints(session.session_id, task_id).dropped)
+    wait_until(lambda: client.task_checkpoints(session.session_id, task_id).dropped)
     return client.task_checkpoints(session.session_id, task_id)
 
 
@@ -152,11 +136,11 @@ def test_sigkilled_worker_the_next_attempt_resumes_from_the_last_step(
     # GIVEN a long task that has checkpointed three steps on some agent, and holds its lease
     with client.session() as s:
         f = stepper.submit(STEPS, str(tmp_path), PAUSE)
-    _wait_until(lambda: (tmp_path / "saved-2").exists())
+    wait_until(lambda: (tmp_path / "saved-2").exists())
     (victim, start), = _runs(tmp_path)
     assert start == 0
     tid = _task_id(s, f)
-    _wait_until(lambda: s.get_tasks([tid])[0].status == "Processing")
+    wait_until(lambda: s.get_tasks([tid])[0].status == "Processing")
 
     # WHEN that agent is SIGKILLed with its child, in the pause after a checkpoint
     stack.workers.kill(stack.workers.pids.index(victim))
@@ -190,7 +174,7 @@ def test_sigterm_drain_takes_a_last_checkpoint_and_the_next_run_resumes_from_it(
     # GIVEN a long task that has checkpointed three steps on some agent
     with client.session() as s:
         f = stepper.submit(STEPS, str(tmp_path), PAUSE)
-    _wait_until(lambda: (tmp_path / "saved-2").exists())
+    wait_until(lambda: (tmp_path / "saved-2").exists())
     (victim, _), = _runs(tmp_path)
     tid = _task_id(s, f)
 
@@ -199,7 +183,7 @@ def test_sigterm_drain_takes_a_last_checkpoint_and_the_next_run_resumes_from_it(
     stack.workers.terminate(index)
 
     # THEN the task's hook takes a last checkpoint, the drained agent gives the task back and exits 0
-    _wait_until(lambda: (tmp_path / "preempted").exists())
+    wait_until(lambda: (tmp_path / "preempted").exists())
     assert stack.workers.wait(index, 60.0) == 0
     # and the other agent resumes it from there: no step done twice, none skipped
     assert f.result(timeout=TIMEOUT) == sum(range(STEPS))

@@ -11,7 +11,7 @@ parent is its agent, which tells the test which worker process to signal.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,8 @@ import pytest
 import skyloom
 from skyloom.core.config import Settings
 from skyloom.core.protocol import TaskInfo
-from skyloom.local import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY, LocalStack
+from skyloom.local import LocalStack
+from tests.e2e.stacks import connect, restart_and_wait, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -68,23 +69,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 @pytest.fixture
 def client(stack: LocalStack) -> Iterator[skyloom.Client]:
-    c = skyloom.connect(stack.endpoint, credentials=(LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY))
+    c = connect(stack)
     try:
         yield c
     finally:
         c.close()
-        _restart_and_wait(stack)  # whatever a test killed, the next one starts with every worker up
-
-
-def _restart_and_wait(stack: LocalStack) -> None:
-    """Start the workers a test killed, and wait until each has started its agent: a test that wants
-    one task per agent must not race a worker still booting."""
-    pool = stack.workers
-    dead = [i for i in range(len(pool.pids)) if not pool.alive(i)]
-    sizes = {i: pool.log_path(i).stat().st_size if pool.log_path(i).exists() else 0 for i in dead}
-    pool.start()
-    for i in dead:
-        _wait_until(lambda i=i: b"agent starting" in pool.log_path(i).read_bytes()[sizes[i]:])  # type: ignore[misc]
+        restart_and_wait(stack)  # whatever a test killed, the next one starts with every worker up
 
 
 def _wait_for_mark(marks: Path, tag: str, timeout: float = TIMEOUT) -> int:
@@ -100,13 +90,6 @@ def _wait_for_mark(marks: Path, tag: str, timeout: float = TIMEOUT) -> int:
 
 def _index_of(stack: LocalStack, pid: int) -> int:
     return stack.workers.pids.index(pid)
-
-
-def _wait_until(cond: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _task_of(session: skyloom.Session, future: skyloom.Future[int]) -> TaskInfo:
@@ -129,7 +112,7 @@ def test_sigkill_mid_task_the_task_completes_once_on_another_agent(
     with client.session() as s:
         f = marked_sleep.submit(41, str(tmp_path), "k", 5.0)
     victim = _wait_for_mark(tmp_path, "k")
-    _wait_until(lambda: _task_of(s, f).status == "Processing")
+    wait_until(lambda: _task_of(s, f).status == "Processing")
 
     # WHEN that agent is SIGKILLed (with its child: the whole process group)
     stack.workers.kill(_index_of(stack, victim))

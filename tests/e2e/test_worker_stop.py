@@ -17,6 +17,7 @@ import pytest
 from skyloom.core.aws import client
 from skyloom.core.dispatching import queue_urls_by_priority
 from skyloom.local import LocalStack
+from tests.e2e.stacks import wait_for_agents
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +36,7 @@ def test_a_stopped_worker_leaves_no_long_poll_to_take_the_next_message(stack: Lo
     # GIVEN an idle worker whose upper priority levels each have a long poll in flight
     urls = queue_urls_by_priority(stack.settings, "default")
     assert len(urls) > 1, "the stack needs upper priority levels"
-    deadline = time.monotonic() + 60
-    while "agent starting" not in stack.workers.log_path(0).read_text(errors="replace"):
-        assert time.monotonic() < deadline, "the worker did not start"
-        time.sleep(0.1)
+    wait_for_agents(stack)
     time.sleep(1.0)
 
     # WHEN it is stopped (SIGTERM), and a message is sent to the top level right after it exits
