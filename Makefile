@@ -32,12 +32,8 @@ graphviz:
 	  || { apt-get update -qq && apt-get install -y -qq --no-install-recommends graphviz >/dev/null; }; \
 	else echo "note: skyloom graph SVG/PNG needs Graphviz (dot); install it with your package manager"; fi
 
-# aioboto3 goes first: its exact aiobotocore/botocore pins, resolved alone, save pip a long
-# backtrack over botocore versions (see EMULATORS.md). The pin itself lives in pyproject.toml.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	spec="$$(grep -o 'aioboto3==[0-9.]*' pyproject.toml | head -n 1)"; \
-	  if [ -n "$$spec" ]; then $(BIN)/python -m pip install --quiet "$$spec"; fi
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
