@@ -58,8 +58,10 @@ def test_every_variable_is_read() -> None:
     s = WorkerSettings.from_env({
         "SKYLOOM_WORKER_PARTITION": "gpu", "SKYLOOM_WORKER_SLOTS": "4", "SKYLOOM_WORKER_POLL_WAIT": "20",
         "SKYLOOM_WORKER_GRACE_SECONDS": "90.5", "SKYLOOM_WORKER_MAX_TASKS": "7", "SKYLOOM_WORKER_BURST": "true",
+        "SKYLOOM_WORKER_UPPER_POLL_WAIT": "3",
     })
-    assert s == WorkerSettings(partition="gpu", slots=4, poll_wait=20, grace_seconds=90.5, max_tasks=7, burst=True)
+    assert s == WorkerSettings(partition="gpu", slots=4, poll_wait=20, grace_seconds=90.5, max_tasks=7, burst=True,
+                               upper_poll_wait=3)
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,8 @@ def test_every_variable_is_read() -> None:
         ("SKYLOOM_WORKER_SLOTS", "two", "integer"),
         ("SKYLOOM_WORKER_POLL_WAIT", "0", "1-20"),
         ("SKYLOOM_WORKER_POLL_WAIT", "21", "1-20"),
+        ("SKYLOOM_WORKER_UPPER_POLL_WAIT", "0", "1-20"),
+        ("SKYLOOM_WORKER_UPPER_POLL_WAIT", "30", "1-20"),
         ("SKYLOOM_WORKER_GRACE_SECONDS", "-1", ">= 0"),
         ("SKYLOOM_WORKER_MAX_TASKS", "-2", "at least 1"),
         ("SKYLOOM_WORKER_BURST", "maybe", "true or false"),
