@@ -23,7 +23,7 @@ from skyloom.client.callspec import (
     decode,
     replace_nested,
 )
-from skyloom.client.functions import TaskFunction
+from skyloom.client.functions import TaskFunction, remember_shipped
 from skyloom.client.futures import Future
 from skyloom.core.protocol import CALL_HANDLER
 from skyloom.runtime.context import TaskContext
@@ -128,7 +128,10 @@ def _shipped_function(result_id: str, raw: Callable[[], bytes]) -> Any:
         if fn is not None:
             _functions.move_to_end(result_id)
             return fn
-    fn = _unpickle(raw(), "the function")
+    data = raw()
+    fn = _unpickle(data, "the function")
+    if isinstance(fn, TaskFunction):
+        remember_shipped(fn, data)
     if result_id:
         with _functions_lock:
             _functions[result_id] = fn
