@@ -70,6 +70,42 @@ class TestSubmissionQueuesAsItWrites:
         assert sends[0] == [f"t{i:03}" for i in range(first_tasks)]
         assert db.queued_messages() == 150
 
+    def test_a_producer_waited_on_in_the_same_batch_is_queued_after_the_edges(
+        self, api: ApiClient, db: Db, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # GIVEN a batch with 60 independent tasks, a producer, and a task waiting on the producer's
+        # output and on a result no task of the batch produces (so its edges are written)
+        sid = api.session()
+        (later,) = api.results(sid, [{"id": "later"}])
+        body = {"results": [{"id": "shared", "data": b64(b"v")}, *({"id": f"o{i:03}"} for i in range(60)),
+                            {"id": "p_out"}, {"id": "c_out"}],
+                "tasks": [{"handler": "tests.echo", "id": "producer", "expected_outputs": ["p_out"]},
+                          *_tasks(60, "shared"),
+                          {"handler": "tests.echo", "id": "consumer", "expected_outputs": ["c_out"],
+                           "data_dependencies": ["p_out", later]}]}
+        events: list[str] = []
+        real_edges, real_enqueue = readiness.register_edges, readiness.enqueue_tasks
+
+        def register_edges(tasks: Sequence[TaskModel], **kwargs: Any) -> None:
+            real_edges(tasks, **kwargs)
+            events.append("edges")
+
+        def enqueue_tasks(settings: Settings, tasks: Sequence[TaskModel], **kwargs: Any) -> int:
+            tasks = list(tasks)
+            events.extend(t.task_id for t in tasks)
+            return real_enqueue(settings, tasks, **kwargs)
+
+        monkeypatch.setattr(readiness, "register_edges", register_edges)
+        monkeypatch.setattr(readiness, "enqueue_tasks", enqueue_tasks)
+        # WHEN it is submitted
+        r = api.call("POST", f"/sessions/{sid}/tasks", body)
+        # THEN the independent tasks may go early, but the producer is queued only once the
+        # consumer's edges exist: failing at once, it still finds the consumer to cancel
+        assert r.status == 201, r.raw_body
+        assert events.index("producer") > events.index("edges")
+        assert sorted(e for e in events if e != "edges") == sorted(["producer", *(f"t{i:03}" for i in range(60))])
+        assert db.queued_messages() == 61
+
     def test_a_replayed_submission_queues_again_without_writing_twice(self, api: ApiClient, db: Db) -> None:
         # GIVEN a large submission already written and queued
         sid = api.session()

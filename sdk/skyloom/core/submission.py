@@ -7,7 +7,7 @@ same ids is recognised by its fingerprint and completes instead of duplicating w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
@@ -136,15 +136,18 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
 
     flagged = readiness.flag_dependents(new_results, tasks)
     readiness.note_releases(tasks)
-    with _EarlySends(settings) as early:
-        # The tasks written ready are queued as their chunk is written, while the next is: on a
-        # large submission the workers start after the first transaction instead of after the last.
+    # Results a task of this batch waits on: their producers are queued only once the waiting
+    # tasks' edges exist (below), so that a producer failing at once still finds its dependents to
+    # cancel. The other ready tasks are queued as their chunk is written, while the next is: on a
+    # large submission the workers start after the first transaction instead of after the last.
+    awaited = {rid for t in tasks for rid in (t.remaining or ())}
+    with _EarlySends(settings, awaited) as early:
         _write(new_results, existing, tasks, request_id, session.session_id, on_tasks_written=early.send)
 
     waiting = [t for t in tasks if t.status == TaskStatus.PENDING.value and t.remaining]
     readiness.register_edges(waiting, flagged=flagged)
     if starts:
-        readiness.enqueue_tasks(settings, readiness.recheck(settings, waiting))
+        readiness.enqueue_tasks(settings, [*early.held_back, *readiness.recheck(settings, waiting)])
     return SubmitTasksResponse(
         tasks=[task_info(t) for t in tasks],
         results=[result_info(r, upload_urls.get(r.result_id)) for r in new_results],
@@ -202,17 +205,27 @@ FIRST_WRITE_ITEMS = 20
 
 
 class _EarlySends:
-    """Queues written ready tasks in the background while the rest of the submission is written;
-    on exit, waits for every send and raises the first send's error (unless the block raised)."""
+    """Queues written ready tasks in the background while the rest of the submission is written,
+    except those producing a result in ``awaited`` (kept in :attr:`held_back` for the caller); on
+    exit, waits for every send and raises the first send's error (unless the block raised)."""
 
     _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="skyloom-submit-enqueue")
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, awaited: Collection[str]) -> None:
         self._settings = settings
+        self._awaited = awaited
         self._sends: list[Future[int]] = []
+        self.held_back: list[TaskModel] = []
 
     def send(self, tasks: Sequence[TaskModel]) -> None:
-        ready = [t for t in tasks if t.status == TaskStatus.SUBMITTED.value]
+        ready: list[TaskModel] = []
+        for t in tasks:
+            if t.status != TaskStatus.SUBMITTED.value:
+                continue
+            if any(out in self._awaited for out in t.expected_outputs or ()):
+                self.held_back.append(t)
+            else:
+                ready.append(t)
         if ready:
             self._sends.append(self._pool.submit(readiness.enqueue_tasks, self._settings, ready))
 
