@@ -340,6 +340,18 @@ def shipped_function(fn: TaskFunction[Any, Any]) -> bytes:
     return data
 
 
+def remember_shipped(fn: TaskFunction[Any, Any], data: bytes) -> None:
+    """Record ``data`` as the pickled form of ``fn``, which was unpickled from it (on a worker).
+
+    A task that submits its own function again (recursion) then ships the very bytes it received,
+    which :meth:`skyloom.runtime.context.TaskContext.blob_ref` recognises among its inputs: the
+    subtasks reuse the stored function instead of storing a copy per task (pickling it again gives
+    other bytes). As on the client, the function travels as it was first shipped.
+    """
+    if fn._base is fn:
+        _shipped.setdefault(fn, data)
+
+
 def _by_reference(fn: TaskFunction[Any, Any]) -> bool:
     """Whether workers can import ``fn`` by name (it lives in an installed package)."""
     modname = getattr(fn, "__module__", None)

@@ -113,15 +113,28 @@ def transact(ops: Sequence[Op], *, token: str | None = None) -> None:
 def transact_idempotent(
     ops: Sequence[Op],
     already_done: Callable[[int], bool],
+    *,
+    first_chunk: int = TRANSACTION_MAX_ITEMS,
+    on_written: Callable[[int], None] | None = None,
 ) -> None:
-    """Write ``ops`` in atomic chunks, tolerating items a previous identical request already wrote.
+    """Write ``ops`` in atomic chunks, in order, tolerating items a previous identical request already
+    wrote.
 
     When a chunk is cancelled by conditions, ``already_done(i)`` (index into ``ops``) says whether the
     refused item is the same write replayed (skip it) or a genuine conflict (it must raise).
+
+    Args:
+        first_chunk: items in the first transaction (then up to 100 each): a writer that acts on
+            what is written as it goes (``on_written``) gets its first items sooner.
+        on_written: called after each chunk with the number of ``ops`` now written (every op
+            before that index is stored), before the next chunk is sent.
     """
     pending = list(range(len(ops)))
+    size = max(1, min(first_chunk, TRANSACTION_MAX_ITEMS))
     while pending:
-        chunk, pending = pending[:TRANSACTION_MAX_ITEMS], pending[TRANSACTION_MAX_ITEMS:]
+        chunk, pending = pending[:size], pending[size:]
+        size = TRANSACTION_MAX_ITEMS
+        end = chunk[-1] + 1
         while chunk:
             try:
                 transact([ops[i] for i in chunk])
@@ -134,3 +147,5 @@ def transact_idempotent(
                     if not already_done(i):
                         raise
                 chunk = [i for i in chunk if i not in set(refused)]
+        if on_written is not None:
+            on_written(end)

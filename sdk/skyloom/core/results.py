@@ -7,7 +7,9 @@ either inline (small) or an S3 key recorded by the same write, so readers only e
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -373,25 +375,82 @@ def read_result(settings: Settings, owner: str, session_id: str, result_id: str)
     return result_data(settings, r)
 
 
+#: Bytes of Completed values a process (a worker agent, a task's child) keeps in memory by result id,
+#: and the largest value it keeps. A Completed result never changes (it is written once), so a value
+#: read once serves every later task that reads it again: the function a script ships by value, which
+#: every task of that function depends on, and arguments shared by many tasks cost one read per
+#: process instead of one per task.
+VALUE_CACHE_BYTES = 64 * 1024 * 1024
+VALUE_CACHE_ITEM_MAX_BYTES = 4 * 1024 * 1024
+
+
+class _ValueCache:
+    """Least recently used Completed values, bounded in bytes; safe across threads."""
+
+    def __init__(self, capacity: int, item_max: int) -> None:
+        self._capacity = capacity
+        self._item_max = item_max
+        self._values: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        with self._lock:
+            for rid in ids:
+                value = self._values.get(rid)
+                if value is not None:
+                    self._values.move_to_end(rid)
+                    out[rid] = value
+        return out
+
+    def put_many(self, values: dict[str, bytes]) -> None:
+        with self._lock:
+            for rid, value in values.items():
+                if len(value) > self._item_max or rid in self._values:
+                    continue
+                self._values[rid] = value
+                self._bytes += len(value)
+            while self._bytes > self._capacity and self._values:
+                _, dropped = self._values.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+            self._bytes = 0
+
+
+_values_read = _ValueCache(VALUE_CACHE_BYTES, VALUE_CACHE_ITEM_MAX_BYTES)
+
+
 def fetch_values(settings: Settings, ids: Sequence[str]) -> dict[str, bytes]:
-    """Values of completed results by id, for a worker about to run a task (inline or from S3)."""
+    """Values of completed results by id, for a worker about to run a task (inline or from S3).
+
+    Values this process read before come from memory (see :data:`VALUE_CACHE_BYTES`)."""
     if not ids:
         return {}
-    found = {r.result_id: r for r in ResultModel.batch_get(list(dict.fromkeys(ids)), consistent_read=True)}
-    values: dict[str, bytes] = {}
+    values = _values_read.get_many(ids)
+    wanted = [rid for rid in dict.fromkeys(ids) if rid not in values]
+    if not wanted:
+        return values
+    found = {r.result_id: r for r in ResultModel.batch_get(wanted, consistent_read=True)}
+    read: dict[str, bytes] = {}
     keys: dict[str, str] = {}
-    for rid in ids:
+    for rid in wanted:
         r = found.get(rid)
         if r is None or r.status != ResultStatus.COMPLETED.value:
             status = r.status if r is not None else "missing"
             raise Conflict(f"input {rid} is {status}, not Completed")
         if r.inline is not None:
-            values[rid] = r.inline
+            read[rid] = r.inline
         elif r.s3_key is not None:
             keys[rid] = r.s3_key
         else:
-            values[rid] = b""
-    values.update(blobs.get_many(settings, keys))
+            read[rid] = b""
+    read.update(blobs.get_many(settings, keys))
+    _values_read.put_many(read)
+    values.update(read)
     return values
 
 

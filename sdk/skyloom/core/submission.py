@@ -7,7 +7,9 @@ same ids is recognised by its fingerprint and completes instead of duplicating w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
 
 from pynamodb.exceptions import DoesNotExist
 from pynamodb.transactions import TransactWrite
@@ -135,13 +137,18 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
 
     flagged = readiness.flag_dependents(new_results, tasks)
     readiness.note_releases(tasks)
-    _write(new_results, existing, tasks, request_id, session.session_id)
+    # Results a task of this batch waits on: their producers are queued only once the waiting
+    # tasks' edges exist (below), so that a producer failing at once still finds its dependents to
+    # cancel. The other ready tasks are queued as their chunk is written, while the next is: on a
+    # large submission the workers start after the first transaction instead of after the last.
+    awaited = {rid for t in tasks for rid in (t.remaining or ())}
+    with _EarlySends(settings, awaited) as early:
+        _write(new_results, existing, tasks, request_id, session.session_id, on_tasks_written=early.send)
 
     waiting = [t for t in tasks if t.status == TaskStatus.PENDING.value and t.remaining]
     readiness.register_edges(waiting, flagged=flagged)
-    ready = [t for t in tasks if t.status == TaskStatus.SUBMITTED.value]
-    ready += readiness.recheck(settings, waiting) if starts else []
-    readiness.enqueue_tasks(settings, ready)
+    if starts:
+        readiness.enqueue_tasks(settings, [*early.held_back, *readiness.recheck(settings, waiting)])
     return SubmitTasksResponse(
         tasks=[task_info(t) for t in tasks],
         results=[result_info(r, upload_urls.get(r.result_id)) for r in new_results],
@@ -193,19 +200,71 @@ def _check_refs(
             )
 
 
+#: Items in a submission's first transaction: the first ready tasks are queued once it is written,
+#: so it is kept small (about ten tasks with their outputs) for the workers to start early.
+FIRST_WRITE_ITEMS = 20
+
+
+class _EarlySends:
+    """Queues written ready tasks in the background while the rest of the submission is written,
+    except those producing a result in ``awaited`` (kept in :attr:`held_back` for the caller); on
+    exit, waits for every send and raises the first send's error (unless the block raised)."""
+
+    _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="skyloom-submit-enqueue")
+
+    def __init__(self, settings: Settings, awaited: Collection[str]) -> None:
+        self._settings = settings
+        self._awaited = awaited
+        self._sends: list[Future[int]] = []
+        self.held_back: list[TaskModel] = []
+
+    def send(self, tasks: Sequence[TaskModel]) -> None:
+        ready: list[TaskModel] = []
+        for t in tasks:
+            if t.status != TaskStatus.SUBMITTED.value:
+                continue
+            if any(out in self._awaited for out in t.expected_outputs or ()):
+                self.held_back.append(t)
+            else:
+                ready.append(t)
+        if ready:
+            self._sends.append(self._pool.submit(readiness.enqueue_tasks, self._settings, ready))
+
+    def __enter__(self) -> _EarlySends:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        errors = [e for e in (f.exception() for f in self._sends) if e is not None]
+        if errors and exc is None:
+            raise errors[0]
+
+
 def _write(new_results: Sequence[ResultModel], existing: dict[str, ResultModel], tasks: Sequence[TaskModel],
-           request_id: str, session_id: str) -> None:
+           request_id: str, session_id: str, *,
+           on_tasks_written: Callable[[Sequence[TaskModel]], None] | None = None) -> None:
+    """Write the submission's items, in chunks: first the results no task of it produces (the data
+    its tasks read), then each task after its own outputs, so that every chunk written completes
+    whole tasks, each one's inputs and outputs included. ``on_tasks_written`` gets the tasks of each
+    chunk once it is written."""
     ops: list[Op] = []
     checks: list[tuple[str, str, str]] = []  # what each op writes, to recognise a replay
+    produced = {out for t in tasks for out in t.expected_outputs}
+    by_id = {r.result_id: r for r in new_results}
     for r in new_results:
-        ops.append(put_new(r))
-        checks.append(("result", r.result_id, ""))
+        if r.result_id not in produced:
+            ops.append(put_new(r))
+            checks.append(("result", r.result_id, ""))
+    task_at: list[tuple[int, TaskModel]] = []  # (index of the task's op, task)
     for t in tasks:
         for out in t.expected_outputs:
-            if out in existing:
+            if out in by_id:
+                ops.append(put_new(by_id[out]))
+                checks.append(("result", out, ""))
+            elif out in existing:
                 ops.append(_claim_output(out, t.task_id))
                 checks.append(("owner", out, t.task_id))
-    for t in tasks:
+        task_at.append((len(ops), t))
         ops.append(_put_task(t))
         checks.append(("task", t.task_id, ""))
 
@@ -225,7 +284,18 @@ def _write(new_results: Sequence[ResultModel], existing: dict[str, ResultModel],
             raise Conflict(f"{kind} id {key} is already taken or changed concurrently", field=field)
         return True
 
-    transact_idempotent(ops, already_done)
+    told = 0
+
+    def written(end: int) -> None:
+        nonlocal told
+        upto = told
+        while upto < len(task_at) and task_at[upto][0] < end:
+            upto += 1
+        if on_tasks_written is not None and upto > told:
+            on_tasks_written([t for _, t in task_at[told:upto]])
+        told = upto
+
+    transact_idempotent(ops, already_done, first_chunk=FIRST_WRITE_ITEMS, on_written=written)
 
 
 def _task_replayed(task_id: str, request_id: str, session_id: str) -> bool:

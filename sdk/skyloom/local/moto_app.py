@@ -71,10 +71,11 @@ from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.moto_server.werkzeug_app import create_backend_app
 from moto.sqs.models import Message, Queue, SQSBackend
 
 from skyloom.local import moto_indexes, moto_updates
+from skyloom.local.moto_dispatch import CachedDispatcher
 from skyloom.runtime import lifeline
 
 _R = TypeVar("_R")
@@ -313,6 +314,6 @@ def _serialize_dynamodb(inner: WsgiApp) -> WsgiApp:
 
 moto_updates.install()
 moto_indexes.install()
-app = _serialize_dynamodb(DomainDispatcherApplication(create_backend_app))
+app = _serialize_dynamodb(CachedDispatcher(create_backend_app))
 _install_fast_exit()
 lifeline.watch_parent_from_env(_stop_gunicorn)

@@ -8,6 +8,8 @@ directly, so ``return total.submit(*parts)`` costs no extra copy and no waiting 
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -21,12 +23,20 @@ from skyloom.client.callspec import (
     decode,
     replace_nested,
 )
-from skyloom.client.functions import TaskFunction
+from skyloom.client.functions import TaskFunction, remember_shipped
 from skyloom.client.futures import Future
 from skyloom.core.protocol import CALL_HANDLER
 from skyloom.runtime.context import TaskContext
 from skyloom.runtime.inputs import LazyInput
 from skyloom.runtime.registry import handler
+
+#: Functions shipped by value (stored as a result, a dependency of every task of that function) that
+#: this process unpickled, by result id: a result never changes, and unpickling a script's function
+#: with the module it carries costs milliseconds per task. Like a function imported by name, a cached
+#: one keeps its module's globals from one task to the next in this process (as Ray's workers do).
+FUNCTION_CACHE_SIZE = 32
+_functions: OrderedDict[str, Any] = OrderedDict()
+_functions_lock = threading.Lock()
 
 
 class ReturnValueError(TypeError):
@@ -89,7 +99,12 @@ def load_call(ctx: TaskContext) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
     if not isinstance(spec, CallSpec):
         raise CallSpecError(f"payload of task {ctx.task_id} holds a {type(spec).__name__}, not a CallSpec")
     function = spec.function
-    fn = _unpickle(raw(function.index) if isinstance(function, DependencyRef) else function, "the function")
+    if isinstance(function, DependencyRef):
+        index = function.index
+        known = 0 <= index < len(payload.dependencies)
+        fn = _shipped_function(payload.dependencies[index] if known else "", lambda: raw(index))
+    else:
+        fn = _unpickle(function, "the function")
     if isinstance(fn, TaskFunction):
         fn = fn.definition.fn
     if not callable(fn):
@@ -104,6 +119,25 @@ def load_call(ctx: TaskContext) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         return values[ref.index]
 
     return fn, replace_nested(spec.args, DependencyRef, value), replace_nested(spec.kwargs, DependencyRef, value)
+
+
+def _shipped_function(result_id: str, raw: Callable[[], bytes]) -> Any:
+    """The function stored in result ``result_id``, unpickled once per process."""
+    with _functions_lock:
+        fn = _functions.get(result_id)
+        if fn is not None:
+            _functions.move_to_end(result_id)
+            return fn
+    data = raw()
+    fn = _unpickle(data, "the function")
+    if isinstance(fn, TaskFunction):
+        remember_shipped(fn, data)
+    if result_id:
+        with _functions_lock:
+            _functions[result_id] = fn
+            while len(_functions) > FUNCTION_CACHE_SIZE:
+                _functions.popitem(last=False)
+    return fn
 
 
 def _argument(ctx: TaskContext, dependencies: list[str], index: int, raw: Callable[[int], bytes]) -> Any:
