@@ -363,6 +363,40 @@ def test_sweeper_finalizes_a_parent_whose_worker_died_after_commit(
     assert (r.status, r.owner_task_id, r.inline) == ("Completed", "child", b"42")
 
 
+def test_a_staged_join_waits_on_edges_its_parents_commit_wrote(
+    api: ApiClient, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skyloom.core.models import EdgeModel
+    from skyloom.runtime.outcome import StagedResult, StagedTask
+
+    # GIVEN a parent that stages two halves and a join waiting on both (the tree sum's inner node)
+    sid = api.session()
+    submit(api, sid, [{"id": "parent", "handler": "h", "expected_outputs": ["out"]}], [{"id": "out"}])
+    t = TaskModel.get("parent", consistent_read=True)
+    task = execution.claim(aws_stack, TaskMessage("parent", sid, t.partition, 0), "w1")
+    assert task is not None
+    outcome = TaskOutcome(
+        staged_results=[StagedResult("l"), StagedResult("r")],
+        staged_tasks=[StagedTask("left", "h", b"", [], ["l"]), StagedTask("right", "h", b"", [], ["r"]),
+                      StagedTask("join", "h", b"", ["l", "r"], ["out"])],
+    )
+    stream = StreamReader(aws_stack)
+    stream.batch()
+
+    # WHEN it commits and its worker dies before anything after the commit (no edge written then)
+    with monkeypatch.context() as m:
+        m.setattr(commits, "finalize_live", lambda *a, **k: None)
+        assert execution.commit(aws_stack, task, "w1", outcome, {})
+
+    # THEN the commit itself wrote the join's edges, so the halves completing ready it
+    assert {e.task_id for rid in ("l", "r") for e in EdgeModel.query(rid)} == {"join"}
+    assert status("join") == "Pending"
+    run_task(aws_stack, "left", {"l": b"1"})
+    run_task(aws_stack, "right", {"r": b"2"})
+    resolve(stream.batch())
+    assert status("join") == "Submitted"
+
+
 def test_a_failing_batch_falls_back_to_record_by_record(
     api: ApiClient, db: Db, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

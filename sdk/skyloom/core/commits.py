@@ -147,7 +147,8 @@ def _commit_many(settings: Settings, commits: Sequence[Commit]) -> list[bool]:
             if p.staged_tasks:
                 flagged = {r.result_id for r in p.staged_results if r.has_dependents}
                 if p.staged_live:
-                    finalize_live(settings, p.task, p.staged_tasks, flagged=flagged)
+                    finalize_live(settings, p.task, p.staged_tasks, flagged=flagged,
+                                  committed={r.result_id for r in p.staged_results})
                 else:
                     finalize(settings, p.task, p.staged_tasks, flagged=flagged)
         _release_dependents(settings, [prepared[i] for k, i in enumerate(group) if k not in refused])

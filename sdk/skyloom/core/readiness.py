@@ -176,9 +176,11 @@ def still_waiting(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     return keep
 
 
-def register_edges(tasks: Sequence[TaskModel], *, flagged: Collection[str] = ()) -> None:
-    """Record result -> dependent edges for every remaining dependency, then flag each result that
-    was not flagged when written (``flagged``) as having dependents.
+def register_edges(tasks: Sequence[TaskModel], *, flagged: Collection[str] = (),
+                   written: Collection[str] = ()) -> None:
+    """Record result -> dependent edges for every remaining dependency (but on the results of
+    ``written``, whose edges were written with them), then flag each result that was not flagged
+    when written (``flagged``) as having dependents.
 
     An edge is an immutable fact keyed by (result, task); writing it again writes the same item, so a
     plain batch write is idempotent and needs no condition. The flag lets resolve skip the edge
@@ -186,12 +188,13 @@ def register_edges(tasks: Sequence[TaskModel], *, flagged: Collection[str] = ())
     :func:`recheck`, so that a completion resolve skips (written before the flag) is one the recheck
     sees, and one written after the flag finds the edges.
     """
-    with EdgeModel.batch_write() as batch:
-        for t in tasks:
-            for rid in t.remaining or ():
+    edges = [(rid, t) for t in tasks for rid in t.remaining or () if rid not in written]
+    if edges:
+        with EdgeModel.batch_write() as batch:
+            for rid, t in edges:
                 batch.save(EdgeModel(result_id=rid, task_id=t.task_id, session_id=t.session_id))
     waiting = _waiting_on(tasks)
-    unflagged = [(rid, waiting[rid]) for rid in sorted(set(waiting) - set(flagged))]
+    unflagged = [(rid, waiting[rid]) for rid in sorted(set(waiting) - set(flagged) - set(written))]
     if len(unflagged) > 1:
         list(_pool.map(lambda item: _flag(*item), unflagged))
     elif unflagged:
@@ -214,15 +217,15 @@ def _flag(result_id: str, task_ids: set[str]) -> None:
     update_if(ResultModel(result_id), [ResultModel.has_dependents.set(True), ResultModel.dependents.remove()], exists)
 
 
-
-def recheck(settings: Settings, tasks: Sequence[TaskModel]) -> list[TaskModel]:
-    """After edges exist, release every remaining dependency that is already completed.
+def recheck(settings: Settings, tasks: Sequence[TaskModel], *, written: Collection[str] = ()) -> list[TaskModel]:
+    """After edges exist, release every remaining dependency that is already completed (but those of
+    ``written``: results written together with their edges, which cannot have ended before them).
 
     This closes the race with a dependency completing, or being aborted, while the task was being
     written: either resolve sees our edge, or we see the dependency's end here (both may: releasing
     is idempotent, and so is cancelling).
     """
-    wanted = {rid for t in tasks for rid in (t.remaining or ())}
+    wanted = {rid for t in tasks for rid in (t.remaining or ())} - set(written)
     if not wanted:
         return []
     found = {r.result_id: r for r in ResultModel.batch_get(list(wanted), consistent_read=True)}

@@ -26,7 +26,7 @@ from skyloom.core.graph import (
     uncovered_outputs,
     unknown_outputs,
 )
-from skyloom.core.models import ResultModel, TaskModel
+from skyloom.core.models import EdgeModel, ResultModel, TaskModel
 from skyloom.core.states import ResultStatus, TaskStatus
 from skyloom.core.transitions import task_in
 from skyloom.errors import InvalidRequest
@@ -228,10 +228,13 @@ def staged_in_commit(settings: Settings, results: Sequence[ResultModel], tasks: 
 
     A subtask written with the commit exists only if the attempt committed, as a staged one is
     unreachable until then: so it needs no Creating state and no activation write afterwards (one
-    write per subtask less; a tree's nodes commit twice as fast). What stays for after the commit
-    is what cannot be in it: edges, the re-check of dependencies, the messages.
+    write per subtask less; a tree's nodes commit twice as fast). The edges to results staged with
+    them are written in it too (:func:`local_edges`): such a result cannot complete before its edges
+    exist, so it needs no re-check either. What stays for after the commit is the edges to results
+    outside the staging, their re-check, and the messages.
     """
-    if not tasks or commit_items + len(results) + len(tasks) > TRANSACTION_MAX_ITEMS:
+    edges = local_edges(results, tasks)
+    if not tasks or commit_items + len(results) + len(tasks) + len(edges) > TRANSACTION_MAX_ITEMS:
         return None
     if staged_bytes(results, tasks) > STAGED_IN_COMMIT_BYTES:
         return None
@@ -242,7 +245,23 @@ def staged_in_commit(settings: Settings, results: Sequence[ResultModel], tasks: 
         else:
             readiness.queue_on_write(settings, t, now)
     items: list[ResultModel | TaskModel] = [*results, *tasks]
-    return [_put_new(item) for item in items]
+    return [_put_new(item) for item in items] + [_put_edge(edge) for edge in edges]
+
+
+def local_edges(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) -> list[EdgeModel]:
+    """The edges from results staged together with the tasks that wait on them."""
+    local = {r.result_id for r in results}
+    return [EdgeModel(result_id=rid, task_id=t.task_id, session_id=t.session_id)
+            for t in tasks for rid in sorted(t.remaining or ()) if rid in local]
+
+
+def _put_edge(edge: EdgeModel) -> Op:
+    """An edge is an immutable fact keyed by (result, task): written again, it is the same item."""
+
+    def op(tx: TransactWrite) -> None:
+        tx.save(edge)
+
+    return op
 
 
 def _put_new(item: ResultModel | TaskModel) -> Op:
@@ -293,15 +312,17 @@ def finalize(
 
 
 def finalize_live(
-    settings: Settings, parent: TaskModel, children: Sequence[TaskModel], *, flagged: Collection[str] = ()
+    settings: Settings, parent: TaskModel, children: Sequence[TaskModel], *, flagged: Collection[str] = (),
+    committed: Collection[str] = (),
 ) -> None:
-    """After a commit that wrote its children live: their edges, the re-check of what they wait on,
-    their messages; then clear the parent's pending flag. A crash before the end leaves the flag,
-    and the sweeper's :func:`finalize` does the same again (idempotent)."""
+    """After a commit that wrote its children live: the edges to results outside the staging
+    (``committed``: results whose edges the commit wrote, see :func:`staged_in_commit`), the
+    re-check of those, the messages; then clear the parent's pending flag. A crash before the end
+    leaves the flag, and the sweeper's :func:`finalize` does all of it again (idempotent)."""
     waiting = [t for t in children if t.status == TaskStatus.PENDING.value]
-    readiness.register_edges(waiting, flagged=flagged)
+    readiness.register_edges(waiting, flagged=flagged, written=committed)
     queued = [t for t in children if t.status == TaskStatus.SUBMITTED.value]
-    readiness.enqueue_tasks(settings, queued + readiness.recheck(settings, waiting))
+    readiness.enqueue_tasks(settings, queued + readiness.recheck(settings, waiting, written=committed))
     _finalized(parent)
 
 
