@@ -141,7 +141,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
 
     Every status change of a task or a result is checked against the state table; one the table
     lacks fails the test at teardown."""
-    from skyloom.core import sessions
+    from skyloom.core import results, sessions
     from skyloom_server.functions.dispatch import handler as dispatch_handler
     from skyloom_server.functions.resolve import handler as resolve_handler
     from skyloom_server.functions.submit import shared
@@ -157,6 +157,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     dispatch_handler.settings.cache_clear()
     sessions._status_cache.clear()
     sessions._partitions_cache.clear()
+    results._values_read.clear()  # ids repeat from test to test: a value is only ever one stack's
     with mock_aws():
         settings = Settings.from_env()
         provision(settings)

@@ -157,6 +157,42 @@ class TestWorkersReadValuesOnce:
             with pytest.raises(Conflict, match="not Completed"):
                 results.fetch_values(aws_stack, [pending])
 
+    def test_a_value_the_worker_committed_is_not_read_back_but_one_refused_is(
+        self, api: ApiClient, monkeypatch: pytest.MonkeyPatch, aws_stack: Settings
+    ) -> None:
+        from skyloom.core import execution
+        from skyloom.core.dispatching import TaskMessage
+        from skyloom.runtime.outcome import TaskOutcome
+
+        # GIVEN two producers; the second is taken over (its commit is refused)
+        sid = api.session()
+        for name in ("p", "q"):
+            r = api.call("POST", f"/sessions/{sid}/tasks", {
+                "results": [{"id": f"{name}-out"}], "tasks": [{"id": name, "handler": "h",
+                                                                 "expected_outputs": [f"{name}-out"]}]})
+            assert r.status == 201, r.raw_body
+        results._values_read.clear()
+        p = execution.claim(aws_stack, TaskMessage("p", sid, "default", 0), "w1")
+        q = execution.claim(aws_stack, TaskMessage("q", sid, "default", 0), "w1")
+        assert p is not None and q is not None
+        TaskModel(q.task_id).update(actions=[TaskModel.lease_owner.set("w2")])
+        # WHEN this worker commits both
+        assert execution.commit(aws_stack, p, "w1", TaskOutcome(outputs={"p-out": b"P"}), {})
+        assert not execution.commit(aws_stack, q, "w1", TaskOutcome(outputs={"q-out": b"Q"}), {})
+        reads: list[list[str]] = []
+        real = ResultModel.batch_get
+
+        def batch_get(ids: Sequence[str], **kwargs: Any) -> Any:
+            reads.append(sorted(ids))
+            return real(ids, **kwargs)
+
+        monkeypatch.setattr(ResultModel, "batch_get", batch_get)
+        # THEN its committed output comes from memory, and the refused one was never kept
+        assert results.fetch_values(aws_stack, ["p-out"]) == {"p-out": b"P"}
+        assert reads == []
+        with pytest.raises(Conflict, match="not Completed"):
+            results.fetch_values(aws_stack, ["q-out"])
+
     def test_the_cache_is_bounded_in_bytes(self) -> None:
         # GIVEN a cache of 10 bytes that keeps values of up to 6
         cache = results._ValueCache(10, 6)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
@@ -28,6 +28,7 @@ from skyloom.core.ddb import (
     transact,
 )
 from skyloom.core.models import ResultModel, TaskModel
+from skyloom.core.results import remember_values
 from skyloom.core.retries import attempt_record, fail
 from skyloom.core.staging import (
     ContractViolation,
@@ -73,6 +74,8 @@ class _Prepared:
     completed: tuple[str, ...] = ()
     #: The staged subtasks are written by the commit itself, already Pending or Submitted.
     staged_live: bool = False
+    #: The values of the outputs it completes, by result id.
+    outputs: dict[str, bytes] = field(default_factory=dict)
 
 
 #: A grouped commit stays under DynamoDB's 4 MB per TransactWriteItems, with room for the rest.
@@ -144,6 +147,7 @@ def _commit_many(settings: Settings, commits: Sequence[Commit]) -> list[bool]:
                 continue
             results[i] = True
             p = prepared[i]
+            remember_values(p.outputs)  # now Completed, as written
             if p.staged_tasks:
                 flagged = {r.result_id for r in p.staged_results if r.has_dependents}
                 if p.staged_live:
@@ -252,7 +256,8 @@ def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
     inline = sum(len(data) for rid, data in outcome.outputs.items() if rid not in keys)
     inline += staged_bytes(staged_results, staged_tasks) if staged_ops else 0
     return _Prepared(task, ops, staged_results, staged_tasks, size=inline + 4096 * len(ops),
-                     completed=tuple(outcome.outputs), staged_live=staged_ops is not None)
+                     completed=tuple(outcome.outputs), staged_live=staged_ops is not None,
+                     outputs=dict(outcome.outputs))
 
 
 def _complete_output(rid: str, task_id: str, data: bytes, key: str | None, now: float) -> Op:

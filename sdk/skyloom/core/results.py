@@ -424,6 +424,13 @@ class _ValueCache:
 _values_read = _ValueCache(VALUE_CACHE_BYTES, VALUE_CACHE_ITEM_MAX_BYTES)
 
 
+def remember_values(values: dict[str, bytes]) -> None:
+    """Keep values this process has just committed as Completed (a worker's outputs): a task of the
+    same process that reads them next (a tree's join, run where one of its halves ran) reads nothing.
+    Only for values whose Completed write has succeeded: the cache never holds anything else."""
+    _values_read.put_many(values)
+
+
 def fetch_values(settings: Settings, ids: Sequence[str]) -> dict[str, bytes]:
     """Values of completed results by id, for a worker about to run a task (inline or from S3).
 
