@@ -122,6 +122,19 @@ class TestSubmissionQueuesAsItWrites:
         assert db.counts() == items
 
 
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The ids of each BatchGetItem of results from now on."""
+    reads: list[list[str]] = []
+    real = ResultModel.batch_get
+
+    def batch_get(ids: Sequence[str], **kwargs: Any) -> Any:
+        reads.append(sorted(ids))
+        return real(ids, **kwargs)
+
+    monkeypatch.setattr(ResultModel, "batch_get", batch_get)
+    return reads
+
+
 class TestWorkersReadValuesOnce:
     def test_a_completed_value_is_read_once_per_process(
         self, api: ApiClient, monkeypatch: pytest.MonkeyPatch, aws_stack: Settings
@@ -130,14 +143,7 @@ class TestWorkersReadValuesOnce:
         sid = api.session()
         a, b = api.results(sid, [{"id": "fa", "data": b64(b"A" * 100)}, {"id": "fb", "data": b64(b"B")}])
         results._values_read.clear()
-        reads: list[list[str]] = []
-        real = ResultModel.batch_get
-
-        def batch_get(ids: Sequence[str], **kwargs: Any) -> Any:
-            reads.append(sorted(ids))
-            return real(ids, **kwargs)
-
-        monkeypatch.setattr(ResultModel, "batch_get", batch_get)
+        reads = _count_reads(monkeypatch)
         # WHEN a worker fetches them for one task, then for the next, and one with them
         assert results.fetch_values(aws_stack, [a]) == {a: b"A" * 100}
         assert results.fetch_values(aws_stack, [a, b]) == {a: b"A" * 100, b: b"B"}
@@ -179,14 +185,7 @@ class TestWorkersReadValuesOnce:
         # WHEN this worker commits both
         assert execution.commit(aws_stack, p, "w1", TaskOutcome(outputs={"p-out": b"P"}), {})
         assert not execution.commit(aws_stack, q, "w1", TaskOutcome(outputs={"q-out": b"Q"}), {})
-        reads: list[list[str]] = []
-        real = ResultModel.batch_get
-
-        def batch_get(ids: Sequence[str], **kwargs: Any) -> Any:
-            reads.append(sorted(ids))
-            return real(ids, **kwargs)
-
-        monkeypatch.setattr(ResultModel, "batch_get", batch_get)
+        reads = _count_reads(monkeypatch)
         # THEN its committed output comes from memory, and the refused one was never kept
         assert results.fetch_values(aws_stack, ["p-out"]) == {"p-out": b"P"}
         assert reads == []

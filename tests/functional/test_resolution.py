@@ -7,6 +7,7 @@ calls it, and resolve is fed real stream records read through the DynamoDB Strea
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -118,27 +119,32 @@ def test_replaying_a_stream_batch_enqueues_nothing_twice(api: ApiClient, db: Db,
     assert status("d") == "Submitted"
 
 
-def test_dependency_completing_while_the_task_is_written_still_readies_it(
-    api: ApiClient, db: Db, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # GIVEN a producer p of result r, and a stream reader
+def _submit_dependent_while(api: ApiClient, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch,
+                            producer_ends: Callable[[str], None]) -> None:
+    """Submit t (waiting on r, made by p) while ``producer_ends(session id)`` ends p and resolve runs,
+    in the window after t was validated and written but before its edge exists: resolve finds no
+    dependent, and only the re-check after the edge can see r's end."""
     sid = api.session()
     submit(api, sid, [{"id": "p", "handler": "h", "expected_outputs": ["r"]}], [{"id": "r"}])
     stream = StreamReader(aws_stack)
     stream.batch()
     real_register = readiness.register_edges
 
-    # WHEN r completes, and resolve runs, in the window after the dependent task was validated and
-    # written but before its edge exists (so resolve finds no dependent)
-    def complete_first(tasks: Any, **kwargs: Any) -> None:
-        run_task(aws_stack, "p", {"r": b"done"})
+    def end_first(tasks: Any, **kwargs: Any) -> None:
+        producer_ends(sid)
         resolve(stream.batch())
         real_register(tasks, **kwargs)
 
-    monkeypatch.setattr(readiness, "register_edges", complete_first)
+    monkeypatch.setattr(readiness, "register_edges", end_first)
     submit(api, sid, [{"id": "t", "handler": "h", "data_dependencies": ["r"], "expected_outputs": ["out"]}],
            [{"id": "out"}])
 
+
+def test_dependency_completing_while_the_task_is_written_still_readies_it(
+    api: ApiClient, db: Db, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a producer p of r; WHEN r completes while t, waiting on it, is written
+    _submit_dependent_while(api, aws_stack, monkeypatch, lambda sid: run_task(aws_stack, "p", {"r": b"done"}))
     # THEN the re-check after registering the edge readies it, exactly once
     assert status("t") == "Submitted"
     assert db.queued_messages() == 2  # p's message (never deleted here) and t's
@@ -147,27 +153,14 @@ def test_dependency_completing_while_the_task_is_written_still_readies_it(
 def test_a_dependency_aborted_while_the_task_is_written_cancels_it(
     api: ApiClient, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN a producer p of result r, and a stream reader
-    sid = api.session()
-    submit(api, sid, [{"id": "p", "handler": "h", "expected_outputs": ["r"]}], [{"id": "r"}])
-    stream = StreamReader(aws_stack)
-    stream.batch()
-    real_register = readiness.register_edges
-
-    # WHEN p fails for good (r aborted) and resolve runs, in the window after the dependent task was
-    # validated and written but before its edge exists (so resolve finds no dependent to cancel)
-    def abort_first(tasks: Any, **kwargs: Any) -> None:
+    # GIVEN a producer p of r; WHEN p fails for good (r aborted) while t, waiting on r, is written
+    def fail_p(sid: str) -> None:
         task = execution.claim(aws_stack, TaskMessage("p", sid, "default", 0), "w1")
         assert task is not None
         error = RemoteError(type="ValueError", message="boom", traceback="", retryable=False)
         assert execution.fail(aws_stack, task, "w1", error) == "Error"
-        resolve(stream.batch())
-        real_register(tasks, **kwargs)
 
-    monkeypatch.setattr(readiness, "register_edges", abort_first)
-    submit(api, sid, [{"id": "t", "handler": "h", "data_dependencies": ["r"], "expected_outputs": ["out"]}],
-           [{"id": "out"}])
-
+    _submit_dependent_while(api, aws_stack, monkeypatch, fail_p)
     # THEN the re-check after registering the edge cancels it with p's error, and aborts its output
     t = TaskModel.get("t", consistent_read=True)
     assert t.status == "Cancelled"
@@ -326,6 +319,16 @@ def test_sweeper_resends_a_lost_message_once(
     assert sweep(aws_stack)["redispatched"] == 0  # a fixed interval would have re-sent it here
 
 
+def _claimed_parent(api: ApiClient, aws_stack: Settings) -> TaskModel:
+    """A task "parent" owing result "out", claimed by worker w1."""
+    sid = api.session()
+    submit(api, sid, [{"id": "parent", "handler": "h", "expected_outputs": ["out"]}], [{"id": "out"}])
+    t = TaskModel.get("parent", consistent_read=True)
+    task = execution.claim(aws_stack, TaskMessage("parent", sid, t.partition, 0), "w1")
+    assert task is not None
+    return task
+
+
 @pytest.mark.parametrize("in_commit", [True, False], ids=["children-in-commit", "children-staged-before"])
 def test_sweeper_finalizes_a_parent_whose_worker_died_after_commit(
     api: ApiClient, aws_stack: Settings, monkeypatch: pytest.MonkeyPatch, in_commit: bool
@@ -333,11 +336,7 @@ def test_sweeper_finalizes_a_parent_whose_worker_died_after_commit(
     from skyloom.runtime.outcome import StagedTask
     from skyloom_server.functions.dispatch.sweeper import sweep
 
-    sid = api.session()
-    submit(api, sid, [{"id": "parent", "handler": "h", "expected_outputs": ["out"]}], [{"id": "out"}])
-    t = TaskModel.get("parent", consistent_read=True)
-    task = execution.claim(aws_stack, TaskMessage("parent", sid, t.partition, 0), "w1")
-    assert task is not None
+    task = _claimed_parent(api, aws_stack)
     # the worker commits, delegating its output to a child, then dies before queueing it: a child
     # small enough rides in the commit itself (written live), a larger staging is written before it
     outcome = TaskOutcome(staged_tasks=[StagedTask("child", "h", b"", [], ["out"])])
@@ -370,11 +369,7 @@ def test_a_staged_join_waits_on_edges_its_parents_commit_wrote(
     from skyloom.runtime.outcome import StagedResult, StagedTask
 
     # GIVEN a parent that stages two halves and a join waiting on both (the tree sum's inner node)
-    sid = api.session()
-    submit(api, sid, [{"id": "parent", "handler": "h", "expected_outputs": ["out"]}], [{"id": "out"}])
-    t = TaskModel.get("parent", consistent_read=True)
-    task = execution.claim(aws_stack, TaskMessage("parent", sid, t.partition, 0), "w1")
-    assert task is not None
+    task = _claimed_parent(api, aws_stack)
     outcome = TaskOutcome(
         staged_results=[StagedResult("l"), StagedResult("r")],
         staged_tasks=[StagedTask("left", "h", b"", [], ["l"]), StagedTask("right", "h", b"", [], ["r"]),
