@@ -145,9 +145,9 @@ class TestWorkersReadValuesOnce:
         results._values_read.clear()
         reads = _count_reads(monkeypatch)
         # WHEN a worker fetches them for one task, then for the next, and one with them
-        assert results.fetch_values(aws_stack, [a]) == {a: b"A" * 100}
-        assert results.fetch_values(aws_stack, [a, b]) == {a: b"A" * 100, b: b"B"}
-        assert results.fetch_values(aws_stack, [b, a]) == {b: b"B", a: b"A" * 100}
+        assert results.fetch_values(aws_stack, [a], session_id=sid) == {a: b"A" * 100}
+        assert results.fetch_values(aws_stack, [a, b], session_id=sid) == {a: b"A" * 100, b: b"B"}
+        assert results.fetch_values(aws_stack, [b, a], session_id=sid) == {b: b"B", a: b"A" * 100}
         # THEN each value was read from the table once
         assert reads == [[a], [b]]
 
@@ -161,7 +161,23 @@ class TestWorkersReadValuesOnce:
         # WHEN a worker asks for it, THEN it is refused, every time (nothing stale is kept)
         for _ in range(2):
             with pytest.raises(Conflict, match="not Completed"):
-                results.fetch_values(aws_stack, [pending])
+                results.fetch_values(aws_stack, [pending], session_id=sid)
+
+    def test_a_result_id_taken_again_after_its_session_was_deleted_is_read_afresh(
+        self, api: ApiClient, aws_stack: Settings
+    ) -> None:
+        # GIVEN a value a worker process read in session 1, which is then closed and deleted
+        first = api.session()
+        api.results(first, [{"id": "named", "data": b64(b"old")}])
+        assert results.fetch_values(aws_stack, ["named"], session_id=first) == {"named": b"old"}
+        for method, path in (("POST", f"/sessions/{first}/close"), ("DELETE", f"/sessions/{first}")):
+            r = api.call(method, path)
+            assert r.status == 200, r.raw_body
+        # WHEN a new session creates a result under the same id, with another value
+        second = api.session()
+        api.results(second, [{"id": "named", "data": b64(b"new")}])
+        # THEN the same process reads the new value
+        assert results.fetch_values(aws_stack, ["named"], session_id=second) == {"named": b"new"}
 
     def test_a_value_the_worker_committed_is_not_read_back_but_one_refused_is(
         self, api: ApiClient, monkeypatch: pytest.MonkeyPatch, aws_stack: Settings
@@ -187,10 +203,10 @@ class TestWorkersReadValuesOnce:
         assert not execution.commit(aws_stack, q, "w1", TaskOutcome(outputs={"q-out": b"Q"}), {})
         reads = _count_reads(monkeypatch)
         # THEN its committed output comes from memory, and the refused one was never kept
-        assert results.fetch_values(aws_stack, ["p-out"]) == {"p-out": b"P"}
+        assert results.fetch_values(aws_stack, ["p-out"], session_id=sid) == {"p-out": b"P"}
         assert reads == []
         with pytest.raises(Conflict, match="not Completed"):
-            results.fetch_values(aws_stack, ["q-out"])
+            results.fetch_values(aws_stack, ["q-out"], session_id=sid)
 
     def test_the_cache_is_bounded_in_bytes(self) -> None:
         # GIVEN a cache of 10 bytes that keeps values of up to 6

@@ -32,9 +32,14 @@ def twice(x: int) -> int:
     return 2 * x + 0 * len(_PADDING)
 
 
-def _context(function_id: str, function: bytes, *args: Any, task_id: str = "t1") -> TaskContext:
+@skyloom.task
+def less_one(x: int) -> int:
+    return x - 1 + 0 * len(_PADDING)
+
+
+def _context(function_id: str, function: bytes, *args: Any, task_id: str = "t1", session_id: str = "s1") -> TaskContext:
     body = cloudpickle.dumps(CallSpec(DependencyRef(0), args, {}))
-    return TaskContext(TaskInput(task_id=task_id, session_id="s1", handler=CALL_HANDLER,
+    return TaskContext(TaskInput(task_id=task_id, session_id=session_id, handler=CALL_HANDLER,
                                  payload=encode(body, [function_id]), dependencies={function_id: function},
                                  expected_outputs=["out"], options={}))
 
@@ -72,12 +77,25 @@ def test_another_stored_function_is_unpickled_on_its_own(shipped: bytes, monkeyp
     assert fn1 is not fn2
 
 
+def test_a_result_id_taken_again_by_another_session_is_its_own_function(
+    shipped: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a process that ran a task of session s1 whose function came in result f1
+    monkeypatch.setattr(pycall, "_functions", type(pycall._functions)())
+    fn1, _, _ = pycall.load_call(_context("f1", shipped, 1))
+    # WHEN s1 is deleted and a new session stores another function under the same id
+    other = _Shipped.of(less_one).function
+    fn2, args, _ = pycall.load_call(_context("f1", other, 10, session_id="s2"))
+    # THEN the new session's task runs its own function
+    assert fn1 is not fn2 and fn2(*args) == 9
+
+
 def test_the_cache_keeps_a_bounded_number_of_functions(shipped: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pycall, "_functions", type(pycall._functions)())
     for i in range(pycall.FUNCTION_CACHE_SIZE + 5):
         pycall.load_call(_context(f"f{i}", shipped, 1))
     assert len(pycall._functions) == pycall.FUNCTION_CACHE_SIZE
-    assert "f0" not in pycall._functions and f"f{pycall.FUNCTION_CACHE_SIZE + 4}" in pycall._functions
+    assert "s1/f0" not in pycall._functions and f"s1/f{pycall.FUNCTION_CACHE_SIZE + 4}" in pycall._functions
 
 
 def test_a_task_resubmitting_its_function_reuses_the_stored_one(
@@ -88,7 +106,7 @@ def test_a_task_resubmitting_its_function_reuses_the_stored_one(
     ctx = _context("f1", shipped, 5)
     pycall.load_call(ctx)
     # WHEN the task pickles that function again for a subtask (fn.submit inside the task)
-    again = _Shipped.of(pycall._functions["f1"]).function
+    again = _Shipped.of(pycall._functions["s1/f1"]).function
     # THEN it ships the bytes it received, and the context stores no copy: the input is reused
     assert again == shipped
     assert ctx.blob_ref(again) == "f1"

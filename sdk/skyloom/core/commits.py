@@ -147,7 +147,7 @@ def _commit_many(settings: Settings, commits: Sequence[Commit]) -> list[bool]:
                 continue
             results[i] = True
             p = prepared[i]
-            remember_values(p.outputs)  # now Completed, as written
+            remember_values(p.task.session_id, p.outputs)  # now Completed, as written
             if p.staged_tasks:
                 flagged = {r.result_id for r in p.staged_results if r.has_dependents}
                 if p.staged_live:

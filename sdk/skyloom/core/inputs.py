@@ -22,7 +22,7 @@ def load_inputs(settings: Settings, task: TaskModel) -> TaskInput:
     if lazy or aborted:
         deps = [d for d in deps if d not in lazy and d not in aborted]
     wanted = deps + ([task.payload_result] if task.payload_result else [])
-    values = fetch_values(settings, wanted)
+    values = fetch_values(settings, wanted, session_id=task.session_id)
     payload = task.payload if task.payload is not None else values.get(task.payload_result or "", b"")
     return TaskInput(
         task_id=task.task_id,

@@ -424,20 +424,28 @@ class _ValueCache:
 _values_read = _ValueCache(VALUE_CACHE_BYTES, VALUE_CACHE_ITEM_MAX_BYTES)
 
 
-def remember_values(values: dict[str, bytes]) -> None:
+def _cache_key(session_id: str, result_id: str) -> str:
+    """Values are kept by session and id: a deleted session's result ids may be taken again by a new
+    session, with other values, while a worker process lives on."""
+    return f"{session_id}/{result_id}"
+
+
+def remember_values(session_id: str, values: dict[str, bytes]) -> None:
     """Keep values this process has just committed as Completed (a worker's outputs): a task of the
     same process that reads them next (a tree's join, run where one of its halves ran) reads nothing.
     Only for values whose Completed write has succeeded: the cache never holds anything else."""
-    _values_read.put_many(values)
+    _values_read.put_many({_cache_key(session_id, rid): v for rid, v in values.items()})
 
 
-def fetch_values(settings: Settings, ids: Sequence[str]) -> dict[str, bytes]:
-    """Values of completed results by id, for a worker about to run a task (inline or from S3).
+def fetch_values(settings: Settings, ids: Sequence[str], *, session_id: str) -> dict[str, bytes]:
+    """Values of completed results of session ``session_id`` by id, for a worker about to run a task
+    (inline or from S3).
 
     Values this process read before come from memory (see :data:`VALUE_CACHE_BYTES`)."""
     if not ids:
         return {}
-    values = _values_read.get_many(ids)
+    cached = _values_read.get_many(_cache_key(session_id, rid) for rid in ids)
+    values = {rid: cached[key] for rid in ids if (key := _cache_key(session_id, rid)) in cached}
     wanted = [rid for rid in dict.fromkeys(ids) if rid not in values]
     if not wanted:
         return values
@@ -456,7 +464,7 @@ def fetch_values(settings: Settings, ids: Sequence[str]) -> dict[str, bytes]:
         else:
             read[rid] = b""
     read.update(blobs.get_many(settings, keys))
-    _values_read.put_many(read)
+    _values_read.put_many({_cache_key(session_id, rid): v for rid, v in read.items()})
     values.update(read)
     return values
 

@@ -167,7 +167,7 @@ class TaskContext:
             from skyloom.runtime import store
 
             start = time.monotonic()
-            data = fetch_values(store.settings(), [result_id])[result_id]
+            data = fetch_values(store.settings(), [result_id], session_id=self.session_id)[result_id]
             self._lazy_seconds += time.monotonic() - start
             self._lazy_fetches += 1
             self._lazy_bytes += len(data)

@@ -102,7 +102,9 @@ def load_call(ctx: TaskContext) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
     if isinstance(function, DependencyRef):
         index = function.index
         known = 0 <= index < len(payload.dependencies)
-        fn = _shipped_function(payload.dependencies[index] if known else "", lambda: raw(index))
+        # By session and id: a deleted session's result ids may be taken again by a new session.
+        key = f"{ctx.session_id}/{payload.dependencies[index]}" if known else ""
+        fn = _shipped_function(key, lambda: raw(index))
     else:
         fn = _unpickle(function, "the function")
     if isinstance(fn, TaskFunction):
@@ -121,20 +123,21 @@ def load_call(ctx: TaskContext) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
     return fn, replace_nested(spec.args, DependencyRef, value), replace_nested(spec.kwargs, DependencyRef, value)
 
 
-def _shipped_function(result_id: str, raw: Callable[[], bytes]) -> Any:
-    """The function stored in result ``result_id``, unpickled once per process."""
+def _shipped_function(key: str, raw: Callable[[], bytes]) -> Any:
+    """The function stored in the result ``key`` names (``<session>/<result id>``; "" keeps
+    nothing), unpickled once per process."""
     with _functions_lock:
-        fn = _functions.get(result_id)
+        fn = _functions.get(key)
         if fn is not None:
-            _functions.move_to_end(result_id)
+            _functions.move_to_end(key)
             return fn
     data = raw()
     fn = _unpickle(data, "the function")
     if isinstance(fn, TaskFunction):
         remember_shipped(fn, data)
-    if result_id:
+    if key:
         with _functions_lock:
-            _functions[result_id] = fn
+            _functions[key] = fn
             while len(_functions) > FUNCTION_CACHE_SIZE:
                 _functions.popitem(last=False)
     return fn
