@@ -70,11 +70,10 @@ class _Prepared:
     staged_tasks: list[TaskModel]
     #: Bytes it puts in the transaction (inline values): DynamoDB takes at most 4 MB per call.
     size: int
-    #: The outputs the commit completes (the ones it delegates are the subtasks' to complete).
-    completed: tuple[str, ...] = ()
     #: The staged subtasks are written by the commit itself, already Pending or Submitted.
     staged_live: bool = False
-    #: The values of the outputs it completes, by result id.
+    #: The outputs the commit completes, with their values (the ones it delegates are the
+    #: subtasks' to complete).
     outputs: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -164,7 +163,7 @@ def _release_dependents(settings: Settings, committed: Sequence[_Prepared]) -> N
     """Release and queue the dependents the committed tasks' items name (a dependency hop with no
     stream poll in between). Best effort: the results stream releases every dependent anyway, so a
     failure here (or a crash before it) only costs that hop its speed."""
-    pairs = [pair for p in committed for pair in readiness.released_by(p.task, p.completed)]
+    pairs = [pair for p in committed for pair in readiness.released_by(p.task, p.outputs)]
     if not pairs:
         return
     try:
@@ -256,8 +255,7 @@ def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
     inline = sum(len(data) for rid, data in outcome.outputs.items() if rid not in keys)
     inline += staged_bytes(staged_results, staged_tasks) if staged_ops else 0
     return _Prepared(task, ops, staged_results, staged_tasks, size=inline + 4096 * len(ops),
-                     completed=tuple(outcome.outputs), staged_live=staged_ops is not None,
-                     outputs=dict(outcome.outputs))
+                     staged_live=staged_ops is not None, outputs=dict(outcome.outputs))
 
 
 def _complete_output(rid: str, task_id: str, data: bytes, key: str | None, now: float) -> Op:

@@ -444,8 +444,9 @@ def fetch_values(settings: Settings, ids: Sequence[str], *, session_id: str) -> 
     Values this process read before come from memory (see :data:`VALUE_CACHE_BYTES`)."""
     if not ids:
         return {}
-    cached = _values_read.get_many(_cache_key(session_id, rid) for rid in ids)
-    values = {rid: cached[key] for rid in ids if (key := _cache_key(session_id, rid)) in cached}
+    cache_keys = {rid: _cache_key(session_id, rid) for rid in ids}
+    cached = _values_read.get_many(cache_keys.values())
+    values = {rid: cached[key] for rid, key in cache_keys.items() if key in cached}
     wanted = [rid for rid in dict.fromkeys(ids) if rid not in values]
     if not wanted:
         return values
@@ -464,7 +465,7 @@ def fetch_values(settings: Settings, ids: Sequence[str], *, session_id: str) -> 
         else:
             read[rid] = b""
     read.update(blobs.get_many(settings, keys))
-    _values_read.put_many({_cache_key(session_id, rid): v for rid, v in read.items()})
+    _values_read.put_many({cache_keys[rid]: v for rid, v in read.items()})
     values.update(read)
     return values
 

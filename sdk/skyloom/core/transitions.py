@@ -12,11 +12,12 @@ conditions, so that every status condition of the code base is built in this mod
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from pynamodb.attributes import Attribute
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
@@ -47,49 +48,68 @@ class Move:
 #: Where a move may come from: one state, several, or (None) every state the table allows.
 Sources = StrEnum | Iterable[StrEnum] | None
 
+#: Each kind of item: its model and the table's sources of a target state.
+_TABLES: dict[str, tuple[type[TaskModel] | type[ResultModel] | type[SessionModel], Callable[[Any], frozenset[Any]]]] = {
+    "task": (TaskModel, task_sources),
+    "result": (ResultModel, result_sources),
+    "session": (SessionModel, session_sources),
+}
 
-def _move(attribute: Attribute[str], kind: str, allowed: frozenset[StrEnum], source: Sources,
-          target: StrEnum) -> Move:
-    chosen = allowed if source is None else frozenset([source] if isinstance(source, StrEnum) else source)
+
+def _chosen(source: Sources) -> frozenset[StrEnum] | None:
+    if source is None:
+        return None
+    return frozenset([source] if isinstance(source, StrEnum) else source)
+
+
+@functools.cache
+def _move(kind: str, source: frozenset[StrEnum] | None, target: StrEnum) -> Move:
+    """Built once per edge and shared: pynamodb's actions and conditions are immutable expression
+    trees (``&`` makes a new one), and every write of a commit or a queueing asks for one."""
+    model, sources_of = _TABLES[kind]
+    allowed = frozenset(sources_of(target))
+    chosen = allowed if source is None else source
     illegal = sorted(s.value for s in chosen - allowed)
     if illegal or not chosen:
         raise IllegalTransition(f"the {kind} state table has no edge {illegal or '(none)'} -> {target.value}")
-    return Move(attribute.set(target.value), _is(attribute, chosen))
+    return Move(model.status.set(target.value), _in(kind, chosen))
 
 
-def _is(attribute: Attribute[str], states: frozenset[StrEnum]) -> Condition:
+@functools.cache
+def _in(kind: str, states: frozenset[StrEnum]) -> Condition:
+    status = _TABLES[kind][0].status
     if len(states) == 1:
         (only,) = states
-        one: Condition = attribute == only.value
+        one: Condition = status == only.value
         return one
-    return attribute.is_in(*sorted(s.value for s in states))
+    return status.is_in(*sorted(s.value for s in states))
 
 
 def task_move(source: TaskStatus | Iterable[TaskStatus] | None, target: TaskStatus) -> Move:
     """A task from ``source`` (None: any state the table lets reach ``target``) to ``target``."""
-    return _move(TaskModel.status, "task", frozenset(task_sources(target)), source, target)
+    return _move("task", _chosen(source), target)
 
 
 def result_move(source: ResultStatus | Iterable[ResultStatus] | None, target: ResultStatus) -> Move:
     """A result from ``source`` (None: any state the table lets reach ``target``) to ``target``."""
-    return _move(ResultModel.status, "result", frozenset(result_sources(target)), source, target)
+    return _move("result", _chosen(source), target)
 
 
 def session_move(source: SessionStatus | Iterable[SessionStatus] | None, target: SessionStatus) -> Move:
     """A session from ``source`` (None: any state the table lets reach ``target``) to ``target``."""
-    return _move(SessionModel.status, "session", frozenset(session_sources(target)), source, target)
+    return _move("session", _chosen(source), target)
 
 
 def task_in(*states: TaskStatus) -> Condition:
     """The task is in one of ``states``, for a write that does not change its status."""
-    return _is(TaskModel.status, frozenset(states))
+    return _in("task", frozenset(states))
 
 
 def result_in(*states: ResultStatus) -> Condition:
     """The result is in one of ``states``, for a write that does not change its status."""
-    return _is(ResultModel.status, frozenset(states))
+    return _in("result", frozenset(states))
 
 
 def session_in(*states: SessionStatus) -> Condition:
     """The session is in one of ``states``, for a write (or a check) that does not change it."""
-    return _is(SessionModel.status, frozenset(states))
+    return _in("session", frozenset(states))

@@ -31,8 +31,8 @@ from skyloom.runtime.inputs import LazyInput
 from skyloom.runtime.registry import handler
 
 #: Functions shipped by value (stored as a result, a dependency of every task of that function) that
-#: this process unpickled, by result id: a result never changes, and unpickling a script's function
-#: with the module it carries costs milliseconds per task. Like a function imported by name, a cached
+#: this process unpickled, by session and result id: a result never changes, and unpickling a
+#: script's function with the module it carries costs milliseconds per task. Like a function imported by name, a cached
 #: one keeps its module's globals from one task to the next in this process (as Ray's workers do).
 FUNCTION_CACHE_SIZE = 32
 _functions: OrderedDict[str, Any] = OrderedDict()
