@@ -87,6 +87,62 @@ def test_sqs_sends_and_receives_do_not_walk_the_queue_for_its_counts() -> None:
     assert result == {"sends": 0, "receives": 1, "received": 10, "in_flight": 10}
 
 
+def test_sqs_requests_change_a_queue_one_at_a_time() -> None:
+    # GIVEN a deep backlog, two threads receiving and deleting and one sending, switching threads
+    # as often as the interpreter can (moto's delete rebuilt the list unlocked: a send or another
+    # delete landing meanwhile was undone, seen as a lost task message or a finished one back)
+    result = _run("""
+        import sys
+        from moto.sqs.models import sqs_backends
+        sys.setswitchinterval(1e-5)
+        with mock_aws():
+            boto3.client("sqs").create_queue(QueueName="q")
+            backend = sqs_backends[ACCOUNT][REGION]
+            for i in range(2000):
+                backend.send_message("q", f"old-{i}")
+            deleted = []
+            def deleter():
+                for _ in range(60):
+                    for m in backend.receive_message("q", 10, 0, 600):
+                        backend.delete_message("q", m.receipt_handle)
+                        deleted.append(m.id)
+            def sender():
+                for i in range(1000):
+                    backend.send_message("q", f"new-{i}")
+            threads = [threading.Thread(target=deleter) for _ in range(2)] + [threading.Thread(target=sender)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            queue = backend.get_queue("q")
+            # AND a request that must wait while another holds the queue
+            order = []
+            handle = backend.receive_message("q", 1, 0, 600)[0].receipt_handle
+            with queue._messages_lock:
+                t = threading.Thread(target=lambda: (backend.delete_message("q", handle), order.append("delete")))
+                t.start()
+                time.sleep(0.2)
+                order.append("holder done")
+            t.join()
+            # AND a long poll of an empty queue, which must let a send in while it waits
+            other = boto3.client("sqs").create_queue(QueueName="empty")["QueueUrl"]
+            got = []
+            poll = threading.Thread(target=lambda: got.extend(backend.receive_message("empty", 1, 5, 30)))
+            poll.start()
+            time.sleep(0.3)
+            started = time.monotonic()
+            backend.send_message("empty", "wake")
+            poll.join()
+            print(json.dumps({"sent": 3000, "deleted": len(deleted), "distinct": len(set(deleted)),
+                              "left": len(queue._messages), "order": order, "woken": [m.body for m in got],
+                              "send_waited": time.monotonic() - started > 1}))
+    """)
+    # THEN every message sent is either deleted once or still there, each request waited for the
+    # one holding the queue, and a long poll did not hold it while waiting
+    assert result == {"sent": 3000, "deleted": 1200, "distinct": 1200, "left": 1799,
+                      "order": ["holder done", "delete"], "woken": ["wake"], "send_waited": False}
+
+
 def test_dynamodb_requests_are_served_one_at_a_time() -> None:
     # GIVEN the emulator's WSGI wrapper around an app that notes how many requests it serves at once
     result = _run("""

@@ -5,7 +5,7 @@ state in that process's memory, which is why :mod:`skyloom.local.emulator` never
 worker.
 
 Every change this process makes to moto is listed here; EMULATORS.md (at the repository root) lists
-the same nine with the test that pins each. They are about running for hours, under load, the way
+every one with the test that pins it. They are about running for hours, under load, the way
 AWS behaves:
 
 * moto stores every DynamoDB Streams shard iterator it ever hands out, and a stream consumer asks for
@@ -26,12 +26,11 @@ AWS behaves:
   writes nothing and emits no stream record, and iterators are unaffected). Transactions here save
   only the items they name and the stream's length, and put those back when cancelled
   (:func:`_transact_write_items_undoably`).
-* moto's SQS reads single queue attributes (the retention period for each message it delivers,
-  content-based deduplication for each message sent) by computing *all* of them, approximate message
-  counts included, which walks every message: a receive or a send cost the queue's depth per
-  message, and a deep queue (a 10,000-task submission) starved the whole emulator. Sends and
-  receives run with the counts off (:func:`_without_counts`); listing the visible messages reads
-  the clock once (:func:`_visible_now`).
+* moto's SQS queues are plain lists that concurrent requests change without a lock (a send or a
+  delete could be undone by another delete under a deep backlog), and it walks the whole queue to
+  find one message by its receipt handle or to read one queue attribute:
+  :mod:`skyloom.local.moto_queues` serves each queue's requests one at a time and finds messages by
+  handle.
 * moto evaluates every UpdateExpression through a deep syntax tree walked once per rule;
   :mod:`skyloom.local.moto_updates` applies the plain ones (``SET #a = :v``, ``REMOVE #a``) itself.
 * moto's Query walks every item of the table; :mod:`skyloom.local.moto_indexes` hands it only the
@@ -59,12 +58,12 @@ import signal
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import moto.dynamodb.models as dynamodb_models
 from moto.core.responses import ActionResult
 from moto.core.serialize import TimestampSerializer
-from moto.core.utils import get_service_model, unix_time_millis
+from moto.core.utils import get_service_model
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
@@ -72,13 +71,11 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.moto_server.werkzeug_app import create_backend_app
-from moto.sqs.models import Message, Queue, SQSBackend
 
-from skyloom.local import moto_indexes, moto_updates
+from skyloom.local import moto_indexes, moto_queues, moto_updates
 from skyloom.local.moto_dispatch import CachedDispatcher
 from skyloom.runtime import lifeline
 
-_R = TypeVar("_R")
 #: Shard iterators kept per streams backend; far more than one consumer can have in flight.
 MAX_SHARD_ITERATORS = 2048
 
@@ -161,48 +158,6 @@ def _transact_write_items_undoably(self: DynamoDBBackend, transact_items: list[d
 
 
 DynamoDBBackend.transact_write_items = _transact_write_items_undoably  # type: ignore[method-assign]
-
-
-def _visible_now(self: Queue) -> list[Message]:
-    """The visible, not delayed messages, reading the clock once rather than twice per message."""
-    now = unix_time_millis()
-    return [m for m in self._messages if m.visible_at < now and m.delayed_until <= now]
-
-
-Queue.messages = property(_visible_now)  # type: ignore[assignment,method-assign]
-_counts_off = threading.local()
-_COUNTS = ("approximate_number_of_messages", "approximate_number_of_messages_delayed",
-           "approximate_number_of_messages_not_visible")
-
-
-def _count_unless_off(count: property) -> property:
-    def get(self: Queue) -> int:
-        return 0 if getattr(_counts_off, "active", False) else int(count.fget(self))  # type: ignore[misc]
-
-    return property(get)
-
-
-for _name in _COUNTS:
-    setattr(Queue, _name, _count_unless_off(getattr(Queue, _name)))
-
-
-def _without_counts(call: Callable[..., _R]) -> Callable[..., _R]:
-    """``call`` with the queue's message counts reading 0: moto reads single queue attributes
-    (retention period per message received, content-based deduplication per message sent) through
-    the property that computes them all, counts included, each a walk of the queue."""
-
-    def wrapped(self: SQSBackend, *args: Any, **kwargs: Any) -> _R:
-        _counts_off.active = True
-        try:
-            return call(self, *args, **kwargs)
-        finally:
-            _counts_off.active = False
-
-    return wrapped
-
-
-SQSBackend.send_message = _without_counts(SQSBackend.send_message)  # type: ignore[method-assign]
-SQSBackend.receive_message = _without_counts(SQSBackend.receive_message)  # type: ignore[method-assign]
 
 
 #: Operations whose answers are plain wire-shaped data; the others (table descriptions, errors) keep
@@ -314,6 +269,7 @@ def _serialize_dynamodb(inner: WsgiApp) -> WsgiApp:
 
 moto_updates.install()
 moto_indexes.install()
+moto_queues.install()
 app = _serialize_dynamodb(CachedDispatcher(create_backend_app))
 _install_fast_exit()
 lifeline.watch_parent_from_env(_stop_gunicorn)
