@@ -36,6 +36,7 @@ from skyloom.core import models
 from skyloom.core.config import Settings
 from skyloom.core.resources import RESULTS, TABLES, TASKS, queue_specs
 from skyloom.core.states import ResultStatus, TaskStatus, can_result, can_task
+from skyloom.local import moto_queues
 from skyloom.local.provision import provision
 
 ACCOUNT = "123456789012"
@@ -70,8 +71,10 @@ def _serialize_moto(monkeypatch: pytest.MonkeyPatch) -> None:
     racing writers (which is the point of some tests) would otherwise break moto itself
     ("dictionary changed size during iteration") rather than exercise our conditional writes.
     Other services pass through: an SQS long poll (an agent's upper-level poller) would otherwise
-    hold the lock for its whole wait.
+    hold the lock for its whole wait. SQS gets the emulator's own patch instead (one request at a
+    time per queue, a long poll's wait excepted: :mod:`skyloom.local.moto_queues`).
     """
+    moto_queues.install()
     lock = threading.Lock()
     process = BotocoreStubber.process_request
 
