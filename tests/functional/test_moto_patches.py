@@ -143,6 +143,59 @@ def test_sqs_requests_change_a_queue_one_at_a_time() -> None:
                       "order": ["holder done", "delete"], "woken": ["wake"], "send_waited": False}
 
 
+def test_conditions_are_parsed_once_and_still_decide_each_write() -> None:
+    # GIVEN a table and a parser that counts moto's parses
+    result = _run("""
+        from moto.dynamodb import comparisons
+        parses = 0
+        real = comparisons.ConditionExpressionParser.parse
+        def counting(self):
+            global parses
+            parses += bool(self.condition_expression)
+            return real(self)
+        comparisons.ConditionExpressionParser.parse = counting
+        with mock_aws():
+            ddb = boto3.client("dynamodb")
+            ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                             AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                             BillingMode="PAY_PER_REQUEST")
+            new = dict(ConditionExpression="attribute_not_exists(#k)", ExpressionAttributeNames={"#k": "k"})
+            # WHEN 20 items are put under one condition, in transactions and alone, and put again
+            ddb.transact_write_items(TransactItems=[{"Put": {"TableName": "t", "Item": {"k": {"S": str(i)}}, **new}}
+                                                    for i in range(10)])
+            for i in range(10, 20):
+                ddb.put_item(TableName="t", Item={"k": {"S": str(i)}}, **new)
+            refused = 0
+            for i in (3, 15):
+                try:
+                    ddb.put_item(TableName="t", Item={"k": {"S": str(i)}}, **new)
+                except ddb.exceptions.ConditionalCheckFailedException:
+                    refused += 1
+            # AND a condition on a value, met by one item and not by another
+            owned = dict(ConditionExpression="#o = :o", ExpressionAttributeNames={"#o": "owner"},
+                         ExpressionAttributeValues={":o": {"S": "a"}})
+            ddb.put_item(TableName="t", Item={"k": {"S": "x"}, "owner": {"S": "a"}})
+            ddb.put_item(TableName="t", Item={"k": {"S": "y"}, "owner": {"S": "b"}})
+            ddb.update_item(TableName="t", Key={"k": {"S": "x"}}, UpdateExpression="SET v = :o", **owned)
+            try:
+                ddb.update_item(TableName="t", Key={"k": {"S": "y"}}, UpdateExpression="SET v = :o", **owned)
+            except ddb.exceptions.ConditionalCheckFailedException:
+                refused += 1
+            # AND an expression moto cannot parse
+            try:
+                ddb.put_item(TableName="t", Item={"k": {"S": "z"}}, ConditionExpression="attribute_not_exists(")
+                bad = "accepted"
+            except Exception:  # what moto raises in-process for it (over HTTP: an error answer)
+                bad = "refused"
+            print(json.dumps({"parses": parses, "refused": refused, "bad": bad,
+                              "items": ddb.scan(TableName="t", Select="COUNT")["Count"]}))
+    """)
+    # THEN each distinct condition was parsed once (moto: twice per put or update, three times per
+    # transaction item; the bad one counts as one),
+    # every write was still decided on its own item, and a bad expression is refused as before
+    assert result == {"parses": 3, "refused": 3, "bad": "refused", "items": 22}
+
+
 def test_dynamodb_requests_are_served_one_at_a_time() -> None:
     # GIVEN the emulator's WSGI wrapper around an app that notes how many requests it serves at once
     result = _run("""

@@ -31,6 +31,8 @@ AWS behaves:
   find one message by its receipt handle or to read one queue attribute:
   :mod:`skyloom.local.moto_queues` serves each queue's requests one at a time and finds messages by
   handle.
+* moto parses every condition expression again for each item it writes (twice per item of a
+  transaction); :mod:`skyloom.local.moto_conditions` keeps the parsed ones.
 * moto evaluates every UpdateExpression through a deep syntax tree walked once per rule;
   :mod:`skyloom.local.moto_updates` applies the plain ones (``SET #a = :v``, ``REMOVE #a``) itself.
 * moto's Query walks every item of the table; :mod:`skyloom.local.moto_indexes` hands it only the
@@ -72,7 +74,7 @@ from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.moto_server.werkzeug_app import create_backend_app
 
-from skyloom.local import moto_indexes, moto_queues, moto_updates
+from skyloom.local import moto_conditions, moto_indexes, moto_queues, moto_updates
 from skyloom.local.moto_dispatch import CachedDispatcher
 from skyloom.runtime import lifeline
 
@@ -267,6 +269,7 @@ def _serialize_dynamodb(inner: WsgiApp) -> WsgiApp:
     return serve
 
 
+moto_conditions.install()
 moto_updates.install()
 moto_indexes.install()
 moto_queues.install()

@@ -31,12 +31,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from moto.dynamodb.comparisons import create_condition_expression_parser
 from moto.dynamodb.exceptions import ConditionalCheckFailed
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
+
+from skyloom.local import moto_conditions
 
 CHECK_ENV = "SKYLOOM_MOTO_UPDATE_CHECK"
 #: moto's own item size limit (``LimitedSizeDict``); items near it go the slow way for its error.
@@ -140,7 +141,7 @@ def update_item(self: DynamoDBBackend, table_name: str, key: dict[str, dict[str,
     attrs.update(sets)
     if sum(len(k.encode()) + v.size() for k, v in attrs.items()) > _SIZE_LIMIT:
         return slow()
-    condition = create_condition_expression_parser(
+    condition = moto_conditions.new_parser(
         condition_expression, expression_attribute_names, expression_attribute_values).parse()
     if not condition.expr(item):
         if return_values_on_condition_check_failure == "ALL_OLD":
