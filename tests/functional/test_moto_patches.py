@@ -196,6 +196,42 @@ def test_conditions_are_parsed_once_and_still_decide_each_write() -> None:
     assert result == {"parses": 3, "refused": 3, "bad": "refused", "items": 22}
 
 
+def test_an_item_is_sized_once_and_the_size_limit_still_holds() -> None:
+    # GIVEN a table, and moto's attribute size counted
+    result = _run("""
+        from moto.dynamodb.models.dynamo_type import DynamoType
+        sized = 0
+        real = DynamoType.size
+        def counting(self):
+            global sized
+            sized += 1
+            return real(self)
+        DynamoType.size = counting
+        with mock_aws():
+            ddb = boto3.client("dynamodb")
+            ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                             AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                             BillingMode="PAY_PER_REQUEST")
+            # WHEN an item of 200 attributes is put, then one just under moto's limit and one over it
+            sized = 0
+            ddb.put_item(TableName="t", Item={"k": {"S": "wide"}, **{f"a{i}": {"S": "x"} for i in range(200)}})
+            wide = sized
+            ddb.put_item(TableName="t", Item={"k": {"S": "big"}, "v": {"S": "x" * 404_000}})
+            try:
+                ddb.put_item(TableName="t", Item={"k": {"S": "huge"}, "v": {"S": "x" * 406_000}})
+                huge = "accepted"
+            except ddb.exceptions.ClientError as exc:
+                huge = exc.response["Error"]["Message"]
+            got = ddb.get_item(TableName="t", Key={"k": {"S": "wide"}})["Item"]
+            print(json.dumps({"wide_sized": wide, "wide_attrs": len(got), "huge": huge,
+                              "items": ddb.scan(TableName="t", Select="COUNT")["Count"]}))
+    """)
+    # THEN the wide item's attributes were sized about once each (moto: 20,000 times, the sum of
+    # everything inserted before each one), and the limit refuses what moto refuses
+    assert result["wide_sized"] < 1000 and result["wide_attrs"] == 201
+    assert result["huge"] == "Item size has exceeded the maximum allowed size" and result["items"] == 2
+
+
 def test_dynamodb_requests_are_served_one_at_a_time() -> None:
     # GIVEN the emulator's WSGI wrapper around an app that notes how many requests it serves at once
     result = _run("""

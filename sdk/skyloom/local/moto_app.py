@@ -31,6 +31,8 @@ AWS behaves:
   find one message by its receipt handle or to read one queue attribute:
   :mod:`skyloom.local.moto_queues` serves each queue's requests one at a time and finds messages by
   handle.
+* moto builds each item it writes with a size check per attribute that sums the whole item so far;
+  :mod:`skyloom.local.moto_items` checks the size once.
 * moto parses every condition expression again for each item it writes (twice per item of a
   transaction); :mod:`skyloom.local.moto_conditions` keeps the parsed ones.
 * moto evaluates every UpdateExpression through a deep syntax tree walked once per rule;
@@ -74,7 +76,7 @@ from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.moto_server.werkzeug_app import create_backend_app
 
-from skyloom.local import moto_conditions, moto_indexes, moto_queues, moto_updates
+from skyloom.local import moto_conditions, moto_indexes, moto_items, moto_queues, moto_updates
 from skyloom.local.moto_dispatch import CachedDispatcher
 from skyloom.runtime import lifeline
 
@@ -270,6 +272,7 @@ def _serialize_dynamodb(inner: WsgiApp) -> WsgiApp:
 
 
 moto_conditions.install()
+moto_items.install()
 moto_updates.install()
 moto_indexes.install()
 moto_queues.install()

@@ -16,8 +16,8 @@ ever had that handle (a delete walked the whole backlog twice); :func:`_delete_m
 handles it hands out in :data:`_by_receipt` instead. And it reads single queue attributes (the
 retention period per message received, content-based deduplication per message sent) through the
 property that computes all of them, approximate counts included, each a walk of the queue:
-:func:`_without_counts` turns the counts off for sends and receives, and :func:`_visible_now` reads
-the clock once per listing.
+:func:`_without_counts` turns the counts off for sends and receives, :func:`_visible_now` reads
+the clock once per listing, and :func:`_retained` reads the retention period alone.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from moto.core.utils import unix_time_millis
+from moto.core.utils import unix_time, unix_time_millis
 from moto.sqs.models import Message, Queue, SQSBackend
 
 _R = TypeVar("_R")
@@ -104,6 +104,13 @@ def _delete_message(self: Queue, receipt_handle: str) -> None:
         _by_receipt.pop(handle, None)
 
 
+def _retained(self: SQSBackend, queue_name: str, message: Message) -> bool:
+    """moto's retention check of each message received, reading the one attribute it needs rather
+    than building the whole attribute map three times."""
+    retention = int(self.get_queue(queue_name).message_retention_period)  # type: ignore[attr-defined]
+    return retention + message.sent_timestamp / 1000 > unix_time()  # type: ignore[operator]
+
+
 def _purge_queue(self: SQSBackend, queue_name: str) -> None:
     queue = self.get_queue(queue_name)
     purged = list(queue._messages)
@@ -124,6 +131,7 @@ def install() -> None:
     Message.mark_received = _mark_received  # type: ignore[method-assign]
     Queue.delete_message = _delete_message  # type: ignore[method-assign]
     SQSBackend.purge_queue = _purge_queue  # type: ignore[method-assign]
+    SQSBackend.is_message_valid_based_on_retention_period = _retained  # type: ignore[method-assign]
     SQSBackend.send_message = _one_at_a_time(_without_counts(SQSBackend.send_message))  # type: ignore[method-assign]
     SQSBackend.receive_message = _one_at_a_time(  # type: ignore[method-assign]
         _without_counts(SQSBackend.receive_message))

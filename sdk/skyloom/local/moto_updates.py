@@ -33,15 +33,14 @@ from typing import Any
 
 from moto.dynamodb.exceptions import ConditionalCheckFailed
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
 
 from skyloom.local import moto_conditions
+from skyloom.local.moto_items import SIZE_LIMIT
 
 CHECK_ENV = "SKYLOOM_MOTO_UPDATE_CHECK"
-#: moto's own item size limit (``LimitedSizeDict``); items near it go the slow way for its error.
-_SIZE_LIMIT = 405_000
 _SET = re.compile(r"\s*(#\w+)\s*=\s*(:\w+)\s*")
 _REMOVE = re.compile(r"\s*(#\w+)\s*")
 _CLAUSE = re.compile(r"\b(SET|REMOVE)\b", re.IGNORECASE)
@@ -139,7 +138,7 @@ def update_item(self: DynamoDBBackend, table_name: str, key: dict[str, dict[str,
     sets, removes = changes
     attrs = {k: v for k, v in item.attrs.items() if k not in removes}
     attrs.update(sets)
-    if sum(len(k.encode()) + v.size() for k, v in attrs.items()) > _SIZE_LIMIT:
+    if sum(len(k.encode()) + v.size() for k, v in attrs.items()) > SIZE_LIMIT:
         return slow()
     condition = moto_conditions.new_parser(
         condition_expression, expression_attribute_names, expression_attribute_values).parse()
@@ -148,11 +147,11 @@ def update_item(self: DynamoDBBackend, table_name: str, key: dict[str, dict[str,
             raise ConditionalCheckFailed(item=item.to_json()["Attributes"])
         raise ConditionalCheckFailed
     expected_item = _moto_result(table, item, slow) if os.environ.get(CHECK_ENV) == "1" else None
-    orig_item = copy.deepcopy(item)
-    for name in removes:
-        dict.pop(item.attrs, name, None)
-    for name, value in sets.items():
-        dict.__setitem__(item.attrs, name, value)  # size checked above for the whole item
+    # Copy on write: the stored item gets a new attribute map and the old one stays as it was, for
+    # the stream's old image (moto deep-copied the item, then changed it in place).
+    orig_item = copy.copy(item)
+    item.attrs = LimitedSizeDict()
+    dict.update(item.attrs, attrs)  # size checked above for the whole item
     if expected_item is not None and expected_item.to_json() != item.to_json():
         raise UpdateMismatch(f"{table_name}: {update_expression} gave {item.to_json()}, moto {expected_item.to_json()}")
     if table.stream_shard is not None:
