@@ -232,6 +232,36 @@ def test_an_item_is_sized_once_and_the_size_limit_still_holds() -> None:
     assert result["huge"] == "Item size has exceeded the maximum allowed size" and result["items"] == 2
 
 
+def test_moto_keeps_no_record_of_every_item_and_message_it_built() -> None:
+    # GIVEN items written, updated and streamed, and messages sent, received and deleted
+    result = _run("""
+        from moto.dynamodb.models.dynamo_type import Item
+        from moto.dynamodb.models.table import StreamRecord
+        from moto.sqs.models import Message
+        with mock_aws():
+            ddb = boto3.client("dynamodb")
+            ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                             AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                             BillingMode="PAY_PER_REQUEST",
+                             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+            for i in range(50):
+                ddb.put_item(TableName="t", Item={"k": {"S": str(i)}})
+                ddb.update_item(TableName="t", Key={"k": {"S": str(i)}}, UpdateExpression="SET v = :v",
+                                ExpressionAttributeValues={":v": {"N": "1"}})
+            sqs = boto3.client("sqs")
+            url = sqs.create_queue(QueueName="q")["QueueUrl"]
+            for i in range(50):
+                sqs.send_message(QueueUrl=url, MessageBody=str(i))
+            for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            print(json.dumps({"tracked": len(Item.instances_tracked) + len(StreamRecord.instances_tracked)
+                              + len(Message.instances_tracked),
+                              "items": ddb.scan(TableName="t", Select="COUNT")["Count"]}))
+    """)
+    # THEN moto's per-model lists hold nothing (it kept every one, copies included, for good)
+    assert result == {"tracked": 0, "items": 50}
+
+
 def test_dynamodb_requests_are_served_one_at_a_time() -> None:
     # GIVEN the emulator's WSGI wrapper around an app that notes how many requests it serves at once
     result = _run("""

@@ -38,6 +38,6 @@ def test_every_patch_of_moto_app_is_on_the_page() -> None:
                        "DynamoDBBackend.transact_write_items"}, "a new patch: list it in EMULATORS.md, then here"
     text = DOC.read_text(encoding="utf-8")
     for name in ("_transact_write_items_undoably", "_without_counts", "_visible_now", "_serialize_dynamodb",
-                 "MAX_SHARD_ITERATORS", "moto_indexes.py", "moto_queues.py", "moto_conditions.py", "moto_items.py",
-                 "SKYLOOM_LOCAL_PARENT_PID"):
+                 "_stop_tracking", "MAX_SHARD_ITERATORS", "moto_indexes.py", "moto_queues.py", "moto_conditions.py",
+                 "moto_items.py", "SKYLOOM_LOCAL_PARENT_PID"):
         assert name in text

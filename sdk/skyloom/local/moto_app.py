@@ -46,6 +46,8 @@ AWS behaves:
   walk does (:func:`_serialized_quickly`). ``SKYLOOM_MOTO_VERIFY_SERIALIZER=1`` serializes each
   answer both ways and fails the request when they differ; tests/functional/test_moto_serializer.py
   runs a graph that way.
+* moto keeps every item, message and stream record it ever built (for its dashboard), copies
+  included: the process grew with every write. It keeps none here (:func:`_stop_tracking`).
 * If the process that started the emulator dies without stopping it (SIGKILL of a test run), nothing
   else would ever end it. A watchdog thread checks that parent (``SKYLOOM_LOCAL_PARENT_PID``) and
   asks the gunicorn master to shut down when it is gone.
@@ -70,11 +72,12 @@ from moto.core.serialize import TimestampSerializer
 from moto.core.utils import get_service_model
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
-from moto.dynamodb.models.table import Table
+from moto.dynamodb.models.table import StreamRecord, Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.moto_server.werkzeug_app import create_backend_app
+from moto.sqs.models import Message
 
 from skyloom.local import moto_conditions, moto_indexes, moto_items, moto_queues, moto_updates
 from skyloom.local.moto_dispatch import CachedDispatcher
@@ -243,6 +246,22 @@ def _exit_now(signum: int, frame: object) -> None:
     os._exit(0)
 
 
+class _Untracked(list[Any]):
+    """Stands in for the list in which moto keeps every instance of a model it ever made (for its
+    dashboard's data page): it keeps none."""
+
+    def append(self, instance: Any) -> None:
+        pass
+
+
+def _stop_tracking(*models: type) -> None:
+    """moto keeps every item, message and stream record it ever built, the copies it makes of them
+    included, until the process ends: the emulator's memory grew with every write, and Python's
+    collector walked all of it. Nothing here reads moto's dashboard."""
+    for model in models:
+        model.instances_tracked = _Untracked()  # type: ignore[attr-defined]
+
+
 def _install_fast_exit() -> None:
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
@@ -271,6 +290,7 @@ def _serialize_dynamodb(inner: WsgiApp) -> WsgiApp:
     return serve
 
 
+_stop_tracking(Item, StreamRecord, Message)
 moto_conditions.install()
 moto_items.install()
 moto_updates.install()
