@@ -20,6 +20,12 @@ import boto3
 from moto import mock_aws
 from skyloom.local import moto_app
 ACCOUNT, REGION = "123456789012", "us-east-1"
+
+def make_table(ddb, stream_view=None):
+    stream = {"StreamSpecification": {"StreamEnabled": True, "StreamViewType": stream_view}} if stream_view else {}
+    ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                     BillingMode="PAY_PER_REQUEST", **stream)
 """
 
 
@@ -39,10 +45,7 @@ def test_stream_shard_iterators_are_trimmed_to_the_newest() -> None:
         moto_app.MAX_SHARD_ITERATORS = 5
         with mock_aws():
             ddb = boto3.client("dynamodb")
-            ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
-                             AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
-                             BillingMode="PAY_PER_REQUEST",
-                             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"})
+            make_table(ddb, "NEW_IMAGE")
             arn = ddb.describe_table(TableName="t")["Table"]["LatestStreamArn"]
             ddb.put_item(TableName="t", Item={"k": {"S": "a"}})
             streams = boto3.client("dynamodbstreams")
@@ -156,9 +159,7 @@ def test_conditions_are_parsed_once_and_still_decide_each_write() -> None:
         comparisons.ConditionExpressionParser.parse = counting
         with mock_aws():
             ddb = boto3.client("dynamodb")
-            ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
-                             AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
-                             BillingMode="PAY_PER_REQUEST")
+            make_table(ddb)
             new = dict(ConditionExpression="attribute_not_exists(#k)", ExpressionAttributeNames={"#k": "k"})
             # WHEN 20 items are put under one condition, in transactions and alone, and put again
             ddb.transact_write_items(TransactItems=[{"Put": {"TableName": "t", "Item": {"k": {"S": str(i)}}, **new}}
@@ -209,9 +210,7 @@ def test_an_item_is_sized_once_and_the_size_limit_still_holds() -> None:
         DynamoType.size = counting
         with mock_aws():
             ddb = boto3.client("dynamodb")
-            ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
-                             AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
-                             BillingMode="PAY_PER_REQUEST")
+            make_table(ddb)
             # WHEN an item of 200 attributes is put, then one just under moto's limit and one over it
             sized = 0
             ddb.put_item(TableName="t", Item={"k": {"S": "wide"}, **{f"a{i}": {"S": "x"} for i in range(200)}})
@@ -240,10 +239,7 @@ def test_moto_keeps_no_record_of_every_item_and_message_it_built() -> None:
         from moto.sqs.models import Message
         with mock_aws():
             ddb = boto3.client("dynamodb")
-            ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
-                             AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
-                             BillingMode="PAY_PER_REQUEST",
-                             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+            make_table(ddb, "NEW_AND_OLD_IMAGES")
             for i in range(50):
                 ddb.put_item(TableName="t", Item={"k": {"S": str(i)}})
                 ddb.update_item(TableName="t", Key={"k": {"S": str(i)}}, UpdateExpression="SET v = :v",
