@@ -96,11 +96,17 @@ class TaskOptions(BaseModel):
     partition: str | None = Field(
         default=None, min_length=1, max_length=limits.PARTITION_NAME_LENGTH.value, pattern=PARTITION_PATTERN
     )
+    # Numbers are strict: a JSON true is not a priority of 1.
     priority: int | None = Field(
-        default=None, ge=limits.PRIORITY.minimum, le=limits.PRIORITY.value, description="Higher runs first."
+        default=None, ge=limits.PRIORITY.minimum, le=limits.PRIORITY.value, strict=True,
+        description="Higher runs first.",
     )
-    max_retries: int | None = Field(default=None, ge=limits.MAX_RETRIES.minimum, le=limits.MAX_RETRIES.value)
-    max_duration: float | None = Field(default=None, gt=0, le=limits.MAX_DURATION.value, description="Seconds.")
+    max_retries: int | None = Field(
+        default=None, ge=limits.MAX_RETRIES.minimum, le=limits.MAX_RETRIES.value, strict=True
+    )
+    max_duration: float | None = Field(
+        default=None, gt=0, le=limits.MAX_DURATION.value, strict=True, description="Seconds."
+    )
     application_name: str | None = Field(default=None, max_length=limits.APPLICATION_NAME_LENGTH.value)
     application_version: str | None = Field(default=None, max_length=limits.APPLICATION_VERSION_LENGTH.value)
     extra: dict[ExtraKey, ExtraValue] = Field(default_factory=dict, max_length=limits.OPTION_EXTRAS.value)

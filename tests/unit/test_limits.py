@@ -108,3 +108,24 @@ def test_subtask_depth() -> None:
         subtask_depth(limits.SUBTASK_DEPTH.value, "t")
     assert caught.value.details["limit"] == limits.SUBTASK_DEPTH.value
     assert "subtask_depth" in caught.value.message
+
+
+@pytest.mark.parametrize("field", ["priority", "max_retries", "max_duration"])
+def test_a_boolean_is_not_a_number(field: str) -> None:
+    # JSON true once became priority 1 (pydantic's lax mode); the API's fuzzing found it accepted
+    with pytest.raises(InvalidRequest) as caught:
+        TaskOptions(**{field: True})
+    assert caught.value.field == field
+    with pytest.raises(Exception) as nested:
+        SubmitTasksRequest.model_validate({"tasks": [_task(options={field: True})]})
+    assert nested.value.errors()[0]["loc"] == ("tasks", 0, "options", field)  # type: ignore[attr-defined]
+
+
+def test_wait_and_result_flags_are_booleans_and_numbers() -> None:
+    for body in ({"ids": ["a"], "values": 1}, {"ids": ["a"], "timeout": True}):
+        with pytest.raises(Exception) as caught:
+            WaitRequest.model_validate(body)
+        assert not isinstance(caught.value, SkyloomError)
+    with pytest.raises(Exception) as refused:
+        ResultSpec.model_validate({"upload": "yes"})
+    assert refused.value.errors()[0]["loc"] == ("upload",)  # type: ignore[attr-defined]

@@ -136,7 +136,7 @@ class ResultSpec(_Request):
     id: str | None = Field(default=None, pattern=ID_PATTERN)
     name: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
     data: str | None = Field(default=None, description="base64; at most the inline limit once decoded")
-    upload: bool = False
+    upload: bool = Field(default=False, strict=True)
 
     @field_validator("data")
     @classmethod
@@ -212,7 +212,7 @@ class WaitRequest(IdsRequest):
     """Wait (long-poll) until results are final, and read many of them in one answer."""
 
     timeout: float = Field(
-        default=10.0, ge=0, le=WAIT_MAX_SECONDS,
+        default=10.0, ge=0, le=WAIT_MAX_SECONDS, strict=True,
         description="Seconds the server waits at most; 0 answers at once. The answer comes before API "
         "Gateway's 29 s integration timeout whatever is asked.",
     )
@@ -225,7 +225,7 @@ class WaitRequest(IdsRequest):
         f"{MAX_IDS_PER_REQUEST} ids together.",
     )
     values: bool = Field(
-        default=False,
+        default=False, strict=True,
         description="Carry the values of Completed results in `values`: small ones inline (base64), "
         "large ones as presigned S3 URLs.",
     )
