@@ -9,15 +9,19 @@ X-Ray segments are small.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from skyloom_server.functions.submit.routes import app
-from skyloom_server.functions.submit.shared import logger, metrics, reset_settings, tracer
+from skyloom_server.functions.submit.shared import logger, metrics, reset_settings, tracer, warm
 
-__all__ = ["handler", "reset_settings"]
+__all__ = ["handler", "reset_settings", "warm"]
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # on Lambda, at init (local containers call warm())
+    warm()
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)

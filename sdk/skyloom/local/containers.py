@@ -126,9 +126,10 @@ def _serve(ref: str) -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the function prints goes to the log, never into the protocol
     sys.stdout = os.fdopen(1, "w", buffering=1)
-    from skyloom.local.invoke import load_handler
+    from skyloom.local.invoke import init, load_handler
 
     handler = load_handler(ref)
+    init(handler)  # before the pool's ping is answered: the container is warm once it is up
     for line in sys.stdin:
         message = json.loads(line)
         if message.get("ping"):

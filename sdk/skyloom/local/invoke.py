@@ -79,6 +79,9 @@ def load_handler(ref: HandlerRef) -> Handler:
 
 #: A function's module may define ``reset_settings()``; local mode calls it before serving events.
 COLD_START_HOOK = "reset_settings"
+#: A function's module may define ``warm()``: what Lambda's init phase does before the first event
+#: (make clients, look things up); a local container calls it once its handler is loaded.
+INIT_HOOK = "warm"
 
 
 def cold_start(handler: Handler) -> None:
@@ -89,8 +92,17 @@ def cold_start(handler: Handler) -> None:
     twice), each on new ports. If the handler's module defines ``reset_settings()``, it is called
     when a stack starts; otherwise nothing happens.
     """
+    _call_hook(handler, COLD_START_HOOK)
+
+
+def init(handler: Handler) -> None:
+    """Run the function's init hook (:data:`INIT_HOOK`), if its module defines one."""
+    _call_hook(handler, INIT_HOOK)
+
+
+def _call_hook(handler: Handler, name: str) -> None:
     module = sys.modules.get(getattr(handler, "__module__", "") or "")
-    hook = getattr(module, COLD_START_HOOK, None) if module is not None else None
+    hook = getattr(module, name, None) if module is not None else None
     if callable(hook):
         hook()
 
