@@ -33,7 +33,7 @@ AWS behaves:
   handle.
 * moto builds each item it writes with a size check per attribute that sums the whole item so far;
   :mod:`skyloom.local.moto_items` checks the size once.
-* moto parses every condition expression again for each item it writes (twice per item of a
+* moto parses every condition expression again for each item it writes (three times per item of a
   transaction); :mod:`skyloom.local.moto_conditions` keeps the parsed ones.
 * moto evaluates every UpdateExpression through a deep syntax tree walked once per rule;
   :mod:`skyloom.local.moto_updates` applies the plain ones (``SET #a = :v``, ``REMOVE #a``) itself.

@@ -20,14 +20,23 @@ from moto.dynamodb.models.utilities import bytesize
 SIZE_LIMIT = 405000
 
 
+def attribute_map(values: dict[str, DynamoType]) -> LimitedSizeDict | None:
+    """``values`` as moto's attribute map of an item, its size summed once; None if the item would
+    be over moto's limit (moto refuses it with ``ItemSizeTooLarge``)."""
+    if sum(bytesize(key) + value.size() for key, value in values.items()) > SIZE_LIMIT:
+        return None
+    attrs = LimitedSizeDict()
+    dict.update(attrs, values)  # checked above, as a whole
+    return attrs
+
+
 def _init(self: Item, hash_key: DynamoType, range_key: DynamoType | None, attrs: dict[str, Any]) -> None:
     self.hash_key = hash_key
     self.range_key = range_key
-    values = {key: DynamoType(value) for key, value in attrs.items()}
-    if sum(bytesize(key) + value.size() for key, value in values.items()) > SIZE_LIMIT:
+    sized = attribute_map({key: DynamoType(value) for key, value in attrs.items()})
+    if sized is None:
         raise ItemSizeTooLarge
-    self.attrs = LimitedSizeDict()
-    dict.update(self.attrs, values)  # checked above, as a whole
+    self.attrs = sized
 
 
 def install() -> None:

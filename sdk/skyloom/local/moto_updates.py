@@ -33,12 +33,12 @@ from typing import Any
 
 from moto.dynamodb.exceptions import ConditionalCheckFailed
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
 
 from skyloom.local import moto_conditions
-from skyloom.local.moto_items import SIZE_LIMIT
+from skyloom.local.moto_items import attribute_map
 
 CHECK_ENV = "SKYLOOM_MOTO_UPDATE_CHECK"
 _SET = re.compile(r"\s*(#\w+)\s*=\s*(:\w+)\s*")
@@ -136,10 +136,9 @@ def update_item(self: DynamoDBBackend, table_name: str, key: dict[str, dict[str,
     if item is None:
         return slow()  # moto creates the item, with its own stream records
     sets, removes = changes
-    attrs = {k: v for k, v in item.attrs.items() if k not in removes}
-    attrs.update(sets)
-    if sum(len(k.encode()) + v.size() for k, v in attrs.items()) > SIZE_LIMIT:
-        return slow()
+    attrs = attribute_map({**{k: v for k, v in item.attrs.items() if k not in removes}, **sets})
+    if attrs is None:
+        return slow()  # for moto's own error
     condition = moto_conditions.new_parser(
         condition_expression, expression_attribute_names, expression_attribute_values).parse()
     if not condition.expr(item):
@@ -150,8 +149,7 @@ def update_item(self: DynamoDBBackend, table_name: str, key: dict[str, dict[str,
     # Copy on write: the stored item gets a new attribute map and the old one stays as it was, for
     # the stream's old image (moto deep-copied the item, then changed it in place).
     orig_item = copy.copy(item)
-    item.attrs = LimitedSizeDict()
-    dict.update(item.attrs, attrs)  # size checked above for the whole item
+    item.attrs = attrs
     if expected_item is not None and expected_item.to_json() != item.to_json():
         raise UpdateMismatch(f"{table_name}: {update_expression} gave {item.to_json()}, moto {expected_item.to_json()}")
     if table.stream_shard is not None:
