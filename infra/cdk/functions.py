@@ -37,6 +37,7 @@ from constructs import Construct
 from infra.cdk.bundling import ARCHITECTURE, RUNTIME, function_code
 from skyloom.core.config import Settings
 from skyloom.core.protocol import WAIT_MAX_SECONDS
+from skyloom.core.resources import RESOLVE_STREAM_FILTERS
 
 #: API Gateway's integration timeout is 29 s; a wait request long-polls up to WAIT_MAX_SECONDS (20 s).
 SUBMIT_TIMEOUT = Duration.seconds(28)
@@ -162,6 +163,7 @@ class Functions(Construct):
                 max_record_age=Duration.hours(6),
                 parallelization_factor=2,
                 on_failure=sources.SqsDlq(self.resolve_failures),
+                filters=[lambda_.FilterCriteria.filter(pattern) for pattern in RESOLVE_STREAM_FILTERS],
             )
         )
 

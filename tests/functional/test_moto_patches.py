@@ -333,3 +333,65 @@ def test_dynamodb_answers_written_quickly_are_the_ones_moto_writes() -> None:
         print(json.dumps({"binary": got["b"]["B"] == b"\\x00\\x01", "records": len(records)}))
     """, SKYLOOM_MOTO_VERIFY_SERIALIZER="1")
     assert result == {"binary": True, "records": 5}
+
+
+def test_the_collector_sets_survivors_aside_and_still_collects_late_garbage() -> None:
+    # GIVEN the emulator's collector policy (installed by importing moto_app) and objects moto keeps
+    result = _run("""
+        import gc, weakref
+        class Node:
+            pass
+        kept = [Node() for _ in range(1000)]
+        moto_app._collector_round(walk_all=False)
+        set_aside = gc.get_freeze_count()
+        # WHEN a cycle that outlived a round becomes garbage
+        node = Node()
+        node.me = node
+        ref = weakref.ref(node)
+        moto_app._collector_round(walk_all=False)
+        del node
+        gc.collect()
+        after_collect = ref() is not None
+        moto_app._collector_round(walk_all=True)
+        print(json.dumps({"set_aside": set_aside, "full_threshold": gc.get_threshold()[2],
+                          "after_collect": after_collect, "after_walk_all": ref() is not None,
+                          "kept": len(kept)}))
+    """)
+    # THEN survivors are set aside from collections, and the round that walks all collects the cycle
+    assert result["set_aside"] >= 1000
+    assert result["full_threshold"] >= 1 << 30  # no full collection starts on its own
+    assert result["after_collect"] is True  # set aside: an ordinary collection does not walk it
+    assert result["after_walk_all"] is False
+
+
+def test_a_receive_looks_at_the_messages_it_takes_not_the_whole_backlog() -> None:
+    # GIVEN a backlog of 1,000 messages, whose list counts the messages looked at
+    result = _run("""
+        from moto.sqs.models import sqs_backends
+        with mock_aws():
+            sqs = boto3.client("sqs")
+            url = sqs.create_queue(QueueName="q")["QueueUrl"]
+            for i in range(0, 1000, 10):
+                sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(j), "MessageBody": str(i + j)}
+                                                              for j in range(10)])
+            queue = sqs_backends[ACCOUNT][REGION].queues["q"]
+
+            class Counted(list):
+                looked = 0
+
+                def __iter__(self):
+                    for m in list.__iter__(self):
+                        Counted.looked += 1
+                        yield m
+
+            queue._messages = Counted(queue._messages)
+            # WHEN ten are received
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+            looked = Counted.looked
+            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+            print(json.dumps({"got": len(got), "looked": looked, "visible": int(attrs["ApproximateNumberOfMessages"]),
+                              "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"])}))
+    """)
+    # THEN the receive looked at those ten only, and the counts are still exact
+    assert result == {"got": 10, "looked": 10, "visible": 990, "in_flight": 10}

@@ -14,7 +14,7 @@ from aws_cdk.assertions import Annotations, Match, Template  # noqa: E402
 from infra.cdk.nag import SUPPRESSIONS  # noqa: E402
 from infra.cdk.stack import SkyloomStack  # noqa: E402
 from skyloom.core.config import Settings  # noqa: E402
-from skyloom.core.resources import TABLES  # noqa: E402
+from skyloom.core.resources import RESOLVE_STREAM_FILTERS, TABLES  # noqa: E402
 
 SETTINGS = Settings()  # cdk.json's prefix ("skyloom") and one "default" partition, 3 levels
 DATA_PREFIXES = ("dynamodb:", "s3:", "sqs:")
@@ -180,6 +180,12 @@ def test_resolve_reads_the_results_stream_with_partial_failures(template: Templa
                 "Fn::GetAtt": [Match.string_like_regexp("ResolveFailures"), "Arn"]}}},
         },
     )
+
+
+def test_resolve_is_invoked_only_for_the_records_it_acts_on(template: Template) -> None:
+    (mapping,) = template.find_resources("AWS::Lambda::EventSourceMapping").values()
+    patterns = [json.loads(f["Pattern"]) for f in mapping["Properties"]["FilterCriteria"]["Filters"]]
+    assert patterns == [json.loads(json.dumps(p)) for p in RESOLVE_STREAM_FILTERS]
 
 
 # -- API Gateway ---------------------------------------------------------------------------------

@@ -39,5 +39,5 @@ def test_every_patch_of_moto_app_is_on_the_page() -> None:
     text = DOC.read_text(encoding="utf-8")
     for name in ("_transact_write_items_undoably", "_without_counts", "_visible_now", "_serialize_dynamodb",
                  "_stop_tracking", "MAX_SHARD_ITERATORS", "moto_indexes.py", "moto_queues.py", "moto_conditions.py",
-                 "moto_items.py", "SKYLOOM_LOCAL_PARENT_PID"):
+                 "moto_items.py", "moto_requests.py", "_collector_round", "SKYLOOM_LOCAL_PARENT_PID"):
         assert name in text

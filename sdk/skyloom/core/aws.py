@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from skyloom.core import wire
 from skyloom.core.config import Settings
 
 _lock = threading.Lock()
@@ -41,6 +42,7 @@ def client(service: str, settings: Settings) -> Any:
                 endpoint_url=settings.aws_endpoint,
                 config=_DYNAMODB_CONFIG if service == "dynamodb" else _CONFIG,
             )
+            wire.install_on(found)  # DynamoDB items in one pass, not through botocore's shape walk
             _clients[key] = found
         return found
 

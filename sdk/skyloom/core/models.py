@@ -25,6 +25,7 @@ from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
+from skyloom.core import wire
 from skyloom.core.config import Settings
 from skyloom.core.resources import EDGES, MEASUREMENTS, RESULTS, SESSIONS, TASKS
 
@@ -446,8 +447,23 @@ def connection() -> Connection:
     with _bind_lock:
         if _connection is None:
             s = bound_settings()
-            _connection = Connection(region=s.region, host=s.aws_endpoint, max_pool_connections=POOL_CONNECTIONS)
+            _connection = _ProcessConnection(region=s.region, host=s.aws_endpoint,
+                                             max_pool_connections=POOL_CONNECTIONS)
         return _connection
+
+
+class _ProcessConnection(Connection):
+    """The process's connection: its botocore client takes items in one pass (:mod:`skyloom.core.wire`)."""
+
+    _wired: Any = None
+
+    @property
+    def client(self) -> Any:
+        found = super().client  # pynamodb builds it on first use, and again if its credentials went
+        if found is not self._wired:
+            wire.install_on(found)
+            self._wired = found
+        return found
 
 
 def item_from_stream_image(model: type[Model], image: dict[str, Any]) -> Any:

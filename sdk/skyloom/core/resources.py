@@ -8,7 +8,9 @@ Only shapes live here; names are derived from a stack prefix by :mod:`skyloom.co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from skyloom.core.states import ResultStatus
 
 KeyType = Literal["S", "N", "B"]
 
@@ -93,6 +95,20 @@ RESULTS = TableSpec(
     stream="NEW_AND_OLD_IMAGES",
     ttl_attribute="expires_at",
     purpose="One item per result: owner task, status, inline value or S3 key. Its stream drives resolve.",
+)
+
+#: The records of the results stream that resolve acts on, as Lambda event filter patterns (a
+#: record passes if any matches): a result that reached Aborted, or Completed unless written with
+#: ``has_dependents`` False. Most results have no dependents, so most records stop at the event
+#: source mapping: resolve is not invoked for them (on AWS: not billed, no concurrency taken).
+#: Local mode's poller applies the same patterns. What passes is still judged record by record
+#: (``functions/resolve/resolution.transition``): a pattern sees no old image.
+RESOLVE_STREAM_FILTERS: tuple[dict[str, Any], ...] = (
+    {"dynamodb": {"NewImage": {"status": {"S": [ResultStatus.ABORTED.value]}}}},
+    {"dynamodb": {"NewImage": {"status": {"S": [ResultStatus.COMPLETED.value]},
+                               "has_dependents": {"BOOL": [True]}}}},
+    {"dynamodb": {"NewImage": {"status": {"S": [ResultStatus.COMPLETED.value]},
+                               "has_dependents": {"BOOL": [{"exists": False}]}}}},
 )
 
 EDGES = TableSpec(

@@ -74,6 +74,8 @@ def store_values(settings: Settings, session_id: str, values: dict[str, bytes], 
 def staged_items(
     settings: Settings, parent: TaskModel, outcome: TaskOutcome, moved: dict[str, str], token: str
 ) -> tuple[list[ResultModel], list[TaskModel]]:
+    if not outcome.staged_tasks and not outcome.staged_results:
+        return [], []  # most attempts stage nothing: no options to build, nothing to upload
     now = clock.now()
     producer = {out: st.task_id for st in outcome.staged_tasks for out in st.expected_outputs}
     data = {r.result_id: r.data for r in outcome.staged_results if r.data is not None}

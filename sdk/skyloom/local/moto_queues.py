@@ -16,14 +16,15 @@ ever had that handle (a delete walked the whole backlog twice); :func:`_delete_m
 handles it hands out in :data:`_by_receipt` instead. And it reads single queue attributes (the
 retention period per message received, content-based deduplication per message sent) through the
 property that computes all of them, approximate counts included, each a walk of the queue:
-:func:`_without_counts` turns the counts off for sends and receives, :func:`_visible_now` reads
-the clock once per listing, and :func:`_retained` reads the retention period alone.
+:func:`_without_counts` turns the counts off for sends and receives, :func:`_visible_now` finds
+the visible messages as a receive takes them (one reading of the clock, no list of the whole
+backlog), and :func:`_retained` reads the retention period alone.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from moto.core.utils import unix_time, unix_time_millis
@@ -42,10 +43,30 @@ _moto_delete_message = Queue.delete_message
 _moto_purge_queue = SQSBackend.purge_queue
 
 
-def _visible_now(self: Queue) -> list[Message]:
-    """The visible, not delayed messages, reading the clock once rather than twice per message."""
-    now = unix_time_millis()
-    return [m for m in self._messages if m.visible_at < now and m.delayed_until <= now]
+class _Visible:
+    """A queue's visible, not delayed messages as of one reading of the clock, found as they are
+    iterated: a receive stops at the ``count`` it wants instead of listing the whole backlog
+    first (a walk of 10,000 messages per receive). ``len`` and truth (moto's counts, its long poll's
+    wait) look as far as they must."""
+
+    def __init__(self, queue: Queue) -> None:
+        self._messages = queue._messages
+        self._now = unix_time_millis()
+
+    def __iter__(self) -> Iterator[Message]:
+        now = self._now
+        return (m for m in self._messages if m.visible_at < now and m.delayed_until <= now)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __bool__(self) -> bool:
+        return any(True for _ in self)
+
+
+def _visible_now(self: Queue) -> _Visible:
+    """The visible, not delayed messages (:class:`_Visible`)."""
+    return _Visible(self)
 
 
 def _count_unless_off(count: property) -> property:

@@ -32,10 +32,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from skyloom.core import aws, models
 from skyloom.core.config import Settings
+from skyloom.core.resources import RESOLVE_STREAM_FILTERS
 from skyloom.local import console, faults
 from skyloom.local.containers import ContainerPool
 from skyloom.local.credentials import (
@@ -127,6 +128,8 @@ class LocalStack:
             this process's functions and gateway, the submit containers and the workers; the
             ``SKYLOOM_FAULTS_*`` environment when None (off unless set). Injection starts once the
             resources exist; counts of the faults fired: :meth:`fault_counts`.
+        resolve_filters: The stream mapping's filter criteria; the deployed ones by default
+            (``RESOLVE_STREAM_FILTERS``); ``()`` delivers every record (stand-in handlers).
 
     Example:
         >>> with LocalStack(workers=2) as stack:
@@ -151,6 +154,7 @@ class LocalStack:
         aws_endpoint: str | None = None,
         unique_names: bool = True,
         faults: FaultConfig | None = None,
+        resolve_filters: Sequence[Mapping[str, Any]] = RESOLVE_STREAM_FILTERS,
     ) -> None:
         self._worker_count = workers
         self._base_settings = settings or Settings()
@@ -167,6 +171,7 @@ class LocalStack:
             aws_endpoint = os.environ.get(AWS_ENDPOINT_ENV, "")
         self._external_endpoint = aws_endpoint.rstrip("/") or None
         self._unique_names = unique_names
+        self._resolve_filters = tuple(resolve_filters)
         self._faults = faults if faults is not None else FaultConfig.from_env()
         self._counts_dir: str | None = None
         self._previous_counts_dir: str | None = None
@@ -465,6 +470,7 @@ class LocalStack:
             resolve,
             region=region,
             function_name=f"{stack}-resolve",
+            filters=self._resolve_filters,
         )
         self._poller.start()
         self._scheduler = Scheduler(
