@@ -395,3 +395,33 @@ def test_a_receive_looks_at_the_messages_it_takes_not_the_whole_backlog() -> Non
     """)
     # THEN the receive looked at those ten only, and the counts are still exact
     assert result == {"got": 10, "looked": 10, "visible": 990, "in_flight": 10}
+
+
+def test_a_request_finds_its_action_without_listing_the_handler_methods_each_time() -> None:
+    # GIVEN moto's request handling as the emulator runs it, with listings of a class's members counted
+    result = _run("""
+        import inspect
+        listed = 0
+        real_getmembers = inspect.getmembers
+
+        def counting(*args, **kwargs):
+            global listed
+            listed += 1
+            return real_getmembers(*args, **kwargs)
+
+        inspect.getmembers = counting
+        with mock_aws():
+            ddb = boto3.client("dynamodb")
+            make_table(ddb)
+            for i in range(20):
+                ddb.put_item(TableName="t", Item={"k": {"S": str(i)}})
+            got = ddb.get_item(TableName="t", Key={"k": {"S": "3"}})["Item"]["k"]["S"]
+            sqs = boto3.client("sqs")
+            url = sqs.create_queue(QueueName="q")["QueueUrl"]
+            for i in range(20):
+                sqs.send_message(QueueUrl=url, MessageBody=str(i))
+            print(json.dumps({"listed": listed, "got": got}))
+    """)
+    # WHEN 40 requests are served THEN each handler class was listed once at most, and all answered
+    assert result["got"] == "3"
+    assert result["listed"] <= 4

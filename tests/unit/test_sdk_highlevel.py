@@ -470,3 +470,24 @@ def _load_example() -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def test_a_burst_sends_its_first_tasks_while_the_rest_are_still_being_submitted(
+        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Batches by size only past the first: a loaded machine's pauses are the linger's own test.
+    monkeypatch.setattr(session_module, "LINGER_SECONDS", 60.0)
+    monkeypatch.setattr(session_module, "MAX_LINGER_SECONDS", 60.0)
+    server = FakeServer(auto_run=False)
+    c = Client(server)
+    with c.session():
+        first = [add.submit(i, i) for i in range(session_module.FIRST_FLUSH_AT_TASKS)]
+        deadline = time.monotonic() + 10
+        while not server.posts("/tasks") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # the first ones went out on their own, before the burst was over
+        assert [t["expected_outputs"] for t in server.posts("/tasks")[0]["tasks"]] == [[f.id] for f in first]
+        rest = [add.submit(i, i) for i in range(100)]
+        assert len(server.posts("/tasks")) == 1  # the rest wait for the burst's end, as before
+    posts = server.posts("/tasks")
+    assert len(posts) == 2
+    assert [t["expected_outputs"] for t in posts[1]["tasks"]] == [[f.id] for f in rest]

@@ -211,9 +211,13 @@ def complete_uploads(settings: Settings, owner: str, session_id: str, ids: list[
 #: a result it waits on last became final), at least :data:`RECHECK_FIRST_SECONDS` and at most
 #: :data:`RECHECK_MAX_SECONDS` apart: a result that completes at once is seen at once, a stream of
 #: completions is followed closely (the last one too: the wait ends within a quarter of the gap
-#: before it), and a long quiet wait settles to about one check a second.
+#: before it), and a long quiet wait settles to about one check a second. An ``all`` wait also
+#: waits a quarter of the time the pending results should still take at the pace they have been
+#: completing (:data:`RECHECK_ETA_SHARE`): 200 tasks of 100 ms on 4 workers cannot all be done
+#: before 5 s, and a check every 10 ms meanwhile cost 40 % of the CPU the whole run used.
 RECHECK_FIRST_SECONDS = 0.01
 RECHECK_QUIET_SHARE = 0.25
+RECHECK_ETA_SHARE = 0.25
 RECHECK_MAX_SECONDS = 1.0
 #: Pending ids an ``all`` wait re-reads per check before it stops early (it cannot end before they
 #: are final): a busy wait reads few items per check.
@@ -237,7 +241,8 @@ def wait_results(settings: Settings, owner: str, session_id: str, req: WaitReque
     last became final), from 10 ms to one a second: a short task is seen within a fifth of its run,
     a stream of completions is followed closely to its last one, and a 20-s quiet wait makes about
     40 checks where a fixed fast pace would make
-    hundreds. The reads are the table's, not the ``by_change`` index's:
+    hundreds; an ``all`` wait for results that complete at a steady pace checks more often as the
+    last ones near, not every 10 ms from the start. The reads are the table's, not the ``by_change`` index's:
     the index is eventually consistent and would need a settle horizon and a fallback read anyway.
 
     The route cuts ``timeout`` to what the invocation has left, and the protocol caps it at 20 s, so
@@ -250,14 +255,15 @@ def wait_results(settings: Settings, owner: str, session_id: str, req: WaitReque
     waited = list(dict.fromkeys(req.ids))
     found = load_results(session, waited)
     unread: list[str] = []
-    quiet_since = time.monotonic()
-    finals = _finals(found, waited)
+    began = quiet_since = time.monotonic()
+    finals = first_finals = _finals(found, waited)
     while not _wait_over(req.mode, [found[i] for i in waited]):
         now = time.monotonic()
         left = deadline - now
         if left <= 0:
             break
-        time.sleep(min(recheck_pause(now - quiet_since), left))
+        rate = (finals - first_finals) / (now - began) if req.mode == "all" and now > began else 0.0
+        time.sleep(min(recheck_pause(now - quiet_since, pending=len(waited) - finals, rate=rate), left))
         unread = _recheck(found, [i for i in waited if found[i].status not in RESULT_FINAL], req.mode == "all")
         if (seen := _finals(found, waited)) > finals:
             finals, quiet_since = seen, time.monotonic()
@@ -268,9 +274,14 @@ def wait_results(settings: Settings, owner: str, session_id: str, req: WaitReque
     return _wait_answer(settings, [found[i] for i in waited] + also, done=done, values=req.values)
 
 
-def recheck_pause(quiet: float) -> float:
-    """Seconds until the next check of a wait that has seen no result become final for ``quiet``."""
-    return min(max(quiet * RECHECK_QUIET_SHARE, RECHECK_FIRST_SECONDS), RECHECK_MAX_SECONDS)
+def recheck_pause(quiet: float, *, pending: int = 0, rate: float = 0.0) -> float:
+    """Seconds until the next check of a wait that has seen no result become final for ``quiet``;
+    with ``rate`` (results become final per second, so far in an ``all`` wait), not before a share
+    of the time the ``pending`` ones should take at that pace."""
+    pause = max(quiet * RECHECK_QUIET_SHARE, RECHECK_FIRST_SECONDS)
+    if rate > 0 and pending > 0:
+        pause = max(pause, pending / rate * RECHECK_ETA_SHARE)
+    return min(pause, RECHECK_MAX_SECONDS)
 
 
 def _finals(found: dict[str, ResultModel], waited: Sequence[str]) -> int:

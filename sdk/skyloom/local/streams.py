@@ -39,7 +39,9 @@ logger = logging.getLogger(__name__)
 
 #: Lambda's maximum batch size for DynamoDB streams is 10,000; 100 is the default.
 DEFAULT_BATCH_SIZE = 100
-#: Pause after a round in which no shard had anything to deliver.
+#: Pause after a round in which no shard had a full batch to read at once: the records written
+#: meanwhile are read together (Lambda's mapping batches too, up to its batching window). Polling again
+#: at once after every record or two cost a GetRecords, and an invocation, per task or so.
 IDLE_SLEEP_SECONDS = 0.05
 #: How often the shard list is re-read to find new (child) shards.
 SHARD_REFRESH_SECONDS = 1.0
@@ -261,7 +263,8 @@ class StreamPoller:
                 self._stop.wait(self._idle_sleep)
 
     def poll_once(self) -> bool:
-        """One round over the shards; True if any shard fetched or delivered records."""
+        """One round over the shards; True if a shard may have more to read at once (it fetched a
+        full batch, or holds records still to deliver)."""
         now = time.monotonic()
         if now >= self._next_refresh:
             self._refresh_shards()
@@ -307,6 +310,7 @@ class StreamPoller:
         return shard.iterator
 
     def _fetch(self, shard: _Shard) -> bool:
+        """Read the shard's next page; True if it was full (more may be there already)."""
         try:
             page = self._streams.get_records(ShardIterator=self._iterator(shard), Limit=self._batch_size)
         except ClientError as exc:
@@ -327,16 +331,15 @@ class StreamPoller:
         if records:
             shard.pending.extend(records)
             shard.last_sequence = records[-1]["dynamodb"]["SequenceNumber"]
-        return bool(records)
+        return len(records) >= self._batch_size
 
     def _poll_shard(self, shard: _Shard) -> bool:
-        fetched = False
+        full = False
         if not shard.pending and not shard.closed:
-            fetched = self._fetch(shard)
-        if not shard.pending:
-            return fetched
-        self._deliver(shard)
-        return True
+            full = self._fetch(shard)
+        if shard.pending:
+            self._deliver(shard)
+        return full or bool(shard.pending)
 
     def _passes(self, record: Mapping[str, Any]) -> bool:
         return not self._filters or any(matches(p, record) for p in self._filters)
