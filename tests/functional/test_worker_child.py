@@ -211,6 +211,25 @@ def test_each_run_reports_its_own_memory_peak(child: ChildProcess) -> None:
     assert child.spawned == 1
 
 
+def test_the_peak_is_cleared_only_after_a_run_that_left_it_above_what_the_child_holds(
+        child: ChildProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    import skyloom_server.fargate_worker.child as child_module
+
+    cleared: list[int | None] = []
+    real = child_module._reset_peak_rss
+    monkeypatch.setattr(child_module, "_reset_peak_rss", lambda pid: cleared.append(pid) or real(pid))
+    # GIVEN runs that take no memory: the first after the start clears its peak, the others need not
+    for _ in range(3):
+        assert child.execute(task("echo", b"x")).memory_peak is not None
+    assert len(cleared) == 1
+    # WHEN a run leaves the peak far above what the child holds after it
+    assert (child.execute(task("alloc", b"200")).memory_peak or 0) >= 200 << 20
+    small = child.execute(task("alloc", b"1"))
+    # THEN the next run clears it first, and reports its own
+    assert len(cleared) == 2
+    assert small.memory_peak is not None and small.memory_peak < 150 << 20
+
+
 def test_a_target_returning_something_else_is_an_error(child: ChildProcess) -> None:
     err = child.run(task("not_an_outcome")).error
     assert err is not None and err.type == INVALID_OUTCOME_ERROR and "int" in err.message
