@@ -178,7 +178,8 @@ class ChildProcess:
         # The child serves many tasks: its peak must be this run's, not the largest so far. Clearing
         # it costs Linux a walk of the child's page tables (0.4-0.8 ms a task): done only when an
         # earlier task left the peak above what the child holds (its memory is never below that).
-        peak_known = (self._peak_above is not None and self._peak_above <= PEAK_SLACK_BYTES) or _reset_peak_rss(proc.pid)
+        settled = self._peak_above is not None and self._peak_above <= PEAK_SLACK_BYTES
+        peak_known = settled or _reset_peak_rss(proc.pid)
         start = time.monotonic()
         try:
             conn.send_bytes(data)
