@@ -425,3 +425,50 @@ def test_a_request_finds_its_action_without_listing_the_handler_methods_each_tim
     # WHEN 40 requests are served THEN each handler class was listed once at most, and all answered
     assert result["got"] == "3"
     assert result["listed"] <= 4
+
+
+def test_a_kept_condition_decides_each_write_with_that_writes_own_values() -> None:
+    # GIVEN items owned by a, b and c, and moto's parses counted
+    result = _run("""
+        from moto.dynamodb import comparisons
+        parses = 0
+        real = comparisons.ConditionExpressionParser.parse
+        def counting(self):
+            global parses
+            parses += bool(self.condition_expression)
+            return real(self)
+        comparisons.ConditionExpressionParser.parse = counting
+        with mock_aws():
+            ddb = boto3.client("dynamodb")
+            make_table(ddb)
+            for k, owner in (("x", "a"), ("y", "b"), ("z", "c")):
+                ddb.put_item(TableName="t", Item={"k": {"S": k}, "owner": {"S": owner}, "n": {"N": "5"}})
+
+            def write(k, condition, values):
+                names = {"#o": "owner"} if "#o" in condition else {}
+                try:
+                    ddb.update_item(TableName="t", Key={"k": {"S": k}}, UpdateExpression="SET #v = :one",
+                                    ConditionExpression=condition, ExpressionAttributeNames={"#v": "v", **names},
+                                    ExpressionAttributeValues={":one": {"N": "1"}, **values})
+                    return "ok"
+                except ddb.exceptions.ConditionalCheckFailedException:
+                    return "refused"
+                except Exception as exc:
+                    return type(exc).__name__
+
+            # WHEN one expression is used with other values each time
+            same = [write(k, "#o = :o", {":o": {"S": o}}) for k, o in (("x", "a"), ("y", "b"), ("z", "b"), ("z", "c"))]
+            ranged = [write("x", "n BETWEEN :lo AND :hi", {":lo": {"N": lo}, ":hi": {"N": hi}})
+                      for lo, hi in (("1", "9"), ("6", "9"), ("0", "5"))]
+            listed = [write("y", "#o IN (:p, :q)", {":p": {"S": p}, ":q": {"S": q}})
+                      for p, q in (("a", "b"), ("a", "c"))]
+            # AND a BETWEEN whose bound is NULL, which moto refuses while it builds the operator
+            null = write("x", "n BETWEEN :lo AND :hi", {":lo": {"NULL": True}, ":hi": {"N": "9"}})
+            print(json.dumps({"same": same, "ranged": ranged, "listed": listed, "null": null, "parses": parses}))
+    """)
+    # THEN each write was decided on its own values, and the expressions were parsed once per value types
+    assert result["same"] == ["ok", "ok", "refused", "ok"]
+    assert result["ranged"] == ["ok", "refused", "ok"]
+    assert result["listed"] == ["ok", "refused"]
+    assert result["null"] not in ("ok", "refused")  # an error, as moto answers it
+    assert result["parses"] <= 8

@@ -46,45 +46,61 @@ def is_attribute_value(shape: Any) -> bool:
 
 def convert(value: Any, blob: Callable[[Any], Any]) -> dict[str, Any] | None:
     """``value`` (one attribute value) with its binary members passed through ``blob``; None when
-    it is not a well-formed attribute value, for botocore's walk to deal with as it does."""
+    it is not a well-formed attribute value, for botocore's walk to deal with as it does.
+
+    What needs no change is returned as it is, not copied: the callers only read what they get
+    (a request body about to be written as JSON, an answer just decoded from it).
+    """
     if type(value) is not dict or len(value) != 1:
         return None
-    ((tag, inner),) = value.items()
-    if inner is None:
-        return None
-    if tag in _AS_IS:
-        return {tag: inner}
-    if tag == "M":
-        converted = convert_map(inner, blob)
-        return None if converted is None else {"M": converted}
-    if tag == "L":
-        if type(inner) is not list:
+    for tag, inner in value.items():
+        if inner is None:
             return None
-        items = []
-        for each in inner:
-            c = convert(each, blob)
-            if c is None:
-                return None
-            items.append(c)
-        return {"L": items}
-    if tag == "B":
-        return {"B": blob(inner)}
-    if tag == "BS" and type(inner) is list:
-        return {"BS": [blob(b) for b in inner]}
+        if tag in _AS_IS:
+            return value
+        if tag == "M":
+            converted = convert_map(inner, blob)
+            return None if converted is None else value if converted is inner else {"M": converted}
+        if tag == "L":
+            items = convert_list(inner, blob)
+            return None if items is None else value if items is inner else {"L": items}
+        if tag == "B":
+            return {"B": blob(inner)}
+        if tag == "BS" and type(inner) is list:
+            return {"BS": [blob(b) for b in inner]}
     return None
 
 
 def convert_map(value: Any, blob: Callable[[Any], Any]) -> dict[str, Any] | None:
-    """An item (a map of attribute values), as :func:`convert` does each value."""
+    """An item (a map of attribute values), as :func:`convert` does each value: itself if none changed."""
     if type(value) is not dict:
         return None
-    out: dict[str, Any] = {}
+    out: dict[str, Any] | None = None
     for name, each in value.items():
         c = convert(each, blob)
         if c is None:
             return None
-        out[name] = c
-    return out
+        if c is not each:
+            if out is None:
+                out = dict(value)
+            out[name] = c
+    return value if out is None else out
+
+
+def convert_list(value: Any, blob: Callable[[Any], Any]) -> list[Any] | None:
+    """A list of attribute values, as :func:`convert_map` does a map."""
+    if type(value) is not list:
+        return None
+    out: list[Any] | None = None
+    for i, each in enumerate(value):
+        c = convert(each, blob)
+        if c is None:
+            return None
+        if c is not each:
+            if out is None:
+                out = list(value)
+            out[i] = c
+    return value if out is None else out
 
 
 class ItemSerializer(_Serializer):  # type: ignore[misc]

@@ -7,39 +7,64 @@ emulator's time in a throughput run. The same texts come back all the time (a su
 ``attribute_not_exists`` on every item, a worker's lease condition on each of its commits), with the
 same names and often the same values, and the tree depends on nothing else: evaluating it against an
 item changes nothing in it. So the trees are kept, with the names and values moto found used, keyed
-by expression, names and values, up to :data:`MAX_CONDITIONS` of them (then forgotten all at once: a
-cache this cheap to refill needs no eviction order). An expression moto refuses raises as before and
-is not kept.
+by expression, names and the types of the values, up to :data:`MAX_CONDITIONS` of them (then
+forgotten all at once: a cache this cheap to refill needs no eviction order). An expression moto
+refuses raises as before and is not kept.
+
+The values themselves are not in the key: a worker's commit names its own task id (``owner_task_id =
+:t``), so a key with them missed on every write. The kept tree is parsed with a stand-in for each
+value, of the value's own type (moto checks types while it builds some operators: a NULL bound of
+BETWEEN), and each use gets a copy of it with the request's values in their places (:func:`_bound`).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import moto.dynamodb.models as dynamodb_models
 import moto.dynamodb.responses as dynamodb_responses
 from moto.dynamodb import comparisons
-from moto.dynamodb.comparisons import ConditionExpressionParser
+from moto.dynamodb.comparisons import AttributeValue, ConditionExpressionParser
 
 #: Parsed conditions kept at once.
 MAX_CONDITIONS = 4096
 
-#: (expression, names, values) -> (operator tree, names used, values used), as moto's parse found them.
+#: (expression, names, value types) -> (operator tree with stand-ins, names used, values used).
 _parsed: dict[tuple[str, str, str], tuple[Any, list[str], list[str]]] = {}
+
+
+class _Slot:
+    """Stands in a kept tree for the value of one placeholder (``name``)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Slot:
+        return self
 
 
 class _KeptParser(ConditionExpressionParser):
     """moto's parser, answering a condition it has parsed before from what it found then."""
 
+    _template = False
+
     def parse(self) -> Any:
-        if not self.condition_expression:
+        values = self.expression_attribute_values or {}
+        if not self.condition_expression or not all(type(v) is dict and len(v) == 1 for v in values.values()):
             return super().parse()
         # None and {} alike: moto's request layer passes {} where its backend passes None.
-        key = (self.condition_expression, repr(self.expression_attribute_names or {}),
-               repr(self.expression_attribute_values or {}))
+        types = repr(sorted((name, next(iter(v))) for name, v in values.items()))
+        key = (self.condition_expression, repr(self.expression_attribute_names or {}), types)
         kept = _parsed.get(key)
         if kept is None:
-            op = super().parse()  # raises for an expression moto refuses: nothing kept
+            self._template = True
+            try:
+                op = super().parse()  # raises for an expression moto refuses: nothing kept
+            finally:
+                self._template = False
             kept = (op, list(self.expr_attr_names_found), list(self.expr_attr_values_found))
             if len(_parsed) >= MAX_CONDITIONS:
                 _parsed.clear()
@@ -47,7 +72,38 @@ class _KeptParser(ConditionExpressionParser):
         else:
             self.expr_attr_names_found.extend(kept[1])  # what moto's request layer checks for unused names
             self.expr_attr_values_found.extend(kept[2])
-        return kept[0]
+        return _bound(kept[0], values)
+
+    def _lookup_expression_attribute_value(self, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = super()._lookup_expression_attribute_value(name)  # raises if undefined
+        if not self._template:
+            return found
+        return {next(iter(found)): _Slot(name)}
+
+
+def _bound(tree: Any, values: dict[str, Any]) -> Any:
+    """A copy of a kept tree with each stand-in replaced by the request's value (operator trees are
+    a few small objects: copying one costs a tenth of parsing it)."""
+    memo: dict[int, Any] = {}
+    _fill(tree, values, memo, set())
+    return copy.deepcopy(tree, memo) if memo else tree
+
+
+def _fill(node: Any, values: dict[str, Any], memo: dict[int, Any], seen: set[int]) -> None:
+    """Put in ``memo`` the bound copy of every stand-in value under ``node``."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, AttributeValue):
+        if isinstance(node.value, _Slot):
+            memo[id(node)] = AttributeValue(values[node.value.name])
+        return
+    if isinstance(node, list | tuple):
+        for each in node:
+            _fill(each, values, memo, seen)
+    elif hasattr(node, "__dict__"):
+        for each in vars(node).values():
+            _fill(each, values, memo, seen)
 
 
 def new_parser(expr: str | None, names: dict[str, str] | None,
