@@ -32,3 +32,11 @@ def test_each_host_is_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
         for host in HOSTS:
             ours.get_backend_for_host(host)
     assert looked == HOSTS
+
+
+def test_backend_apps_are_served_out_of_debug_mode() -> None:
+    # moto turns Flask's debug mode on; in it Flask builds a class per request's form data
+    environ = {"PATH_INFO": "/", "HTTP_HOST": "dynamodb.us-east-1.amazonaws.com", "REQUEST_METHOD": "POST",
+               "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.ListTables"}
+    assert DomainDispatcherApplication(create_backend_app).get_application(environ).debug is True
+    assert CachedDispatcher(create_backend_app).get_application(environ).debug is False
