@@ -162,3 +162,30 @@ def test_the_poller_drops_filtered_records_and_redelivers_from_a_failed_one() ->
     stream.records.append(boto3_record("plain-4", "Completed", False, 6))
     poller.poll_once()
     assert len(delivered) == 2 and poller.invocations == 2
+
+
+def test_records_as_sent_become_the_same_lambda_records_as_parsed_ones() -> None:
+    import base64
+    import json as json_module
+
+    import boto3
+    from botocore.parsers import JSONParser
+
+    from skyloom.local.streams import RecordsAsSent, lambda_record
+
+    client = boto3.session.Session().client("dynamodbstreams", region_name="us-east-1",
+                                            endpoint_url="http://127.0.0.1:9", aws_access_key_id="x",
+                                            aws_secret_access_key="x")
+    shape = client.meta.service_model.operation_model("GetRecords").output_shape
+    image = {"result_id": {"S": "r1"}, "inline": {"B": base64.b64encode(b"\x00\x01").decode()},
+             "size": {"N": "2"}, "tags": {"L": [{"S": "a"}, {"M": {"b": {"BOOL": True}}}]}}
+    body = json_module.dumps({"Records": [{"eventID": "1", "eventName": "MODIFY", "dynamodb": {
+        "Keys": {"result_id": {"S": "r1"}}, "NewImage": image, "OldImage": image, "SequenceNumber": "7",
+        "SizeBytes": 40, "StreamViewType": "NEW_AND_OLD_IMAGES", "ApproximateCreationDateTime": 1796591967.0}}],
+        "NextShardIterator": "it"}).encode()
+    response = {"status_code": 200, "headers": {}, "body": body}
+    as_sent = RecordsAsSent().parse(dict(response), shape)["Records"]
+    parsed = JSONParser().parse(dict(response), shape)["Records"]
+    assert isinstance(parsed[0]["dynamodb"]["NewImage"]["inline"]["B"], bytes)  # botocore's walk
+    assert [lambda_record(r, region="r", stream_arn="a") for r in as_sent] == \
+        [lambda_record(r, region="r", stream_arn="a") for r in parsed]

@@ -151,14 +151,20 @@ class ItemParser(_Parser):  # type: ignore[misc]
 
 
 class _ParserFactory(_Factory):  # type: ignore[misc]
+    def __init__(self, parser: type[ItemParser], defaults: dict[str, Any]) -> None:
+        super().__init__()
+        self.parser = parser
+        self._defaults = dict(defaults)
+
     def create_parser(self, protocol_name: str) -> Any:
         if protocol_name == "json":
-            return ItemParser(**self._defaults)
+            return self.parser(**self._defaults)
         return super().create_parser(protocol_name)
 
 
-def install_on(client: Any) -> None:
-    """Serialize and parse ``client``'s items in one pass, if it is a DynamoDB (Streams) client.
+def install_on(client: Any, parser: type[ItemParser] = ItemParser) -> None:
+    """Serialize and parse ``client``'s items in one pass, if it is a DynamoDB (Streams) client;
+    ``parser``: a subclass of :class:`ItemParser` to parse its answers with.
 
     botocore offers no public way to choose a client's serializer or parser; these are the two
     attributes it reads them from (botocore 1.x: ``BaseClient._serializer``, wrapped by the
@@ -174,7 +180,5 @@ def install_on(client: Any) -> None:
         client._serializer = ItemSerializer(timestamp_precision=serializer._timestamp_precision)
     endpoint: Any = getattr(client, "_endpoint", None)
     factory: Any = getattr(endpoint, "_response_parser_factory", None)
-    if isinstance(factory, _Factory) and not isinstance(factory, _ParserFactory):
-        replaced = _ParserFactory()
-        replaced._defaults = dict(factory._defaults)
-        endpoint._response_parser_factory = replaced
+    if isinstance(factory, _Factory) and getattr(factory, "parser", None) is not parser:
+        endpoint._response_parser_factory = _ParserFactory(parser, factory._defaults)

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from skyloom.core import aws, models
+from skyloom.core import aws, models, wire
 from skyloom.core.config import Settings
 from skyloom.core.resources import RESOLVE_STREAM_FILTERS
 from skyloom.local import console, faults
@@ -54,7 +54,7 @@ from skyloom.local.gateway import Gateway
 from skyloom.local.invoke import Handler, HandlerRef, cold_start, load_handler
 from skyloom.local.provision import Provisioned, provision
 from skyloom.local.scheduler import Scheduler
-from skyloom.local.streams import StreamPoller
+from skyloom.local.streams import RecordsAsSent, StreamPoller
 from skyloom.local.workers import WorkerPool
 from skyloom.runtime.lifeline import PARENT_PID_ENV
 
@@ -464,8 +464,10 @@ class LocalStack:
             # Clients in this process (tests, ``local run`` helpers) find the stack like any other.
             self._saved_env.setdefault(ENDPOINT_ENV, os.environ.get(ENDPOINT_ENV))
             os.environ[ENDPOINT_ENV] = self._gateway.url
+        streams = aws.client("dynamodbstreams", self._settings)
+        wire.install_on(streams, parser=RecordsAsSent)  # only the poller reads streams in this process
         self._poller = StreamPoller(
-            aws.client("dynamodbstreams", self._settings),
+            streams,
             self.provisioned.results_stream_arn,
             resolve,
             region=region,
