@@ -21,6 +21,17 @@ from moto import mock_aws
 from skyloom.local import moto_app
 ACCOUNT, REGION = "123456789012", "us-east-1"
 
+def count_parses():
+    # Count moto's parses of condition expressions from now on: counted["parses"].
+    from moto.dynamodb import comparisons
+    counted = {"parses": 0}
+    real = comparisons.ConditionExpressionParser.parse
+    def counting(self):
+        counted["parses"] += bool(self.condition_expression)
+        return real(self)
+    comparisons.ConditionExpressionParser.parse = counting
+    return counted
+
 def make_table(ddb, stream_view=None):
     stream = {"StreamSpecification": {"StreamEnabled": True, "StreamViewType": stream_view}} if stream_view else {}
     ddb.create_table(TableName="t", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
@@ -149,14 +160,7 @@ def test_sqs_requests_change_a_queue_one_at_a_time() -> None:
 def test_conditions_are_parsed_once_and_still_decide_each_write() -> None:
     # GIVEN a table and a parser that counts moto's parses
     result = _run("""
-        from moto.dynamodb import comparisons
-        parses = 0
-        real = comparisons.ConditionExpressionParser.parse
-        def counting(self):
-            global parses
-            parses += bool(self.condition_expression)
-            return real(self)
-        comparisons.ConditionExpressionParser.parse = counting
+        counted = count_parses()
         with mock_aws():
             ddb = boto3.client("dynamodb")
             make_table(ddb)
@@ -188,7 +192,7 @@ def test_conditions_are_parsed_once_and_still_decide_each_write() -> None:
                 bad = "accepted"
             except Exception:  # what moto raises in-process for it (over HTTP: an error answer)
                 bad = "refused"
-            print(json.dumps({"parses": parses, "refused": refused, "bad": bad,
+            print(json.dumps({"parses": counted["parses"], "refused": refused, "bad": bad,
                               "items": ddb.scan(TableName="t", Select="COUNT")["Count"]}))
     """)
     # THEN each distinct condition was parsed once (moto: twice per put or update, three times per
@@ -430,14 +434,7 @@ def test_a_request_finds_its_action_without_listing_the_handler_methods_each_tim
 def test_a_kept_condition_decides_each_write_with_that_writes_own_values() -> None:
     # GIVEN items owned by a, b and c, and moto's parses counted
     result = _run("""
-        from moto.dynamodb import comparisons
-        parses = 0
-        real = comparisons.ConditionExpressionParser.parse
-        def counting(self):
-            global parses
-            parses += bool(self.condition_expression)
-            return real(self)
-        comparisons.ConditionExpressionParser.parse = counting
+        counted = count_parses()
         with mock_aws():
             ddb = boto3.client("dynamodb")
             make_table(ddb)
@@ -464,7 +461,8 @@ def test_a_kept_condition_decides_each_write_with_that_writes_own_values() -> No
                       for p, q in (("a", "b"), ("a", "c"))]
             # AND a BETWEEN whose bound is NULL, which moto refuses while it builds the operator
             null = write("x", "n BETWEEN :lo AND :hi", {":lo": {"NULL": True}, ":hi": {"N": "9"}})
-            print(json.dumps({"same": same, "ranged": ranged, "listed": listed, "null": null, "parses": parses}))
+            print(json.dumps({"same": same, "ranged": ranged, "listed": listed, "null": null,
+                              "parses": counted["parses"]}))
     """)
     # THEN each write was decided on its own values, and the expressions were parsed once per value types
     assert result["same"] == ["ok", "ok", "refused", "ok"]
