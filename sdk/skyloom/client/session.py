@@ -291,8 +291,9 @@ class Session:
         self._send_buffer()
 
     def _quiet(self, now: float) -> bool:
-        """No send is under way and none ended lately (under ``_buf_lock``): a burst is starting."""
-        return self._sending == 0 and (self._sent_at is None or now - self._sent_at >= MAX_LINGER_SECONDS)
+        """No send is under way and none ended within a linger (under ``_buf_lock``): a burst is
+        starting, not going on (a loop whose sends by size follow one another)."""
+        return self._sending == 0 and (self._sent_at is None or now - self._sent_at >= LINGER_SECONDS)
 
     def _send_buffer(self) -> None:
         """Send one batch; errors are recorded against the results they should have created."""
