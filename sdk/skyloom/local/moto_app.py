@@ -48,6 +48,11 @@ AWS behaves:
   runs a graph that way.
 * moto keeps every item, message and stream record it ever built (for its dashboard), copies
   included: the process grew with every write. It keeps none here (:func:`_stop_tracking`).
+* moto parses each JSON request by walking botocore's shape model over every attribute value, and
+  lists a handler class's methods on every request: :mod:`skyloom.local.moto_requests` reads items
+  in one pass and keeps the method names.
+* Python's collector walks everything moto keeps, again each time it grows by a quarter: here it
+  makes young collections only, and sets the survivors aside (:func:`_collector_round`).
 * If the process that started the emulator dies without stopping it (SIGKILL of a test run), nothing
   else would ever end it. A watchdog thread checks that parent (``SKYLOOM_LOCAL_PARENT_PID``) and
   asks the gunicorn master to shut down when it is gone.
