@@ -431,7 +431,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="workers of one slot for throughput, latency and tree "
                    "sum (default: %(default)s)")
     p.add_argument("--batches", default="1,10,100", help="latency: batch sizes (default: %(default)s)")
-    p.add_argument("--repeats", type=int, help="latency: samples per batch size (default 5; quick: 3)")
+    p.add_argument("--repeats", type=int, help="latency: samples per batch size (default 5; quick: 3; a batch of "
+                   "1 takes at least 20)")
     p.add_argument("--util-tasks", type=int, help="utilisation: tasks (default 200; quick: 40)")
     p.add_argument("--util-seconds", type=float, default=0.1, help="utilisation: each task's sleep (default 0.1)")
     p.add_argument("--util-workers", type=int, default=4, help="utilisation: single-slot workers (default 4)")

@@ -27,6 +27,9 @@ RESULT_PREFIX = "SIDE-BY-SIDE-RESULT "
 WORKLOADS = ("throughput", "latency", "utilisation", "treesum")
 #: Pause between two latency samples, so that each one meets an idle system.
 LATENCY_GAP_SECONDS = 0.5
+#: Samples of a lone task's latency at the least: each is cheap, and its p50 is the one noise moves
+#: most (five samples gave 0.048-0.084 s on one stack where thirty gave 0.043-0.051).
+LONE_TASK_SAMPLES = 20
 
 
 # ------------------------------------------------------------------------- the tasks' bodies
@@ -71,7 +74,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tasks", type=int, default=1000, help="throughput and utilisation: tasks")
     p.add_argument("--seconds", type=float, default=0.0, help="each task's sleep (utilisation)")
     p.add_argument("--batches", default="1,10,100", help="latency: batch sizes")
-    p.add_argument("--repeats", type=int, default=5, help="latency: samples per batch size")
+    p.add_argument("--repeats", type=int, default=5,
+                   help=f"latency: samples per batch size (a batch of 1: at least {LONE_TASK_SAMPLES})")
     p.add_argument("--tree", default="0,512,8", help="tree sum: lo,hi,leaf")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds any one wait may take")
     p.add_argument("--run-dir", default=None, help="where the system may write its logs")
@@ -112,7 +116,7 @@ def run_workload(system: System, args: argparse.Namespace) -> dict[str, Any]:
         out["batches"] = {}
         for batch in batches:
             samples: list[float] = []
-            for _ in range(args.repeats):
+            for _ in range(max(args.repeats, LONE_TASK_SAMPLES) if batch == 1 else args.repeats):
                 time.sleep(LATENCY_GAP_SECONDS)
                 values, wall = _timed(lambda b=batch: system.run_batch(b, 0.0, args.timeout))  # type: ignore[misc]
                 if len(values) != batch:
