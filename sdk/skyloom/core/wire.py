@@ -10,13 +10,15 @@ in an attribute value but its binary members (base64 text on the wire, bytes in 
 :class:`ItemSerializer` and :class:`ItemParser` take AttributeValue, and maps and lists of it, in
 one pass, and leave every other shape, and any value they do not recognise, to botocore's own code:
 requests and responses are exactly what botocore makes (``tests/unit/test_wire.py`` compares them
-on generated items). :func:`install_on` puts them on a DynamoDB or DynamoDB Streams client; it is
-applied to every such client of the process by :mod:`skyloom.core.aws`.
+on generated items). :func:`install_on` puts them on a DynamoDB or DynamoDB Streams client: the
+process's boto3 ones (:func:`skyloom.core.aws.client`) and the one pynamodb's models share
+(:func:`skyloom.core.models.connection`). The emulator's request parser takes items the same way
+(:mod:`skyloom.local.moto_requests`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from botocore.parsers import JSONParser, ResponseParserFactory
@@ -42,6 +44,16 @@ def is_attribute_value(shape: Any) -> bool:
         return False
     members = shape.members
     return "NULL" in members and "BOOL" in members and "M" in members
+
+
+def in_one_pass(shape: Any, value: Any, blob: Callable[[Any], Any]) -> Any | None:
+    """``value`` converted in one pass when ``shape`` is an AttributeValue or a map of them (an
+    item); None when it is neither, or ``value`` is not well formed: the caller's own walk then."""
+    if shape.type_name == "structure" and is_attribute_value(shape):
+        return convert(value, blob)
+    if shape.type_name == "map" and is_attribute_value(shape.value):
+        return convert_map(value, blob)
+    return None
 
 
 def convert(value: Any, blob: Callable[[Any], Any]) -> dict[str, Any] | None:
@@ -73,33 +85,26 @@ def convert(value: Any, blob: Callable[[Any], Any]) -> dict[str, Any] | None:
 
 def convert_map(value: Any, blob: Callable[[Any], Any]) -> dict[str, Any] | None:
     """An item (a map of attribute values), as :func:`convert` does each value: itself if none changed."""
-    if type(value) is not dict:
-        return None
-    out: dict[str, Any] | None = None
-    for name, each in value.items():
-        c = convert(each, blob)
-        if c is None:
-            return None
-        if c is not each:
-            if out is None:
-                out = dict(value)
-            out[name] = c
-    return value if out is None else out
+    return _convert_members(value, value.items(), blob) if type(value) is dict else None
 
 
 def convert_list(value: Any, blob: Callable[[Any], Any]) -> list[Any] | None:
     """A list of attribute values, as :func:`convert_map` does a map."""
-    if type(value) is not list:
-        return None
-    out: list[Any] | None = None
-    for i, each in enumerate(value):
+    return _convert_members(value, enumerate(value), blob) if type(value) is list else None
+
+
+def _convert_members(value: Any, members: Iterable[tuple[Any, Any]], blob: Callable[[Any], Any]) -> Any:
+    """``value`` (a dict or a list) with each of its ``members`` (position, attribute value)
+    converted; copied only once one changes; None if one is not well formed."""
+    out: Any = None
+    for at, each in members:
         c = convert(each, blob)
         if c is None:
             return None
         if c is not each:
             if out is None:
-                out = list(value)
-            out[i] = c
+                out = type(value)(value)
+            out[at] = c
     return value if out is None else out
 
 
@@ -107,23 +112,19 @@ class ItemSerializer(_Serializer):  # type: ignore[misc]
     """botocore's JSON serializer, with attribute values serialized in one pass."""
 
     def _serialize_type_structure(self, serialized: dict[str, Any], value: Any, shape: Any, key: Any) -> None:
-        if key is not None and is_attribute_value(shape):
-            converted = convert(value, self._get_base64)
-            if converted is not None:
-                serialized[key] = converted
-                return
-        super()._serialize_type_structure(serialized, value, shape, key)
+        converted = in_one_pass(shape, value, self._get_base64) if key is not None else None
+        if converted is None:
+            super()._serialize_type_structure(serialized, value, shape, key)
+        else:
+            serialized[key] = converted
 
     def _serialize_type_map(self, serialized: dict[str, Any], value: Any, shape: Any, key: Any) -> None:
-        if shape.value.type_name in _PLAIN_TYPES:
-            serialized[key] = dict(value)
-            return
-        if is_attribute_value(shape.value):
-            converted = convert_map(value, self._get_base64)
-            if converted is not None:
-                serialized[key] = converted
-                return
-        super()._serialize_type_map(serialized, value, shape, key)
+        plain = shape.value.type_name in _PLAIN_TYPES
+        converted = dict(value) if plain else in_one_pass(shape, value, self._get_base64)
+        if converted is None:
+            super()._serialize_type_map(serialized, value, shape, key)
+        else:
+            serialized[key] = converted
 
     def _serialize_type_list(self, serialized: dict[str, Any], value: Any, shape: Any, key: Any) -> None:
         if shape.member.type_name in _PLAIN_TYPES:
@@ -136,18 +137,12 @@ class ItemParser(_Parser):  # type: ignore[misc]
     """botocore's JSON response parser, with attribute values parsed in one pass."""
 
     def _handle_structure(self, shape: Any, value: Any) -> Any:
-        if is_attribute_value(shape):
-            converted = convert(value, self._blob_parser)
-            if converted is not None:
-                return converted
-        return super()._handle_structure(shape, value)
+        converted = in_one_pass(shape, value, self._blob_parser)
+        return super()._handle_structure(shape, value) if converted is None else converted
 
     def _handle_map(self, shape: Any, value: Any) -> Any:
-        if is_attribute_value(shape.value):
-            converted = convert_map(value, self._blob_parser)
-            if converted is not None:
-                return converted
-        return super()._handle_map(shape, value)
+        converted = in_one_pass(shape, value, self._blob_parser)
+        return super()._handle_map(shape, value) if converted is None else converted
 
 
 class _ParserFactory(_Factory):  # type: ignore[misc]

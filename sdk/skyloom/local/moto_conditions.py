@@ -20,6 +20,7 @@ BETWEEN), and each use gets a copy of it with the request's values in their plac
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import moto.dynamodb.models as dynamodb_models
@@ -30,8 +31,19 @@ from moto.dynamodb.comparisons import AttributeValue, ConditionExpressionParser
 #: Parsed conditions kept at once.
 MAX_CONDITIONS = 4096
 
-#: (expression, names, value types) -> (operator tree with stand-ins, names used, values used).
-_parsed: dict[tuple[str, str, str], tuple[Any, list[str], list[str]]] = {}
+#: (expression, names, value types) -> a parse kept (:class:`_Kept`).
+_parsed: dict[tuple[str, str, str], _Kept] = {}
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """An operator tree with stand-ins for the values, where those stand (found once, when parsed),
+    and the names and values moto's parse found used."""
+
+    tree: Any
+    slots: list[tuple[AttributeValue, str]]
+    names_used: list[str]
+    values_used: list[str]
 
 
 class _Slot:
@@ -65,14 +77,14 @@ class _KeptParser(ConditionExpressionParser):
                 op = super().parse()  # raises for an expression moto refuses: nothing kept
             finally:
                 self._template = False
-            kept = (op, list(self.expr_attr_names_found), list(self.expr_attr_values_found))
+            kept = _Kept(op, _stand_ins(op, []), list(self.expr_attr_names_found), list(self.expr_attr_values_found))
             if len(_parsed) >= MAX_CONDITIONS:
                 _parsed.clear()
             _parsed[key] = kept
         else:
-            self.expr_attr_names_found.extend(kept[1])  # what moto's request layer checks for unused names
-            self.expr_attr_values_found.extend(kept[2])
-        return _bound(kept[0], values)
+            self.expr_attr_names_found.extend(kept.names_used)  # what moto's request layer checks
+            self.expr_attr_values_found.extend(kept.values_used)
+        return _bound(kept, values)
 
     def _lookup_expression_attribute_value(self, name: str) -> dict[str, Any]:
         found: dict[str, Any] = super()._lookup_expression_attribute_value(name)  # raises if undefined
@@ -81,29 +93,32 @@ class _KeptParser(ConditionExpressionParser):
         return {next(iter(found)): _Slot(name)}
 
 
-def _bound(tree: Any, values: dict[str, Any]) -> Any:
+def _bound(kept: _Kept, values: dict[str, Any]) -> Any:
     """A copy of a kept tree with each stand-in replaced by the request's value (operator trees are
     a few small objects: copying one costs a tenth of parsing it)."""
-    memo: dict[int, Any] = {}
-    _fill(tree, values, memo, set())
-    return copy.deepcopy(tree, memo) if memo else tree
+    if not kept.slots:
+        return kept.tree
+    memo: dict[int, Any] = {id(node): AttributeValue(values[name]) for node, name in kept.slots}
+    return copy.deepcopy(kept.tree, memo)
 
 
-def _fill(node: Any, values: dict[str, Any], memo: dict[int, Any], seen: set[int]) -> None:
-    """Put in ``memo`` the bound copy of every stand-in value under ``node``."""
+def _stand_ins(node: Any, found: list[tuple[AttributeValue, str]],
+               seen: set[int] | None = None) -> list[tuple[AttributeValue, str]]:
+    """Every value stand-in under ``node``, with the placeholder it stands for (into ``found``)."""
+    seen = set() if seen is None else seen
     if id(node) in seen:
-        return
+        return found
     seen.add(id(node))
     if isinstance(node, AttributeValue):
         if isinstance(node.value, _Slot):
-            memo[id(node)] = AttributeValue(values[node.value.name])
-        return
-    if isinstance(node, list | tuple):
+            found.append((node, node.value.name))
+    elif isinstance(node, list | tuple):
         for each in node:
-            _fill(each, values, memo, seen)
+            _stand_ins(each, found, seen)
     elif hasattr(node, "__dict__"):
         for each in vars(node).values():
-            _fill(each, values, memo, seen)
+            _stand_ins(each, found, seen)
+    return found
 
 
 def new_parser(expr: str | None, names: dict[str, str] | None,

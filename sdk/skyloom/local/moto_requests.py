@@ -40,21 +40,14 @@ class ItemRequestParser(_MotoJSONParser):  # type: ignore[misc]
     """moto's JSON request parser, with attribute values parsed in one pass."""
 
     def _parse_structure(self, shape: Any, value: Any) -> Any:
-        if wire.is_attribute_value(shape):
-            converted = wire.convert(value, self._blob_parser)
-            if converted is not None:
-                return converted
-        return super()._parse_structure(shape, value)
+        converted = wire.in_one_pass(shape, value, self._blob_parser)
+        return super()._parse_structure(shape, value) if converted is None else converted
 
     def _parse_map(self, shape: Any, value: Any) -> Any:
-        if type(value) is dict:
-            if shape.key.type_name == "string" and shape.value.type_name in _PLAIN_TYPES:
-                return self.MAP_TYPE(value)
-            if wire.is_attribute_value(shape.value):
-                converted = wire.convert_map(value, self._blob_parser)
-                if converted is not None:
-                    return converted
-        return super()._parse_map(shape, value)
+        if type(value) is dict and shape.key.type_name == "string" and shape.value.type_name in _PLAIN_TYPES:
+            return self.MAP_TYPE(value)
+        converted = wire.in_one_pass(shape, value, self._blob_parser)
+        return super()._parse_map(shape, value) if converted is None else converted
 
     def _parse_list(self, shape: Any, node: Any) -> Any:
         if type(node) is list and shape.member.type_name in _PLAIN_TYPES:
