@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import boto3
+import botocore.loaders
 import pytest
 from botocore.exceptions import ParamValidationError
 from botocore.parsers import JSONParser
@@ -157,3 +158,36 @@ def test_the_emulator_parses_requests_as_moto_does(item: dict[str, Any], extra: 
     }
     for operation, body in bodies.items():
         assert moto_parsed(ItemRequestParser, operation, body) == moto_parsed(MotoJSONParser, operation, body)
+
+
+def test_a_client_with_an_endpoint_url_resolves_it_without_reading_table_arns() -> None:
+    client = boto3.session.Session().client(
+        "dynamodb", region_name="us-east-1", endpoint_url="http://127.0.0.1:9", aws_access_key_id="x",
+        aws_secret_access_key="x")
+    wire.install_on(client)
+    wire.install_on(client)  # installing twice wraps once
+    model = client.meta.service_model.operation_model("TransactWriteItems")
+    params = {"TransactItems": [{"Put": {"TableName": "arn:aws:dynamodb:us-west-2:123456789012:table/t",
+                                         "Item": {"k": {"S": "v"}}}}]}
+    resolver = client._ruleset_resolver
+    assert resolver._get_provider_params(model, params, {}).keys().isdisjoint(wire.TABLE_ARN_PARAMETERS)
+    assert client._resolve_endpoint_ruleset(model, params, {})[0] == "http://127.0.0.1:9"
+
+
+def test_an_endpoint_url_is_the_endpoint_whatever_the_table_arns() -> None:
+    """The rule :func:`wire._skip_table_arns` relies on: with an endpoint URL set, DynamoDB's rule set
+    returns it (or refuses FIPS and dual-stack) before any rule reads the ARN parameters."""
+    rules = botocore.loaders.Loader().load_service_model("dynamodb", "endpoint-rule-set-1")["rules"]
+    first = rules[0]
+    assert {"fn": "isSet", "argv": [{"ref": "Endpoint"}]} in first["conditions"]
+    assert first["rules"][-1]["endpoint"]["url"] == "{Endpoint}"
+    assert not any(name in json.dumps(first) for name in wire.TABLE_ARN_PARAMETERS)
+
+
+def test_a_client_on_aws_still_reads_table_arns() -> None:
+    client = boto3.session.Session().client("dynamodb", region_name="us-east-1", aws_access_key_id="x",
+                                            aws_secret_access_key="x")
+    wire.install_on(client)
+    model = client.meta.service_model.operation_model("TransactWriteItems")
+    params = {"TransactItems": [{"Put": {"TableName": "t", "Item": {"k": {"S": "v"}}}}]}
+    assert "ResourceArnList" in client._ruleset_resolver._get_provider_params(model, params, {})

@@ -27,6 +27,7 @@ from pynamodb.models import Model
 
 from skyloom.core import wire
 from skyloom.core.config import Settings
+from skyloom.core.item_model import ItemModel
 from skyloom.core.resources import EDGES, MEASUREMENTS, RESULTS, SESSIONS, TASKS
 
 #: How DynamoDB calls are retried: as AWS's SDKs retry DynamoDB, with botocore's own DynamoDB policy
@@ -54,7 +55,7 @@ class SessionsByOwner(GlobalSecondaryIndex["SessionModel"]):
     created_at = NumberAttribute(range_key=True)
 
 
-class SessionModel(Model):
+class SessionModel(ItemModel):
     class Meta(_Meta):
         pass
 
@@ -111,7 +112,7 @@ class TasksByChange(GlobalSecondaryIndex["TaskModel"]):
     updated_at = NumberAttribute(range_key=True)
 
 
-class TaskModel(Model):
+class TaskModel(ItemModel):
     class Meta(_Meta):
         pass
 
@@ -203,7 +204,7 @@ class ResultsByChange(GlobalSecondaryIndex["ResultModel"]):
     updated_at = NumberAttribute(range_key=True)
 
 
-class ResultModel(Model):
+class ResultModel(ItemModel):
     class Meta(_Meta):
         pass
 
@@ -242,7 +243,7 @@ class ResultModel(Model):
 
 
 # ------------------------------------------------------------------------------------------- edges
-class EdgeModel(Model):
+class EdgeModel(ItemModel):
     class Meta(_Meta):
         pass
 
@@ -253,7 +254,7 @@ class EdgeModel(Model):
 
 
 # ------------------------------------------------------------------------- worker environments
-class WorkerEnvironmentModel(Model):
+class WorkerEnvironmentModel(ItemModel):
     """The Python and cloudpickle versions a partition's workers run (:mod:`skyloom.core.environment`).
 
     One item per partition in the sessions table, under a key no session id can take (``#`` is not
@@ -285,7 +286,7 @@ class CheckpointsBySession(GlobalSecondaryIndex["CheckpointModel"]):
     created_at = NumberAttribute(range_key=True)
 
 
-class CheckpointModel(Model):
+class CheckpointModel(ItemModel):
     """The latest checkpoint of one task (:mod:`skyloom.core.checkpoints`), with its counters.
 
     One item per task in the sessions table, under a key no session id can take (``#`` is not an
@@ -324,7 +325,7 @@ class CheckpointModel(Model):
 
 
 # ------------------------------------------------------------------------------- measurements
-class MeasurementModel(Model):
+class MeasurementModel(ItemModel):
     """A measurement, its series' last value, or a window of run times (:mod:`skyloom.core.measurements`)."""
 
     class Meta(_Meta):

@@ -13,7 +13,8 @@ requests and responses are exactly what botocore makes (``tests/unit/test_wire.p
 on generated items). :func:`install_on` puts them on a DynamoDB or DynamoDB Streams client: the
 process's boto3 ones (:func:`skyloom.core.aws.client`) and the one pynamodb's models share
 (:func:`skyloom.core.models.connection`). The emulator's request parser takes items the same way
-(:mod:`skyloom.local.moto_requests`).
+(:mod:`skyloom.local.moto_requests`). On a client given an endpoint URL, :func:`install_on` also
+spares botocore's gathering of table ARNs from every request's items (:func:`_skip_table_arns`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ _Factory: Any = ResponseParserFactory
 
 #: Services whose clients take these.
 SERVICES = frozenset({"dynamodb", "dynamodbstreams"})
+
+#: DynamoDB's endpoint rule parameters drawn from a request's table names (for account-based
+#: endpoints), and the builtin that holds a client's endpoint URL.
+TABLE_ARN_PARAMETERS = frozenset({"ResourceArn", "ResourceArnList"})
+_ENDPOINT_BUILTIN = "SDK::Endpoint"
 
 #: Members that are the same in Python as on the wire.
 _AS_IS = frozenset({"S", "N", "SS", "NS", "BOOL", "NULL"})
@@ -177,3 +183,29 @@ def install_on(client: Any, parser: type[ItemParser] = ItemParser) -> None:
     factory: Any = getattr(endpoint, "_response_parser_factory", None)
     if isinstance(factory, _Factory) and getattr(factory, "parser", None) is not parser:
         endpoint._response_parser_factory = _ParserFactory(parser, factory._defaults)
+    _skip_table_arns(client)
+
+
+def _skip_table_arns(client: Any) -> None:
+    """Spare a client given an endpoint URL (local mode, LocalStack) botocore's gathering of table
+    ARNs from every request.
+
+    Before each call botocore computes the endpoint rules' parameters, among them DynamoDB's
+    ``ResourceArnList``: a jmespath walk over every item of a transaction or batch (a twelfth of an
+    agent's CPU). Those parameters only choose an account-based AWS endpoint; with an endpoint URL
+    DynamoDB's first rule returns that URL and reads none of them (``tests/unit/test_wire.py`` holds
+    the rule set to it). On AWS (no endpoint URL) nothing changes.
+    """
+    resolver: Any = getattr(client, "_ruleset_resolver", None)
+    builtins: Any = getattr(resolver, "_builtins", None)
+    if not isinstance(builtins, dict) or builtins.get(_ENDPOINT_BUILTIN) is None:
+        return
+    resolve = getattr(resolver, "_resolve_param_as_operation_context_param", None)
+    if resolve is None or getattr(resolve, "skips_table_arns", False):
+        return
+
+    def without_table_arns(param_name: str, operation_model: Any, call_args: Any) -> Any:
+        return None if param_name in TABLE_ARN_PARAMETERS else resolve(param_name, operation_model, call_args)
+
+    without_table_arns.skips_table_arns = True  # type: ignore[attr-defined]
+    resolver._resolve_param_as_operation_context_param = without_table_arns
