@@ -16,6 +16,12 @@ client in the same way (see ``benchmarks/peers/common.py``):
   a free loopback port), result backend Redis (``redis-server`` on a free loopback port);
 - Dask distributed (optional): a ``LocalCluster`` of N single-thread worker processes.
 
+On a shared host one run of a system can be a fifth faster or slower than the next (Celery did 107
+to 191 tasks/s on the same 1,000 tasks in one evening): ``--rounds N`` runs each workload N times,
+the systems back to back in alternating order, and the table shows each system's median and the
+median of the rounds' ratios with their range (a round's two runs are a minute apart, so its ratio
+sees nearly the same host).
+
 The peers run from their own venvs, ``benchmarks/.peer-venv/<name>``, built here from the pinned
 ``benchmarks/peers/requirements-<name>.txt`` (rebuilt when the file changes); ``redis-server`` is
 installed with apt-get if missing (as root). Nothing listens outside 127.0.0.1.
@@ -37,6 +43,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -264,8 +271,8 @@ class Run:
                     "AWS_REGION": "us-east-1"})
         return env
 
-    def one(self, system: str, workload: Workload) -> dict[str, Any]:
-        run_dir = self.out_dir / f"{workload.key}-{system}"
+    def one(self, system: str, workload: Workload, round_no: int = 0) -> dict[str, Any]:
+        run_dir = self.out_dir / (f"{workload.key}-{system}" + (f"-round{round_no + 1}" if round_no else ""))
         run_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         try:
@@ -379,17 +386,22 @@ def _brief(result: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------- the table
-def table(report: dict[str, Any]) -> str:
+#: One line of the table: label, unit, each system's figure (None: failed), which way is better.
+Row = tuple[str, str, dict[str, float | None], str]
+
+
+def figures(report: dict[str, Any], runs: dict[str, dict[str, Any]]) -> list[Row]:
+    """The table's lines for one round's ``runs`` (workload key -> system -> the driver's result)."""
     systems = report["config"]["systems"]
-    rows: list[tuple[str, str, dict[str, float | None], str]] = []  # label, unit, values, better
+    rows: list[Row] = []
 
     def value(key: str, system: str, *path: str) -> float | None:
-        node: Any = report["runs"].get(key, {}).get(system, {})
+        node: Any = runs.get(key, {}).get(system, {})
         for p in path:
             node = node.get(p) if isinstance(node, dict) else None
         return float(node) if isinstance(node, int | float) else None
 
-    for key, run in report["runs"].items():
+    for key, run in runs.items():
         label = report["workloads"][key]
         if key.startswith("throughput-"):
             rows.append((label, "tasks/s", {s: value(key, s, "tasks_per_s") for s in systems}, "higher"))
@@ -405,17 +417,36 @@ def table(report: dict[str, Any]) -> str:
             tasks = next((r["tasks"] for r in run.values() if "tasks" in r), "?")
             rows.append((f"{label}, {tasks} tasks, wall time", "s", {s: value(key, s, "wall_seconds") for s in systems},
                          "lower"))
+    return rows
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def table(report: dict[str, Any]) -> str:
+    """The markdown table: with several rounds, each system's median figure and the median of the
+    rounds' ratios (with their range), so that one lucky or unlucky run does not make the ratio."""
+    systems = report["config"]["systems"]
+    rounds = [figures(report, runs) for runs in report.get("rounds") or [report["runs"]]]
     names = {"skyloom": "Skyloom", "celery": "Celery", "dask": "Dask"}
     head = "| workload | unit | " + " | ".join(names[s] for s in systems)
     with_ratio = "skyloom" in systems and "celery" in systems
     head += " | Skyloom / Celery |" if with_ratio else " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for label, unit, values, better in rows:
-        cells = ["failed" if values[s] is None else f"{values[s]:g}" for s in systems]
+    for i, (label, unit, _, better) in enumerate(rounds[0]):
+        seen = [r[i][2] for r in rounds if i < len(r) and r[i][0] == label]
+        medians = {s: _median([x for v in seen if (x := v[s]) is not None]) for s in systems}
+        cells = ["failed" if medians[s] is None else f"{medians[s]:g}" for s in systems]
         line = f"| {label} | {unit} | " + " | ".join(cells)
         if with_ratio:
-            sky, cel = values["skyloom"], values["celery"]
-            ratio = f"{sky / cel:.2f} ({better} is better)" if sky is not None and cel else "-"
+            ratios = sorted(v["skyloom"] / v["celery"] for v in seen if v["skyloom"] is not None and v["celery"])
+            ratio = "-"
+            if len(ratios) == 1:
+                ratio = f"{ratios[0]:.2f} ({better} is better)"
+            elif ratios:
+                ratio = (f"{statistics.median(ratios):.2f} (median of {len(ratios)} rounds, {ratios[0]:.2f}-"
+                         f"{ratios[-1]:.2f}; {better} is better)")
             line += f" | {ratio}"
         lines.append(line + " |")
     return "\n".join(lines)
@@ -438,6 +469,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--util-workers", type=int, default=4, help="utilisation: single-slot workers (default 4)")
     p.add_argument("--tree", help="tree sum: lo,hi,leaf (default 0,512,8; quick: 0,128,8)")
     p.add_argument("--quick", action="store_true", help="small sizes: a check that everything runs")
+    p.add_argument("--rounds", type=int, default=1, help="runs of each workload per system, back to back and "
+                   "in alternating order; the table shows medians (default: %(default)s)")
     p.add_argument("--run-timeout", type=float, default=3600.0,
                    help="seconds one system may take for one workload (default: %(default)s)")
     p.add_argument("--output", type=Path, help="JSON report (default: benchmarks/results/side-by-side-<time>.json)")
@@ -491,9 +524,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if name in systems:
                 run.pythons[name] = peer_python(name, opts.peer_python)
         for workload in workloads:
-            for system in systems:
-                report["runs"].setdefault(workload.key, {})[system] = run.one(system, workload)
-                _write(output, report, started)
+            for n in range(opts.rounds):
+                for system in (systems if n % 2 == 0 else systems[::-1]):
+                    result = run.one(system, workload, n)
+                    if n == 0:
+                        report["runs"].setdefault(workload.key, {})[system] = result
+                    if opts.rounds > 1:
+                        rounds = report.setdefault("rounds", [])
+                        if len(rounds) <= n:
+                            rounds.append({})
+                        rounds[n].setdefault(workload.key, {})[system] = result
+                    _write(output, report, started)
     except KeyboardInterrupt:
         interrupted = True
         print("[side-by-side] interrupted; stopping what was started", flush=True)
