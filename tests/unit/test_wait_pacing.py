@@ -1,5 +1,5 @@
 """The wait route's re-check pace: a quarter of the quiet time (or of the time left at the pace seen),
-from 10 ms to one second."""
+from 5 ms to one second."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def test_a_wait_rechecks_after_a_quarter_of_its_quiet_time(quiet: float, pause: 
 @pytest.mark.parametrize(("pending", "rate", "pause"), [
     (160, 40.0, RECHECK_MAX_SECONDS),  # 4 s to go: a check a second
     (20, 40.0, 0.125),  # half a second to go: a quarter of it
-    (1, 40.0, RECHECK_FIRST_SECONDS),  # the last one: followed closely
+    (1, 100.0, RECHECK_FIRST_SECONDS),  # the last one: followed closely
     (50, 0.0, RECHECK_FIRST_SECONDS),  # no pace known yet: the quiet rule
 ])
 def test_an_all_wait_rechecks_after_a_quarter_of_the_time_its_pending_results_should_take(

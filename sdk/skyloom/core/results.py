@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pynamodb.exceptions import DoesNotExist
 from pynamodb.transactions import TransactWrite
 
-from skyloom.core import blobs, clock
+from skyloom.core import blobs, clock, ddb
 from skyloom.core.config import Settings
 from skyloom.core.ddb import Op, transact_idempotent, update_if
 from skyloom.core.graph import check_unique
@@ -32,7 +32,7 @@ from skyloom.core.protocol import (
     b64decode,
     b64encode,
 )
-from skyloom.core.sessions import load_session, require_in_session
+from skyloom.core.sessions import load_session, owned_session, require_in_session
 from skyloom.core.states import RESULT_FINAL, ResultStatus, SessionStatus, session_accepts_submissions
 from skyloom.core.transitions import result_move
 from skyloom.errors import Conflict, InvalidRequest, PayloadTooLarge, ResultNotFound, SessionClosed
@@ -159,16 +159,30 @@ def load_results(session: SessionModel, ids: Iterable[str], field: str = "ids") 
     return found
 
 
+def load_session_and_results(owner: str, session_id: str, ids: Iterable[str], field: str = "ids",
+                             *, require: bool = True) -> tuple[SessionModel, dict[str, ResultModel]]:
+    """:func:`load_session` and :func:`load_results` in one read (:func:`ddb.batch_get`): the
+    session (SessionNotFound if it is not the owner's) and its results among ``ids``; with
+    ``require``, ResultNotFound names any missing, else they are left out."""
+    wanted = list(dict.fromkeys(ids))
+    sessions: list[SessionModel]
+    results: list[ResultModel]
+    sessions, results = ddb.batch_get([(SessionModel, [session_id]), (ResultModel, wanted)])
+    session = owned_session(sessions[0] if sessions else None, owner, session_id)
+    found = {r.result_id: r for r in results if r.session_id == session.session_id}
+    if require:
+        require_in_session(session, wanted, found, ResultNotFound, "result", field)
+    return session, found
+
+
 def get_results(settings: Settings, owner: str, session_id: str, ids: list[str]) -> list[ResultInfo]:
-    session = load_session(owner, session_id)
-    found = load_results(session, ids)
+    _, found = load_session_and_results(owner, session_id, ids)
     return [result_info(found[i]) for i in dict.fromkeys(ids)]
 
 
 def complete_uploads(settings: Settings, owner: str, session_id: str, ids: list[str]) -> list[ResultInfo]:
     """Complete results the client PUT to their presigned URL, after checking each object exists."""
-    session = load_session(owner, session_id)
-    found = load_results(session, ids)
+    _, found = load_session_and_results(owner, session_id, ids)
     # Check every id before writing any, so a refused request completes nothing (a bad id after a
     # good one used to leave the good one completed behind a 409).
     sizes: dict[str, int] = {}
@@ -214,8 +228,11 @@ def complete_uploads(settings: Settings, owner: str, session_id: str, ids: list[
 #: before it), and a long quiet wait settles to about one check a second. An ``all`` wait also
 #: waits a quarter of the time the pending results should still take at the pace they have been
 #: completing (:data:`RECHECK_ETA_SHARE`): 200 tasks of 100 ms on 4 workers cannot all be done
-#: before 5 s, and a check every 10 ms meanwhile cost 40 % of the CPU the whole run used.
-RECHECK_FIRST_SECONDS = 0.01
+#: before 5 s, and a check every 10 ms meanwhile cost 40 % of the CPU the whole run used. The first
+#: checks come 5 ms apart: a lone short task is final about 35 ms after its submit on an idle local
+#: stack, and 10 ms apart left its result waiting 5 ms on average (a quarter of its latency's
+#: target); the quiet rule doubles the pause past 20 ms of quiet, so this costs a few reads per wait.
+RECHECK_FIRST_SECONDS = 0.005
 RECHECK_QUIET_SHARE = 0.25
 RECHECK_ETA_SHARE = 0.25
 RECHECK_MAX_SECONDS = 1.0
@@ -238,11 +255,11 @@ def wait_results(settings: Settings, owner: str, session_id: str, req: WaitReque
     stops at the first 25 ids that still hold a pending one (the wait cannot end before they are
     final), so a long wait for many results costs one small call per re-check. Re-checks come a
     quarter of the quiet time apart (:func:`recheck_pause`: since the wait began, or since a result
-    last became final), from 10 ms to one a second: a short task is seen within a fifth of its run,
+    last became final), from 5 ms to one a second: a short task is seen within a fifth of its run,
     a stream of completions is followed closely to its last one, and a 20-s quiet wait makes about
     40 checks where a fixed fast pace would make
     hundreds; an ``all`` wait for results that complete at a steady pace checks more often as the
-    last ones near, not every 10 ms from the start. The reads are the table's, not the ``by_change`` index's:
+    last ones near, not every 5 ms from the start. The reads are the table's, not the ``by_change`` index's:
     the index is eventually consistent and would need a settle horizon and a fallback read anyway.
 
     The route cuts ``timeout`` to what the invocation has left, and the protocol caps it at 20 s, so
@@ -250,10 +267,9 @@ def wait_results(settings: Settings, owner: str, session_id: str, req: WaitReque
     once, at the end; values and errors fill :data:`WAIT_ANSWER_BUDGET_BYTES`, the rest is listed in
     ``incomplete``.
     """
-    session = load_session(owner, session_id)
     deadline = time.monotonic() + req.timeout
     waited = list(dict.fromkeys(req.ids))
-    found = load_results(session, waited)
+    session, found = load_session_and_results(owner, session_id, waited)
     unread: list[str] = []
     began = quiet_since = time.monotonic()
     finals = first_finals = _finals(found, waited)
@@ -375,8 +391,8 @@ def result_data(settings: Settings, r: ResultModel) -> ResultData:
 
 
 def read_result(settings: Settings, owner: str, session_id: str, result_id: str) -> ResultData:
-    session = load_session(owner, session_id)
-    r = load_results(session, [result_id], field="result_id")[result_id]
+    _, found = load_session_and_results(owner, session_id, [result_id], field="result_id")
+    r = found[result_id]
     if r.status != ResultStatus.COMPLETED.value:
         raise Conflict(
             f"result {result_id} is {r.status}, not Completed",

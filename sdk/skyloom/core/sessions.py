@@ -78,8 +78,13 @@ def load_session(owner: str, session_id: str) -> SessionModel:
     try:
         s = SessionModel.get(session_id, consistent_read=True)
     except DoesNotExist:
-        raise SessionNotFound(f"session {session_id} not found", field="session_id") from None
-    if s.owner != owner or s.status == SessionStatus.DELETED.value:
+        s = None
+    return owned_session(s, owner, session_id)
+
+
+def owned_session(s: SessionModel | None, owner: str, session_id: str) -> SessionModel:
+    """``s``, read for ``session_id``, if it is ``owner``'s and not deleted; otherwise SessionNotFound."""
+    if s is None or s.owner != owner or s.status == SessionStatus.DELETED.value:
         raise SessionNotFound(f"session {session_id} not found", field="session_id")
     return s
 

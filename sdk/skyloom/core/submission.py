@@ -27,8 +27,15 @@ from skyloom.core.graph import (
 )
 from skyloom.core.models import ResultModel, SessionModel, TaskModel
 from skyloom.core.protocol import SubmitTasksRequest, SubmitTasksResponse, TaskSpec, b64decode
-from skyloom.core.results import fingerprint, new_result_items, put_new, replayed, require_open, result_info
-from skyloom.core.sessions import load_session
+from skyloom.core.results import (
+    fingerprint,
+    load_session_and_results,
+    new_result_items,
+    put_new,
+    replayed,
+    require_open,
+    result_info,
+)
 from skyloom.core.states import ResultStatus, SessionStatus, TaskStatus
 from skyloom.core.tasks import task_info
 from skyloom.core.transitions import result_in
@@ -68,24 +75,23 @@ def _payload(settings: Settings, spec: TaskSpec, field: str) -> bytes | None:
 
 
 def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTasksRequest) -> SubmitTasksResponse:
-    session = load_session(owner, session_id)
-    require_open(session)
-    request_id = fingerprint(req, session)
-    new_results, upload_urls = new_result_items(settings, session, req.results, request_id, "results")
-    check_unique([r.result_id for r in new_results], "results")
-    created = {r.result_id: r for r in new_results}
-
     ids = [spec.id or clock.new_id() for spec in req.tasks]
-    check_unique(ids, "tasks")
     nodes = [
         TaskNode(tid, (*spec.data_dependencies, *([spec.payload_result] if spec.payload_result else [])),
                  tuple(spec.expected_outputs))
         for tid, spec in zip(ids, req.tasks, strict=True)
     ]
+    # The results the tasks name that this request does not create, read with the session.
+    named = {spec.id for spec in req.results if spec.id}
+    referenced = [rid for n in nodes for rid in (*n.dependencies, *n.outputs) if rid not in named]
+    session, existing = load_session_and_results(owner, session_id, referenced, require=False)
+    require_open(session)
+    request_id = fingerprint(req, session)
+    new_results, upload_urls = new_result_items(settings, session, req.results, request_id, "results")
+    check_unique([r.result_id for r in new_results], "results")
+    created = {r.result_id: r for r in new_results}
+    check_unique(ids, "tasks")
     check_acyclic(nodes)  # also checks each output has a single producer
-
-    referenced = {rid for n in nodes for rid in (*n.dependencies, *n.outputs) if rid not in created}
-    existing = _load_existing(session, referenced)
     results = {**existing, **created}
     for i, (tid, spec) in enumerate(zip(ids, req.tasks, strict=True)):
         check_dependency_kinds(spec.data_dependencies, spec.optional_dependencies, spec.lazy_dependencies,
@@ -154,15 +160,6 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
         results=[result_info(r, upload_urls.get(r.result_id)) for r in new_results],
     )
 
-
-def _load_existing(session: SessionModel, ids: set[str]) -> dict[str, ResultModel]:
-    if not ids:
-        return {}
-    return {
-        r.result_id: r
-        for r in ResultModel.batch_get(list(ids), consistent_read=True)
-        if r.session_id == session.session_id
-    }
 
 
 def _check_refs(

@@ -1,0 +1,108 @@
+"""Reads of several tables in one BatchGetItem (``ddb.batch_get``): a submit and a wait read their
+session and the results they name together, in one call."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from skyloom.core import ddb
+from skyloom.core.models import ResultModel, SessionModel, connection
+from skyloom.core.protocol import b64encode as b64
+
+if TYPE_CHECKING:
+    from skyloom.core.config import Settings
+    from tests.functional.conftest import ApiClient
+
+
+@pytest.fixture
+def calls(aws_stack: Settings) -> Iterator[Counter[str]]:
+    """DynamoDB operations the process's shared client makes, by name."""
+    seen: Counter[str] = Counter()
+    events = connection().client.meta.events
+
+    def count(model: Any, **_: Any) -> None:
+        seen[model.name] += 1
+
+    events.register("before-call.dynamodb", count)
+    yield seen
+    events.unregister("before-call.dynamodb", count)
+
+
+def test_items_of_two_tables_are_read_in_one_call(api: ApiClient, calls: Counter[str]) -> None:
+    sid = api.session()
+    rids = api.results(sid, [{"data": b64(b"x")}, {"data": b64(b"y")}])
+    calls.clear()
+    sessions, results = ddb.batch_get([(SessionModel, [sid]), (ResultModel, [*rids, "absent", rids[0]])])
+    assert [s.session_id for s in sessions] == [sid]
+    assert sorted(r.result_id for r in results) == sorted(rids)  # the missing key left out, the repeat read once
+    assert calls == {"BatchGetItem": 1}
+
+
+def test_more_keys_than_one_call_takes_are_read_in_several(api: ApiClient, calls: Counter[str]) -> None:
+    sid = api.session()
+    rids = api.results(sid, [{"data": b64(b"%d" % i)} for i in range(150)])
+    calls.clear()
+    sessions, results = ddb.batch_get([(SessionModel, [sid]), (ResultModel, rids)])
+    assert len(sessions) == 1 and sorted(r.result_id for r in results) == sorted(rids)
+    assert calls == {"BatchGetItem": 2}
+
+
+def test_keys_left_unprocessed_are_asked_for_again(api: ApiClient, calls: Counter[str]) -> None:
+    # GIVEN DynamoDB leaves a key unprocessed in its first answer (as it does when throttled)
+    sid = api.session()
+    rids = api.results(sid, [{"data": b64(b"x")}, {"data": b64(b"y")}])
+    events = connection().client.meta.events
+    held_back: list[dict[str, Any]] = []
+
+    def throttle_once(parsed: dict[str, Any], **_: Any) -> None:
+        if held_back:
+            return
+        table, items = next((t, i) for t, i in parsed["Responses"].items() if i)
+        held_back.append(items.pop())
+        key = {name: held_back[0][name] for name in ("session_id", "result_id") if name in held_back[0]}
+        parsed["UnprocessedKeys"] = {table: {"Keys": [key], "ConsistentRead": True}}
+
+    events.register("after-call.dynamodb.BatchGetItem", throttle_once)
+    try:
+        calls.clear()
+        sessions, results = ddb.batch_get([(SessionModel, [sid]), (ResultModel, rids)])
+    finally:
+        events.unregister("after-call.dynamodb.BatchGetItem", throttle_once)
+    # THEN the key is read in a second call and nothing is missing
+    assert held_back and calls == {"BatchGetItem": 2}
+    assert len(sessions) == 1 and sorted(r.result_id for r in results) == sorted(rids)
+
+
+def test_two_models_of_one_table_are_refused() -> None:
+    from skyloom.core.models import WorkerEnvironmentModel
+
+    with pytest.raises(ValueError, match="table of its own"):
+        ddb.batch_get([(SessionModel, ["s"]), (WorkerEnvironmentModel, ["s"])])
+
+
+def test_a_submit_and_a_wait_read_their_session_with_the_results_they_name(
+        api: ApiClient, calls: Counter[str]) -> None:
+    sid = api.session()
+    (dep,) = api.results(sid, [{"data": b64(b"1")}])
+    calls.clear()
+    r = api.call("POST", f"/sessions/{sid}/tasks",
+                 {"results": [{"id": "out"}],
+                  "tasks": [{"handler": "tests.echo", "data_dependencies": [dep], "expected_outputs": ["out"]}]})
+    assert r.status == 201, r.raw_body
+    assert calls["BatchGetItem"] == 1 and calls["GetItem"] == 0
+    calls.clear()
+    r = api.call("POST", f"/sessions/{sid}/results/wait", {"ids": [dep], "timeout": 1})
+    assert r.status == 200, r.raw_body
+    assert r.json["done"] is True
+    assert calls == {"BatchGetItem": 1}
+
+
+def test_a_wait_on_another_owners_session_is_not_found(api: ApiClient) -> None:
+    sid = api.session()
+    (rid,) = api.results(sid, [{"data": b64(b"1")}])
+    r = api.call("POST", f"/sessions/{sid}/results/wait", {"ids": [rid], "timeout": 1}, identity=api.B)
+    assert r.status == 404 and r.field == "session_id"
