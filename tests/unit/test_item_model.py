@@ -75,7 +75,7 @@ def walked(model: type[ItemModel], kwargs: dict[str, Any], *, new: bool = True) 
 def outcome(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
-    except (AttributeNullError, ValueError) as exc:
+    except (AttributeNullError, ValueError, TypeError) as exc:
         return type(exc), str(exc)
 
 
@@ -135,3 +135,9 @@ def test_a_class_the_plan_does_not_cover_keeps_pynamodb_walk() -> None:
     assert item.serialize() == {"key": {"S": "k"}, "inner": {"M": {"x": {"N": "2"}}}, "stored": {"S": "v"}}
     read = WithMap.from_raw_data(item.serialize())
     assert read.inner.x == 2 and read.renamed == "v"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.integers(), st.floats(), st.booleans(), st.decimals(allow_nan=False, allow_infinity=False)))
+def test_numbers_are_written_as_pynamodb_writes_them(value: Any) -> None:
+    assert outcome(models.Number().serialize, value) == outcome(NumberAttribute().serialize, value)

@@ -8,6 +8,7 @@ stack). Item shapes must match :mod:`skyloom.core.resources`, which a unit test 
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -39,6 +40,18 @@ DYNAMODB_RETRIES: dict[str, Any] = {"mode": "legacy", "total_max_attempts": 10}
 pynamodb.settings.default_settings_dict["retry_configuration"] = DYNAMODB_RETRIES  # type: ignore[assignment]
 
 
+class Number(NumberAttribute):
+    """A number attribute that writes ints and finite floats without ``json.dumps``, which pynamodb
+    calls for every number of every item and update (a fourteenth of the submit function's CPU);
+    ``repr`` gives the same text for them. Anything else is written by pynamodb's own code."""
+
+    def serialize(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is int or (kind is float and math.isfinite(value)):
+            return repr(value)
+        return super().serialize(value)
+
+
 class _Meta:
     table_name = "unbound"
     region = "us-east-1"
@@ -52,7 +65,7 @@ class SessionsByOwner(GlobalSecondaryIndex["SessionModel"]):
         projection = AllProjection()
 
     owner = UnicodeAttribute(hash_key=True)
-    created_at = NumberAttribute(range_key=True)
+    created_at = Number(range_key=True)
 
 
 class SessionModel(ItemModel):
@@ -62,13 +75,13 @@ class SessionModel(ItemModel):
     session_id = UnicodeAttribute(hash_key=True)
     owner = UnicodeAttribute()
     status = UnicodeAttribute()
-    created_at = NumberAttribute()
-    updated_at = NumberAttribute()
+    created_at = Number()
+    updated_at = Number()
     #: Default task options (a TaskOptions dict) applied to every task of the session.
     options = JSONAttribute(default=dict)
     partitions = ListAttribute[str](default=list)
     name = UnicodeAttribute(null=True)
-    expires_at = NumberAttribute(null=True)
+    expires_at = Number(null=True)
 
     by_owner = SessionsByOwner()
 
@@ -98,7 +111,7 @@ class TasksByDue(GlobalSecondaryIndex["TaskModel"]):
         projection = AllProjection()
 
     due_shard = UnicodeAttribute(hash_key=True)
-    due_at = NumberAttribute(range_key=True)
+    due_at = Number(range_key=True)
 
 
 class TasksByChange(GlobalSecondaryIndex["TaskModel"]):
@@ -109,7 +122,7 @@ class TasksByChange(GlobalSecondaryIndex["TaskModel"]):
         projection = AllProjection()
 
     session_id = UnicodeAttribute(hash_key=True)
-    updated_at = NumberAttribute(range_key=True)
+    updated_at = Number(range_key=True)
 
 
 class TaskModel(ItemModel):
@@ -127,7 +140,7 @@ class TaskModel(ItemModel):
     payload = BinaryAttribute(null=True, legacy_encoding=False)
     #: A completed result holding the payload, for payloads too large to ride inline.
     payload_result = UnicodeAttribute(null=True)
-    payload_size = NumberAttribute(default=0)
+    payload_size = Number(default=0)
     data_dependencies = ListAttribute[str](default=list)
     #: Dependencies not yet completed. DynamoDB drops an empty set, so "absent" means "none left".
     remaining = UnicodeSetAttribute(null=True)
@@ -145,37 +158,37 @@ class TaskModel(ItemModel):
     #: Effective TaskOptions (session defaults merged with the task's own).
     options = JSONAttribute(default=dict)
     partition = UnicodeAttribute()
-    priority = NumberAttribute(default=0)
+    priority = Number(default=0)
     parent_task_id = UnicodeAttribute(null=True)
-    parent_attempt = NumberAttribute(null=True)
+    parent_attempt = Number(null=True)
     #: Subtask nesting level: 0 for a task a client submitted, parent's + 1 for a staged subtask;
     #: bounded by ``limits.SUBTASK_DEPTH``. Absent on items written before it existed (read as 0).
-    depth = NumberAttribute(null=True)
-    created_at = NumberAttribute()
-    updated_at = NumberAttribute()
-    submitted_at = NumberAttribute(null=True)
-    started_at = NumberAttribute(null=True)
-    ended_at = NumberAttribute(null=True)
+    depth = Number(null=True)
+    created_at = Number()
+    updated_at = Number()
+    submitted_at = Number(null=True)
+    started_at = Number(null=True)
+    ended_at = Number(null=True)
     #: Number of the last attempt written, 1-based; 0 before the first. A short task runs on its
     #: message's receipt and writes its attempt number only at its commit (see ``claims.take``).
-    attempt = NumberAttribute(default=0)
+    attempt = Number(default=0)
     #: A retry waits for its backoff until then: an earlier (duplicate) message must not start it.
-    not_before = NumberAttribute(null=True)
+    not_before = Number(null=True)
     lease_owner = UnicodeAttribute(null=True)
-    lease_expires = NumberAttribute(null=True)
+    lease_expires = Number(null=True)
     #: Timer index: set while something must happen to this task by ``due_at``.
     due_shard = UnicodeAttribute(null=True)
-    due_at = NumberAttribute(null=True)
+    due_at = Number(null=True)
     #: One JSON object per finished attempt: number, worker, start, end, outcome, error, traceback.
     attempts = JSONAttribute(default=list)
     #: The final error, when the task ended in Error/Timeout/Cancelled.
     error = JSONAttribute(null=True)
     #: Set at commit while the children staged by the winning attempt are not live yet.
-    finalize_pending = NumberAttribute(null=True)
+    finalize_pending = Number(null=True)
     #: Timing breakdown and bytes moved of the winning attempt.
     metrics = JSONAttribute(null=True)
     request_id = UnicodeAttribute(null=True)
-    expires_at = NumberAttribute(null=True)
+    expires_at = Number(null=True)
 
     by_session = TasksBySession()
     by_parent = TasksByParent()
@@ -201,7 +214,7 @@ class ResultsByChange(GlobalSecondaryIndex["ResultModel"]):
         projection = AllProjection()
 
     session_id = UnicodeAttribute(hash_key=True)
-    updated_at = NumberAttribute(range_key=True)
+    updated_at = Number(range_key=True)
 
 
 class ResultModel(ItemModel):
@@ -215,11 +228,11 @@ class ResultModel(ItemModel):
     #: The task that must produce this result; None for a result the client uploads.
     owner_task_id = UnicodeAttribute(null=True)
     name = UnicodeAttribute(null=True)
-    created_at = NumberAttribute()
-    completed_at = NumberAttribute(null=True)
+    created_at = Number()
+    completed_at = Number(null=True)
     #: Set by every write that changes the result (status, owner, value), for the events feed.
-    updated_at = NumberAttribute()
-    size = NumberAttribute(null=True)
+    updated_at = Number()
+    size = Number(null=True)
     #: Inline value (small results) or the S3 key of the value; exactly one is set once Completed.
     inline = BinaryAttribute(null=True, legacy_encoding=False)
     s3_key = UnicodeAttribute(null=True)
@@ -228,7 +241,7 @@ class ResultModel(ItemModel):
     #: The staging parent and attempt when a running task created this result.
     parent_task_id = UnicodeAttribute(null=True)
     request_id = UnicodeAttribute(null=True)
-    expires_at = NumberAttribute(null=True)
+    expires_at = Number(null=True)
     #: Whether a task may wait on this result (an edge names it). Written False at creation and True
     #: before the first edge, so that resolve skips the edge lookup of every result nobody depends
     #: on (most results: a task's final value). Absent on items older than the flag: look them up.
@@ -250,7 +263,7 @@ class EdgeModel(ItemModel):
     result_id = UnicodeAttribute(hash_key=True)
     task_id = UnicodeAttribute(range_key=True)
     session_id = UnicodeAttribute()
-    expires_at = NumberAttribute(null=True)
+    expires_at = Number(null=True)
 
 
 # ------------------------------------------------------------------------- worker environments
@@ -269,7 +282,7 @@ class WorkerEnvironmentModel(ItemModel):
     partition = UnicodeAttribute()
     python = UnicodeAttribute()
     cloudpickle = UnicodeAttribute()
-    recorded_at = NumberAttribute()
+    recorded_at = Number()
 
 
 # ----------------------------------------------------------------------------------- checkpoints
@@ -283,7 +296,7 @@ class CheckpointsBySession(GlobalSecondaryIndex["CheckpointModel"]):
         projection = AllProjection()
 
     owner = UnicodeAttribute(hash_key=True)
-    created_at = NumberAttribute(range_key=True)
+    created_at = Number(range_key=True)
 
 
 class CheckpointModel(ItemModel):
@@ -303,23 +316,23 @@ class CheckpointModel(ItemModel):
     task_id = UnicodeAttribute()
     #: ``#checkpoints#<session id>``: the owner index then lists a session's checkpoints.
     owner = UnicodeAttribute()
-    created_at = NumberAttribute()
+    created_at = Number()
     #: The attempt that wrote the latest checkpoint, and the task's checkpoint sequence number: a
     #: write must carry a higher one, from an attempt no older (a stale attempt cannot overwrite).
-    attempt = NumberAttribute()
-    seq = NumberAttribute()
-    saved_at = NumberAttribute()
+    attempt = Number()
+    seq = Number()
+    saved_at = Number()
     #: Size of the latest value; how many were taken and how many bytes they held, in all.
-    size = NumberAttribute()
-    taken = NumberAttribute(default=0)
-    total_bytes = NumberAttribute(default=0)
+    size = Number()
+    taken = Number(default=0)
+    total_bytes = Number(default=0)
     inline = BinaryAttribute(null=True, legacy_encoding=False)
     s3_key = UnicodeAttribute(null=True)
     #: One object per attempt that resumed: its number, and the attempt and sequence it resumed from.
     resumes = JSONAttribute(null=True)
     #: Set when the task completed and the value was dropped.
-    dropped_at = NumberAttribute(null=True)
-    expires_at = NumberAttribute(null=True)
+    dropped_at = Number(null=True)
+    expires_at = Number(null=True)
 
     by_session = CheckpointsBySession()
 
@@ -335,17 +348,17 @@ class MeasurementModel(ItemModel):
     entry = UnicodeAttribute(range_key=True)
     key = UnicodeAttribute(null=True)
     name = UnicodeAttribute(null=True)
-    value = NumberAttribute(null=True)
-    recorded_at = NumberAttribute(null=True)
+    value = Number(null=True)
+    recorded_at = Number(null=True)
     session_id = UnicodeAttribute(null=True)
     task_id = UnicodeAttribute(null=True)
     #: Run-time windows: the handler or function, the window's start, and its histogram.
     label = UnicodeAttribute(null=True)
-    window = NumberAttribute(null=True)
-    samples = NumberAttribute(null=True)
-    total = NumberAttribute(null=True)
+    window = Number(null=True)
+    samples = Number(null=True)
+    total = Number(null=True)
     buckets = JSONAttribute(null=True)
-    expires_at = NumberAttribute(null=True)
+    expires_at = Number(null=True)
 
 
 _BINDINGS = (
