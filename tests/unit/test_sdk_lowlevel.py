@@ -48,6 +48,21 @@ def test_ten_thousand_tasks_are_ten_requests(client: Client, server: FakeServer)
         assert {r["id"] for r in body["results"]} == {o for t in body["tasks"] for o in t["expected_outputs"]}
 
 
+def test_a_sender_that_keeps_its_ids_sends_the_same_requests_and_reads_no_answer(
+        client: Client, server: FakeServer) -> None:
+    sid = _session(client)
+    tasks = [skyloom.TaskRequest("h", task_id=f"t{i}", expected_outputs=[f"r{i}"]) for i in range(3)]
+    resp = client.submit_tasks(sid, tasks, results=[ResultSpec(id=f"r{i}") for i in range(3)], answer=False)
+    assert resp.tasks == [] and resp.results == []
+    (body,) = server.posts("/tasks")
+    assert [t["id"] for t in body["tasks"]] == ["t0", "t1", "t2"]
+    # AND the tasks are there, as a full answer would have said
+    assert [t.task_id for t in client.get_tasks(sid, ["t0", "t1", "t2"])] == ["t0", "t1", "t2"]
+    # AND errors still raise
+    with pytest.raises(skyloom.errors.ResultNotFound):
+        client.submit_tasks(sid, [skyloom.TaskRequest("h", expected_outputs=["nope"])], answer=False)
+
+
 def test_a_result_travels_with_its_first_reader(client: Client, server: FakeServer) -> None:
     # GIVEN a consumer in the first chunk of a result produced by a task in the second chunk
     sid = _session(client)

@@ -267,11 +267,16 @@ class Client:
         tasks: Sequence[TaskRequest | TaskSpec],
         *,
         results: Sequence[ResultSpec] = (),
+        answer: bool = True,
     ) -> SubmitTasksResponse:
         """Submit tasks, creating ``results`` first, in as few requests as the API limits allow.
 
         Each request carries the results its tasks produce or read, so a task never arrives before
         a result it names. Payloads above the inline limit are uploaded and passed by reference.
+        With ``answer=False`` the answers are checked (errors raise as always) but not read into
+        models, and the response lists no tasks or results: a sender that keeps its own ids, as a
+        :class:`~skyloom.client.session.Session` does, skips parsing an answer as large as its
+        request (a quarter of the client's CPU in a burst of 10,000 tasks).
 
         Raises:
             EnvironmentMismatch: functions shipped by value (``skyloom.call``) go to workers of
@@ -290,9 +295,13 @@ class Client:
         plan, leftover = _plan_requests(specs, filled)
         out = SubmitTasksResponse(tasks=[], results=[])
         if leftover:
-            out.results += self.create_results(session_id, leftover)
+            created = self.create_results(session_id, leftover)
+            out.results += created if answer else []
         for chunk_tasks, chunk_results in plan:
             body = SubmitTasksRequest(tasks=chunk_tasks, results=chunk_results)
+            if not answer:
+                self._t.request("POST", f"/sessions/{session_id}/tasks", _dump(body))
+                continue
             resp = self._call("POST", f"/sessions/{session_id}/tasks", body, SubmitTasksResponse)
             out.tasks += resp.tasks
             out.results += resp.results

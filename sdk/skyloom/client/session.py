@@ -154,7 +154,7 @@ class Session:
         """
         filled = [t if t.task_id else _with_id(t, new_id()) for t in tasks]
         self.flush()
-        self._client.submit_tasks(self._id, filled)
+        self._client.submit_tasks(self._id, filled, answer=False)
         return [t.task_id or "" for t in filled]
 
     def wait(
@@ -322,7 +322,7 @@ class Session:
                 return False
             try:
                 if tasks:
-                    self._client.submit_tasks(self._id, tasks, results=results)
+                    self._client.submit_tasks(self._id, tasks, results=results, answer=False)
                 else:
                     self._client.create_results(self._id, results)
             except SkyloomError as exc:
