@@ -23,9 +23,10 @@ AWS behaves:
   whole table (and its stream) per transaction, and, worse, the copy carries a new stream shard
   object: every shard iterator handed out before keeps reading the discarded one, so a stream
   consumer sees nothing after the first cancelled transaction (on AWS a cancelled transaction
-  writes nothing and emits no stream record, and iterators are unaffected). Transactions here save
-  only the items they name and the stream's length, and put those back when cancelled
-  (:func:`_transact_write_items_undoably`).
+  writes nothing and emits no stream record, and iterators are unaffected). It also parses and
+  evaluates each item's condition twice (its check, then the write's own). Transactions here keep
+  the items they name (by reference: no write changes a stored item in place) and the stream's
+  length, put those back when cancelled, and check each condition once (:func:`_transact_write_items`).
 * moto's SQS queues are plain lists that concurrent requests change without a lock (a send or a
   delete could be undone by another delete under a deep backlog), and it walks the whole queue to
   find one message by its receipt handle or to read one queue attribute:
@@ -61,7 +62,6 @@ AWS behaves:
 from __future__ import annotations
 
 import base64
-import copy
 import functools
 import gc
 import json
@@ -73,10 +73,17 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import moto.dynamodb.models as dynamodb_models
 from moto.core.responses import ActionResult
 from moto.core.serialize import TimestampSerializer
 from moto.core.utils import get_service_model
+from moto.dynamodb.exceptions import (
+    ConditionalCheckFailed,
+    MockValidationException,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+)
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import StreamRecord, Table
@@ -109,20 +116,6 @@ def _get_records_bounded(self: DynamoDBStreamsBackend, iterator_arn: str, limit:
 DynamoDBStreamsBackend.get_records = _get_records_bounded  # type: ignore[method-assign]
 
 
-class _TablesByReference:
-    """Stands in for the ``copy`` module inside moto's DynamoDB backend: "deep-copying" a table
-    returns the table itself, so a cancelled transaction puts back the very same objects; anything
-    else is really copied (moto also deep-copies items before updating them)."""
-
-    copy = staticmethod(copy.copy)
-
-    @staticmethod
-    def deepcopy(obj: Any, memo: dict[int, Any] | None = None) -> Any:
-        return obj if isinstance(obj, Table) else copy.deepcopy(obj, memo)
-
-
-dynamodb_models.copy = _TablesByReference  # type: ignore[assignment,attr-defined]
-_original_transact_write_items = DynamoDBBackend.transact_write_items
 _Slot = tuple[Table, DynamoType, DynamoType | None]
 
 
@@ -140,7 +133,20 @@ def _slot(backend: DynamoDBBackend, op_type: str, op: dict[str, Any]) -> _Slot |
     return table, DynamoType(key[table.hash_key_attr]), DynamoType(key[table.range_key_attr])
 
 
-def _transact_write_items_undoably(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+_TRANSACT_OPERATIONS = frozenset({"ConditionCheck", "Put", "Delete", "Update"})
+
+
+def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    """moto's ``transact_write_items``, answering as it does, that puts back only what it wrote.
+
+    Each item's condition is parsed and evaluated once, against the item as the transaction found
+    it (moto evaluated it, then wrote with the same condition, which evaluated it again). The items
+    named are kept by reference before anything is written (no write changes a stored item in place:
+    puts and deletes replace or drop it, updates store a new one, :mod:`skyloom.local.moto_updates`),
+    and put back, with the stream cut to its length before, if the transaction is cancelled.
+    """
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
     saved: list[tuple[_Slot, Item | None]] = []
     streams: dict[int, tuple[Any, int]] = {}
     for entry in transact_items:
@@ -149,11 +155,11 @@ def _transact_write_items_undoably(self: DynamoDBBackend, transact_items: list[d
             if slot is None:
                 continue
             table, hash_key, range_key = slot
-            saved.append((slot, copy.deepcopy(table.get_item(hash_key, range_key))))
+            saved.append((slot, table.get_item(hash_key, range_key)))
             if table.stream_shard is not None:
                 streams.setdefault(id(table.stream_shard), (table.stream_shard, len(table.stream_shard.items)))
     try:
-        _original_transact_write_items(self, transact_items)
+        _write_all(self, transact_items)
     except BaseException:
         for (table, hash_key, range_key), item in reversed(saved):
             if range_key is not None:
@@ -171,7 +177,57 @@ def _transact_write_items_undoably(self: DynamoDBBackend, transact_items: list[d
         raise
 
 
-DynamoDBBackend.transact_write_items = _transact_write_items_undoably  # type: ignore[method-assign]
+def _write_all(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    """The writes of a transaction, in order; raises moto's errors as moto's own loop does."""
+    targets: set[tuple[str, str]] = set()
+    errors: list[tuple[str | None, str | None, dict[str, Any] | None]] = []
+    for entry in transact_items:
+        original: dict[str, Any] | None = None
+        if len(entry) > 1:
+            raise TransactWriteSingleOpException
+        try:
+            op_type, op = next(iter(entry.items()))
+            if op_type not in _TRANSACT_OPERATIONS:
+                raise ValueError("Unsupported transaction operation")
+            table_name = op["TableName"]
+            names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            if op_type == "Put":
+                table = backend.get_table(table_name)
+                key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = op["Item"][table.range_key_attr]
+            else:
+                key = op["Key"]
+            target = (str(table_name), str(dict(sorted(key.items()))))
+            if target in targets:
+                raise MultipleTransactionsException()
+            targets.add(target)
+            current = backend.get_item(table_name, key)
+            condition = op.get("ConditionExpression")
+            if condition is not None and not moto_conditions.new_parser(condition, names, values).parse().expr(current):
+                if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                    original = current.to_json()["Attributes"]
+                raise ConditionalCheckFailed(item=original)
+            # The condition held just now, on this very item: the write itself checks nothing more.
+            if op_type == "Put":
+                backend.put_item(table_name, op["Item"], overwrite=True)
+            elif op_type == "Delete":
+                backend.delete_item(table_name, key)
+            elif op_type == "Update":
+                backend.update_item(table_name, key, update_expression=op["UpdateExpression"],
+                                    expression_attribute_names=names, expression_attribute_values=values)
+            errors.append((None, None, None))
+        except (MultipleTransactionsException, MockValidationException):
+            raise
+        except ConditionalCheckFailed as e:
+            errors.append(("ConditionalCheckFailed", str(e.message), original))
+        except Exception as e:
+            errors.append((type(e).__name__, str(e), original))
+    if any(code is not None for code, _, _ in errors):
+        raise TransactionCanceledException(errors)
+
+
+DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
 
 
 #: Operations whose answers are plain wire-shaped data; the others (table descriptions, errors) keep

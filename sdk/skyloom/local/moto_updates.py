@@ -18,6 +18,10 @@ moto's request layer also parses each UpdateExpression once more, only to list t
 names; :class:`_ParsedOnce` keeps those syntax trees by expression text for that read-only use (the
 stack writes a handful of distinct expressions, millions of times).
 
+Neither path changes a stored item in place: a plain update stores a new item, and moto's own
+works on a copy it stores first (:func:`_copy_stored`), so an item once read stays as it was read
+(a cancelled transaction puts back the very objects it saw: :mod:`skyloom.local.moto_app`).
+
 With ``SKYLOOM_MOTO_UPDATE_CHECK=1`` each plain update is also applied by moto to a copy of the
 item, and a difference raises :class:`UpdateMismatch`; the end-to-end tests run that way.
 """
@@ -121,6 +125,8 @@ def update_item(self: DynamoDBBackend, table_name: str, key: dict[str, dict[str,
     """moto's ``DynamoDBBackend.update_item``, with plain expressions applied directly."""
 
     def slow() -> Item:
+        if table is not None:
+            _copy_stored(table, key)  # moto changes the stored item in place: let it change a copy
         return _original_update_item(
             self, table_name, key, update_expression, expression_attribute_names, expression_attribute_values,
             attribute_updates, expected, condition_expression, return_values_on_condition_check_failure)
@@ -146,28 +152,52 @@ def update_item(self: DynamoDBBackend, table_name: str, key: dict[str, dict[str,
             raise ConditionalCheckFailed(item=item.to_json()["Attributes"])
         raise ConditionalCheckFailed
     expected_item = _moto_result(table, item, slow) if os.environ.get(CHECK_ENV) == "1" else None
-    # Copy on write: the stored item gets a new attribute map and the old one stays as it was, for
-    # the stream's old image (moto deep-copied the item, then changed it in place).
-    orig_item = copy.copy(item)
-    item.attrs = attrs
-    if expected_item is not None and expected_item.to_json() != item.to_json():
-        raise UpdateMismatch(f"{table_name}: {update_expression} gave {item.to_json()}, moto {expected_item.to_json()}")
+    # Copy on write: a new item with a new attribute map takes the old one's place, which stays as
+    # it was, for the stream's old image and for a transaction that may have to put it back (moto
+    # deep-copied the item, then changed it in place).
+    updated = copy.copy(item)
+    updated.attrs = attrs
+    _store(table, updated)
+    if expected_item is not None and expected_item.to_json() != updated.to_json():
+        raise UpdateMismatch(
+            f"{table_name}: {update_expression} gave {updated.to_json()}, moto {expected_item.to_json()}")
     if table.stream_shard is not None:
-        table.stream_shard.add(orig_item, item)
-    return item
+        table.stream_shard.add(item, updated)
+    return updated
+
+
+def _store(table: Table, item: Item) -> None:
+    """Put ``item`` in the table's item store, in place of whatever is stored under its key."""
+    if item.range_key is not None:
+        table.items[item.hash_key][item.range_key] = item
+    else:
+        table.items[item.hash_key] = item  # type: ignore[assignment]  # moto types it for range tables
+
+
+def _copy_stored(table: Table, key: dict[str, Any]) -> None:
+    """Store a deep copy of the item under ``key`` in its place: moto's own update then changes the
+    copy, and the item as it was stays whole for whoever holds it (a transaction's undo log). Keys
+    moto would refuse are left to moto."""
+    try:
+        hash_key = DynamoType(key[table.hash_key_attr])
+        range_key = DynamoType(key[table.range_key_attr]) if table.range_key_attr is not None else None
+        item = table.get_item(hash_key, range_key)
+    except Exception:
+        return
+    if item is not None:
+        _store(table, copy.deepcopy(item))
 
 
 def _moto_result(table: Table, item: Item, slow: Callable[[], Item]) -> Item:
     """What moto makes of the update, evaluated on a copy: the table and its stream are left as they
     were (the item put back, the stream record moto wrote dropped)."""
-    saved = copy.deepcopy(item)
     shard = table.stream_shard
     length = len(shard.items) if shard is not None else 0
     try:
-        result: Item = copy.deepcopy(slow())
+        result: Item = copy.deepcopy(slow())  # it changes a copy of the item (see slow)
         return result
     finally:
-        item.attrs = saved.attrs  # moto updates the stored item in place
+        _store(table, item)
         if shard is not None:
             del shard.items[length:]
 
