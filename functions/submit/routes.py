@@ -14,7 +14,7 @@ wires the decorators.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
@@ -272,11 +272,14 @@ def read_result(session_id: SessionId, result_id: ResultId, owner: Owner, settin
     responses=responses(201, body=True),
 )
 def submit_tasks(
-    session_id: SessionId, req: SubmitTasksRequest, owner: Owner, settings: CurrentSettings
+    session_id: SessionId, req: SubmitTasksRequest, owner: Owner, settings: CurrentSettings,
+    answer: Annotated[Literal["full", "none"], Query(
+        description="`none`: list no task, and only the results created with an upload URL (a client that "
+                    "keeps its own ids needs nothing else back)")] = "full",
 ) -> SubmitTasksResponse:
     """Submit a batch of tasks atomically: either every task is created or none is."""
-    response = submission.submit_tasks(settings, owner, session_id, req)
-    metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=len(response.tasks))
+    response = submission.submit_tasks(settings, owner, session_id, req, answer=answer == "full")
+    metrics.add_metric(name="TasksSubmitted", unit=MetricUnit.Count, value=len(req.tasks))
     return response
 
 

@@ -106,3 +106,26 @@ def test_a_wait_on_another_owners_session_is_not_found(api: ApiClient) -> None:
     (rid,) = api.results(sid, [{"data": b64(b"1")}])
     r = api.call("POST", f"/sessions/{sid}/results/wait", {"ids": [rid], "timeout": 1}, identity=api.B)
     assert r.status == 404 and r.field == "session_id"
+
+
+def test_a_submit_asked_for_no_answer_lists_only_what_the_client_cannot_know(api: ApiClient) -> None:
+    sid = api.session()
+    body = {"results": [{"id": "out"}, {"id": "big", "upload": True}],
+            "tasks": [{"handler": "tests.echo", "id": "t1", "expected_outputs": ["out"]}]}
+    r = api.call("POST", f"/sessions/{sid}/tasks?answer=none", body)
+    assert r.status == 201, r.raw_body
+    # THEN no task info, and of the results only the one with an upload URL
+    assert r.json["tasks"] == [] and [x["result_id"] for x in r.json["results"]] == ["big"]
+    assert r.json["results"][0]["upload_url"]
+    # AND the task was created all the same
+    got = api.call("POST", f"/sessions/{sid}/tasks/get", {"ids": ["t1"]})
+    assert got.status == 200 and got.json["tasks"][0]["task_id"] == "t1"
+
+
+def test_an_unknown_answer_is_refused_naming_it(api: ApiClient, db: Any) -> None:
+    sid = api.session()
+    before = db.snapshot()
+    r = api.call("POST", f"/sessions/{sid}/tasks?answer=some",
+                 {"results": [{"id": "o"}], "tasks": [{"handler": "tests.echo", "expected_outputs": ["o"]}]})
+    assert r.status == 400 and r.field == "answer"
+    assert db.snapshot() == before

@@ -507,8 +507,10 @@ with mock_aws():
         if kind == "ConditionCheck":
             extra.setdefault("ConditionExpression", "attribute_exists(k)")
             return {"ConditionCheck": {"TableName": "t", "Key": k, **extra}}
-        names, values = dict(extra.pop("ExpressionAttributeNames", {})), dict(extra.pop("ExpressionAttributeValues", {}))
-        expr = rng.choice(["SET #v = :v", "SET #v = :v REMOVE #n", "ADD #n :one", "SET #l = list_append(if_not_exists(#l, :e), :x)"])
+        names = dict(extra.pop("ExpressionAttributeNames", {}))
+        values = dict(extra.pop("ExpressionAttributeValues", {}))
+        expr = rng.choice(["SET #v = :v", "SET #v = :v REMOVE #n", "ADD #n :one",
+                           "SET #l = list_append(if_not_exists(#l, :e), :x)"])
         for name in ("v", "n", "l"):
             if "#" + name in expr:
                 names["#" + name] = name

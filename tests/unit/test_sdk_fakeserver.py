@@ -192,7 +192,7 @@ class FakeServer:
     # ------------------------------------------------------------------------- helpers
     def posts(self, suffix: str) -> list[Any]:
         """Bodies of the POST requests whose path ends with ``suffix``."""
-        return [b for m, p, b in self.calls if m == "POST" and p.endswith(suffix)]
+        return [b for m, p, b in self.calls if m == "POST" and p.split("?")[0].endswith(suffix)]
 
     def count(self, part: str) -> int:
         """Requests whose path contains ``part``."""
@@ -214,7 +214,7 @@ class FakeServer:
             ("POST", r"/sessions/(\w+)/results/wait", self._wait),
             ("GET", r"/sessions/(\w+)/results/(\w+)/data", self._data),
             ("GET", r"/sessions/(\w+)/results/(\w+)", self._get_result),
-            ("POST", r"/sessions/(\w+)/tasks", self._submit),
+            ("POST", r"/sessions/(\w+)/tasks(?:\?answer=(full|none))?", self._submit),
             ("POST", r"/sessions/(\w+)/tasks/get", self._get_tasks),
             ("POST", r"/sessions/(\w+)/tasks/cancel", self._cancel_tasks),
             ("GET", r"/sessions/(\w+)/events(?:\?(.*))?", self._events),
@@ -367,7 +367,7 @@ class FakeServer:
             raise Conflict(f"result {rid} is {r.status}")
         return self._value(sid, r)
 
-    def _submit(self, sid: str, body: Any) -> Any:
+    def _submit(self, sid: str, answer: str | None, body: Any) -> Any:
         session = self._session(sid)
         if session["status"] != "Running":
             raise SessionClosed(f"session {sid} is {session['status']}", field="session_id")
@@ -396,6 +396,8 @@ class FakeServer:
             )
             self._add_task(t)
             infos.append(t.info())
+        if answer == "none":  # as the API: only the results with an upload URL
+            return {"tasks": [], "results": [r for r in created["results"] if r.get("upload_url")]}
         return {"tasks": infos, "results": created["results"]}
 
     def _get_tasks(self, sid: str, body: Any) -> Any:

@@ -74,7 +74,11 @@ def _payload(settings: Settings, spec: TaskSpec, field: str) -> bytes | None:
     return data
 
 
-def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTasksRequest) -> SubmitTasksResponse:
+def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTasksRequest, *,
+                 answer: bool = True) -> SubmitTasksResponse:
+    """Create the request's results and tasks, queue the ready tasks, and say what was created;
+    with ``answer=False`` only the results that carry an upload URL are listed (a client that keeps
+    its own ids needs nothing else back, and the full answer is as large as the request)."""
     ids = [spec.id or clock.new_id() for spec in req.tasks]
     nodes = [
         TaskNode(tid, (*spec.data_dependencies, *([spec.payload_result] if spec.payload_result else [])),
@@ -156,8 +160,9 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
     if starts:
         readiness.enqueue_tasks(settings, [*early.held_back, *readiness.recheck(settings, waiting)])
     return SubmitTasksResponse(
-        tasks=[task_info(t) for t in tasks],
-        results=[result_info(r, upload_urls.get(r.result_id)) for r in new_results],
+        tasks=[task_info(t) for t in tasks] if answer else [],
+        results=[result_info(r, upload_urls.get(r.result_id)) for r in new_results
+                 if answer or r.result_id in upload_urls],
     )
 
 
