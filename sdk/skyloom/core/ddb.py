@@ -14,6 +14,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
+from pynamodb.connection.base import BOTOCORE_EXCEPTIONS
+from pynamodb.constants import (
+    TRANSACT_CONDITION_CHECK,
+    TRANSACT_DELETE,
+    TRANSACT_ITEMS,
+    TRANSACT_PUT,
+    TRANSACT_UPDATE,
+    TRANSACT_WRITE_ITEMS,
+)
 from pynamodb.exceptions import PynamoDBException, TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
@@ -119,11 +128,56 @@ def batch_get(requests: Sequence[tuple[type[Model], Sequence[Any]]]) -> list[lis
 Op = Callable[[TransactWrite], None]
 
 
+class _InOrder(TransactWrite):
+    """A pynamodb transaction that sends its items in the order they were added.
+
+    pynamodb sends them grouped by kind (condition checks, deletes, puts, then updates), so the
+    position of a cancellation reason was not the position of the op that added its item: a refused
+    update in a transaction that also held puts (a submission claiming an existing output, a commit
+    writing its subtasks) was charged to another op. :func:`failed_indexes` relies on this order.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._in_order: list[tuple[str, dict[str, Any]]] = []
+
+    def condition_check(self, *args: Any, **kwargs: Any) -> None:
+        super().condition_check(*args, **kwargs)
+        self._in_order.append((TRANSACT_CONDITION_CHECK, self._condition_check_items[-1]))
+
+    def delete(self, *args: Any, **kwargs: Any) -> None:
+        super().delete(*args, **kwargs)
+        self._in_order.append((TRANSACT_DELETE, self._delete_items[-1]))
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        self._in_order.append((TRANSACT_PUT, self._put_items[-1]))
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._in_order.append((TRANSACT_UPDATE, self._update_items[-1]))
+
+    def _commit(self) -> Any:
+        kwargs = self._connection._get_transact_operation_kwargs(
+            client_request_token=self._client_request_token,
+            return_consumed_capacity=self._return_consumed_capacity,
+            return_item_collection_metrics=self._return_item_collection_metrics,
+        )
+        kwargs[TRANSACT_ITEMS] = [{kind: item} for kind, item in self._in_order]
+        try:
+            response = self._connection.dispatch(TRANSACT_WRITE_ITEMS, kwargs)
+        except BOTOCORE_EXCEPTIONS as e:  # as pynamodb's own transact_write_items
+            raise TransactWriteError("Failed to write transaction items", e) from e
+        for model in self._models_for_version_attribute_update:
+            model.update_local_version_attribute()
+        return response
+
+
 def _transact_once(ops: Sequence[Op], token: str | None) -> None:
     kwargs: dict[str, Any] = {"connection": connection()}
     if token:
         kwargs["client_request_token"] = token
-    with TransactWrite(**kwargs) as tx:
+    with _InOrder(**kwargs) as tx:
         for op in ops:
             op(tx)
 
