@@ -1,5 +1,7 @@
-"""Reads of several tables in one BatchGetItem (``ddb.batch_get``): a submit and a wait read their
-session and the results they name together, in one call."""
+"""The submit and wait routes' own costs: reads of several tables in one BatchGetItem
+(``ddb.batch_get``: a submit and a wait read their session and the results they name in one call),
+a submit asked for no answer (``?answer=none``), and the options of tasks that set none merged once
+per request (each task still gets the session's defaults)."""
 
 from __future__ import annotations
 
@@ -129,3 +131,18 @@ def test_an_unknown_answer_is_refused_naming_it(api: ApiClient, db: Any) -> None
                  {"results": [{"id": "o"}], "tasks": [{"handler": "tests.echo", "expected_outputs": ["o"]}]})
     assert r.status == 400 and r.field == "answer"
     assert db.snapshot() == before
+
+
+def test_tasks_without_options_take_the_session_defaults_each_and_others_their_own(api: ApiClient) -> None:
+    sid = api.session(options={"priority": 2, "max_retries": 1, "extra": {"desk": "rates"}})
+    tasks = [{"handler": "tests.echo", "id": f"t{i}", "expected_outputs": [f"o{i}"]} for i in range(3)]
+    tasks.insert(1, {"handler": "tests.echo", "id": "own", "expected_outputs": ["o-own"],
+                     "options": {"priority": 5, "extra": {"book": "b1"}}})
+    body = {"results": [{"id": t["expected_outputs"][0]} for t in tasks], "tasks": tasks}
+    assert api.call("POST", f"/sessions/{sid}/tasks", body).status == 201
+    got = {t["task_id"]: t["options"] for t in
+           api.call("POST", f"/sessions/{sid}/tasks/get", {"ids": ["t0", "own", "t1", "t2"]}).json["tasks"]}
+    assert got["t0"] == got["t1"] == got["t2"]
+    assert got["t0"]["priority"] == 2 and got["t0"]["max_retries"] == 1 and got["t0"]["extra"] == {"desk": "rates"}
+    assert got["own"]["priority"] == 5 and got["own"]["max_retries"] == 1
+    assert got["own"]["extra"] == {"desk": "rates", "book": "b1"}
