@@ -27,7 +27,7 @@ from skyloom.core.ddb import (
     failed_indexes,
     transact,
 )
-from skyloom.core.models import ResultModel, TaskModel
+from skyloom.core.models import ResultModel, TaskModel, path
 from skyloom.core.results import remember_values
 from skyloom.core.retries import attempt_record, fail
 from skyloom.core.staging import (
@@ -76,6 +76,11 @@ class _Prepared:
     #: subtasks' to complete).
     outputs: dict[str, bytes] = field(default_factory=dict)
 
+
+#: What every commit removes: the lease, and the sweeper's timer unless children await
+#: finalization (actions are immutable expressions: built once, shared by every commit).
+_LEASE_REMOVED = (path(TaskModel.lease_owner).remove(), path(TaskModel.lease_expires).remove())
+_TIMER_REMOVED = (path(TaskModel.due_shard).remove(), path(TaskModel.due_at).remove())
 
 #: A grouped commit stays under DynamoDB's 4 MB per TransactWriteItems, with room for the rest.
 GROUP_MAX_BYTES = 3 * 1024 * 1024
@@ -224,24 +229,24 @@ def _prepare_commit(settings: Settings, c: Commit) -> _Prepared | bool:
     now = clock.now()
     actions: list[Any] = [
         task_move(None, TaskStatus.COMPLETED).set,
-        TaskModel.ended_at.set(now),
-        TaskModel.updated_at.set(now),
-        TaskModel.metrics.set(metrics),
-        TaskModel.attempts.set([*(task.attempts or []), attempt_record(
+        path(TaskModel.ended_at).set(now),
+        path(TaskModel.updated_at).set(now),
+        path(TaskModel.metrics).set(metrics),
+        path(TaskModel.attempts).set([*(task.attempts or []), attempt_record(
             task, worker_id, "completed", log=tasklogs.attempt_fields(settings, task, c.log),
             machine=settings.machine)]),
-        TaskModel.lease_owner.remove(),
-        TaskModel.lease_expires.remove(),
+        *_LEASE_REMOVED,
     ]
     if taken:
-        actions += [TaskModel.attempt.set(task.attempt), TaskModel.started_at.set(task.started_at or now)]
+        actions += [path(TaskModel.attempt).set(task.attempt),
+                    path(TaskModel.started_at).set(task.started_at or now)]
     if staged_tasks:
         actions += [
-            TaskModel.finalize_pending.set(now),
-            TaskModel.due_at.set(now + settings.finalize_after_seconds),
+            path(TaskModel.finalize_pending).set(now),
+            path(TaskModel.due_at).set(now + settings.finalize_after_seconds),
         ]
     else:
-        actions += [TaskModel.due_shard.remove(), TaskModel.due_at.remove()]
+        actions += _TIMER_REMOVED
 
     def commit_task(tx: TransactWrite) -> None:
         tx.update(TaskModel(task.task_id), actions=actions, condition=held)
@@ -262,10 +267,10 @@ def _complete_output(rid: str, task_id: str, data: bytes, key: str | None, now: 
     move = result_move(ResultStatus.CREATED, ResultStatus.COMPLETED)
     actions: list[Any] = [
         move.set,
-        ResultModel.size.set(len(data)),
-        ResultModel.completed_at.set(now),
-        ResultModel.updated_at.set(now),
-        ResultModel.s3_key.set(key) if key else ResultModel.inline.set(data),
+        path(ResultModel.size).set(len(data)),
+        path(ResultModel.completed_at).set(now),
+        path(ResultModel.updated_at).set(now),
+        path(ResultModel.s3_key).set(key) if key else path(ResultModel.inline).set(data),
     ]
 
     def op(tx: TransactWrite) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pynamodb.settings
 from pynamodb.attributes import (
+    Attribute,
     BinaryAttribute,
     BooleanAttribute,
     JSONAttribute,
@@ -23,6 +24,7 @@ from pynamodb.attributes import (
     UnicodeSetAttribute,
 )
 from pynamodb.connection import Connection
+from pynamodb.expressions.operand import Path
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -478,6 +480,19 @@ class _ProcessConnection(Connection):
             wire.install_on(found)
             self._wired = found
         return found
+
+
+_paths: dict[int, Path] = {}
+
+
+def path(attribute: Attribute[Any]) -> Path:
+    """``attribute``'s document path, built once: pynamodb builds a new one for every ``.set()``,
+    ``.remove()`` or comparison (a third of the time a commit takes to build its actions). A path
+    is only read when its expression is serialized, so one serves every write."""
+    found = _paths.get(id(attribute))
+    if found is None:
+        found = _paths[id(attribute)] = Path(attribute)
+    return found
 
 
 def item_from_stream_image(model: type[Model], image: dict[str, Any]) -> Any:
