@@ -298,7 +298,8 @@ class Client:
         out = SubmitTasksResponse(tasks=[], results=[])
         if leftover:
             created = self.create_results(session_id, leftover)
-            out.results += created if answer else []
+            if answer:
+                out.results += created
         for chunk_tasks, chunk_results in plan:
             body = SubmitTasksRequest(tasks=chunk_tasks, results=chunk_results)
             if not answer:  # the server then lists nothing either (a server that predates it ignores it)

@@ -128,6 +128,19 @@ def batch_get(requests: Sequence[tuple[type[Model], Sequence[Any]]]) -> list[lis
 Op = Callable[[TransactWrite], None]
 
 
+class _Noted(list[dict[str, Any]]):
+    """A list of one kind of transaction item that also notes each item, with its kind, in the
+    transaction's shared order."""
+
+    def __init__(self, kind: str, order: list[tuple[str, dict[str, Any]]]) -> None:
+        super().__init__()
+        self._kind, self._order = kind, order
+
+    def append(self, item: dict[str, Any]) -> None:
+        super().append(item)
+        self._order.append((self._kind, item))
+
+
 class _InOrder(TransactWrite):
     """A pynamodb transaction that sends its items in the order they were added.
 
@@ -140,22 +153,11 @@ class _InOrder(TransactWrite):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._in_order: list[tuple[str, dict[str, Any]]] = []
-
-    def condition_check(self, *args: Any, **kwargs: Any) -> None:
-        super().condition_check(*args, **kwargs)
-        self._in_order.append((TRANSACT_CONDITION_CHECK, self._condition_check_items[-1]))
-
-    def delete(self, *args: Any, **kwargs: Any) -> None:
-        super().delete(*args, **kwargs)
-        self._in_order.append((TRANSACT_DELETE, self._delete_items[-1]))
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        super().save(*args, **kwargs)
-        self._in_order.append((TRANSACT_PUT, self._put_items[-1]))
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        super().update(*args, **kwargs)
-        self._in_order.append((TRANSACT_UPDATE, self._update_items[-1]))
+        # pynamodb appends each item to the list of its kind: these lists also note the order.
+        self._condition_check_items = _Noted(TRANSACT_CONDITION_CHECK, self._in_order)
+        self._delete_items = _Noted(TRANSACT_DELETE, self._in_order)
+        self._put_items = _Noted(TRANSACT_PUT, self._in_order)
+        self._update_items = _Noted(TRANSACT_UPDATE, self._in_order)
 
     def _commit(self) -> Any:
         kwargs = self._connection._get_transact_operation_kwargs(

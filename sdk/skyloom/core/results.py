@@ -151,19 +151,11 @@ def create_results(settings: Settings, owner: str, session_id: str, specs: list[
     return [result_info(r, urls.get(r.result_id)) for r in items]
 
 
-def load_results(session: SessionModel, ids: Iterable[str], field: str = "ids") -> dict[str, ResultModel]:
-    """The results of the session by id, strongly consistent; ResultNotFound names any missing."""
-    wanted = list(dict.fromkeys(ids))
-    found = {r.result_id: r for r in ResultModel.batch_get(wanted, consistent_read=True)}
-    require_in_session(session, wanted, found, ResultNotFound, "result", field)
-    return found
-
-
 def load_session_and_results(owner: str, session_id: str, ids: Iterable[str], field: str = "ids",
                              *, require: bool = True) -> tuple[SessionModel, dict[str, ResultModel]]:
-    """:func:`load_session` and :func:`load_results` in one read (:func:`ddb.batch_get`): the
-    session (SessionNotFound if it is not the owner's) and its results among ``ids``; with
-    ``require``, ResultNotFound names any missing, else they are left out."""
+    """The owner's session and its results among ``ids`` (strongly consistent), in one read
+    (:func:`ddb.batch_get`): SessionNotFound if the session is not the owner's; with ``require``,
+    ResultNotFound names any id missing, else those are left out."""
     wanted = list(dict.fromkeys(ids))
     sessions: list[SessionModel]
     results: list[ResultModel]

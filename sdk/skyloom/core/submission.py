@@ -176,7 +176,6 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
     )
 
 
-
 def _check_refs(
     results: dict[str, ResultModel], created: dict[str, ResultModel], tid: str, spec: TaskSpec, field: str
 ) -> None:
