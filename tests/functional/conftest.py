@@ -153,6 +153,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
         monkeypatch.setenv(key, value)
     _serialize_moto(monkeypatch)
     monkeypatch.delenv("SKYLOOM_AWS_ENDPOINT", raising=False)
+    monkeypatch.delenv("SKYLOOM_SQS_ENDPOINT", raising=False)
     # Each function reads its settings once per container: a stack an earlier test ran (an
     # end-to-end one, on another endpoint) must not be the one these handlers talk to.
     shared.reset_settings()

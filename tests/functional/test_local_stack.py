@@ -630,7 +630,7 @@ def test_provisioning_created_everything_and_is_idempotent(stack: LocalStack) ->
     ttl = client.describe_time_to_live(TableName="loctest-tasks")["TimeToLiveDescription"]
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
 
-    sqs = boto3.client("sqs", endpoint_url=stack.aws_endpoint, region_name=REGION)
+    sqs = boto3.client("sqs", endpoint_url=stack.sqs_endpoint, region_name=REGION)
     assert sorted(first.queues) == [("default", 0), ("default", 1), ("default", 2)]
     attrs = sqs.get_queue_attributes(QueueUrl=first.queues[("default", 1)], AttributeNames=["All"])["Attributes"]
     assert attrs["VisibilityTimeout"] == str(stack.settings.visibility_timeout)
@@ -646,7 +646,7 @@ def test_provisioning_created_everything_and_is_idempotent(stack: LocalStack) ->
 def test_provisioning_converges_when_settings_change(stack: LocalStack) -> None:
     changed = replace(stack.settings, visibility_timeout=45)
     provisioned = provision(changed)
-    sqs = boto3.client("sqs", endpoint_url=stack.aws_endpoint, region_name=REGION)
+    sqs = boto3.client("sqs", endpoint_url=stack.sqs_endpoint, region_name=REGION)
     url = provisioned.queues[("default", 0)]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])["Attributes"]
     assert attrs["VisibilityTimeout"] == "45"
@@ -686,8 +686,9 @@ def test_workers_are_supervised_and_stop_is_clean(tmp_path: Path, recorder: Reco
     stack.start()
     try:
         pool = stack.workers
-        endpoint, aws_endpoint = stack.endpoint, stack.aws_endpoint
-        emulator_pid = stack._emulator.pid if stack._emulator else None
+        endpoint, aws_endpoint, sqs_endpoint = stack.endpoint, stack.aws_endpoint, stack.sqs_endpoint
+        emulator_pids = [e.pid for e in (stack._emulator, stack._queue_emulator) if e is not None]
+        assert sqs_endpoint != aws_endpoint  # the queues have an emulator of their own
         # Workers see the stack's settings, dummy credentials and extra env.
         log = wait_for(lambda: pool.log_path(0).read_text().strip(), what="worker output")
         assert log.split() == ["local-0-0", aws_endpoint, "lifecycle", LOCAL_ACCESS_KEY_ID, "yes"]
@@ -713,9 +714,12 @@ def test_workers_are_supervised_and_stop_is_clean(tmp_path: Path, recorder: Reco
     assert elapsed < 10
     assert not _port_open(endpoint)
     assert not _port_open(aws_endpoint)
-    assert emulator_pid is not None
-    with pytest.raises(ProcessLookupError):
-        os.kill(emulator_pid, 0)
+    assert not _port_open(sqs_endpoint)
+    assert len(emulator_pids) == 2
+    for pid in emulator_pids:
+        assert pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
     assert all(pid is None for pid in pool.pids)
     assert dict(os.environ) == saved
     stack.stop()  # twice is harmless
@@ -745,6 +749,7 @@ def test_exported_environment_is_restored(tmp_path: Path, recorder: Recorder, mo
         assert len(cold_starts) == before + 3
         assert Settings.from_env() == stack.settings
         assert os.environ["SKYLOOM_AWS_ENDPOINT"] == stack.aws_endpoint
+        assert os.environ["SKYLOOM_SQS_ENDPOINT"] == stack.sqs_endpoint != stack.aws_endpoint
         assert os.environ["SKYLOOM_ENDPOINT"] == stack.endpoint
         assert os.environ["AWS_ACCESS_KEY_ID"] == LOCAL_ACCESS_KEY_ID
         assert "AWS_PROFILE" not in os.environ
@@ -933,3 +938,4 @@ def test_cli_up_publishes_serves_and_stops_on_sigterm(tmp_path: Path, monkeypatc
     assert not state_file.exists()
     assert not _port_open(state["endpoint"])
     assert not _port_open(state["aws_endpoint"])
+    assert not _port_open(state["sqs_endpoint"])

@@ -18,6 +18,7 @@ def test_a_status_change_the_table_lacks_is_caught(monkeypatch: pytest.MonkeyPat
     for key, value in TEST_ENV.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("SKYLOOM_AWS_ENDPOINT", raising=False)
+    monkeypatch.delenv("SKYLOOM_SQS_ENDPOINT", raising=False)
     with mock_aws():
         settings = Settings.from_env()
         provision(settings)

@@ -98,6 +98,8 @@ class DeployedStack(LocalStack):
     idempotent), which :meth:`_start_emulator` checks before it can create anything.
     """
 
+    separate_queues = False  # CloudFormation creates the queues inside the one emulator
+
     def __init__(self, assembly: Path, workdir: Path, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._assembly = assembly

@@ -39,6 +39,16 @@ def test_the_region_falls_back_to_aws_default_region_and_the_bucket_follows_the_
 def test_settings_round_trip_through_the_environment() -> None:
     s = Settings(stack="st", aws_endpoint="http://127.0.0.1:1", lease_seconds=5.0, presign_seconds=60)
     assert Settings.from_env(s.to_env()) == s
+    apart = Settings(aws_endpoint="http://127.0.0.1:1", sqs_endpoint="http://127.0.0.1:2")
+    assert Settings.from_env(apart.to_env()) == apart
+
+
+def test_sqs_has_its_own_endpoint_only_when_one_is_set() -> None:
+    together = Settings(aws_endpoint="http://127.0.0.1:1")
+    assert together.endpoint("sqs") == together.endpoint("dynamodb") == "http://127.0.0.1:1"
+    apart = Settings(aws_endpoint="http://127.0.0.1:1", sqs_endpoint="http://127.0.0.1:2")
+    assert (apart.endpoint("sqs"), apart.endpoint("s3")) == ("http://127.0.0.1:2", "http://127.0.0.1:1")
+    assert Settings().endpoint("sqs") is None  # AWS's own
 
 
 @pytest.mark.parametrize(

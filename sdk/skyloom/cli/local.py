@@ -142,7 +142,8 @@ def up(
         stack.start()
         publish(LocalState.of(stack))
         unmark_starting()  # after publishing: a waiting client sees the stack before the marker goes
-        typer.echo(f"Skyloom local stack up: {stack.endpoint}  (AWS {stack.emulator} {stack.aws_endpoint})")
+        queues = f", SQS {stack.sqs_endpoint}" if stack.sqs_endpoint != stack.aws_endpoint else ""
+        typer.echo(f"Skyloom local stack up: {stack.endpoint}  (AWS {stack.emulator} {stack.aws_endpoint}{queues})")
         typer.echo(f"logs: {stack.run_dir}")
         typer.echo(f"export {ENDPOINT_ENV}={stack.endpoint}")
         typer.echo("Ctrl-C to stop.")

@@ -39,7 +39,7 @@ def client(service: str, settings: Settings) -> Any:
             found = boto3.session.Session().client(
                 service,  # type: ignore[call-overload]
                 region_name=settings.region,
-                endpoint_url=settings.aws_endpoint,
+                endpoint_url=settings.endpoint(service),
                 config=_DYNAMODB_CONFIG if service == "dynamodb" else _CONFIG,
             )
             wire.install_on(found)  # DynamoDB items in one pass, not through botocore's shape walk

@@ -122,6 +122,9 @@ class Settings:
     region: str = "us-east-1"
     #: AWS endpoint override (the embedded emulator, LocalStack); None means real AWS.
     aws_endpoint: str | None = None
+    #: SQS's own endpoint, when it is not ``aws_endpoint``: local mode serves the queues from an
+    #: emulator process of their own (:mod:`skyloom.local.stack`). None: ``aws_endpoint``.
+    sqs_endpoint: str | None = None
     bucket: str = "skyloom-data"
     partitions: tuple[PartitionSpec, ...] = field(default_factory=lambda: (PartitionSpec("default"),))
     #: Values at most this large are stored inline in DynamoDB; larger ones go to S3.
@@ -162,6 +165,12 @@ class Settings:
         if self.metrics_retention_days < 1:
             raise ValueError(f"SKYLOOM_METRICS_RETENTION_DAYS must be at least 1, got {self.metrics_retention_days}")
         Prices.parse(self.prices)  # a malformed override fails at start, naming the key, not at the first estimate
+
+    def endpoint(self, service: str) -> str | None:
+        """The endpoint URL of ``service`` for boto3 (None: AWS's own)."""
+        if service == "sqs" and self.sqs_endpoint:
+            return self.sqs_endpoint
+        return self.aws_endpoint
 
     # -- names -------------------------------------------------------------------------------
     def table_name(self, spec: TableSpec | str) -> str:
@@ -228,6 +237,8 @@ class Settings:
             env["SKYLOOM_PRICES"] = self.prices
         if self.aws_endpoint:
             env["SKYLOOM_AWS_ENDPOINT"] = self.aws_endpoint
+        if self.sqs_endpoint:
+            env["SKYLOOM_SQS_ENDPOINT"] = self.sqs_endpoint
         policies = {
             p.name: {f: list(v) if isinstance(v := getattr(p, f), tuple) else v for f in _POLICY_FIELDS}
             for p in self.partitions
@@ -246,6 +257,7 @@ class _StackEnv(EnvReader):
     stack: str | None = Field(None, validation_alias="SKYLOOM_STACK")
     region: str | None = Field(None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     aws_endpoint: str | None = Field(None, validation_alias="SKYLOOM_AWS_ENDPOINT")
+    sqs_endpoint: str | None = Field(None, validation_alias="SKYLOOM_SQS_ENDPOINT")
     bucket: str | None = Field(None, validation_alias="SKYLOOM_BUCKET")
     partition_names: str | None = Field(None, validation_alias="SKYLOOM_PARTITIONS")
     priority_levels: int | None = Field(None, validation_alias="SKYLOOM_PRIORITY_LEVELS")

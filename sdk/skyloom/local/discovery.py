@@ -60,12 +60,15 @@ class LocalState:
     run_dir: str
     #: Who runs it: :data:`KIND_CLI` or :data:`KIND_EMBEDDED` (stops with its client's process).
     kind: str = KIND_CLI
+    #: Where SQS is served, when not at ``aws_endpoint`` (the embedded stack's queue emulator).
+    sqs_endpoint: str = ""
 
     @classmethod
     def of(cls, stack: LocalStack, kind: str = KIND_CLI) -> LocalState:
         """What ``stack``, started by this process, publishes."""
         return cls(endpoint=stack.endpoint, aws_endpoint=stack.aws_endpoint, region=stack.settings.region,
-                   stack=stack.settings.stack, pid=os.getpid(), run_dir=str(stack.run_dir), kind=kind)
+                   stack=stack.settings.stack, pid=os.getpid(), run_dir=str(stack.run_dir), kind=kind,
+                   sqs_endpoint=stack.sqs_endpoint)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ served app is :mod:`skyloom.local.moto_app`: the only place Skyloom patches moto
 process), seven changes listed with why and the test that pins each in EMULATORS.md at the
 repository root. It is a subprocess so that the control plane threads and moto's request handling do
 not share one GIL, and so that worker processes reach it over real HTTP exactly as they would reach
-AWS. Exactly one gunicorn worker serves it, because moto keeps all state in that process's memory.
+AWS. Exactly one gunicorn worker serves it, because moto keeps all state in that process's memory;
+a local stack runs two of these, one for SQS and one for the rest (:mod:`skyloom.local.stack`).
 
 The listening socket is bound here and handed to gunicorn (``--bind fd://N``), so the port is known
 before the child starts and no other process can take it in between.
@@ -47,6 +48,7 @@ class Emulator:
         run_dir: Where ``emulator.log`` (the process's stdout and stderr) is written.
         port: Port to listen on; 0 picks a free one.
         threads: gunicorn threads, i.e. requests served at the same time.
+        name: What it serves, in its log file's name (``emulator-NAME.log``); "" for ``emulator.log``.
 
     Example:
         >>> emu = Emulator(Path("/tmp/run"))
@@ -55,8 +57,9 @@ class Emulator:
         >>> emu.stop()
     """
 
-    def __init__(self, run_dir: Path, *, port: int = 0, threads: int = GUNICORN_THREADS) -> None:
+    def __init__(self, run_dir: Path, *, port: int = 0, threads: int = GUNICORN_THREADS, name: str = "") -> None:
         self._run_dir = run_dir
+        self._name = name
         self._requested_port = port
         self._threads = threads
         self._process: subprocess.Popen[bytes] | None = None
@@ -77,7 +80,7 @@ class Emulator:
 
     @property
     def log_path(self) -> Path:
-        return self._run_dir / "emulator.log"
+        return self._run_dir / (f"emulator-{self._name}.log" if self._name else "emulator.log")
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -88,6 +91,12 @@ class Emulator:
         Raises:
             EmulatorError: the process exited, or did not answer within ``timeout`` seconds.
         """
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (several emulators then start side by side:
+        :meth:`wait_ready` each); the port is known on return."""
         if self._process is not None:
             raise EmulatorError("the emulator is already started")
         self._run_dir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +117,13 @@ class Emulator:
         finally:
             # The child holds its own copy of the socket now.
             sock.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Return once the launched process answers HTTP; stop it if it does not.
+
+        Raises:
+            EmulatorError: the process exited, or did not answer within ``timeout`` seconds.
+        """
         try:
             self._wait_ready(timeout)
         except BaseException:

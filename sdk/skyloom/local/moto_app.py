@@ -2,7 +2,7 @@
 
 Gunicorn imports this module in its single worker (``skyloom.local.moto_app:app``). moto keeps all
 state in that process's memory, which is why :mod:`skyloom.local.emulator` never runs more than one
-worker.
+worker (a local stack runs two emulators instead: SQS apart from the rest).
 
 Every change this process makes to moto is listed here; EMULATORS.md (at the repository root) lists
 every one with the test that pins it. They are about running for hours, under load, the way

@@ -1,13 +1,13 @@
 """The whole of Skyloom on loopback: emulator, resources, the three functions, and worker agents.
 
-:class:`LocalStack` starts, in order: moto (a subprocess) unless given another AWS endpoint
-(LocalStack, see ``localstack/README.md``), the resources from the shared definitions,
-the model binding, then the three functions in this process fed by their real event sources' shapes
-(the API gateway, the results-stream poller, the sweep schedule), and last the worker agents
-(subprocesses). :meth:`LocalStack.stop` goes in reverse, each step bounded in time, so it never
-hangs. The functions build their settings from the environment as they do in Lambda, so the stack
-exports its settings and dummy credentials into ``os.environ`` while it runs, binds the pynamodb
-models to its tables, and restores both when it stops.
+:class:`LocalStack` starts, in order: moto (two subprocesses: SQS in one, everything else in the
+other) unless given another AWS endpoint (LocalStack, see ``localstack/README.md``), the resources
+from the shared definitions, the model binding, then the three functions in this process fed by
+their real event sources' shapes (the API gateway, the results-stream poller, the sweep schedule),
+and last the worker agents (subprocesses). :meth:`LocalStack.stop` goes in reverse, each step
+bounded in time, so it never hangs. The functions build their settings from the environment as they
+do in Lambda, so the stack exports its settings and dummy credentials into ``os.environ`` while it
+runs, binds the pynamodb models to its tables, and restores both when it stops.
 
 With another AWS endpoint, nothing moto-specific runs, and the stack's resource names get a suffix
 unique to this start (unless ``unique_names=False``): that endpoint outlives the stack, and two
@@ -99,7 +99,7 @@ def unique_settings(base: Settings, endpoint: str, token: str | None = None) -> 
     """
     token = token or secrets.token_hex(4)
     stack = f"{base.stack[: 40 - len(token) - 1].rstrip('-')}-{token}"
-    return replace(base, aws_endpoint=endpoint, stack=stack, bucket=f"{base.bucket}-{token}")
+    return replace(base, aws_endpoint=endpoint, sqs_endpoint=None, stack=stack, bucket=f"{base.bucket}-{token}")
 
 
 class LocalStack:
@@ -135,6 +135,13 @@ class LocalStack:
         >>> with LocalStack(workers=2) as stack:
         ...     client = skyloom.connect(stack.endpoint)
     """
+
+    #: Serve SQS from an emulator process of its own (``Settings.sqs_endpoint``). moto answers a
+    #: process's requests one at a time (one GIL), and at full speed the queues' requests are a sixth
+    #: of its work; the tables, streams and objects stay in one process, since transactions span
+    #: tables and the streams read the tables' own records. Off where something inside moto must
+    #: reach the queues (a CloudFormation deployment into the emulator creates them in its process).
+    separate_queues: bool = True
 
     def __init__(
         self,
@@ -178,6 +185,7 @@ class LocalStack:
         self._injecting = False
         self._previous_binding: Settings | None = None
         self._emulator: Emulator | None = None
+        self._queue_emulator: Emulator | None = None
         self._provisioned: Provisioned | None = None
         self._gateway: Gateway | None = None
         self._containers: ContainerPool | None = None
@@ -205,6 +213,13 @@ class LocalStack:
         if self._external_endpoint is not None:
             return self._external_endpoint
         return self._require(self._emulator, "emulator").url
+
+    @property
+    def sqs_endpoint(self) -> str:
+        """URL that serves SQS: the queues' own emulator, or :attr:`aws_endpoint`."""
+        if self._queue_emulator is not None:
+            return self._queue_emulator.url
+        return self.aws_endpoint
 
     @property
     def emulator(self) -> str:
@@ -286,6 +301,8 @@ class LocalStack:
             steps.append(("submit containers", self._containers.stop))
         if self._emulator is not None:
             steps.append(("emulator", self._emulator.stop))
+        if self._queue_emulator is not None:
+            steps.append(("queue emulator", self._queue_emulator.stop))
         for name, step in steps:
             try:
                 step()
@@ -293,6 +310,7 @@ class LocalStack:
                 logger.exception("stopping the %s failed", name)
         self._stop_faults()
         self._workers = self._scheduler = self._poller = self._gateway = self._emulator = None
+        self._queue_emulator = None
         self._containers = None
         if self._functions_log is not None:
             self._functions_log.close()
@@ -345,13 +363,20 @@ class LocalStack:
             self._settings = self._external_settings(self._external_endpoint)
             return
         self._emulator = Emulator(self._run_dir)
-        self._emulator.start()
-        self._settings = replace(self._base_settings, aws_endpoint=self._emulator.url)
+        if self.separate_queues:
+            self._queue_emulator = Emulator(self._run_dir, name="sqs")
+        started = [e for e in (self._emulator, self._queue_emulator) if e is not None]
+        for emulator in started:
+            emulator.launch()
+        for emulator in started:
+            emulator.wait_ready()
+        self._settings = replace(self._base_settings, aws_endpoint=self._emulator.url,
+                                 sqs_endpoint=self._queue_emulator.url if self._queue_emulator else None)
 
     def _external_settings(self, endpoint: str) -> Settings:
         """Settings on ``endpoint``, with names of this start's own unless told otherwise."""
         if not self._unique_names:
-            return replace(self._base_settings, aws_endpoint=endpoint)
+            return replace(self._base_settings, aws_endpoint=endpoint, sqs_endpoint=None)
         return unique_settings(self._base_settings, endpoint)
 
     def _local_environment(self) -> dict[str, str]:
