@@ -141,3 +141,21 @@ def test_a_class_the_plan_does_not_cover_keeps_pynamodb_walk() -> None:
 @given(st.one_of(st.integers(), st.floats(), st.booleans(), st.decimals(allow_nan=False, allow_infinity=False)))
 def test_numbers_are_written_as_pynamodb_writes_them(value: Any) -> None:
     assert outcome(models.Number().serialize, value) == outcome(NumberAttribute().serialize, value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(instances(), st.text(min_size=1, max_size=8))
+def test_a_new_item_put_is_the_one_pynamodb_would_add(case: tuple[type[ItemModel], dict[str, Any]],
+                                                      key: str) -> None:
+    from pynamodb.connection import Connection
+    from pynamodb.transactions import TransactWrite
+
+    from skyloom.core.ddb import put_new
+
+    model, kwargs = case
+    item = model(**{**kwargs, model._hash_keyname: key})
+    hash_key = getattr(model, model._hash_keyname)
+    ours, theirs = (TransactWrite(connection=Connection(region="us-east-1", host="http://127.0.0.1:9"))
+                    for _ in range(2))
+    assert outcome(put_new(item), ours) == outcome(theirs.save, item, condition=hash_key.does_not_exist())
+    assert ours._put_items == theirs._put_items

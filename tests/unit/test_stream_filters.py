@@ -189,3 +189,6 @@ def test_records_as_sent_become_the_same_lambda_records_as_parsed_ones() -> None
     assert isinstance(parsed[0]["dynamodb"]["NewImage"]["inline"]["B"], bytes)  # botocore's walk
     assert [lambda_record(r, region="r", stream_arn="a") for r in as_sent] == \
         [lambda_record(r, region="r", stream_arn="a") for r in parsed]
+    # images read as sent are handed over as they came, not walked again
+    assert lambda_record(as_sent[0], region="r", stream_arn="a")["dynamodb"]["NewImage"] is \
+        as_sent[0]["dynamodb"]["NewImage"]

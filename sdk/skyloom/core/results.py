@@ -15,11 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel
 from pynamodb.exceptions import DoesNotExist
-from pynamodb.transactions import TransactWrite
 
 from skyloom.core import blobs, clock, ddb
 from skyloom.core.config import Settings
-from skyloom.core.ddb import Op, transact_idempotent, update_if
+from skyloom.core.ddb import put_new, transact_idempotent, update_if
 from skyloom.core.graph import check_unique
 from skyloom.core.models import ResultModel, SessionModel
 from skyloom.core.protocol import (
@@ -117,13 +116,6 @@ def new_result_items(
             urls[rid] = blobs.presign_put(settings, r.s3_key)
         items.append(r)
     return items, urls
-
-
-def put_new(item: ResultModel) -> Op:
-    def op(tx: TransactWrite) -> None:
-        tx.save(item, condition=ResultModel.result_id.does_not_exist())
-
-    return op
 
 
 def replayed(model: type[ResultModel], key: str, request_id: str, session_id: str) -> bool:

@@ -15,6 +15,7 @@ from skyloom.core.config import Settings
 from skyloom.core.ddb import (
     TRANSACTION_MAX_ITEMS,
     Op,
+    put_new,
     transact_idempotent,
     update_if,
 )
@@ -247,7 +248,7 @@ def staged_in_commit(settings: Settings, results: Sequence[ResultModel], tasks: 
         else:
             readiness.queue_on_write(settings, t, now)
     items: list[ResultModel | TaskModel] = [*results, *tasks]
-    return [_put_new(item) for item in items] + [_put_edge(edge) for edge in edges]
+    return [put_new(item) for item in items] + [_put_edge(edge) for edge in edges]
 
 
 def local_edges(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) -> list[EdgeModel]:
@@ -262,16 +263,6 @@ def _put_edge(edge: EdgeModel) -> Op:
 
     def op(tx: TransactWrite) -> None:
         tx.save(edge)
-
-    return op
-
-
-def _put_new(item: ResultModel | TaskModel) -> Op:
-    """The transaction item that writes ``item``, which must not exist yet (staged ids are fresh)."""
-    key = ResultModel.result_id if isinstance(item, ResultModel) else TaskModel.task_id
-
-    def op(tx: TransactWrite) -> None:
-        tx.save(item, condition=key.does_not_exist())
 
     return op
 
@@ -296,7 +287,7 @@ def write_staged(results: Sequence[ResultModel], tasks: Sequence[TaskModel]) -> 
         except (TaskModel.DoesNotExist, ResultModel.DoesNotExist):
             return False
 
-    transact_idempotent([_put_new(item) for item in items], already)
+    transact_idempotent([put_new(item) for item in items], already)
 
 
 def finalize(

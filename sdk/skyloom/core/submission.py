@@ -17,7 +17,7 @@ from pynamodb.transactions import TransactWrite
 
 from skyloom.core import access, clock, readiness
 from skyloom.core.config import Settings
-from skyloom.core.ddb import Op, transact_idempotent
+from skyloom.core.ddb import Op, put_new, transact_idempotent
 from skyloom.core.graph import (
     TaskNode,
     check_acyclic,
@@ -32,7 +32,6 @@ from skyloom.core.results import (
     fingerprint,
     load_session_and_results,
     new_result_items,
-    put_new,
     replayed,
     require_open,
     result_info,
@@ -276,7 +275,7 @@ def _write(new_results: Sequence[ResultModel], existing: dict[str, ResultModel],
                 ops.append(_claim_output(out, t.task_id))
                 checks.append(("owner", out, t.task_id))
         task_at.append((len(ops), t))
-        ops.append(_put_task(t))
+        ops.append(put_new(t))
         checks.append(("task", t.task_id, ""))
 
     def already_done(i: int) -> bool:
@@ -330,8 +329,3 @@ def _claim_output(result_id: str, task_id: str) -> Op:
     return op
 
 
-def _put_task(t: TaskModel) -> Op:
-    def op(tx: TransactWrite) -> None:
-        tx.save(t, condition=TaskModel.task_id.does_not_exist())
-
-    return op
