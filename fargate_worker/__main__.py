@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from skyloom.core import environment, models
+from skyloom.core import environment, heap, models
 from skyloom.core.aws import client
 from skyloom.runtime import lifeline
 from skyloom_server.fargate_worker import machine
@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     record_environment(config.partition)
     agent = Agent(settings, config)
     made.append(agent)
+    heap.settle()  # everything the agent keeps is built by now
     return agent.run()
 
 

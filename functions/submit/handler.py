@@ -15,13 +15,15 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from skyloom.core import heap
 from skyloom_server.functions.submit.routes import app
 from skyloom_server.functions.submit.shared import logger, metrics, reset_settings, tracer, warm
 
 __all__ = ["handler", "reset_settings", "warm"]
 
-if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # on Lambda, at init (local containers call warm())
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # on Lambda, at init (local containers call both)
     warm()
+    heap.settle()
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)

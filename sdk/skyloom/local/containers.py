@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from skyloom.core import heap
 from skyloom.local.invoke import LambdaContext
 
 
@@ -130,6 +131,7 @@ def _serve(ref: str) -> None:
 
     handler = load_handler(ref)
     init(handler)  # before the pool's ping is answered: the container is warm once it is up
+    heap.settle()  # as the function's module does at init on Lambda
     for line in sys.stdin:
         message = json.loads(line)
         if message.get("ping"):
