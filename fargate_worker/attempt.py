@@ -44,7 +44,13 @@ from skyloom_server.fargate_worker.policy import (
     max_duration,
 )
 from skyloom_server.fargate_worker.shutdown import StopControl
-from skyloom_server.fargate_worker.telemetry import AttemptTrace, emit_task_metrics, emit_task_started, logger
+from skyloom_server.fargate_worker.telemetry import (
+    AttemptTrace,
+    TaskEnding,
+    emit_task_metrics,
+    emit_task_started,
+    logger,
+)
 
 #: Error type of an attempt whose inputs could not be loaded.
 INPUT_ERROR = "InputFetchFailed"
@@ -214,7 +220,7 @@ class Attempts:
                 committed = self._outlast("committing the outcome", lambda: self._ops.commit(
                     self.settings, task, self.worker_id, outcome, metrics, v.log))
             metrics["upload"] = time.monotonic() - start
-            self._after_commit(task, metrics, committed)
+            self._emit([self._after_commit(task, metrics, committed)])
             if committed:
                 self._drop_checkpoint(task, outcome)
         elif v.error is not None:
@@ -223,7 +229,8 @@ class Attempts:
                 self.settings, task, self.worker_id, error, timed_out=v.timed_out, log=v.log))
             self._ledger.count("failed")
             # fail() says what became of the task: queued again (retried), ended, or not ours any more.
-            self._emit(task, metrics, {AttemptFate.LOST: None, AttemptFate.RETRIED: "retried"}.get(status, "failed"))
+            outcome = {AttemptFate.LOST: None, AttemptFate.RETRIED: "retried"}.get(status, "failed")
+            self._emit([(str(task.handler), metrics, outcome)])
             logger.warning("attempt failed", extra={"status": status, "error_type": v.error.type,
                                                     "error": v.error.message[:1000], "timed_out": v.timed_out,
                                                     "metrics": metrics})
@@ -251,26 +258,28 @@ class Attempts:
             committed = self._outlast("committing the outcomes",
                                       lambda: self._ops.commit_many(self.settings, commits))
         spent = time.monotonic() - start
+        endings: list[TaskEnding] = []
         for (held, task, v, metrics), ok in zip(group, committed, strict=True):
             metrics["upload"] = spent
             with self.task_context(task):
-                self._after_commit(task, metrics, ok)
+                endings.append(self._after_commit(task, metrics, ok))
                 if ok and v.outcome is not None:
                     self._drop_checkpoint(task, v.outcome)
             self._mailbox.delete(held)
+        self._emit(endings)  # one line for the group
 
-    def _after_commit(self, task: TaskModel, metrics: dict[str, float], committed: bool) -> None:
+    def _after_commit(self, task: TaskModel, metrics: dict[str, float], committed: bool) -> TaskEnding:
+        """Count and log a commit's outcome; returns what its metrics are to say."""
         self._ledger.count("completed" if committed else "lost")
         if committed:
             logger.info("task completed", extra={"metrics": metrics})
-            self._emit(task, metrics, "completed")
             if self._durations is not None and "compute" in metrics:
                 # Per handler, and per function for the @skyloom.task ones (they share skyloom.call).
                 for label in dict.fromkeys((str(task.handler), str(task.label or task.handler))):
                     self._durations.add(task.owner, label, metrics["compute"])
-        else:
-            logger.warning("lease lost before the commit: this attempt's outputs were discarded")
-            self._emit(task, metrics, None)
+            return str(task.handler), metrics, "completed"
+        logger.warning("lease lost before the commit: this attempt's outputs were discarded")
+        return str(task.handler), metrics, None
 
     def _drop_checkpoint(self, task: TaskModel, outcome: TaskOutcome) -> None:
         """The task completed: drop its checkpoint value, if this attempt or an earlier one may have
@@ -283,11 +292,11 @@ class Attempts:
         except Exception:
             logger.exception("could not drop the completed task's checkpoint")
 
-    def _emit(self, task: TaskModel, metrics: dict[str, float], outcome: str | None) -> None:
+    def _emit(self, endings: Sequence[TaskEnding]) -> None:
         try:
-            emit_task_metrics(self._partition, str(task.handler), metrics, outcome)
+            emit_task_metrics(self._partition, endings)
         except Exception:  # metrics must never fail a task
-            logger.exception("could not emit the task's metrics")
+            logger.exception("could not emit the tasks' metrics")
 
     def _emit_started(self, task: TaskModel) -> None:
         try:

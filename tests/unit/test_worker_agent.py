@@ -685,7 +685,8 @@ def _emf(out: str) -> list[dict[str, Any]]:
 
 
 def _counts(lines: list[dict[str, Any]], name: str) -> int:
-    return sum(1 for line in lines if name in line)
+    """Data points of ``name``: a line of several attempts (a group commit) lists one per attempt."""
+    return sum(len(v) if isinstance(v := line[name], list) else 1 for line in lines if name in line)
 
 
 def test_started_completed_retried_and_failed_attempts_are_counted(

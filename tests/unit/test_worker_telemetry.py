@@ -58,8 +58,8 @@ def test_rss_of_a_live_process_and_of_a_gone_one() -> None:
 
 
 def test_task_metrics_have_partition_and_handler_dimensions_only(capsys: pytest.CaptureFixture[str]) -> None:
-    telemetry.emit_task_metrics("default", "price", {"compute": 0.5, "bytes_in": 10.0, "queue_wait": 1.0,
-                                                     "fetch": 0.1, "upload": 0.2, "bytes_out": 4.0}, "completed")
+    telemetry.emit_task_metrics("default", [("price", {"compute": 0.5, "bytes_in": 10.0, "queue_wait": 1.0,
+                                                       "fetch": 0.1, "upload": 0.2, "bytes_out": 4.0}, "completed")])
     (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     (directive,) = line["_aws"]["CloudWatchMetrics"]
     assert set(directive["Dimensions"][0]) == {"partition", "handler", "service"}
@@ -71,14 +71,31 @@ def test_task_metrics_have_partition_and_handler_dimensions_only(capsys: pytest.
 
 def test_outcomes_are_counted_under_their_documented_names(capsys: pytest.CaptureFixture[str]) -> None:
     telemetry.emit_task_started("default", "price")
-    telemetry.emit_task_metrics("default", "price", {"memory_peak": 1024.0}, "retried")
-    telemetry.emit_task_metrics("default", "price", {}, "failed")
-    telemetry.emit_task_metrics("default", "price", {"compute": 1.0}, None)  # a lost lease: no count
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    telemetry.emit_task_metrics("default", [("price", {"memory_peak": 1024.0}, "retried")])
+    telemetry.emit_task_metrics("default", [("price", {}, "failed")])
+    telemetry.emit_task_metrics("default", [("price", {"compute": 1.0}, None)])  # a lost lease: no count
+    telemetry.emit_task_metrics("default", [("price", {}, None)])  # nothing to say: no line, no warning
+    out = capsys.readouterr()
+    lines = [json.loads(x) for x in out.out.splitlines() if x.startswith("{")]
     names = [[m["Name"] for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]] for line in lines]
     assert names == [["TasksStarted"], ["ChildMemoryHighWater", "TasksRetried"], ["TasksFailed"],
                      ["TaskComputeTime"]]
     assert lines[1]["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"] == "Bytes"
+    assert "No application metrics" not in out.err
+
+
+def test_attempts_committed_together_are_told_in_one_line_per_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    telemetry.emit_task_metrics("default", [
+        ("price", {"compute": 0.5}, "completed"),
+        ("greeks", {"compute": 2.0}, "completed"),
+        ("price", {"compute": 0.7}, "completed"),
+        ("price", {"compute": 0.9}, None),
+    ])
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [line["handler"] for line in lines] == ["price", "greeks"]
+    # one data point per attempt: CloudWatch reads a list of values as that many samples
+    assert lines[0]["TaskComputeTime"] == [0.5, 0.7, 0.9] and lines[0]["TasksCompleted"] == [1.0, 1.0]
+    assert lines[1]["TaskComputeTime"] == [2.0] and lines[1]["TasksCompleted"] == [1.0]
 
 
 class FakeRecorder:
