@@ -32,8 +32,9 @@ AWS behaves:
   find one message by its receipt handle or to read one queue attribute:
   :mod:`skyloom.local.moto_queues` serves each queue's requests one at a time and finds messages by
   handle.
-* moto builds each item it writes with a size check per attribute that sums the whole item so far;
-  :mod:`skyloom.local.moto_items` checks the size once.
+* moto builds each item it writes with a size check per attribute that sums the whole item so far,
+  and turns each answer into wire shape by a generic walk; :mod:`skyloom.local.moto_items` checks
+  the size once and converts by the values' exact types.
 * moto parses every condition expression again for each item it writes (three times per item of a
   transaction); :mod:`skyloom.local.moto_conditions` keeps the parsed ones.
 * moto evaluates every UpdateExpression through a deep syntax tree walked once per rule;
@@ -45,8 +46,8 @@ AWS behaves:
   of the data operations are already in wire shape (``dynamo_to_dict``), so they are written with
   ``json.dumps`` instead, binary values base64-encoded and datetimes as epoch seconds as the shape
   walk does (:func:`_serialized_quickly`). ``SKYLOOM_MOTO_VERIFY_SERIALIZER=1`` serializes each
-  answer both ways and fails the request when they differ; tests/functional/test_moto_serializer.py
-  runs a graph that way.
+  answer both ways and fails the request when they differ; the end-to-end suite runs that way
+  (tests/e2e/conftest.py), and ``test_dynamodb_answers_written_quickly_are_the_ones_moto_writes``.
 * moto keeps every item, message and stream record it ever built (for its dashboard), copies
   included: the process grew with every write. It keeps none here (:func:`_stop_tracking`).
 * moto parses each JSON request by walking botocore's shape model over every attribute value, and
