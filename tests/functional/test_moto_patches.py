@@ -202,6 +202,52 @@ def test_conditions_are_parsed_once_and_still_decide_each_write() -> None:
     assert result == {"parses": 3, "refused": 3, "bad": "refused", "items": 22}
 
 
+def test_the_request_layer_checks_a_kept_condition_without_a_copy_of_it() -> None:
+    # GIVEN kept conditions, with the copies bound to a request's values counted
+    result = _run("""
+        from skyloom.local import moto_conditions
+        bound = 0
+        real = moto_conditions._bound
+        def counting(kept, values):
+            global bound
+            bound += 1
+            return real(kept, values)
+        moto_conditions._bound = counting
+        with mock_aws():
+            ddb = boto3.client("dynamodb")
+            make_table(ddb)
+            mine = dict(ConditionExpression="attribute_not_exists(#k) OR #o = :o",
+                        ExpressionAttributeNames={"#k": "k", "#o": "owner"},
+                        ExpressionAttributeValues={":o": {"S": "a"}})
+            ddb.put_item(TableName="t", Item={"k": {"S": "b0"}, "owner": {"S": "b"}})
+            bound = 0
+            # WHEN 10 items are written in one transaction under a condition with a value, then an
+            # item owned by someone else is written under it, and a name the expression does not use
+            ddb.transact_write_items(TransactItems=[{"Put": {"TableName": "t", "Item": {
+                "k": {"S": str(i)}, "owner": {"S": "a"}}, **mine}} for i in range(10)])
+            copies = bound
+            try:
+                ddb.transact_write_items(TransactItems=[{"Put": {"TableName": "t", "Item": {
+                    "k": {"S": "b0"}, "owner": {"S": "a"}}, **mine}}])
+                other = "written"
+            except ddb.exceptions.TransactionCanceledException:
+                other = "refused"
+            try:
+                ddb.transact_write_items(TransactItems=[{"Put": {"TableName": "t", "Item": {"k": {"S": "n"}},
+                    "ConditionExpression": "attribute_not_exists(#k)",
+                    "ExpressionAttributeNames": {"#k": "k", "#unused": "x"}}}])
+                unused = "accepted"
+            except ddb.exceptions.ClientError as exc:
+                unused = exc.response["Error"]["Code"]
+            print(json.dumps({"copies": copies, "other": other, "unused": unused,
+                              "items": ddb.scan(TableName="t", Select="COUNT")["Count"]}))
+    """)
+    # THEN each item's condition was bound once, for its check (moto's request layer, which only
+    # checks the names and values used, took the kept tree as it is), every check still decided,
+    # and a name the expression does not use is still refused by that layer
+    assert result == {"copies": 10, "other": "refused", "unused": "ValidationException", "items": 11}
+
+
 def test_an_item_is_sized_once_and_the_size_limit_still_holds() -> None:
     # GIVEN a table, and moto's attribute size counted
     result = _run("""

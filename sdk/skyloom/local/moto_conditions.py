@@ -15,6 +15,8 @@ The values themselves are not in the key: a worker's commit names its own task i
 :t``), so a key with them missed on every write. The kept tree is parsed with a stand-in for each
 value, of the value's own type (moto checks types while it builds some operators: a NULL bound of
 BETWEEN), and each use gets a copy of it with the request's values in their places (:func:`_bound`).
+The request layer's parses only check which names and values the expression uses, and drop the
+tree: they get no copy (:class:`_CheckingParser`; the copies were a twentieth of the emulator).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class _KeptParser(ConditionExpressionParser):
     """moto's parser, answering a condition it has parsed before from what it found then."""
 
     _template = False
+    #: Whether the caller evaluates the tree (moto's backend) and needs the request's values in it.
+    _evaluates = True
 
     def parse(self) -> Any:
         values = self.expression_attribute_values or {}
@@ -84,13 +88,20 @@ class _KeptParser(ConditionExpressionParser):
         else:
             self.expr_attr_names_found.extend(kept.names_used)  # what moto's request layer checks
             self.expr_attr_values_found.extend(kept.values_used)
-        return _bound(kept, values)
+        return _bound(kept, values) if self._evaluates else kept.tree
 
     def _lookup_expression_attribute_value(self, name: str) -> dict[str, Any]:
         found: dict[str, Any] = super()._lookup_expression_attribute_value(name)  # raises if undefined
         if not self._template:
             return found
         return {next(iter(found)): _Slot(name)}
+
+
+class _CheckingParser(_KeptParser):
+    """The request layer's parser: every call site reads the names and values found and drops the
+    tree, so it is handed the kept tree itself, stand-ins and all."""
+
+    _evaluates = False
 
 
 def _bound(kept: _Kept, values: dict[str, Any]) -> Any:
@@ -127,9 +138,15 @@ def new_parser(expr: str | None, names: dict[str, str] | None,
     return _KeptParser(expr, names, values)
 
 
+def _new_checking_parser(expr: str | None, names: dict[str, str] | None,
+                         values: dict[str, dict[str, str]] | None) -> ConditionExpressionParser:
+    """:func:`new_parser` for moto's request layer, which only checks what the expression uses."""
+    return _CheckingParser(expr, names, values)
+
+
 def install() -> None:
     """Patch moto where it makes condition parsers: its own module (``get_filter_expression`` uses
     it from there), and the backend and request layer, which imported it by name."""
     comparisons.create_condition_expression_parser = new_parser
     dynamodb_models.create_condition_expression_parser = new_parser  # type: ignore[attr-defined]
-    dynamodb_responses.create_condition_expression_parser = new_parser  # type: ignore[attr-defined]
+    dynamodb_responses.create_condition_expression_parser = _new_checking_parser  # type: ignore[attr-defined]
