@@ -9,8 +9,8 @@
 Every workload runs on a fresh instance of each system, one system after the other, timed by the
 client in the same way (see ``benchmarks/peers/common.py``):
 
-- Skyloom: its local stack (moto in server mode, the functions, N agents of one slot each), started
-  by its driver with the project's Python;
+- Skyloom: its local stack (moto in server mode, two processes: SQS, and DynamoDB with S3; the
+  functions; N agents of one slot each), started by its driver with the project's Python;
 - Celery 5 with its defaults, N ``celery worker -c 1`` processes, broker SQS on the same emulator
   (moto behind gunicorn, started here with Skyloom's own launcher, :mod:`skyloom.local.emulator`, on
   a free loopback port), result backend Redis (``redis-server`` on a free loopback port);

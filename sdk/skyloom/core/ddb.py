@@ -133,8 +133,9 @@ def put_new(item: Model) -> Op:
     request finds it written and is told so by the cancellation reason).
 
     What ``tx.save(item, condition=<hash key>.does_not_exist())`` adds, built directly: pynamodb
-    makes its condition and key objects anew for every item, a fifth of a submission's CPU for
-    what is the same expression each time. ``test_ddb.py`` holds the two equal, model by model.
+    makes its condition and key objects anew for every item, a fifth of the submit route's CPU for
+    what is the same expression each time. ``tests/unit/test_item_model.py`` holds the two equal on
+    generated items of every model.
     """
     model = type(item)
 
