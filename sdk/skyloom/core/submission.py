@@ -327,5 +327,3 @@ def _claim_output(result_id: str, task_id: str) -> Op:
         )
 
     return op
-
-

@@ -49,7 +49,7 @@ class _Kept:
     values_used: list[str]
     #: The nodes on the way from the root to a stand-in (by id): the only ones a use copies. None for
     #: a tree with a cycle (none of moto's so far), which each use deep-copies whole instead.
-    holders: frozenset[int] | None = None
+    holders: frozenset[int] | None
 
 
 class _Slot:
@@ -85,9 +85,8 @@ class _KeptParser(ConditionExpressionParser):
                 op = super().parse()  # raises for an expression moto refuses: nothing kept
             finally:
                 self._template = False
-            slots = _stand_ins(op, [])
-            kept = _Kept(op, slots, list(self.expr_attr_names_found), list(self.expr_attr_values_found),
-                         _holders(op, {id(node) for node, _ in slots}))
+            slots, holders = _stand_ins(op)
+            kept = _Kept(op, slots, list(self.expr_attr_names_found), list(self.expr_attr_values_found), holders)
             if len(_parsed) >= MAX_CONDITIONS:
                 _parsed.clear()
             _parsed[key] = kept
@@ -146,62 +145,46 @@ def _rebuilt(node: Any, holders: frozenset[int], memo: dict[int, Any]) -> Any:
     return copied
 
 
-class _Cycle(Exception):
-    """A node reached again while its own walk was under way."""
-
-
-def _holders(node: Any, slots: set[int]) -> frozenset[int] | None:
-    """The ids of the nodes under ``node`` (itself included) that have a stand-in below them,
-    found the way :func:`_stand_ins` walks; None if the tree has a cycle."""
-    found: set[int] = set()
+def _stand_ins(tree: Any) -> tuple[list[tuple[AttributeValue, str]], frozenset[int] | None]:
+    """Every value stand-in of ``tree``, with the placeholder it stands for, and the ids of the nodes
+    on the way from the root to one (None if the tree has a cycle: each use then copies it whole)."""
+    slots: list[tuple[AttributeValue, str]] = []
+    slot_ids: set[int] = set()
+    holders: set[int] = set()
     done: set[int] = set()
     walking: set[int] = set()
+    cyclic = False
 
-    def walk(each: Any) -> bool:
-        if id(each) in slots:
+    def walk(node: Any) -> bool:
+        nonlocal cyclic
+        if isinstance(node, AttributeValue):
+            if not isinstance(node.value, _Slot):
+                return False
+            if id(node) not in slot_ids:
+                slot_ids.add(id(node))
+                slots.append((node, node.value.name))
             return True
-        if id(each) in done:  # a node shared by two branches: as found the first time
-            return id(each) in found
-        if id(each) in walking:
-            raise _Cycle
-        if isinstance(each, list | tuple):
-            children: Any = each
-        elif hasattr(each, "__dict__") and not isinstance(each, AttributeValue):
-            children = vars(each).values()
+        if id(node) in walking:  # reached again while its own walk is under way
+            cyclic = True
+            return False
+        if id(node) in done:  # shared by two branches: as found the first time
+            return id(node) in holders
+        if isinstance(node, list | tuple):
+            children: Any = node
+        elif hasattr(node, "__dict__"):
+            children = vars(node).values()
         else:
             return False
-        walking.add(id(each))
-        below = [walk(x) for x in children]
-        walking.discard(id(each))
-        done.add(id(each))
+        walking.add(id(node))
+        below = [walk(child) for child in children]
+        walking.discard(id(node))
+        done.add(id(node))
         if any(below):
-            found.add(id(each))
-        return id(each) in found
+            holders.add(id(node))
+        return id(node) in holders
 
-    try:
-        walk(node)
-    except _Cycle:
-        return None
-    return frozenset(found)
-
-
-def _stand_ins(node: Any, found: list[tuple[AttributeValue, str]],
-               seen: set[int] | None = None) -> list[tuple[AttributeValue, str]]:
-    """Every value stand-in under ``node``, with the placeholder it stands for (into ``found``)."""
-    seen = set() if seen is None else seen
-    if id(node) in seen:
-        return found
-    seen.add(id(node))
-    if isinstance(node, AttributeValue):
-        if isinstance(node.value, _Slot):
-            found.append((node, node.value.name))
-    elif isinstance(node, list | tuple):
-        for each in node:
-            _stand_ins(each, found, seen)
-    elif hasattr(node, "__dict__"):
-        for each in vars(node).values():
-            _stand_ins(each, found, seen)
-    return found
+    walk(tree)
+    return slots, None if cyclic else frozenset(holders)
 
 
 def new_parser(expr: str | None, names: dict[str, str] | None,
