@@ -165,8 +165,10 @@ class Attempts:
         return inp
 
     # -------------------------------------------------------------------------- executing
-    def execute(self, held: Held, child: ChildProcess, inp: TaskInput, metrics: dict[str, float]) -> ChildResult:
-        """Run the task in this slot's child; the heartbeat keeps the lease and may kill it."""
+    def execute(self, held: Held, child: ChildProcess, inp: TaskInput, metrics: dict[str, float], *,
+                sent: Callable[[], None] | None = None) -> ChildResult:
+        """Run the task in this slot's child; the heartbeat keeps the lease and may kill it.
+        ``sent``: see :meth:`ChildProcess.execute` (not called if the task does not reach the child)."""
         not_run = ChildResult(TaskOutcome(error=RemoteError("TaskNotStarted", "stopped before it ran", "")),
                               Ending.KILLED, 0.0)
         if held.lost.is_set() or self._stop.force.is_set():
@@ -178,7 +180,7 @@ class Attempts:
             return not_run
         try:
             with _phase(held, "compute"):
-                result = child.execute(inp, max_duration(inp.options))
+                result = child.execute(inp, max_duration(inp.options), sent=sent)
         except Exception:
             # The child cannot even start: this agent is broken, not the task. Give the task back
             # and stop, so that the orchestrator replaces this agent.

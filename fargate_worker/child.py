@@ -156,12 +156,16 @@ class ChildProcess:
         """Run one task in the child; never raises for anything the task or the child does."""
         return self.execute(inp, timeout).outcome
 
-    def execute(self, inp: TaskInput, timeout: float | None = None) -> ChildResult:
+    def execute(self, inp: TaskInput, timeout: float | None = None, *,
+                sent: Callable[[], None] | None = None) -> ChildResult:
         """Like :meth:`run`, and says how the run ended and how long it took.
 
         Args:
             inp: the task's inputs, already downloaded.
             timeout: seconds the task may run (its ``max_duration``); None waits forever.
+            sent: called once the input is in the child's pipe (or cannot get there): work that the
+                caller held back, so as not to compete with the child's start for a CPU, goes on
+                then rather than after the run.
 
         Raises:
             ChildStartError: no child could be started (never because of the task itself).
@@ -169,8 +173,14 @@ class ChildProcess:
         data = pickle.dumps(inp, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             self._kill_requested = False
-        child = self._ready_child()  # the start of a fresh child is neither compute nor timeout
+        told = sent or _nothing
+        try:
+            child = self._ready_child()  # the start of a fresh child is neither compute nor timeout
+        except BaseException:
+            told()
+            raise
         if child is None:
+            told()
             return self._killed(0.0)
         proc, conn, out = child
         out.drain()
@@ -184,7 +194,9 @@ class ChildProcess:
         try:
             conn.send_bytes(data)
         except OSError:  # the child died between tasks or while reading a large input
+            told()
             return self._ended(proc, out, start)
+        told()
         ready = wait_reading(out, [conn, proc.sentinel], None if timeout is None else start + timeout)
         if conn in ready:
             try:
@@ -424,6 +436,10 @@ def check_output_size(outcome: TaskOutcome, limit: int | None) -> TaskOutcome:
                  "write large data in several results, or raise the limit"),
         traceback="", retryable=False,
     ))
+
+
+def _nothing() -> None:
+    pass
 
 
 # ------------------------------------------------------------------------------- child side

@@ -102,6 +102,22 @@ def test_returns_the_outcome_and_reuses_the_child(child: ChildProcess) -> None:
     assert child.spawned == 1
 
 
+@pytest.mark.parametrize("handler", ["sleep", "exit"])
+def test_sent_is_told_once_as_the_input_reaches_the_child(child: ChildProcess, handler: str) -> None:
+    # GIVEN a run that lasts 0.3 s (or whose child dies), and a caller waiting to do other work
+    told: list[float] = []
+    # WHEN it runs
+    result = child.execute(task(handler, b"0.3" if handler == "sleep" else b""),
+                           sent=lambda: told.append(time.monotonic()))
+    ended = time.monotonic()
+    # THEN the caller was told once; for the sleep, before the child's 0.3 s of work (not after it)
+    assert len(told) == 1
+    if handler == "sleep":
+        assert result.ending is Ending.RETURNED and ended - told[0] >= 0.3
+    else:
+        assert result.ending is Ending.DIED
+
+
 def test_an_exception_is_a_remote_error_and_the_child_lives_on(child: ChildProcess) -> None:
     pid = child_pid(child)
     result = child.execute(task("raise"))

@@ -228,9 +228,12 @@ class FakeChild:
     def start(self) -> None:
         self.started = True
 
-    def execute(self, inp: TaskInput, timeout: float | None = None) -> ChildResult:
+    def execute(self, inp: TaskInput, timeout: float | None = None, *,
+                sent: Callable[[], None] | None = None) -> ChildResult:
         self.killed.clear()
         self.ran.append(inp.task_id)
+        if sent is not None:
+            sent()
         h = inp.handler
         if h == "ok":
             return ChildResult(TaskOutcome(outputs={"out": b"result"}), Ending.RETURNED, 0.25)
@@ -627,6 +630,45 @@ def test_a_slot_starts_its_next_task_while_the_previous_one_is_reported(h: Harne
     assert codes == [0]
     assert sorted(tid for tid, _ in h.ops.of("commit")) == ["a", "b"]
     assert h.sqs.left() == 0
+
+
+def test_a_finished_attempt_is_reported_once_the_child_has_the_next_task(h: Harness) -> None:
+    # GIVEN a slot running a task while the next one is prefetched
+    h.submit("a", "slow")
+    h.submit("b")
+    agent = h.make(slots=1, prefetch=1, burst=True)
+    child = h.children[0]
+    commits_when_started: dict[str, list[str]] = {}
+    run = child.execute
+
+    def watched(inp: TaskInput, timeout: float | None = None, *,
+                sent: Callable[[], None] | None = None) -> ChildResult:
+        time.sleep(0.2)  # time enough for a reporter to commit the last attempt, were it handed over
+        commits_when_started[inp.task_id] = [t for t, _ in h.ops.of("commit")]
+        return run(inp, timeout, sent=sent)
+
+    child.execute = watched  # type: ignore[method-assign]
+    t, codes = run_in_thread(agent)
+    wait_for(lambda: [x for x, _ in h.ops.of("load_inputs")] == ["a", "b"])
+    # WHEN the first task ends
+    FakeChild.finish.set()
+    t.join(10)
+    # THEN its commit waited for the next task to reach the child, not for that task to end
+    assert codes == [0]
+    assert commits_when_started == {"a": [], "b": []}
+    assert sorted(x for x, _ in h.ops.of("commit")) == ["a", "b"]
+    assert h.sqs.left() == 0
+
+
+def test_a_finished_attempt_with_nothing_after_it_is_reported_at_once(h: Harness) -> None:
+    h.submit("a")
+    agent = h.make(slots=1, prefetch=1)  # not a burst: the agent keeps polling an empty queue
+    t, _ = run_in_thread(agent)
+    wait_for(lambda: [x for x, _ in h.ops.of("commit")] == ["a"])
+    wait_for(lambda: h.sqs.left() == 0)
+    agent.request_stop("SIGTERM")
+    t.join(10)
+    assert not t.is_alive()
 
 
 def test_reports_inline_when_overlap_is_off(h: Harness) -> None:
