@@ -109,7 +109,7 @@ class Agent:
         self._heart = Heartbeat(settings, partition=config.partition, worker_id=self.worker_id, ops=ops,
                                 ledger=self._ledger, mailbox=self._mailbox, busy=busy,
                                 busy_report_seconds=config.busy_report_seconds,
-                                memory_limit=memory_limit_bytes(slots=config.slots))
+                                memory_limit=memory_limit_bytes(slots=config.slots), starts=attempts.starts)
         self._urls: list[str] = []
         self._upper_pollers: list[threading.Thread] = []
         self._poll_backoff = Backoff()
@@ -248,6 +248,7 @@ class Agent:
         self._pool.close()
         self._mailbox.close()  # every delete and give-back sent before the heartbeat stops
         self._heart.stop()
+        self._attempts.starts.flush()  # after the pool: no attempt starts any more
         if self._durations is not None:
             self._durations.stop()  # the minutes of run times still held
         self._pool.close_children()

@@ -46,9 +46,9 @@ from skyloom_server.fargate_worker.policy import (
 from skyloom_server.fargate_worker.shutdown import StopControl
 from skyloom_server.fargate_worker.telemetry import (
     AttemptTrace,
+    StartCounts,
     TaskEnding,
     emit_task_metrics,
-    emit_task_started,
     logger,
 )
 
@@ -98,6 +98,8 @@ class Attempts:
         self._mailbox = mailbox
         self._ledger = ledger
         self._stop = stop
+        #: The attempts this agent started, told a second at a time (by the heartbeat and at exit).
+        self.starts = StartCounts(partition)
 
     # -------------------------------------------------------------------------- preparing
     def read(self, helds: Sequence[Held]) -> None:
@@ -302,7 +304,7 @@ class Attempts:
 
     def _emit_started(self, task: TaskModel) -> None:
         try:
-            emit_task_started(self._partition, str(task.handler))
+            self.starts.add(str(task.handler))
         except Exception:  # metrics must never fail a task
             logger.exception("could not emit the task's metrics")
 

@@ -19,6 +19,7 @@ from skyloom_server.fargate_worker.messages import Held, Mailbox
 from skyloom_server.fargate_worker.telemetry import (
     MEMORY_WARN_FRACTION,
     BusyMeter,
+    StartCounts,
     emit_busy_fraction,
     emit_memory_warning,
     logger,
@@ -45,7 +46,8 @@ class Heartbeat:
     """
 
     def __init__(self, settings: Settings, *, partition: str, worker_id: str, ops: ExecutionOps, ledger: Ledger,
-                 mailbox: Mailbox, busy: BusyMeter, busy_report_seconds: float, memory_limit: int | None) -> None:
+                 mailbox: Mailbox, busy: BusyMeter, busy_report_seconds: float, memory_limit: int | None,
+                 starts: StartCounts | None = None) -> None:
         self._settings = settings
         self._partition = partition
         self._worker_id = worker_id
@@ -55,6 +57,7 @@ class Heartbeat:
         self._busy = busy
         self._busy_report_seconds = busy_report_seconds
         self._memory_limit = memory_limit
+        self._starts = starts
         self.every = min(settings.lease_seconds, float(settings.visibility_timeout)) / 3
         #: A task taken on its receipt is claimed once it has run this long (see claims.take):
         #: a task of a second or more then shows as Processing, and a lost one is charged.
@@ -86,6 +89,7 @@ class Heartbeat:
             if now >= next_report:
                 next_report = now + self._busy_report_seconds
                 self._report_busy()
+            self._tell_starts()
             for held in self._ledger.running():
                 task = held.task
                 if task is not None and not claims.claimed(task) and now - held.running_since >= self.claim_after:
@@ -121,6 +125,15 @@ class Heartbeat:
                         child.kill()
                 return False
         return True
+
+    def _tell_starts(self) -> None:
+        """The attempts started since the last line (at most a tick ago), if any."""
+        if self._starts is None:
+            return
+        try:
+            self._starts.flush()
+        except Exception:  # metrics must never stop the beats
+            logger.exception("could not emit the started attempts' metrics")
 
     def _report_busy(self) -> None:
         """The fraction of slot time spent holding a task since the last report (log + metric)."""

@@ -70,7 +70,9 @@ def test_task_metrics_have_partition_and_handler_dimensions_only(capsys: pytest.
 
 
 def test_outcomes_are_counted_under_their_documented_names(capsys: pytest.CaptureFixture[str]) -> None:
-    telemetry.emit_task_started("default", "price")
+    starts = telemetry.StartCounts("default")
+    starts.add("price")
+    starts.flush()
     telemetry.emit_task_metrics("default", [("price", {"memory_peak": 1024.0}, "retried")])
     telemetry.emit_task_metrics("default", [("price", {}, "failed")])
     telemetry.emit_task_metrics("default", [("price", {"compute": 1.0}, None)])  # a lost lease: no count
@@ -144,3 +146,29 @@ def test_tracing_off_records_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
         pass
     assert recorder.events == []
     assert telemetry.tracer.disabled  # and the suite runs with POWERTOOLS_TRACE_DISABLED=true
+
+
+def test_attempts_started_within_a_second_are_told_in_one_line_each_a_data_point(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN starts counted within a second, of two handlers
+    starts = telemetry.StartCounts("default", every=60.0)
+    for handler in ("price", "price", "greeks", "price"):
+        starts.add(handler)
+    assert capsys.readouterr().out == ""  # not yet told
+    # WHEN they are told (the heartbeat's tick, the agent's exit), and again with nothing new
+    starts.flush()
+    starts.flush()
+    out = capsys.readouterr()
+    # THEN one line per handler, one value per start: the same data points as a line each
+    lines = [json.loads(x) for x in out.out.splitlines() if x.startswith("{")]
+    assert [(line["handler"], line["TasksStarted"]) for line in lines] == [("price", [1.0, 1.0, 1.0]),
+                                                                          ("greeks", [1.0])]
+    assert "No application metrics" not in out.err
+
+
+def test_a_start_after_a_quiet_second_is_told_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    starts = telemetry.StartCounts("default", every=0.0)
+    starts.add("price")
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert line["TasksStarted"] == [1.0]
