@@ -9,7 +9,7 @@ import pytest
 from skyloom.core import execution, sessions
 from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage
-from skyloom.core.models import TaskModel
+from skyloom.core.models import ResultModel, TaskModel
 from skyloom.runtime.outcome import RemoteError
 from tests.functional.conftest import ApiClient, Db
 from tests.functional.test_resolution import StreamReader, resolve, run_task, status, submit
@@ -76,19 +76,29 @@ def test_the_cascade_stops_at_an_optional_edge_and_says_so(api: ApiClient, db: D
     assert inp.aborted["ra"]["task_id"] == "a" and inp.aborted["ra"]["type"] == "ValueError"
 
 
-def test_an_optional_input_aborted_before_the_submission_does_not_hold_the_task(
+def test_an_input_aborted_before_the_submission_cancels_or_is_skipped_as_if_it_aborted_after(
     api: ApiClient, aws_stack: Settings
 ) -> None:
     # GIVEN a result already aborted
     sid = api.session()
     submit(api, sid, [{"id": "a", "handler": "h", "expected_outputs": ["ra"]}], [{"id": "ra"}])
     fail_task(aws_stack, "a")
-    # WHEN a task names it as a mandatory dependency, it is refused; as an optional one, it is queued
-    r = api.call("POST", f"/sessions/{sid}/tasks", {"tasks": [
-        {"id": "m", "handler": "h", "data_dependencies": ["ra"], "expected_outputs": ["rm"]}],
-        "results": [{"id": "rm"}]})
-    assert r.status == 400 and r.field == "tasks.0.data_dependencies"
-    submit(api, sid, [{"id": "o", "handler": "h", "data_dependencies": ["ra"], "optional_dependencies": ["ra"],
-                       "expected_outputs": ["ro"]}], [{"id": "ro"}])
+    stream = StreamReader(aws_stack)
+    stream.batch()
+    # WHEN tasks name it as a mandatory dependency (with a dependent of their own in the same request)
+    # and as an optional one
+    submit(api, sid, [
+        {"id": "m", "handler": "h", "data_dependencies": ["ra"], "expected_outputs": ["rm"]},
+        {"id": "n", "handler": "h", "data_dependencies": ["rm"], "expected_outputs": ["rn"]},
+        {"id": "o", "handler": "h", "data_dependencies": ["ra"], "optional_dependencies": ["ra"],
+         "expected_outputs": ["ro"]},
+    ], [{"id": "rm"}, {"id": "rn"}, {"id": "ro"}])
+    resolve(stream.batch())
+    # THEN the mandatory one is accepted and cancelled naming the root failure, and so, through the
+    # cascade, is its own dependent: as if a had failed just after; the optional one is queued
+    assert status("m") == "Cancelled" and status("n") == "Cancelled"
+    for rid in ("rm", "rn"):
+        r = ResultModel.get(rid, consistent_read=True)
+        assert r.status == "Aborted" and (r.error or {}).get("task_id") == "a"
     assert status("o") == "Submitted"
     assert TaskModel.get("o").aborted_inputs == {"ra"}

@@ -16,6 +16,7 @@ from pynamodb.exceptions import DoesNotExist
 from pynamodb.transactions import TransactWrite
 
 from skyloom.core import access, clock, readiness
+from skyloom.core.cancellation import cancel_dependent
 from skyloom.core.config import Settings
 from skyloom.core.ddb import Op, put_new, transact_idempotent
 from skyloom.core.graph import (
@@ -24,7 +25,6 @@ from skyloom.core.graph import (
     check_dependency_kinds,
     check_unique,
     settled_inputs,
-    stops_cascade,
 )
 from skyloom.core.models import ResultModel, SessionModel, TaskModel
 from skyloom.core.protocol import SubmitTasksRequest, SubmitTasksResponse, TaskSpec, b64decode
@@ -166,6 +166,7 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
 
     waiting = [t for t in tasks if t.status == TaskStatus.PENDING.value and t.remaining]
     readiness.register_edges(waiting, flagged=flagged)
+    _cancel_on_aborted(waiting, results)
     if starts:
         readiness.enqueue_tasks(settings, [*early.held_back, *readiness.recheck(settings, waiting)])
     return SubmitTasksResponse(
@@ -173,6 +174,22 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
         results=[result_info(r, upload_urls.get(r.result_id)) for r in new_results
                  if answer or r.result_id in upload_urls],
     )
+
+
+def _cancel_on_aborted(waiting: Sequence[TaskModel], results: dict[str, ResultModel]) -> None:
+    """Cancel, with the root failure, each written task whose mandatory input had already aborted.
+
+    Whether a producer failed just before a dependent's submission or just after it is a race in a
+    dynamic graph (the SDK also groups ``fn.submit()`` calls into requests of its own choosing), so
+    both end alike: the dependent is Cancelled and its outputs Aborted, naming the task that
+    failed. After the edges are written: the cascade then reaches this batch's own dependents of it.
+    """
+    for t in waiting:
+        for rid in sorted(t.remaining or ()):
+            r = results.get(rid)
+            if r is not None and r.status == ResultStatus.ABORTED.value:
+                cancel_dependent(t.task_id, rid, r.error)
+                break
 
 
 def _check_refs(
@@ -188,10 +205,10 @@ def _check_refs(
                 details={"missing": missing[:100]},
             )
     for rid in (*spec.data_dependencies, *([spec.payload_result] if spec.payload_result else [])):
+        # An input already aborted does not refuse the task: an optional one runs without it (and is
+        # told), a mandatory one cancels it once written (see submit_tasks), as when it aborts later.
         status = results[rid].status
-        if status == ResultStatus.ABORTED.value and stops_cascade(spec.optional_dependencies, rid):
-            continue  # an optional input already aborted: the task runs without it, and is told
-        if status in (ResultStatus.ABORTED.value, ResultStatus.DELETED.value):
+        if status == ResultStatus.DELETED.value:
             raise InvalidRequest(f"task {tid} depends on result {rid}, which is {status}",
                                  field=f"{field}.data_dependencies", details={"result_id": rid, "status": status})
     for rid in spec.expected_outputs:
