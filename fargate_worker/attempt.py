@@ -104,7 +104,11 @@ class Attempts:
     # -------------------------------------------------------------------------- preparing
     def read(self, helds: Sequence[Held]) -> None:
         """Read the tasks of a received batch in one call, for :meth:`prepare` to take them without
-        a claim each. A failed read is only logged: each message is then claimed on its own."""
+        a claim each. A failed read is only logged: each message is then claimed on its own. A message
+        that carried its task's item (:meth:`Mailbox.receive`) needs no read."""
+        helds = [h for h in helds if not h.read]
+        if not helds:
+            return
         try:
             found = self._ops.read_tasks([h.message.task_id for h in helds])
         except Exception:

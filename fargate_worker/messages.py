@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from skyloom.core import readiness
 from skyloom.core.dispatching import TaskMessage, UndecodableMessage
 from skyloom.core.models import TaskModel
 from skyloom.runtime.outcome import RemoteError, TaskInput
@@ -118,7 +119,7 @@ class Mailbox:
                 break
             resp = self._sqs.receive_message(
                 QueueUrl=url, MaxNumberOfMessages=min(budget, MAX_RECEIVE), WaitTimeSeconds=wait,
-                VisibilityTimeout=self._visibility,
+                VisibilityTimeout=self._visibility, MessageSystemAttributeNames=["ApproximateReceiveCount"],
             )
             messages: list[dict[str, Any]] = resp.get("Messages", [])
             if messages:
@@ -134,7 +135,15 @@ class Mailbox:
             logger.warning("leaving an undecodable message to the dead-letter queue",
                            extra={"message_id": m.get("MessageId"), "error": str(exc)})
             return None
-        return Held(url, m["ReceiptHandle"], message, next_beat=time.monotonic() + self._beat_every)
+        held = Held(url, m["ReceiptHandle"], message, next_beat=time.monotonic() + self._beat_every)
+        # The first delivery of a message that carries its task's item is taken from it, as read when
+        # sent: nothing but a cancellation can have changed it since, and the commit's condition sees
+        # that. A later delivery follows a lost or crashed attempt: the item is read again.
+        if m.get("Attributes", {}).get("ApproximateReceiveCount") == "1":
+            task = readiness.item_task(message)
+            if task is not None:
+                held.snapshot, held.read = task, True
+        return held
 
     # ----------------------------------------------------------------------------- extending
     def extend(self, helds: Sequence[Held]) -> None:

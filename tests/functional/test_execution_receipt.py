@@ -8,15 +8,18 @@ skipped by an early (duplicate) message.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import boto3
 import pytest
 
 from skyloom.core import clock, execution
 from skyloom.core.config import Settings
-from skyloom.core.dispatching import TaskMessage
+from skyloom.core.dispatching import TaskMessage, queue_urls_by_priority
 from skyloom.core.models import ResultModel, TaskModel
 from skyloom.runtime.outcome import RemoteError, TaskOutcome
+from skyloom_server.fargate_worker.messages import Mailbox
 from tests.functional.conftest import ApiClient
 
 
@@ -193,3 +196,50 @@ def test_a_subtask_taking_over_an_output_releases_its_dependents_too(api: ApiCli
     assert TaskModel.get("c", consistent_read=True).status == "Pending"
     assert execution.commit(aws_stack, _taken(aws_stack, "s"), "w2", TaskOutcome(outputs={"a": b"1"}), {})
     assert TaskModel.get("c", consistent_read=True).status == "Submitted"
+
+
+def test_a_first_delivery_is_taken_from_the_item_its_message_carries_and_a_later_one_is_read(
+    api: ApiClient, aws_stack: Settings
+) -> None:
+    # GIVEN a task just submitted: the submit route sent its message after writing it
+    sid = api.session()
+    _submit(api, sid, "t", "out")
+    sqs = boto3.client("sqs", region_name=aws_stack.region)
+    mailbox = Mailbox(sqs, visibility_timeout=30, beat_every=10.0, count=lambda _: None)
+    plan = [(url, 0) for url in queue_urls_by_priority(aws_stack, "default")]
+    # WHEN an agent receives it for the first time
+    received = mailbox.receive(plan, 10, threading.Event())
+    assert received is not None
+    (held,) = received
+    # THEN it holds the task's item as written, without having read it
+    assert held.read and held.snapshot is not None
+    assert held.snapshot.serialize() == TaskModel.get("t", consistent_read=True).serialize()
+    # WHEN the message comes back (a lost attempt), THEN that delivery is read like any other
+    sqs.change_message_visibility(QueueUrl=held.queue_url, ReceiptHandle=held.receipt, VisibilityTimeout=0)
+    again = mailbox.receive(plan, 10, threading.Event())
+    assert again is not None and not again[0].read and again[0].snapshot is None
+    # AND the task taken from the item commits as one taken from a read would
+    task = execution.take(aws_stack, held.message, held.snapshot)
+    assert task is not None
+    assert execution.commit(aws_stack, task, "w1", TaskOutcome(outputs={"out": b"v"}), {})
+    assert TaskModel.get("t", consistent_read=True).status == "Completed"
+    assert ResultModel.get("out", consistent_read=True).inline == b"v"
+
+
+def test_a_task_cancelled_after_its_message_left_cannot_commit_from_the_carried_item(
+    api: ApiClient, aws_stack: Settings
+) -> None:
+    sid = api.session()
+    _submit(api, sid, "t", "out")
+    sqs = boto3.client("sqs", region_name=aws_stack.region)
+    mailbox = Mailbox(sqs, visibility_timeout=30, beat_every=10.0, count=lambda _: None)
+    r = api.call("POST", f"/sessions/{sid}/tasks/cancel", {"ids": ["t"]})
+    assert r.status == 200, r.raw_body
+    received = mailbox.receive([(url, 0) for url in queue_urls_by_priority(aws_stack, "default")], 10,
+                               threading.Event())
+    assert received is not None and received[0].read  # the item as sent: Submitted
+    task = execution.take(aws_stack, received[0].message, received[0].snapshot)
+    assert task is not None
+    assert not execution.commit(aws_stack, task, "w1", TaskOutcome(outputs={"out": b"late"}), {})
+    assert TaskModel.get("t", consistent_read=True).status == "Cancelled"
+    assert ResultModel.get("out", consistent_read=True).status == "Aborted"

@@ -21,7 +21,8 @@ from pynamodb.attributes import (
 )
 from pynamodb.exceptions import AttributeDeserializationError, AttributeNullError
 
-from skyloom.core import models
+from skyloom.core import models, readiness
+from skyloom.core.dispatching import TaskMessage
 from skyloom.core.item_model import ItemModel
 
 MODELS = [models.SessionModel, models.TaskModel, models.ResultModel, models.EdgeModel,
@@ -159,3 +160,31 @@ def test_a_new_item_put_is_the_one_pynamodb_would_add(case: tuple[type[ItemModel
                     for _ in range(2))
     assert outcome(put_new(item), ours) == outcome(theirs.save, item, condition=hash_key.does_not_exist())
     assert ours._put_items == theirs._put_items
+
+
+@st.composite
+def task_items(draw: st.DrawFn) -> models.TaskModel:
+    attributes = models.TaskModel.get_attributes()
+    chosen = draw(st.lists(st.sampled_from(sorted(set(attributes) - {"task_id"})), unique=True))
+    values = {name: draw(value_of(attributes[name])) for name in chosen}
+    return models.TaskModel(task_id=draw(st.text(min_size=1, max_size=8)), **values)
+
+
+@settings(max_examples=300, deadline=None)
+@given(task_items())
+def test_a_task_item_carried_by_its_message_reads_as_written(task: models.TaskModel) -> None:
+    # The item a submitted task's message carries is the one its worker takes instead of reading it.
+    message = readiness.message_for(task, whole=True)
+    carried = readiness.item_task(TaskMessage.parse(message.body()))
+    if message.item is None:  # too large to carry: the worker reads it
+        return
+    read = models.TaskModel.from_raw_data(task.serialize(null_check=False))  # what reading the item gives
+    assert carried is not None
+    assert carried.serialize(null_check=False) == read.serialize(null_check=False)
+
+
+def test_a_message_without_a_readable_item_leaves_the_task_to_be_read() -> None:
+    plain = TaskMessage("t1", "s1", "default", 0)
+    assert TaskMessage.parse(plain.body()) == plain and readiness.item_task(plain) is None
+    for item in ({"task_id": {"S": "t2"}}, {"payload": {"B": "not base64!"}}, {"task_id": {"Q": "t1"}}):
+        assert readiness.item_task(TaskMessage("t1", "s1", "default", 0, item)) is None

@@ -66,7 +66,7 @@ class FakeSqs:
             raise ConnectionError(f"injected {op} failure")
 
     def receive_message(self, *, QueueUrl: str, MaxNumberOfMessages: int, WaitTimeSeconds: int,
-                        VisibilityTimeout: int) -> dict[str, Any]:
+                        VisibilityTimeout: int, MessageSystemAttributeNames: list[str]) -> dict[str, Any]:
         self._fail("receive_message")
         now = time.monotonic()
         with self._lock:
@@ -79,7 +79,8 @@ class FakeSqs:
         if not got and WaitTimeSeconds:
             # An empty long poll returns after a while: long for the upper levels' own pollers.
             time.sleep(0.2 if WaitTimeSeconds >= 5 else 0.02)
-        return {"Messages": [{"MessageId": m.id, "ReceiptHandle": m.receipt, "Body": m.body} for m in got]}
+        return {"Messages": [{"MessageId": m.id, "ReceiptHandle": m.receipt, "Body": m.body,
+                              "Attributes": {"ApproximateReceiveCount": str(m.receives)}} for m in got]}
 
     def _find(self, url: str, receipt: str) -> FakeMessage:
         for m in self.queues[url]:

@@ -1,8 +1,11 @@
 """The one writer of task messages.
 
 A message only says "task X of session S may be ready"; DynamoDB holds the truth and the worker's
-conditional claim decides. So duplicates are harmless, and a lost message is repaired by the
-dispatch sweeper, which re-sends for queued tasks that stayed unclaimed (the ``by_due`` index).
+conditional claim or commit decides. The sender that wrote a task's whole item may add it to the
+message (``item``): a worker then takes the message's first delivery from it without reading the
+item, as if it had read it when the message was sent. So duplicates are harmless, and a lost
+message is repaired by the dispatch sweeper, which re-sends for queued tasks that stayed unclaimed
+(the ``by_due`` index).
 Sends are batched by 10 (the SQS maximum) per (partition, priority) queue; MessageGroupId is the
 session id so SQS fair queues share a partition's workers between sessions.
 """
@@ -14,9 +17,9 @@ import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from skyloom.core import clock
@@ -39,13 +42,16 @@ class TaskMessage:
     session_id: str
     partition: str
     priority: int
+    #: The task's item as its sender wrote it, in DynamoDB's JSON (binary values in base64); None
+    #: when the sender did not write it whole or it is large (see ``readiness.message_for``).
+    item: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def body(self) -> str:
-        return json.dumps(
-            {"v": MESSAGE_VERSION, "task_id": self.task_id, "session_id": self.session_id,
-             "partition": self.partition, "priority": self.priority},
-            separators=(",", ":"),
-        )
+        fields: dict[str, Any] = {"v": MESSAGE_VERSION, "task_id": self.task_id, "session_id": self.session_id,
+                                  "partition": self.partition, "priority": self.priority}
+        if self.item is not None:
+            fields["item"] = self.item
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def parse(cls, body: str) -> TaskMessage:
@@ -53,8 +59,9 @@ class TaskMessage:
             raw: dict[str, object] = json.loads(body)
             if raw.get("v") != MESSAGE_VERSION:
                 raise UndecodableMessage(f"unknown message version {raw.get('v')!r}")
+            item = raw.get("item")
             return cls(str(raw["task_id"]), str(raw["session_id"]), str(raw["partition"]),
-                       int(str(raw["priority"])))
+                       int(str(raw["priority"])), item if isinstance(item, dict) else None)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             if isinstance(exc, UndecodableMessage):
                 raise

@@ -9,13 +9,15 @@ Pending -> Submitted write: exactly one caller wins and enqueues, however they r
 
 from __future__ import annotations
 
+import base64
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from pynamodb.expressions.condition import size
 
-from skyloom.core import clock, dispatching
+from skyloom.core import clock, dispatching, wire
 from skyloom.core.cancellation import cancel_dependent
 from skyloom.core.config import Settings
 from skyloom.core.ddb import update_if
@@ -29,8 +31,42 @@ from skyloom.core.transitions import task_move
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="skyloom-readiness")
 
 
-def message_for(task: TaskModel) -> TaskMessage:
-    return TaskMessage(task.task_id, task.session_id, task.partition, int(task.priority or 0))
+#: The largest task item a message carries, estimated from its payload and its lists of result
+#: ids: well within SQS's message size, and a larger item is read by the worker anyway.
+ITEM_IN_MESSAGE_BYTES = 16 * 1024
+_ITEM_OVERHEAD_BYTES = 1024
+_RESULT_ID_BYTES = 48
+
+
+def message_for(task: TaskModel, *, whole: bool = False) -> TaskMessage:
+    """The task's message; ``whole``: ``task`` is the item exactly as just written, and the message
+    carries it (if small) for the worker to take its first delivery without reading it."""
+    item = _item_of(task) if whole else None
+    return TaskMessage(task.task_id, task.session_id, task.partition, int(task.priority or 0), item)
+
+
+def _item_of(task: TaskModel) -> dict[str, Any] | None:
+    ids = len(task.data_dependencies or ()) + len(task.expected_outputs or ())
+    if int(task.payload_size or 0) + ids * _RESULT_ID_BYTES + _ITEM_OVERHEAD_BYTES > ITEM_IN_MESSAGE_BYTES:
+        return None
+    return wire.convert_map(task.serialize(null_check=False), _base64)
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def item_task(message: TaskMessage) -> TaskModel | None:
+    """The task item its message carries (as its sender wrote it), or None if it carries none or
+    one that does not read as the message's task."""
+    if message.item is None:
+        return None
+    try:
+        attrs = wire.convert_map(dict(message.item), base64.b64decode)
+        task = TaskModel.from_raw_data(attrs) if attrs is not None else None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return task if task is not None and task.task_id == message.task_id else None
 
 
 def queued_actions(settings: Settings, task_id: str, now: float, *, delay: float = 0.0) -> list[object]:
@@ -293,5 +329,7 @@ def _activate_one(settings: Settings, t: TaskModel, now: float) -> str | None:
     return "queued" if try_ready(settings, t) else "waiting"
 
 
-def enqueue_tasks(settings: Settings, tasks: Iterable[TaskModel], *, delay_seconds: int = 0) -> int:
-    return dispatching.enqueue(settings, [message_for(t) for t in tasks], delay_seconds=delay_seconds)
+def enqueue_tasks(settings: Settings, tasks: Iterable[TaskModel], *, delay_seconds: int = 0,
+                  whole: bool = False) -> int:
+    """Send the tasks' messages; ``whole``: see :func:`message_for`."""
+    return dispatching.enqueue(settings, [message_for(t, whole=whole) for t in tasks], delay_seconds=delay_seconds)

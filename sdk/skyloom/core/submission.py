@@ -168,7 +168,8 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
     readiness.register_edges(waiting, flagged=flagged)
     _cancel_on_aborted(waiting, results)
     if starts:
-        readiness.enqueue_tasks(settings, [*early.held_back, *readiness.recheck(settings, waiting)])
+        readiness.enqueue_tasks(settings, early.held_back, whole=True)  # as written: the messages carry them
+        readiness.enqueue_tasks(settings, readiness.recheck(settings, waiting))
     return SubmitTasksResponse(
         tasks=[task_info(t) for t in tasks] if answer else [],
         results=[result_info(r, upload_urls.get(r.result_id)) for r in new_results
@@ -255,7 +256,7 @@ class _EarlySends:
             else:
                 ready.append(t)
         if ready:
-            self._sends.append(self._pool.submit(readiness.enqueue_tasks, self._settings, ready))
+            self._sends.append(self._pool.submit(readiness.enqueue_tasks, self._settings, ready, whole=True))
 
     def __enter__(self) -> _EarlySends:
         return self
