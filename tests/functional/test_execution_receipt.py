@@ -19,7 +19,7 @@ from skyloom.core.config import Settings
 from skyloom.core.dispatching import TaskMessage, queue_urls_by_priority
 from skyloom.core.models import ResultModel, TaskModel
 from skyloom.runtime.outcome import RemoteError, TaskOutcome
-from skyloom_server.fargate_worker.messages import Mailbox
+from skyloom_server.fargate_worker.messages import Held, Mailbox
 from tests.functional.conftest import ApiClient
 
 
@@ -198,26 +198,36 @@ def test_a_subtask_taking_over_an_output_releases_its_dependents_too(api: ApiCli
     assert TaskModel.get("c", consistent_read=True).status == "Submitted"
 
 
+class _Agent:
+    """An agent's SQS side on the stack's queues, receiving as the agent's poller does."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.sqs = boto3.client("sqs", region_name=settings.region)
+        self.mailbox = Mailbox(self.sqs, visibility_timeout=30, beat_every=10.0, count=lambda _: None)
+        self.plan = [(url, 0) for url in queue_urls_by_priority(settings, "default")]
+
+    def receive_one(self) -> Held:
+        received = self.mailbox.receive(self.plan, 10, threading.Event())
+        assert received is not None and len(received) == 1
+        return received[0]
+
+
 def test_a_first_delivery_is_taken_from_the_item_its_message_carries_and_a_later_one_is_read(
     api: ApiClient, aws_stack: Settings
 ) -> None:
     # GIVEN a task just submitted: the submit route sent its message after writing it
     sid = api.session()
     _submit(api, sid, "t", "out")
-    sqs = boto3.client("sqs", region_name=aws_stack.region)
-    mailbox = Mailbox(sqs, visibility_timeout=30, beat_every=10.0, count=lambda _: None)
-    plan = [(url, 0) for url in queue_urls_by_priority(aws_stack, "default")]
+    agent = _Agent(aws_stack)
     # WHEN an agent receives it for the first time
-    received = mailbox.receive(plan, 10, threading.Event())
-    assert received is not None
-    (held,) = received
+    held = agent.receive_one()
     # THEN it holds the task's item as written, without having read it
     assert held.read and held.snapshot is not None
     assert held.snapshot.serialize() == TaskModel.get("t", consistent_read=True).serialize()
     # WHEN the message comes back (a lost attempt), THEN that delivery is read like any other
-    sqs.change_message_visibility(QueueUrl=held.queue_url, ReceiptHandle=held.receipt, VisibilityTimeout=0)
-    again = mailbox.receive(plan, 10, threading.Event())
-    assert again is not None and not again[0].read and again[0].snapshot is None
+    agent.sqs.change_message_visibility(QueueUrl=held.queue_url, ReceiptHandle=held.receipt, VisibilityTimeout=0)
+    again = agent.receive_one()
+    assert not again.read and again.snapshot is None
     # AND the task taken from the item commits as one taken from a read would
     task = execution.take(aws_stack, held.message, held.snapshot)
     assert task is not None
@@ -231,14 +241,11 @@ def test_a_task_cancelled_after_its_message_left_cannot_commit_from_the_carried_
 ) -> None:
     sid = api.session()
     _submit(api, sid, "t", "out")
-    sqs = boto3.client("sqs", region_name=aws_stack.region)
-    mailbox = Mailbox(sqs, visibility_timeout=30, beat_every=10.0, count=lambda _: None)
     r = api.call("POST", f"/sessions/{sid}/tasks/cancel", {"ids": ["t"]})
     assert r.status == 200, r.raw_body
-    received = mailbox.receive([(url, 0) for url in queue_urls_by_priority(aws_stack, "default")], 10,
-                               threading.Event())
-    assert received is not None and received[0].read  # the item as sent: Submitted
-    task = execution.take(aws_stack, received[0].message, received[0].snapshot)
+    held = _Agent(aws_stack).receive_one()
+    assert held.read  # the item as sent: Submitted
+    task = execution.take(aws_stack, held.message, held.snapshot)
     assert task is not None
     assert not execution.commit(aws_stack, task, "w1", TaskOutcome(outputs={"out": b"late"}), {})
     assert TaskModel.get("t", consistent_read=True).status == "Cancelled"
