@@ -295,7 +295,7 @@ class SlotPool:
                     ran = self._attempts.execute(held, child, inp, metrics, sent=finished.hand_over)
                 else:
                     ran = inp
-                finished.hand_over()  # the task did not reach the child: it is not waited for
+                finished.hand_over()  # done at the child's start; here if the task never reached it
                 self._ledger.observe(time.monotonic() - started)
                 v = verdict(ran, lease_lost=held.lost.is_set())
                 if self._reporters and v.action in (Action.COMPLETE, Action.FAIL) and not self._stop.force.is_set():

@@ -70,7 +70,7 @@ def transition(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | 
 def on_completed(settings: Settings, result_id: str, carried: list[str] | None = None) -> Resolved:
     waiting = carried if carried is not None else dependents(result_id)
     winners = readiness.release_and_ready(settings, readiness.still_waiting([(t, result_id) for t in waiting]))
-    readiness.enqueue_tasks(settings, winners)
+    readiness.enqueue_tasks(settings, winners, whole=True)
     return Resolved(queued=len(winners), tasks=[t.task_id for t in winners])
 
 
@@ -126,7 +126,7 @@ def resolve_batch(
         edges = [carried[rid] if rid in carried else found[rid] for rid in completed]
         pairs = [(task_id, rid) for rid, tasks in zip(completed, edges, strict=True) for task_id in tasks]
         winners = readiness.release_and_ready(settings, readiness.still_waiting(pairs))
-        readiness.enqueue_tasks(settings, winners)
+        readiness.enqueue_tasks(settings, winners, whole=True)
         out.queued += len(winners)
         out.tasks += [t.task_id for t in winners]
         ready = {t.task_id for t in winners}

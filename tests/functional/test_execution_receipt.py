@@ -250,3 +250,22 @@ def test_a_task_cancelled_after_its_message_left_cannot_commit_from_the_carried_
     assert not execution.commit(aws_stack, task, "w1", TaskOutcome(outputs={"out": b"late"}), {})
     assert TaskModel.get("t", consistent_read=True).status == "Cancelled"
     assert ResultModel.get("out", consistent_read=True).status == "Aborted"
+
+
+def test_a_dependent_released_by_the_committing_worker_gets_a_message_carrying_its_item(
+    api: ApiClient, aws_stack: Settings
+) -> None:
+    # GIVEN a producer and its consumer, the producer's message received and taken
+    sid = api.session()
+    _producer_and_consumer(api, sid)
+    agent = _Agent(aws_stack)
+    producer = agent.receive_one()
+    assert producer.message.task_id == "p" and producer.snapshot is not None
+    task = execution.take(aws_stack, producer.message, producer.snapshot)
+    assert task is not None
+    # WHEN the producer commits, releasing and queueing the consumer
+    assert execution.commit(aws_stack, task, "w1", TaskOutcome(outputs={"a": b"1"}), {})
+    # THEN the consumer's message carries its item as the ready write left it: no read needed
+    consumer = agent.receive_one()
+    assert consumer.message.task_id == "c" and consumer.read and consumer.snapshot is not None
+    assert consumer.snapshot.serialize() == TaskModel.get("c", consistent_read=True).serialize()

@@ -172,7 +172,7 @@ def _release_dependents(settings: Settings, committed: Sequence[_Prepared]) -> N
     if not pairs:
         return
     try:
-        readiness.enqueue_tasks(settings, readiness.release_and_ready(settings, pairs))
+        readiness.enqueue_tasks(settings, readiness.release_and_ready(settings, pairs), whole=True)
     except Exception:  # the stream's resolve is the safety net for exactly this
         log.warning("releasing %d dependents after a commit failed; the results stream will", len(pairs),
                     exc_info=True)

@@ -124,7 +124,8 @@ def try_ready(settings: Settings, task: TaskModel) -> bool:
 
 
 def release_and_ready(settings: Settings, pairs: Iterable[tuple[str, str]]) -> list[TaskModel]:
-    """For each (task, completed result): release it and try to ready the task. Returns the winners.
+    """For each (task, completed result): release it and try to ready the task. Returns the winners,
+    each whole as its ready write left it (the write returns the item): their messages may carry it.
 
     Releases are grouped per task (a fan-in task waiting on 200 results released by one batch is one
     write, not 200) and the tasks are updated concurrently.
@@ -256,6 +257,7 @@ def _flag(result_id: str, task_ids: set[str]) -> None:
 def recheck(settings: Settings, tasks: Sequence[TaskModel], *, written: Collection[str] = ()) -> list[TaskModel]:
     """After edges exist, release every remaining dependency that is already completed (but those of
     ``written``: results written together with their edges, which cannot have ended before them).
+    The tasks it queues are whole, as their ready write left them (see :func:`release_and_ready`).
 
     This closes the race with a dependency completing, or being aborted, while the task was being
     written: either resolve sees our edge, or we see the dependency's end here (both may: releasing

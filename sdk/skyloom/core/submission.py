@@ -169,7 +169,7 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
     _cancel_on_aborted(waiting, results)
     if starts:
         readiness.enqueue_tasks(settings, early.held_back, whole=True)  # as written: the messages carry them
-        readiness.enqueue_tasks(settings, readiness.recheck(settings, waiting))
+        readiness.enqueue_tasks(settings, readiness.recheck(settings, waiting), whole=True)
     return SubmitTasksResponse(
         tasks=[task_info(t) for t in tasks] if answer else [],
         results=[result_info(r, upload_urls.get(r.result_id)) for r in new_results
