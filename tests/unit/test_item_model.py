@@ -188,3 +188,18 @@ def test_a_message_without_a_readable_item_leaves_the_task_to_be_read() -> None:
     assert TaskMessage.parse(plain.body()) == plain and readiness.item_task(plain) is None
     for item in ({"task_id": {"S": "t2"}}, {"payload": {"B": "not base64!"}}, {"task_id": {"Q": "t1"}}):
         assert readiness.item_task(TaskMessage("t1", "s1", "default", 0, item)) is None
+
+
+def test_an_item_too_large_for_a_batch_of_messages_is_left_to_be_read() -> None:
+    # Ten messages of a batch must stay within SQS's 256 KiB: a large payload, or a long list of
+    # result ids, leaves the item out (the worker reads it), whatever the estimate of its parts.
+    base = {"session_id": "s1", "owner": "o", "status": "Submitted", "handler": "h", "partition": "default",
+            "created_at": 1.0, "updated_at": 1.0}
+    small = models.TaskModel(task_id="t1", payload=b"x" * 100, payload_size=100, **base)
+    carried = readiness.message_for(small, whole=True)
+    assert carried.item is not None and len(carried.body()) <= readiness.ITEM_IN_MESSAGE_BYTES + 1024
+    big_payload = models.TaskModel(task_id="t2", payload=b"x" * 20_000, payload_size=20_000, **base)
+    many_ids = models.TaskModel(task_id="t3", data_dependencies=[f"r{i:031d}" for i in range(1000)], **base)
+    for task in (big_payload, many_ids):
+        message = readiness.message_for(task, whole=True)
+        assert message.item is None and len(message.body()) < 1024

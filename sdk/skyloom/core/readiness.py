@@ -10,6 +10,7 @@ Pending -> Submitted write: exactly one caller wins and enqueues, however they r
 from __future__ import annotations
 
 import base64
+import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,11 +32,9 @@ from skyloom.core.transitions import task_move
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="skyloom-readiness")
 
 
-#: The largest task item a message carries, estimated from its payload and its lists of result
-#: ids: well within SQS's message size, and a larger item is read by the worker anyway.
+#: The largest task item a message carries (its JSON): ten such messages stay well within SQS's
+#: 256 KiB for a whole batch, and a larger item is read by the worker anyway.
 ITEM_IN_MESSAGE_BYTES = 16 * 1024
-_ITEM_OVERHEAD_BYTES = 1024
-_RESULT_ID_BYTES = 48
 
 
 def message_for(task: TaskModel, *, whole: bool = False) -> TaskMessage:
@@ -46,10 +45,12 @@ def message_for(task: TaskModel, *, whole: bool = False) -> TaskMessage:
 
 
 def _item_of(task: TaskModel) -> dict[str, Any] | None:
-    ids = len(task.data_dependencies or ()) + len(task.expected_outputs or ())
-    if int(task.payload_size or 0) + ids * _RESULT_ID_BYTES + _ITEM_OVERHEAD_BYTES > ITEM_IN_MESSAGE_BYTES:
+    if int(task.payload_size or 0) > ITEM_IN_MESSAGE_BYTES:
         return None
-    return wire.convert_map(task.serialize(null_check=False), _base64)
+    item = wire.convert_map(task.serialize(null_check=False), _base64)
+    if item is None or len(json.dumps(item, separators=(",", ":"))) > ITEM_IN_MESSAGE_BYTES:
+        return None
+    return item
 
 
 def _base64(data: bytes) -> str:
