@@ -272,8 +272,15 @@ def recheck(settings: Settings, tasks: Sequence[TaskModel], *, written: Collecti
     queued = release_and_ready(
         settings, [(t.task_id, rid) for t in tasks for rid in (t.remaining or ()) if rid in completed]
     )
-    # A dependency aborted before the edge to it existed: resolve will not come back for it. An
-    # optional one is released (the task runs without it); a mandatory one cancels the task.
+    return queued + settle_aborted(settings, tasks, found)
+
+
+def settle_aborted(settings: Settings, tasks: Sequence[TaskModel], found: Mapping[str, ResultModel]) -> list[TaskModel]:
+    """Written tasks some of whose remaining dependencies are aborted in ``found``: resolve will not
+    come back for an abort that came before the edge to it existed. An optional one is released (the
+    task runs without it, and is queued if that was its last); a mandatory one cancels the task with
+    the root failure. Returns the tasks queued, whole (see :func:`release_and_ready`)."""
+    queued: list[TaskModel] = []
     for t in tasks:
         for rid in sorted(t.remaining or ()):
             r = found.get(rid)

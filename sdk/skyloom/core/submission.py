@@ -16,7 +16,6 @@ from pynamodb.exceptions import DoesNotExist
 from pynamodb.transactions import TransactWrite
 
 from skyloom.core import access, clock, readiness
-from skyloom.core.cancellation import cancel_dependent
 from skyloom.core.config import Settings
 from skyloom.core.ddb import Op, put_new, transact_idempotent
 from skyloom.core.graph import (
@@ -166,31 +165,18 @@ def submit_tasks(settings: Settings, owner: str, session_id: str, req: SubmitTas
 
     waiting = [t for t in tasks if t.status == TaskStatus.PENDING.value and t.remaining]
     readiness.register_edges(waiting, flagged=flagged)
-    _cancel_on_aborted(waiting, results)
+    # A mandatory input that had aborted when read cancels its task now (a producer failing just
+    # before this request or just after it ends alike; the SDK groups fn.submit() calls into
+    # requests of its own choosing): after the edges, so the cascade reaches this batch's dependents.
+    settled = readiness.settle_aborted(settings, waiting, results)
     if starts:
         readiness.enqueue_tasks(settings, early.held_back, whole=True)  # as written: the messages carry them
-        readiness.enqueue_tasks(settings, readiness.recheck(settings, waiting), whole=True)
+        readiness.enqueue_tasks(settings, [*settled, *readiness.recheck(settings, waiting)], whole=True)
     return SubmitTasksResponse(
         tasks=[task_info(t) for t in tasks] if answer else [],
         results=[result_info(r, upload_urls.get(r.result_id)) for r in new_results
                  if answer or r.result_id in upload_urls],
     )
-
-
-def _cancel_on_aborted(waiting: Sequence[TaskModel], results: dict[str, ResultModel]) -> None:
-    """Cancel, with the root failure, each written task whose mandatory input had already aborted.
-
-    Whether a producer failed just before a dependent's submission or just after it is a race in a
-    dynamic graph (the SDK also groups ``fn.submit()`` calls into requests of its own choosing), so
-    both end alike: the dependent is Cancelled and its outputs Aborted, naming the task that
-    failed. After the edges are written: the cascade then reaches this batch's own dependents of it.
-    """
-    for t in waiting:
-        for rid in sorted(t.remaining or ()):
-            r = results.get(rid)
-            if r is not None and r.status == ResultStatus.ABORTED.value:
-                cancel_dependent(t.task_id, rid, r.error)
-                break
 
 
 def _check_refs(

@@ -57,10 +57,8 @@ def to_wire(obj: Any) -> Any:
     kind = type(obj)
     if kind is str or kind is int or kind is float or kind is bool or obj is None:
         return obj
-    if kind is DynamoType:
-        if obj.type == "B" or obj.type == "BS":
-            return _moto_to_dict(obj)
-        return {obj.type: to_wire(obj.value)}
+    if isinstance(obj, DynamoType):  # before moto's datetime check: no value is both
+        return _moto_to_dict(obj) if obj.type == "B" or obj.type == "BS" else {obj.type: to_wire(obj.value)}
     if kind is dict:
         return {k: to_wire(v) for k, v in obj.items()}
     if kind is list:
@@ -68,8 +66,6 @@ def to_wire(obj: Any) -> Any:
     # Anything else as moto has it, in its order.
     if isinstance(obj, datetime):
         return obj
-    if isinstance(obj, DynamoType):
-        return _moto_to_dict(obj) if obj.type in ("B", "BS") else {obj.type: to_wire(obj.value)}
     if hasattr(obj, "to_json"):
         return to_wire(obj.to_json())
     if isinstance(obj, dict):
